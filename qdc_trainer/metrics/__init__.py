@@ -1,0 +1,101 @@
+"""Measurements of quality, diversity and complexity: pure, typed functions.
+
+Diversity of a collection (texts, token-id sequences or embeddings):
+    distinct_n, ead, ngram_entropy, duplicate_rate, self_bleu, compression_ratio,
+    vendi_score, vendi_score_from_kernel, mean_pairwise_cosine_distance,
+    mean_nearest_neighbor_distance, grouped_diversity.
+Complexity of each text:
+    lengths, reasoning_steps, compression_complexity, repetition_rate,
+    token_entropy (from logits), sequence_perplexity, ifd_score (under a model).
+Quality scorers, ``scorer(prompts, completions) -> floats``:
+    VerifierScorer, RewardModelScorer, PerplexityScorer, JudgeScorer.
+Embeddings and dataset scoring:
+    Embedder, HashingEmbedder, score_dataset, cluster_embeddings.
+The text measurements also load with ``evaluate.load(evaluate_module_path(...))``.
+
+>>> from qdc_trainer.metrics import distinct_n, self_bleu
+>>> texts = ["the cat sat on the mat", "a dog ran in the park", "the cat sat on the mat"]
+>>> round(distinct_n(texts, 2), 3), round(self_bleu(texts), 3)
+(0.667, 0.667)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .complexity import (
+    compression_complexity,
+    ifd_score,
+    lengths,
+    reasoning_steps,
+    repetition_rate,
+    sequence_perplexity,
+    token_entropy,
+)
+from .diversity import (
+    GroupedDiversity,
+    compression_ratio,
+    distinct_n,
+    duplicate_rate,
+    ead,
+    grouped_diversity,
+    mean_nearest_neighbor_distance,
+    mean_pairwise_cosine_distance,
+    ngram_entropy,
+    self_bleu,
+    vendi_score,
+    vendi_score_from_kernel,
+)
+from .embeddings import Embedder, HashingEmbedder, default_sentence_model_path
+from .quality import JudgeScorer, PerplexityScorer, RewardModelScorer, Scorer, VerifierScorer, extract_final_answer
+from .scoring import COMPLEXITY_MEASURES, cluster_embeddings, score_dataset
+
+EVALUATE_MODULES = ("qdc_diversity", "qdc_complexity")
+
+
+def evaluate_module_path(name: str = "qdc_diversity") -> str:
+    """Local path of a measurement shipped with the package, for ``evaluate.load(path)`` (works offline).
+
+    >>> Path(evaluate_module_path("qdc_diversity")).name
+    'qdc_diversity'
+    """
+    if name not in EVALUATE_MODULES:
+        raise ValueError(f"unknown measurement {name!r}; choose one of {EVALUATE_MODULES}")
+    return str(Path(__file__).resolve().parent.parent / "measurements" / name)
+
+
+__all__ = [
+    "COMPLEXITY_MEASURES",
+    "EVALUATE_MODULES",
+    "Embedder",
+    "GroupedDiversity",
+    "HashingEmbedder",
+    "JudgeScorer",
+    "PerplexityScorer",
+    "RewardModelScorer",
+    "Scorer",
+    "VerifierScorer",
+    "cluster_embeddings",
+    "compression_complexity",
+    "compression_ratio",
+    "default_sentence_model_path",
+    "distinct_n",
+    "duplicate_rate",
+    "ead",
+    "evaluate_module_path",
+    "extract_final_answer",
+    "grouped_diversity",
+    "ifd_score",
+    "lengths",
+    "mean_nearest_neighbor_distance",
+    "mean_pairwise_cosine_distance",
+    "ngram_entropy",
+    "reasoning_steps",
+    "repetition_rate",
+    "score_dataset",
+    "self_bleu",
+    "sequence_perplexity",
+    "token_entropy",
+    "vendi_score",
+    "vendi_score_from_kernel",
+]

@@ -1,0 +1,169 @@
+"""Input checking and the integer n-gram tables that the text metrics share.
+
+Every text metric accepts either strings (split on whitespace) or sequences of
+tokens (for example token ids from a tokenizer). Inputs are checked here, once,
+with messages that say what to fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+
+TextLike = Union[str, Sequence[Hashable]]
+"""A text: a string (split on whitespace) or a sequence of tokens such as token ids."""
+
+
+def check_list(items: Any, name: str) -> list:
+    """Return ``items`` as a list; reject a bare string and non-iterables."""
+    if isinstance(items, (str, bytes)):
+        raise TypeError(f"{name} must be a list of texts, not a single string; wrap it in a list: [{name}]")
+    if hasattr(items, "column_names") and not hasattr(items, "ndim"):
+        raise TypeError(f"{name} is a dataset; pass one of its columns, e.g. dataset['text']")
+    try:
+        return list(items)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of texts, got {type(items).__name__}") from None
+
+
+def tokenize(text: Any, name: str, index: int) -> list:
+    """Split one text into tokens: strings on whitespace, sequences as given."""
+    if isinstance(text, str):
+        return text.split()
+    if isinstance(text, bytes):
+        raise TypeError(f"{name}[{index}] is bytes; decode it to str first")
+    if hasattr(text, "tolist") and not isinstance(text, (list, tuple)):
+        text = text.tolist()  # numpy arrays and torch tensors of token ids
+        if not isinstance(text, list):
+            raise TypeError(f"{name}[{index}] is a scalar; expected a str or a sequence of tokens")
+    if isinstance(text, (list, tuple)):
+        for token in text:
+            if isinstance(token, float) and not math.isfinite(token):
+                raise ValueError(f"{name}[{index}] contains a non-finite token {token!r}")
+            if not isinstance(token, Hashable) or isinstance(token, (list, tuple)):
+                raise TypeError(
+                    f"{name}[{index}] contains {type(token).__name__} tokens; "
+                    "expected a flat sequence of str or int tokens"
+                )
+        return list(text)
+    raise TypeError(
+        f"{name}[{index}] is {type(text).__name__}; expected a str or a sequence of tokens (e.g. token ids)"
+    )
+
+
+def as_strings(texts: Any, name: str = "texts", *, min_items: int = 1) -> list[str]:
+    """Check a list of texts for byte-level metrics; token sequences are joined with spaces."""
+    items = check_list(texts, name)
+    require_items(items, name, min_items)
+    out = []
+    for i, text in enumerate(items):
+        if isinstance(text, str):
+            out.append(text)
+        else:
+            out.append(" ".join(str(t) for t in tokenize(text, name, i)))
+    return out
+
+
+def require_items(items: Sequence, name: str, min_items: int) -> None:
+    if len(items) < min_items:
+        if not items:
+            raise ValueError(f"{name} is empty: pass at least {min_items} item(s)")
+        raise ValueError(f"{name} has {len(items)} item(s); this metric needs at least {min_items}")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Texts as one flat array of integer token ids with document offsets.
+
+    ``tokens[offsets[d]:offsets[d + 1]]`` are the tokens of document ``d``.
+    """
+
+    tokens: np.ndarray  # int64, shape (total_tokens,)
+    offsets: np.ndarray  # int64, shape (n_docs + 1,)
+    vocab_size: int
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @classmethod
+    def from_texts(cls, texts: Any, name: str = "texts", *, min_items: int = 1) -> Corpus:
+        items = check_list(texts, name)
+        require_items(items, name, min_items)
+        vocab: dict[Hashable, int] = {}
+        ids: list[int] = []
+        offsets = [0]
+        for i, text in enumerate(items):
+            for token in tokenize(text, name, i):
+                ids.append(vocab.setdefault(token, len(vocab)))
+            offsets.append(len(ids))
+        return cls(np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64), len(vocab))
+
+    def ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """All n-grams that lie inside one document.
+
+        Returns ``(doc, gram)``: for each n-gram occurrence its document index and a
+        dense integer id (equal ids mean equal n-grams).
+        """
+        check_order(n)
+        lengths = self.lengths
+        doc_of_token = np.repeat(np.arange(self.n_docs, dtype=np.int64), lengths)
+        n_starts = len(self.tokens) - n + 1
+        if n_starts <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        starts = np.arange(n_starts, dtype=np.int64)
+        doc = doc_of_token[starts]
+        keep = starts + n <= self.offsets[doc + 1]
+        starts, doc = starts[keep], doc[keep]
+        gram = self.tokens[starts]
+        base = max(self.vocab_size, 1)
+        for k in range(1, n):
+            # Re-densify after each step so the combined key never overflows int64.
+            _, gram = np.unique(gram * base + self.tokens[starts + k], return_inverse=True)
+        return doc, gram.astype(np.int64, copy=False)
+
+
+def check_order(n: Any, name: str = "n") -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{name} must be an int >= 1, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return int(n)
+
+
+def as_matrix(x: Any, name: str = "embeddings", *, min_rows: int = 1) -> np.ndarray:
+    """Check a 2-D float matrix: finite values, at least ``min_rows`` rows."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a 2-D array of numbers (n_items, dim)") from None
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_items, dim), got shape {arr.shape}")
+    if arr.shape[0] < min_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} row(s); this metric needs at least {min_rows}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has zero columns")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])[:5].tolist()
+        raise ValueError(f"{name} contains NaN or inf (rows {rows}); drop or fix those rows first")
+    return arr
+
+
+def l2_normalize(x: np.ndarray, name: str = "embeddings") -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    zero = norms[:, 0] == 0
+    if zero.any():
+        rows = np.nonzero(zero)[0][:5].tolist()
+        raise ValueError(f"{name} has all-zero rows {rows}: cosine similarity is undefined for them")
+    return x / norms

