@@ -16,7 +16,7 @@ The text measurements also load with ``evaluate.load(evaluate_module_path(...))`
 >>> from qdc_trainer.metrics import distinct_n, self_bleu
 >>> texts = ["the cat sat on the mat", "a dog ran in the park", "the cat sat on the mat"]
 >>> round(distinct_n(texts, 2), 3), round(self_bleu(texts), 3)
-(0.667, 0.667)
+(0.667, 0.68)
 """
 
 from __future__ import annotations

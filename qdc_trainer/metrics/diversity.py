@@ -98,7 +98,8 @@ def ngram_entropy(texts: Sequence[TextLike], n: int = 1) -> float:
         return 0.0
     counts = np.bincount(gram).astype(np.float64)
     p = counts[counts > 0] / len(gram)
-    return float(-(p * np.log(p)).sum())
+    entropy = float(-(p * np.log(p)).sum())
+    return entropy if entropy > 0 else 0.0
 
 
 def duplicate_rate(texts: Sequence[TextLike]) -> float:
@@ -112,7 +113,7 @@ def duplicate_rate(texts: Sequence[TextLike]) -> float:
     """
     corpus = Corpus.from_texts(texts)
     seen = {tuple(corpus.tokens[a:b].tolist()) for a, b in zip(corpus.offsets[:-1], corpus.offsets[1:])}
-    return 1.0 - len(seen) / corpus.n_docs
+    return (corpus.n_docs - len(seen)) / corpus.n_docs
 
 
 # --------------------------------------------------------------------------- self-BLEU
@@ -222,7 +223,7 @@ def compression_ratio(texts: Sequence[TextLike], level: int = 9) -> float:
 
 def _renyi_exp_entropy(p: np.ndarray, q: float, rank_tol: float) -> float:
     """exp of the order-q Rényi entropy of a probability vector (the Hill number)."""
-    p = np.clip(p, 0.0, None)
+    p = np.where(p > rank_tol, p, 0.0)  # floating-point noise around zero is zero
     p = p / p.sum()
     if q == 0:
         return float(np.count_nonzero(p > rank_tol))
@@ -253,7 +254,10 @@ def vendi_score(embeddings: Any, q: float = 1.0) -> float:
     number" of distinct items, between 1 (all the same direction) and
     ``min(n, dim)``. ``q`` is 0 (the rank, eigenvalues below a relative
     tolerance count as zero), 1 (Shannon, the default), 2, any positive number,
-    or ``math.inf`` / ``"inf"`` (1 / largest eigenvalue).
+    or ``math.inf`` / ``"inf"`` (1 / largest eigenvalue). Eigenvalues below a
+    relative tolerance of ``10 · max(n, dim) · eps`` are treated as zero, which
+    matters for ``q < 1``, where floating-point noise would otherwise add to the
+    score.
 
     When ``n > dim`` the non-zero eigenvalues are taken from the ``dim × dim``
     matrix ``Xᵀ X / n``, which has the same non-zero spectrum: O(n dim² + dim³)
@@ -373,7 +377,7 @@ def grouped_diversity(groups: Sequence[Sequence[Any]], metric: Callable[[Any], f
 
     >>> g = [["a b", "a b"], ["c d", "e f"]]
     >>> grouped_diversity(g, lambda t: distinct_n(t, 1))
-    GroupedDiversity(per_input=0.75, across_input=0.875)
+    GroupedDiversity(per_input=0.75, across_input=1.0)
     """
     groups = check_list(groups, "groups")
     if len(groups) < 2:

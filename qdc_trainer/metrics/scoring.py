@@ -97,7 +97,7 @@ def score_dataset(
     >>> from datasets import Dataset
     >>> ds = Dataset.from_dict({"text": ["1 + 1 = 2", "2 + 2 = 4", "a long story about cats and dogs"]})
     >>> out = score_dataset(ds, n_clusters=2)
-    >>> out.column_names, out["complexity"]
+    >>> out.column_names, list(out["complexity"])
     (['text', 'complexity', 'cluster'], [5.0, 5.0, 7.0])
     """
     names = getattr(dataset, "column_names", None)
