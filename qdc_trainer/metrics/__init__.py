@@ -1,7 +1,7 @@
 """Measurements of quality, diversity and complexity: pure, typed functions.
 
 Diversity of a collection (texts, token-id sequences or embeddings):
-    distinct_n, ead, ngram_entropy, duplicate_rate, self_bleu, compression_ratio,
+    distinct_n, ead, ngram_entropy, duplicate_rate, self_bleu, self_bleu_scores, compression_ratio,
     vendi_score, vendi_score_from_kernel, mean_pairwise_cosine_distance,
     mean_nearest_neighbor_distance, grouped_diversity.
 Complexity of each text:
@@ -11,7 +11,8 @@ Quality scorers, ``scorer(prompts, completions) -> floats``:
     VerifierScorer, RewardModelScorer, PerplexityScorer, JudgeScorer.
 Embeddings and dataset scoring:
     Embedder, HashingEmbedder, score_dataset, cluster_embeddings.
-The text measurements also load with ``evaluate.load(evaluate_module_path(...))``.
+Text metrics accept a list of texts or a ``Corpus`` (texts tokenized once, for
+computing several metrics on the same texts). The text measurements also load with ``evaluate.load(evaluate_module_path(...))``.
 
 >>> from qdc_trainer.metrics import distinct_n, self_bleu
 >>> texts = ["the cat sat on the mat", "a dog ran in the park", "the cat sat on the mat"]
@@ -43,9 +44,11 @@ from .diversity import (
     mean_pairwise_cosine_distance,
     ngram_entropy,
     self_bleu,
+    self_bleu_scores,
     vendi_score,
     vendi_score_from_kernel,
 )
+from ._inputs import Corpus
 from .embeddings import Embedder, HashingEmbedder, default_sentence_model_path
 from .quality import JudgeScorer, PerplexityScorer, RewardModelScorer, Scorer, VerifierScorer, extract_final_answer
 from .scoring import COMPLEXITY_MEASURES, cluster_embeddings, score_dataset
@@ -66,6 +69,7 @@ def evaluate_module_path(name: str = "qdc_diversity") -> str:
 
 __all__ = [
     "COMPLEXITY_MEASURES",
+    "Corpus",
     "EVALUATE_MODULES",
     "Embedder",
     "GroupedDiversity",
@@ -94,6 +98,7 @@ __all__ = [
     "repetition_rate",
     "score_dataset",
     "self_bleu",
+    "self_bleu_scores",
     "sequence_perplexity",
     "token_entropy",
     "vendi_score",

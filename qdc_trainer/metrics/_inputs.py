@@ -7,6 +7,7 @@ with messages that say what to fix.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -77,9 +78,15 @@ def require_items(items: Sequence, name: str, min_items: int) -> None:
 
 @dataclass(frozen=True)
 class Corpus:
-    """Texts as one flat array of integer token ids with document offsets.
+    """Texts tokenized once, as one flat array of integer token ids with document offsets.
 
-    ``tokens[offsets[d]:offsets[d + 1]]`` are the tokens of document ``d``.
+    Every text metric accepts a ``Corpus`` in place of a list of texts, so code
+    that computes several metrics on the same texts tokenizes them only once.
+    ``tokens[offsets[d]:offsets[d + 1]]`` are the token ids of text ``d``.
+
+    >>> c = Corpus.from_texts(["a b a", "b c"])
+    >>> c.tokens.tolist(), c.offsets.tolist(), c.vocab_size
+    ([0, 1, 0, 1, 2], [0, 3, 5], 3)
     """
 
     tokens: np.ndarray  # int64, shape (total_tokens,)
@@ -96,39 +103,60 @@ class Corpus:
 
     @classmethod
     def from_texts(cls, texts: Any, name: str = "texts", *, min_items: int = 1) -> Corpus:
+        """Tokenize a list of texts (strings on whitespace, sequences as given); a Corpus is returned as is."""
+        if isinstance(texts, Corpus):
+            require_items(range(texts.n_docs), name, min_items)
+            return texts
         items = check_list(texts, name)
         require_items(items, name, min_items)
-        vocab: dict[Hashable, int] = {}
-        ids: list[int] = []
-        offsets = [0]
-        for i, text in enumerate(items):
-            for token in tokenize(text, name, i):
-                ids.append(vocab.setdefault(token, len(vocab)))
-            offsets.append(len(ids))
-        return cls(np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64), len(vocab))
+        if all(isinstance(t, str) for t in items):
+            token_lists = [t.split() for t in items]
+        else:
+            token_lists = [tokenize(t, name, i) for i, t in enumerate(items)]
+        flat = list(itertools.chain.from_iterable(token_lists))
+        vocab = {token: i for i, token in enumerate(dict.fromkeys(flat))}
+        ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
+        offsets = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, token_lists), dtype=np.int64, count=len(items)), out=offsets[1:])
+        return cls(ids, offsets, len(vocab))
 
-    def ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """All n-grams that lie inside one document.
+    def ngram_keys(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """All n-grams that lie inside one text: ``(doc, key)``, equal keys meaning equal n-grams.
 
-        Returns ``(doc, gram)``: for each n-gram occurrence its document index and a
-        dense integer id (equal ids mean equal n-grams).
+        Keys are ``t0 * V^(n-1) + ... + t(n-1)`` in int64; when that could
+        overflow, the partial key is first replaced by its rank among the
+        distinct partial keys (which keeps equality).
         """
         check_order(n)
-        lengths = self.lengths
-        doc_of_token = np.repeat(np.arange(self.n_docs, dtype=np.int64), lengths)
         n_starts = len(self.tokens) - n + 1
         if n_starts <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        doc_of_token = np.repeat(np.arange(self.n_docs, dtype=np.int64), self.lengths)
         starts = np.arange(n_starts, dtype=np.int64)
         doc = doc_of_token[starts]
         keep = starts + n <= self.offsets[doc + 1]
         starts, doc = starts[keep], doc[keep]
-        gram = self.tokens[starts]
+        key = self.tokens[starts]
         base = max(self.vocab_size, 1)
         for k in range(1, n):
-            # Re-densify after each step so the combined key never overflows int64.
-            _, gram = np.unique(gram * base + self.tokens[starts + k], return_inverse=True)
-        return doc, gram.astype(np.int64, copy=False)
+            if len(key) and (int(key.max()) + 1) * base >= 2**62:
+                _, key = np.unique(key, return_inverse=True)
+            key = key * base + self.tokens[starts + k]
+        return doc, key
+
+    def ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`ngram_keys`, with keys replaced by dense ids ``0 .. n_distinct - 1``."""
+        doc, key = self.ngram_keys(n)
+        _, gram = np.unique(key, return_inverse=True)
+        return doc, gram.astype(np.int64, copy=False).reshape(-1)
+
+
+def count_distinct(keys: np.ndarray) -> int:
+    """Number of distinct values, by sorting (faster than ``np.unique`` for int64 keys)."""
+    if len(keys) == 0:
+        return 0
+    s = np.sort(keys)
+    return 1 + int(np.count_nonzero(s[1:] != s[:-1]))
 
 
 def check_order(n: Any, name: str = "n") -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._inputs import as_strings
+from ._inputs import check_list, require_items
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -55,10 +55,20 @@ def pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
+def check_strings(texts: Any, name: str) -> list[str]:
+    """A list of strings (model-based measures tokenize themselves, so token ids are rejected)."""
+    items = check_list(texts, name)
+    require_items(items, name, 1)
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] is {type(t).__name__}; model-based measures take strings (decode token ids first)")
+    return items
+
+
 def check_pairs(prompts: Any, completions: Any) -> tuple[list[str], list[str]]:
     """Validate (prompts, completions): lists of strings of the same length."""
-    completions = as_strings(completions, "completions")
-    prompts = [""] * len(completions) if prompts is None else as_strings(prompts, "prompts")
+    completions = check_strings(completions, "completions")
+    prompts = [""] * len(completions) if prompts is None else check_strings(prompts, "prompts")
     if len(prompts) != len(completions):
         raise ValueError(
             f"prompts and completions differ in length ({len(prompts)} vs {len(completions)}); pass one prompt per completion"
@@ -87,7 +97,7 @@ def completion_nll(
     """
     prompts, completions = check_pairs(prompts, completions)
     device = model_device(model)
-    limit = max_length or _context_size(model)
+    limit = resolve_max_length(model, max_length)
     bos = getattr(tokenizer, "bos_token_id", None)
     pad = pad_token_id(tokenizer)
     nll = np.zeros(len(completions))
@@ -148,12 +158,13 @@ def last_token_logits(
 ) -> torch.Tensor:
     """Next-token logits after the last token of each text (left-truncated to ``max_length``), shape (n, vocab)."""
     device = model_device(model)
-    limit = max_length or _context_size(model)
+    limit = resolve_max_length(model, max_length)
     pad = pad_token_id(tokenizer)
+    eos = getattr(tokenizer, "eos_token_id", None)
     out = []
     with eval_mode(model):
         for idx in batches(len(texts), batch_size, progress, desc):
-            seqs = [tokenizer(texts[i], add_special_tokens=True)["input_ids"] for i in idx]
+            seqs = [_without_trailing_eos(tokenizer(texts[i])["input_ids"], texts[i], eos) for i in idx]
             seqs = [s[-limit:] if limit else s for s in seqs]
             if any(len(s) == 0 for s in seqs):
                 raise ValueError("a judge prompt is empty after tokenization")
@@ -167,6 +178,25 @@ def last_token_logits(
             last = mask.sum(dim=1).to(device) - 1
             out.append(logits[torch.arange(len(seqs), device=device), last].float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def _without_trailing_eos(ids: list[int], text: str, eos: int | None) -> list[int]:
+    """Tokenizers that append EOS would make the model predict after the end of the text: drop it."""
+    if eos is not None and ids and ids[-1] == eos and len(ids) > 1:
+        return ids[:-1]
+    return ids
+
+
+def resolve_max_length(model: torch.nn.Module, max_length: int | None) -> int | None:
+    """``max_length`` checked against the model's context size (the default when None)."""
+    context = _context_size(model)
+    if max_length is None:
+        return context
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+    if context is not None and max_length > context:
+        raise ValueError(f"max_length={max_length} exceeds the model's context size ({context})")
+    return max_length
 
 
 def _context_size(model: torch.nn.Module) -> int | None:

@@ -40,11 +40,13 @@ def lengths(texts: Sequence[TextLike], tokenizer: Any = None) -> np.ndarray:
     """
     items = check_list(texts, "texts")
     require_items(items, "texts", 1)
-    if tokenizer is None:
-        return np.array([len(tokenize(t, "texts", i)) for i, t in enumerate(items)], dtype=np.float64)
-    strings = as_strings(items)
-    ids = tokenizer(strings, add_special_tokens=False)["input_ids"]
-    return np.array([len(x) for x in ids], dtype=np.float64)
+    out = np.array([len(tokenize(t, "texts", i)) for i, t in enumerate(items)], dtype=np.float64)
+    if tokenizer is not None:
+        strings = [i for i, t in enumerate(items) if isinstance(t, str)]
+        if strings:
+            ids = tokenizer([items[i] for i in strings], add_special_tokens=False)["input_ids"]
+            out[strings] = [len(x) for x in ids]
+    return out
 
 
 _STEP_SPLIT = re.compile(r"\n+|(?<=[.!?;])\s+")
@@ -129,6 +131,8 @@ def token_entropy(logits: Any, attention_mask: Any = None) -> torch.Tensor:
     x = x.float()
     if torch.isnan(x).any() or torch.isposinf(x).any():
         raise ValueError("logits contain NaN or +inf (-inf, a masked-out token, is allowed)")
+    if torch.isneginf(x).all(dim=-1).any():
+        raise ValueError("logits have a position where every entry is -inf (no distribution)")
     logp = torch.log_softmax(x, dim=-1)
     p = logp.exp()
     ent = -(torch.where(p > 0, p * logp, torch.zeros_like(p))).sum(-1)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._inputs import Corpus, TextLike, as_matrix, as_strings, check_list, check_order, l2_normalize
+from ._inputs import Corpus, TextLike, as_matrix, as_strings, check_list, check_order, count_distinct, l2_normalize
 
 __all__ = [
     "distinct_n",
@@ -24,6 +24,7 @@ __all__ = [
     "ngram_entropy",
     "duplicate_rate",
     "self_bleu",
+    "self_bleu_scores",
     "compression_ratio",
     "vendi_score",
     "vendi_score_from_kernel",
@@ -49,10 +50,10 @@ def distinct_n(texts: Sequence[TextLike], n: int = 2) -> float:
     >>> distinct_n(["the cat sat", "the cat ran"], n=2)
     0.75
     """
-    doc, gram = Corpus.from_texts(texts).ngrams(n)
-    if len(gram) == 0:
+    doc, key = Corpus.from_texts(texts).ngram_keys(n)
+    if len(key) == 0:
         return 0.0
-    return len(np.unique(gram)) / len(gram)
+    return count_distinct(key) / len(key)
 
 
 def ead(texts: Sequence[TextLike], n: int = 2, *, vocab_size: int) -> float:
@@ -73,12 +74,12 @@ def ead(texts: Sequence[TextLike], n: int = 2, *, vocab_size: int) -> float:
     1.2462
     """
     v = check_order(vocab_size, "vocab_size")
-    doc, gram = Corpus.from_texts(texts).ngrams(n)
-    if len(gram) == 0:
+    doc, key = Corpus.from_texts(texts).ngram_keys(n)
+    if len(key) == 0:
         return 0.0
-    unique = len(np.unique(gram))
+    unique = count_distinct(key)
     # 1 - ((V-1)/V)^C, computed without cancellation for large V.
-    expected = v * -math.expm1(len(gram) * math.log1p(-1.0 / v)) if v > 1 else 1.0
+    expected = v * -math.expm1(len(key) * math.log1p(-1.0 / v)) if v > 1 else 1.0
     return unique / expected
 
 
@@ -93,11 +94,11 @@ def ngram_entropy(texts: Sequence[TextLike], n: int = 1) -> float:
     >>> round(ngram_entropy(["a b", "c d"]), 6) == round(math.log(4), 6)
     True
     """
-    doc, gram = Corpus.from_texts(texts).ngrams(n)
-    if len(gram) == 0:
+    doc, key = Corpus.from_texts(texts).ngram_keys(n)
+    if len(key) == 0:
         return 0.0
-    counts = np.bincount(gram).astype(np.float64)
-    p = counts[counts > 0] / len(gram)
+    _, counts = np.unique(key, return_counts=True)
+    p = counts / len(key)
     entropy = float(-(p * np.log(p)).sum())
     return entropy if entropy > 0 else 0.0
 
@@ -119,7 +120,7 @@ def duplicate_rate(texts: Sequence[TextLike]) -> float:
 # --------------------------------------------------------------------------- self-BLEU
 
 
-def self_bleu(texts: Sequence[TextLike], max_n: int = 4) -> float:
+def self_bleu(texts: Sequence[TextLike] | Corpus, max_n: int = 4) -> float:
     """Leave-one-out self-BLEU: mean BLEU of each text against all the others.
 
     Each text is the hypothesis once, with every *other* text as a reference (a
@@ -129,21 +130,30 @@ def self_bleu(texts: Sequence[TextLike], max_n: int = 4) -> float:
     precisions, a zero count replaced by ``0.1 / count``, brevity penalty
     against the closest reference length (shorter wins ties), 0.0 for a text
     with no unigram match. Computed for all texts at once from integer n-gram
-    tables in O(total n-grams log), so 10,000 texts take well under a second.
+    tables in O(total n-grams · log), so 10,000 texts take well under a second.
 
     Range [0, 1]; higher means more repetitive (less diverse). Needs at least two
-    texts (with one there is no reference).
+    texts (with one there is no reference). :func:`self_bleu_scores` gives the
+    per-text values.
 
     >>> self_bleu(["the cat sat on the mat", "the cat sat on the mat"])
     1.0
     >>> self_bleu(["a b c d", "e f g h"])
     0.0
     """
+    return float(self_bleu_scores(texts, max_n).mean())
+
+
+def self_bleu_scores(texts: Sequence[TextLike] | Corpus, max_n: int = 4) -> np.ndarray:
+    """BLEU of each text against all the other texts (see :func:`self_bleu`), one value per text.
+
+    >>> self_bleu_scores(["a b c d", "a b c d", "x y"]).tolist()
+    [1.0, 1.0, 0.0]
+    """
     max_n = check_order(max_n, "max_n")
     corpus = Corpus.from_texts(texts, min_items=2)
-    n_docs = corpus.n_docs
     lengths = corpus.lengths
-    log_p = np.zeros(n_docs)
+    log_p = np.zeros(corpus.n_docs)
     matched_unigrams = None
     for n in range(1, max_n + 1):
         numerator = _leave_one_out_clipped_counts(corpus, n)
@@ -153,10 +163,8 @@ def self_bleu(texts: Sequence[TextLike], max_n: int = 4) -> float:
         if n == 1:
             matched_unigrams = numerator
     ref_len = _leave_one_out_closest_length(lengths)
-    with np.errstate(divide="ignore"):
-        bp = np.where(lengths > ref_len, 1.0, np.exp(1.0 - ref_len / np.maximum(lengths, 1)))
-    scores = np.where((matched_unigrams == 0) | (lengths == 0), 0.0, bp * np.exp(log_p))
-    return float(scores.mean())
+    bp = np.where(lengths > ref_len, 1.0, np.exp(1.0 - ref_len / np.maximum(lengths, 1)))
+    return np.where((matched_unigrams == 0) | (lengths == 0), 0.0, bp * np.exp(log_p))
 
 
 def _leave_one_out_clipped_counts(corpus: Corpus, n: int) -> np.ndarray:

@@ -83,19 +83,25 @@ class Embedder:
     def from_transformers(
         cls, model: torch.nn.Module, tokenizer: Any, *, max_length: int = 256, batch_size: int = 32, progress: bool | None = None
     ) -> Embedder:
-        """Attention-masked mean of the last hidden states of any transformers model (encoder or decoder)."""
-        if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
-            tokenizer.pad_token = tokenizer.eos_token
+        """Attention-masked mean of the last hidden states of any transformers model (encoder or decoder).
+
+        Texts are truncated to ``max_length`` tokens; the tokenizer is not modified.
+        """
 
         def encode(texts: list[str]) -> np.ndarray:
             device = _lm.model_device(model)
+            ids = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+            width = max(max(len(x) for x in ids), 1)
+            input_ids = torch.full((len(ids), width), _lm.pad_token_id(tokenizer), dtype=torch.long)
+            mask = torch.zeros((len(ids), width), dtype=torch.long)
+            for r, x in enumerate(ids):
+                input_ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
+                mask[r, : len(x)] = 1
             with _lm.eval_mode(model):
-                enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-                enc = {k: v.to(device) for k, v in enc.items()}
-                out = model(**enc, output_hidden_states=True)
+                out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
                 hidden = out.hidden_states[-1].float()
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+                weights = mask.to(device).unsqueeze(-1).float()
+                return ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy()
 
         return cls(encode, batch_size=batch_size, progress=progress)
 

@@ -38,17 +38,20 @@ class Scorer(Protocol):
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray: ...
 
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
 
 
 def extract_final_answer(text: str) -> str | None:
-    """The final answer of a solution: the text after the last ``####`` or "answer is"/"answer:",
-    else the last number; ``None`` when there is none.
+    """The final answer of a solution: the first number after the last ``####`` or "answer is"/"answer:"
+    (or the text there when it holds no number), else the last number; ``None`` when there is none.
+    Thousands separators are removed.
 
     >>> extract_final_answer("3 + 4 = 7. The answer is 7.")
     '7'
     >>> extract_final_answer("#### 42")
     '42'
+    >>> extract_final_answer("so the total is 1,234")
+    '1234'
     >>> extract_final_answer("no digits here") is None
     True
     """
@@ -59,9 +62,9 @@ def extract_final_answer(text: str) -> str | None:
         if pos >= 0:
             tail = text[pos + len(marker) :].strip().rstrip(".")
             numbers = _NUMBER.findall(tail)
-            return numbers[0] if numbers else (tail or None)
+            return numbers[0].replace(",", "") if numbers else (tail or None)
     numbers = _NUMBER.findall(text)
-    return numbers[-1] if numbers else None
+    return numbers[-1].replace(",", "") if numbers else None
 
 
 class VerifierScorer:
@@ -94,6 +97,8 @@ class VerifierScorer:
             except Exception as err:
                 raise RuntimeError(f"the verifier failed on pair {i} (prompt {prompts[i][:60]!r}): {err}") from err
             try:
+                if isinstance(value, (str, bytes)):
+                    raise TypeError
                 value = float(value)
             except (TypeError, ValueError):
                 raise TypeError(f"the verifier returned {type(value).__name__} for pair {i}; return a bool or a number") from None
@@ -157,9 +162,16 @@ class RewardModelScorer:
                         )
                         for a, b in zip(p, c)
                     ]
-                    enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+                    enc = self.tokenizer(
+                        texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                        add_special_tokens=False,  # the chat template already holds them
+                    )
                 else:
                     enc = self.tokenizer(p, c, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+                empty = (enc["attention_mask"].sum(dim=1) == 0).nonzero().flatten().tolist()
+                if empty or enc["input_ids"].shape[1] == 0:
+                    first = idx.start + (empty[0] if empty else 0)
+                    raise ValueError(f"pair {first} encodes to no token (empty prompt and completion); drop it first")
                 logits = self.model(**{k: v.to(device) for k, v in enc.items()}).logits.float()
                 if self.num_labels == 1:
                     score = logits[:, 0]
@@ -239,13 +251,15 @@ class JudgeScorer:
 
     def _single_token(self, text: str) -> int:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) == 1:
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        if len(ids) == 1 and ids[0] != unk:
             return int(ids[0])
         token_id = self.tokenizer.convert_tokens_to_ids(text)
-        unk = getattr(self.tokenizer, "unk_token_id", None)
         if isinstance(token_id, int) and token_id != unk:
             return token_id
-        raise ValueError(f"the score level {text!r} is not a single token for this tokenizer ({ids}); use fewer levels")
+        raise ValueError(
+            f"the score level {text!r} is not a single known token for this tokenizer ({ids}); use fewer levels"
+        )
 
     def probabilities(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         """The judge's distribution over the levels, shape (n, levels)."""

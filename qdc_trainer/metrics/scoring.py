@@ -118,7 +118,9 @@ def score_dataset(
         raise ValueError("dataset is empty")
     if n_clusters is None:
         n_clusters = int(min(256, max(1, round(math.sqrt(n / 2)))))
-    if embedder is None and n_clusters:
+    if not (n_clusters or keep_embeddings):
+        embedder = None
+    elif embedder is None:
         embedder = HashingEmbedder()
     outputs = [
         name
@@ -126,7 +128,7 @@ def score_dataset(
             (quality_column, quality is not None),
             (complexity_column, complexity_fn is not None),
             (cluster_column, bool(n_clusters)),
-            ("embedding", bool(n_clusters) and keep_embeddings),
+            ("embedding", keep_embeddings),
         )
         if on
     ]
@@ -145,15 +147,16 @@ def score_dataset(
             out[quality_column] = _finite(quality(prompts, texts), "quality", len(texts))
         if complexity_fn is not None:
             out[complexity_column] = _finite(complexity_fn(prompts, texts), "complexity", len(texts))
-        if n_clusters:
+        if embedder is not None:
             joined = [f"{p}\n{t}" if p else t for p, t in zip(prompts, texts)]
             out[_EMBEDDING] = np.asarray(embedder(joined), dtype=np.float32).tolist()
         return out
 
     scored = dataset.map(score_batch, batched=True, batch_size=batch_size, desc="Scoring dataset", load_from_cache_file=False)
-    if n_clusters:
-        embeddings = np.asarray(scored.with_format("numpy")[_EMBEDDING], dtype=np.float32)
-        scored = scored.add_column(cluster_column, cluster_embeddings(embeddings, n_clusters, seed).tolist())
+    if embedder is not None:
+        if n_clusters:
+            embeddings = np.asarray(scored.with_format("numpy")[_EMBEDDING], dtype=np.float32)
+            scored = scored.add_column(cluster_column, cluster_embeddings(embeddings, n_clusters, seed).tolist())
         if keep_embeddings:
             scored = scored.rename_column(_EMBEDDING, "embedding")
         else:

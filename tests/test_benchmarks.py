@@ -1,0 +1,19 @@
+"""The benchmarks still run (smoke mode, tiny sizes) and their value checks pass."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_metrics_smoke():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_metrics.py"), "--smoke", "--no-install"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "self_bleu max_n=4 vs NLTK" in result.stdout
+    assert "agree within 1e-06" in result.stdout

@@ -1,0 +1,146 @@
+"""Contracts added after review: strict inputs for model-based measures, shared tokenization, per-text self-BLEU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qdc_trainer.metrics import (
+    Corpus,
+    Embedder,
+    JudgeScorer,
+    RewardModelScorer,
+    VerifierScorer,
+    distinct_n,
+    ead,
+    ngram_entropy,
+    score_dataset,
+    self_bleu,
+    self_bleu_scores,
+    sequence_perplexity,
+    token_entropy,
+)
+
+from conftest import build_gpt2, tiny_gpt2_config
+
+
+def test_model_measures_reject_token_ids(tokenizer, tiny_lm):
+    with pytest.raises(TypeError, match=r"completions\[0\] is list; model-based measures take strings"):
+        sequence_perplexity(tiny_lm, tokenizer, [[4, 25]])
+
+
+@pytest.mark.parametrize("max_length", [65, 1000])
+def test_max_length_beyond_context_is_rejected(tokenizer, tiny_lm, max_length):
+    with pytest.raises(ValueError, match=r"exceeds the model's context size \(64\)"):
+        sequence_perplexity(tiny_lm, tokenizer, ["the cat sat"], max_length=max_length)
+    with pytest.raises(ValueError, match="exceeds the model's context size"):
+        JudgeScorer(tiny_lm, tokenizer, max_length=max_length)(["a"], ["b"])
+
+
+@pytest.mark.parametrize("max_length", [-1, 0, 1, 2.5])
+def test_max_length_must_be_a_sensible_int(tokenizer, tiny_lm, max_length):
+    with pytest.raises(ValueError, match="max_length must be an int >= 2"):
+        sequence_perplexity(tiny_lm, tokenizer, ["the cat sat"], max_length=max_length)
+
+
+def test_reward_model_empty_pair_is_named(tokenizer):
+    from transformers import GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    rm = GPT2ForSequenceClassification(tiny_gpt2_config(tokenizer, num_labels=1)).eval()
+    with pytest.raises(ValueError, match="pair 0 encodes to no token"):
+        RewardModelScorer(rm, tokenizer)([""], [""])
+
+
+def test_verifier_rejects_numeric_strings():
+    with pytest.raises(TypeError, match="return a bool or a number"):
+        VerifierScorer(lambda p, c: "1.5")(["p"], ["c"])
+
+
+def test_token_entropy_rejects_a_position_without_distribution():
+    x = torch.zeros(1, 2, 3)
+    x[0, 0] = -torch.inf
+    with pytest.raises(ValueError, match="every entry is -inf"):
+        token_entropy(x)
+    # A single masked-out vocabulary entry is fine: entropy over the remaining two.
+    y = torch.zeros(1, 1, 3)
+    y[0, 0, 0] = -torch.inf
+    assert token_entropy(y).item() == pytest.approx(np.log(2))
+
+
+def test_keep_embeddings_without_clusters():
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"text": ["a b", "c d"]})
+    out = score_dataset(ds, n_clusters=0, keep_embeddings=True)
+    assert "embedding" in out.column_names and "cluster" not in out.column_names
+    assert np.allclose(np.linalg.norm(np.asarray(out["embedding"]), axis=1), 1.0)
+    assert score_dataset(ds, n_clusters=0).column_names == ["text", "complexity"]
+
+
+def test_from_transformers_leaves_the_tokenizer_alone():
+    from conftest import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.pad_token = None
+    model = build_gpt2(tok)
+    emb = Embedder.from_transformers(model, tok)(["the cat sat", "a dog"])
+    assert tok.pad_token is None
+    assert emb.shape == (2, 32)
+
+
+def test_judge_ignores_an_appended_eos(tokenizer, tiny_lm):
+    """A tokenizer that appends EOS must not make the judge read the logits after EOS."""
+
+    class AppendsEos:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __call__(self, text, **kwargs):
+            out = dict(self.inner(text, **kwargs))
+            if kwargs.get("add_special_tokens", True):
+                out["input_ids"] = list(out["input_ids"]) + [self.inner.eos_token_id]
+            return out
+
+    plain = JudgeScorer(tiny_lm, tokenizer)(["the cat"], ["sat on the mat"])
+    with_eos = JudgeScorer(tiny_lm, AppendsEos(tokenizer))(["the cat"], ["sat on the mat"])
+    assert with_eos == pytest.approx(plain)
+
+
+def test_corpus_is_shared_across_metrics():
+    texts = ["the cat sat on the mat", "a dog ran in the park", "the cat sat"]
+    corpus = Corpus.from_texts(texts)
+    assert distinct_n(corpus, 2) == distinct_n(texts, 2)
+    assert ead(corpus, 2, vocab_size=100) == ead(texts, 2, vocab_size=100)
+    assert ngram_entropy(corpus, 1) == ngram_entropy(texts, 1)
+    assert self_bleu(corpus) == self_bleu(texts)
+    with pytest.raises(ValueError, match="at least 2"):
+        self_bleu(Corpus.from_texts(["one"]))
+
+
+def test_ngram_keys_survive_overflow_of_the_direct_key():
+    # 300,000 distinct tokens: V^4 overflows int64, so keys are re-ranked on the way.
+    rng = np.random.default_rng(0)
+    toks = rng.integers(0, 300_000, size=50_000)
+    texts = [toks[i : i + 50].tolist() for i in range(0, len(toks), 50)]
+    grams = [tuple(t[i : i + 4]) for t in texts for i in range(len(t) - 3)]
+    assert distinct_n(texts, 4) == pytest.approx(len(set(grams)) / len(grams))
+    repeated = texts + texts
+    assert distinct_n(repeated, 4) == pytest.approx(0.5 * len(set(grams)) / len(grams))
+
+
+def test_self_bleu_scores_per_text_match_nltk():
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    rng = np.random.default_rng(2)
+    vocab = [f"w{i}" for i in range(40)]
+    texts = [list(rng.choice(vocab, size=rng.integers(0, 25))) for _ in range(30)]
+    expected = [
+        sentence_bleu([t for j, t in enumerate(texts) if j != i], h, smoothing_function=SmoothingFunction().method1)
+        for i, h in enumerate(texts)
+    ]
+    assert self_bleu_scores(texts) == pytest.approx(np.array(expected), abs=1e-12)
