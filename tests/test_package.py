@@ -73,3 +73,19 @@ def test_setup_commands_are_what_ci_runs():
     # torch is installed alone, before the package, so no CUDA build is pulled in.
     torch_step = makefile.index('install --quiet "torch==')
     assert torch_step < makefile.index("install --quiet -e")
+
+
+def test_readme_python_examples_run():
+    """Every ```python block of the README runs, in order, in one namespace; commented results hold."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 3
+    namespace: dict = {}
+    for block in blocks:
+        if "pip install" in block:
+            continue
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["verify"](["2+3"], ["2 + 3 = 5. The answer is 5."]).tolist() == [1.0]
+    assert list(namespace["ds"]["quality"]) == [1.0, 0.0, 1.0, 1.0]
+    assert list(namespace["ds"]["complexity"]) == [2.0, 1.0, 3.0, 1.0]
+    assert "distinct_1" in namespace["diversity"].compute(data=namespace["texts"])
