@@ -1,0 +1,555 @@
+"""QDCSampler: draws training examples with weights that balance quality, diversity and complexity,
+and that move online with the training loss.
+
+The weight of example ``i`` (cluster ``k = cluster_i``, ``n_k`` examples in its cluster) is::
+
+    w_i = exp(beta_q * zq_i)                       quality, soft (never a hard filter)
+        * exp(beta_c * zc_i)                       complexity
+        * (n_k / mean_k n_k) ** (-alpha)           diversity: small clusters gain mass
+        * clip((l_i / l_bar) ** gamma_e, 1/R, R)   online, per example: unlearned examples keep mass
+        * clip((L_k / l_bar) ** gamma_k, 1/R, R)   online, per cluster
+        * base_i                                   optional user weights
+
+    p_i = (1 - floor) * w_i / sum_j w_j + floor / N
+
+where ``zq``, ``zc`` are z-scores of the quality and complexity columns, clipped
+to [-3, 3]; ``l_i`` is an exponential moving average (EMA) of example ``i``'s
+training loss (its cluster's EMA ``L_k`` until it has been seen, the global
+EMA ``l_bar`` until the cluster has been seen); ``R = max_online_ratio``. One knob,
+``tradeoff`` (λ in [0, 1]), sets the quality-diversity balance:
+``beta_q = λ · quality_strength`` and ``alpha = (1 - λ) · diversity_strength``.
+The floor keeps every example reachable: ``p_i >= floor / N``.
+
+Losses come back from the training step (:meth:`QDCSampler.record`, called by
+``QDCTrainer``); they are applied, and the weights refreshed, every
+``update_every`` optimizer steps (:meth:`QDCSampler.update`). Indices are drawn
+in blocks of ``block_size`` from the weights in force when the block is drawn,
+with a random stream seeded by ``(seed, epoch, block)``: no global RNG, so every
+process that sees the same feedback draws the same indices. ``len()`` is fixed.
+
+Memory: 24 bytes per example (quality, complexity, cluster id and loss EMA as
+32-bit values, the cumulative probabilities as float64; 4 more with
+``base_weights``); a refresh works in chunks of 4M examples, so 100 million
+examples need about 2.4 GB.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["QDCSampler", "QDCSamplerConfig"]
+
+_CHUNK = 1 << 22  # examples per vectorised chunk of a refresh
+_MAX_OPEN_BLOCKS = 16  # drawn blocks kept for a checkpoint (prefetching reaches only a few ahead)
+
+
+@dataclass
+class QDCSamplerConfig:
+    """Knobs of :class:`QDCSampler` (see the module docstring for the formula)."""
+
+    tradeoff: float = field(default=0.5, metadata={"help": "λ in [0, 1]: 0 = all diversity (cluster balance), 1 = all quality."})
+    quality_strength: float = field(default=2.0, metadata={"help": "beta_q at tradeoff 1: weight multiplier per quality std."})
+    diversity_strength: float = field(default=1.0, metadata={"help": "alpha at tradeoff 0: 1 gives every cluster equal mass."})
+    complexity_strength: float = field(default=0.5, metadata={"help": "beta_c: weight multiplier per complexity std (0 = off)."})
+    example_loss_strength: float = field(default=0.5, metadata={"help": "gamma_e: exponent of the per-example loss ratio."})
+    cluster_loss_strength: float = field(default=0.5, metadata={"help": "gamma_k: exponent of the per-cluster loss ratio."})
+    max_online_ratio: float = field(default=4.0, metadata={"help": "R: each online factor is clipped to [1/R, R]."})
+    ema_decay: float = field(default=0.9, metadata={"help": "EMA decay of the per-example and per-cluster losses."})
+    floor: float = field(default=0.1, metadata={"help": "Share of probability spread uniformly: p_i >= floor / N."})
+    update_every: int = field(default=10, metadata={"help": "Apply losses and refresh weights every this many optimizer steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of the index stream (with the epoch and block)."})
+
+    def __post_init__(self) -> None:
+        checks = {
+            "tradeoff": 0 <= self.tradeoff <= 1,
+            "quality_strength": self.quality_strength >= 0,
+            "diversity_strength": self.diversity_strength >= 0,
+            "complexity_strength": self.complexity_strength >= 0,
+            "example_loss_strength": self.example_loss_strength >= 0,
+            "cluster_loss_strength": self.cluster_loss_strength >= 0,
+            "max_online_ratio": self.max_online_ratio >= 1,
+            "ema_decay": 0 <= self.ema_decay < 1,
+            "floor": 0 < self.floor <= 1,
+            "update_every": isinstance(self.update_every, int) and self.update_every >= 1,
+            "seed": isinstance(self.seed, int) and self.seed >= 0,
+        }
+        ranges = {
+            "tradeoff": "[0, 1]", "max_online_ratio": ">= 1", "ema_decay": "[0, 1)", "floor": "(0, 1]",
+            "update_every": "an int >= 1", "seed": "an int >= 0",
+        }
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
+                raise ValueError(f"QDCSampler {name}={value!r} is invalid; it must be {ranges.get(name, '>= 0')}")
+
+
+def _column(values: Any, name: str, n: int | None, *, integer: bool = False) -> np.ndarray:
+    """A checked 1-D column: right length, numeric, finite."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one value per example (1-D), got shape {arr.shape}")
+    if n is not None and len(arr) != n:
+        raise ValueError(f"{name} has {len(arr)} values but the dataset has {n} examples")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype} (e.g. {arr[:1].tolist()})")
+    if integer:
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+                raise TypeError(f"{name} must hold integer cluster ids")
+        return arr.astype(np.int64)
+    arr = arr.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if len(bad):
+        raise ValueError(f"{name} has NaN or inf at rows {bad[:5].tolist()} ({len(bad)} in all); fix or drop them")
+    return arr
+
+
+def _moments(x: np.ndarray) -> tuple[float, float]:
+    return float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+
+
+def _zscore(x: np.ndarray, moments: tuple[float, float]) -> np.ndarray:
+    mean, std = moments
+    if std == 0:
+        return np.zeros(len(x))
+    return np.clip((x - mean) / std, -3, 3)
+
+
+def _dense_ids(raw: np.ndarray) -> np.ndarray:
+    """Cluster ids renumbered 0..K-1 (in order of value), as int32."""
+    lo, hi = int(raw.min()), int(raw.max())
+    if hi - lo <= 4 * len(raw):  # O(N) lookup table instead of a sort
+        present = np.zeros(hi - lo + 1, dtype=bool)
+        present[raw - lo] = True
+        rank = np.cumsum(present, dtype=np.int64) - 1
+        return rank[raw - lo].astype(np.int32)
+    _, dense = np.unique(raw, return_inverse=True)
+    return dense.astype(np.int32)
+
+
+class QDCSampler(torch.utils.data.Sampler[int]):
+    """A weighted sampler over ``num_examples`` examples whose weights balance Q, D and C and follow the loss.
+
+    Args:
+        num_examples: the dataset size N.
+        quality: one score per example (higher is better), or None.
+        complexity: one score per example (higher is more complex), or None.
+        clusters: one integer cluster id per example (e.g. from
+            ``qdc_trainer.metrics.score_dataset``), or None for a single cluster.
+        base_weights: optional non-negative user weights, multiplied in.
+        config: a :class:`QDCSamplerConfig`; keyword arguments override its fields.
+        num_samples: indices per epoch (``len()``); default N.
+        block_size: indices drawn per block from one set of weights; ``QDCTrainer``
+            sets it to ``update_every`` optimizer steps' worth of examples.
+
+    >>> s = QDCSampler(4, quality=[0.0, 1.0, 2.0, 3.0], seed=1, block_size=4)
+    >>> len(s), len(list(s))
+    (4, 4)
+    >>> p = s.probabilities()
+    >>> bool(p[3] > p[0]), round(float(p.sum()), 6)
+    (True, 1.0)
+    """
+
+    def __init__(
+        self,
+        num_examples: int,
+        *,
+        quality: Sequence[float] | np.ndarray | None = None,
+        complexity: Sequence[float] | np.ndarray | None = None,
+        clusters: Sequence[int] | np.ndarray | None = None,
+        base_weights: Sequence[float] | np.ndarray | None = None,
+        config: QDCSamplerConfig | None = None,
+        num_samples: int | None = None,
+        block_size: int | None = None,
+        **overrides: Any,
+    ) -> None:
+        if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or num_examples < 1:
+            raise ValueError(f"num_examples must be a positive int, got {num_examples!r}")
+        base = asdict(config) if config is not None else {}
+        unknown = set(overrides) - set(QDCSamplerConfig.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown QDCSampler option(s) {sorted(unknown)}; see QDCSamplerConfig")
+        self.config = QDCSamplerConfig(**{**base, **overrides})
+        n = int(num_examples)
+        self.num_examples = n
+        self.num_samples = n if num_samples is None else int(num_samples)
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.block_size = None if block_size is None else self._check_block_size(block_size)
+
+        self.quality = None if quality is None else _column(quality, "quality", n).astype(np.float32)
+        self.complexity = None if complexity is None else _column(complexity, "complexity", n).astype(np.float32)
+        self._q_moments = None if self.quality is None else _moments(self.quality)
+        self._c_moments = None if self.complexity is None else _moments(self.complexity)
+        if clusters is None:
+            self.clusters = np.zeros(n, dtype=np.int32)
+        else:
+            self.clusters = _dense_ids(_column(clusters, "clusters", n, integer=True))
+        self.num_clusters = int(self.clusters.max()) + 1
+        self.cluster_sizes = np.bincount(self.clusters, minlength=self.num_clusters).astype(np.float64)
+        if base_weights is None:
+            self.base_weights = None
+        else:
+            bw = _column(base_weights, "base_weights", n)
+            if (bw < 0).any():
+                raise ValueError(f"base_weights has negative values at rows {np.flatnonzero(bw < 0)[:5].tolist()}")
+            if not (bw > 0).any():
+                raise ValueError("base_weights are all zero: no example could be drawn")
+            self.base_weights = bw.astype(np.float32)
+
+        # Online state.
+        self.loss_ema = np.full(n, np.nan, dtype=np.float32)
+        self.cluster_loss_ema = np.full(self.num_clusters, np.nan)
+        self.global_loss_ema = math.nan
+        self._pending_idx: list[np.ndarray] = []
+        self._pending_loss: list[np.ndarray] = []
+        self.num_updates = 0
+        # Stream position.
+        self.epoch = 0
+        self.consumed = 0  # indices of this epoch already trained on (fed back)
+        self._blocks: dict[int, np.ndarray] = {}  # blocks drawn and not yet trained on
+        self._replay: dict[int, np.ndarray] = {}  # blocks restored from a checkpoint
+        self._skip_below = 0  # positions a resumed run skips
+        # Telemetry window (examples fed back since the last telemetry read).
+        self._window_clusters = np.zeros(self.num_clusters, dtype=bool)
+        self._window_sums = np.zeros(3)  # quality, complexity, count
+        self._cdf = np.empty(n, dtype=np.float64)
+        self._stats: dict[str, float] = {}
+        self._refresh()
+
+    # ------------------------------------------------------------------ construction helpers
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        *,
+        quality_column: str | None = "quality",
+        complexity_column: str | None = "complexity",
+        cluster_column: str | None = "cluster",
+        weight_column: str | None = None,
+        **kwargs: Any,
+    ) -> QDCSampler:
+        """Build a sampler from the score columns of a ``datasets.Dataset``.
+
+        Pass None for a column you do not have (its term is left out). The columns
+        can be computed with :func:`qdc_trainer.metrics.score_dataset`.
+        """
+        if not hasattr(dataset, "__len__"):
+            raise TypeError(
+                "QDCSampler needs a map-style dataset with __len__ (an IterableDataset streams in its own order; "
+                "materialise it or use a Dataset)"
+            )
+        names = getattr(dataset, "column_names", None)
+        if names is None:
+            raise TypeError(f"from_dataset needs a datasets.Dataset with named columns, got {type(dataset).__name__}")
+        columns = {}
+        for arg, column in (
+            ("quality", quality_column), ("complexity", complexity_column),
+            ("clusters", cluster_column), ("base_weights", weight_column),
+        ):
+            if column is None:
+                continue
+            if column not in names:
+                raise ValueError(
+                    f"{arg}: column {column!r} is not in the dataset (columns: {names}); pass {arg}_column=None to "
+                    "leave it out, or compute it with qdc_trainer.metrics.score_dataset"
+                )
+            try:
+                columns[arg] = np.asarray(dataset.with_format("numpy")[column])
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"column {column!r} is not numeric: {err}") from None
+            if columns[arg].dtype == object:
+                raise TypeError(f"column {column!r} is not numeric (mixed or missing values)")
+        try:
+            return cls(len(dataset), **columns, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{err} (dataset columns {quality_column!r}/{complexity_column!r}/{cluster_column!r})") from None
+
+    @staticmethod
+    def _check_block_size(block_size: Any) -> int:
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        return int(block_size)
+
+    # ------------------------------------------------------------------ the Sampler protocol
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` (a no-op when it is the current one, as on resume)."""
+        epoch = int(epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.consumed = 0
+            self._blocks.clear()
+            self._replay.clear()
+            self._skip_below = 0
+
+    def reset_position(self) -> None:
+        """Forget the stream position (a new training run from epoch 0); learned loss EMAs are kept."""
+        self.epoch = 0
+        self.consumed = 0
+        self._blocks.clear()
+        self._replay.clear()
+        self._skip_below = 0
+
+    def __iter__(self) -> Iterator[int]:
+        block_size = self.block_size or min(self.num_samples, 4096)
+        epoch, replay, skip_below = self.epoch, self._replay, self._skip_below
+        self._replay, self._skip_below = {}, 0
+        n_blocks = -(-self.num_samples // block_size)
+        for b in range(n_blocks):
+            size = min(block_size, self.num_samples - b * block_size)
+            if b in replay:
+                block = replay[b]
+            elif (b + 1) * block_size <= skip_below:
+                block = np.zeros(size, dtype=np.int64)  # a resumed run skips these positions
+            else:
+                block = self.draw_block(epoch, b, size)
+            self._blocks[b] = block
+            self._forget_trained_blocks(block_size)
+            yield from block.tolist()
+
+    def draw_block(self, epoch: int, block: int, size: int) -> np.ndarray:
+        """Indices of block ``block`` of epoch ``epoch`` from the current weights (a pure function of them)."""
+        seed = np.random.SeedSequence([self.config.seed, int(epoch), int(block)]).generate_state(1, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
+        u = torch.rand(size, generator=generator, dtype=torch.float64) * float(self._cdf[-1])
+        idx = torch.searchsorted(torch.from_numpy(self._cdf), u, right=True)
+        return idx.clamp_(max=self.num_examples - 1).numpy()
+
+    def _forget_trained_blocks(self, block_size: int) -> None:
+        """Keep only blocks not yet trained on (at most the last ``_MAX_OPEN_BLOCKS``, for runs without feedback)."""
+        newest = max(self._blocks)
+        for b in [b for b in self._blocks if (b + 1) * block_size <= self.consumed or b <= newest - _MAX_OPEN_BLOCKS]:
+            del self._blocks[b]
+
+    # ------------------------------------------------------------------ online feedback
+
+    def record(self, indices: Any, losses: Any) -> None:
+        """Feed back per-example training losses (identical on every process, in stream order).
+
+        NaN losses (an example with no supervised token) count as consumed but carry
+        no signal. Applied at the next :meth:`update`.
+        """
+        idx = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices, dtype=np.int64).reshape(-1)
+        loss = np.asarray(losses.detach().float().cpu() if hasattr(losses, "detach") else losses, dtype=np.float64).reshape(-1)
+        if len(idx) != len(loss):
+            raise ValueError(f"record: {len(idx)} indices but {len(loss)} losses")
+        if len(idx) and (idx.min() < 0 or idx.max() >= self.num_examples):
+            raise IndexError(f"record: indices must be in [0, {self.num_examples}), got {idx.min()}..{idx.max()}")
+        self.consumed += len(idx)
+        keep = np.isfinite(loss)
+        self._pending_idx.append(idx[keep])
+        self._pending_loss.append(loss[keep])
+        if self.quality is not None:
+            self._window_sums[0] += float(self.quality[idx].sum())
+        if self.complexity is not None:
+            self._window_sums[1] += float(self.complexity[idx].sum())
+        self._window_sums[2] += len(idx)
+        self._window_clusters[self.clusters[idx]] = True
+
+    def update(self) -> bool:
+        """Apply the pending losses to the EMAs and refresh the weights. Returns False when nothing was pending."""
+        if not self._pending_idx:
+            return False
+        idx = np.concatenate(self._pending_idx)
+        loss = np.concatenate(self._pending_loss)
+        self._pending_idx.clear()
+        self._pending_loss.clear()
+        if len(idx) == 0:
+            return False
+        decay = self.config.ema_decay
+        # Per example: the window's mean loss of each index enters its EMA once.
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        mean_loss = np.bincount(inverse, weights=loss) / np.bincount(inverse)
+        old = self.loss_ema[uniq].astype(np.float64)
+        self.loss_ema[uniq] = np.where(np.isnan(old), mean_loss, decay * old + (1 - decay) * mean_loss)
+        # Per cluster and global.
+        k = self.clusters[idx]
+        counts = np.bincount(k, minlength=self.num_clusters)
+        sums = np.bincount(k, weights=loss, minlength=self.num_clusters)
+        seen = counts > 0
+        cluster_mean = sums[seen] / counts[seen]
+        old_k = self.cluster_loss_ema[seen]
+        self.cluster_loss_ema[seen] = np.where(np.isnan(old_k), cluster_mean, decay * old_k + (1 - decay) * cluster_mean)
+        batch_mean = float(loss.mean())
+        g = self.global_loss_ema
+        self.global_loss_ema = batch_mean if math.isnan(g) else decay * g + (1 - decay) * batch_mean
+        self.num_updates += 1
+        self._refresh()
+        return True
+
+    # ------------------------------------------------------------------ weights
+
+    def _static_cluster_factor(self) -> np.ndarray:
+        alpha = (1 - self.config.tradeoff) * self.config.diversity_strength
+        return (self.cluster_sizes / self.cluster_sizes.mean()) ** (-alpha)
+
+    def _online_cluster_factor(self) -> np.ndarray:
+        cfg = self.config
+        if math.isnan(self.global_loss_ema) or self.global_loss_ema <= 0:
+            return np.ones(self.num_clusters)
+        ratio = np.where(np.isnan(self.cluster_loss_ema), 1.0, self.cluster_loss_ema / self.global_loss_ema)
+        r = cfg.max_online_ratio
+        return np.clip(np.maximum(ratio, 1e-12) ** cfg.cluster_loss_strength, 1 / r, r)
+
+    def _weights_chunk(self, lo: int, hi: int, cluster_factor: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        log_w = np.zeros(hi - lo, dtype=np.float64)
+        if self.quality is not None:
+            log_w += cfg.tradeoff * cfg.quality_strength * _zscore(self.quality[lo:hi], self._q_moments)
+        if self.complexity is not None:
+            log_w += cfg.complexity_strength * _zscore(self.complexity[lo:hi], self._c_moments)
+        w = np.exp(log_w)
+        w *= cluster_factor[self.clusters[lo:hi]]
+        if cfg.example_loss_strength > 0 and not math.isnan(self.global_loss_ema) and self.global_loss_ema > 0:
+            ema = self.loss_ema[lo:hi].astype(np.float64)
+            fallback = self.cluster_loss_ema[self.clusters[lo:hi]]
+            ema = np.where(np.isnan(ema), fallback, ema)
+            ratio = np.where(np.isnan(ema), 1.0, ema / self.global_loss_ema)
+            r = cfg.max_online_ratio
+            w *= np.clip(np.maximum(ratio, 1e-12) ** cfg.example_loss_strength, 1 / r, r)
+        if self.base_weights is not None:
+            w *= self.base_weights[lo:hi]
+        return w
+
+    def _refresh(self) -> None:
+        """Recompute the cumulative probabilities in chunks (no N-sized temporaries) and the weight statistics."""
+        n, floor = self.num_examples, self.config.floor
+        cluster_factor = self._static_cluster_factor() * self._online_cluster_factor()
+        total = 0.0
+        for lo in range(0, n, _CHUNK):
+            hi = min(lo + _CHUNK, n)
+            w = self._weights_chunk(lo, hi, cluster_factor)
+            self._cdf[lo:hi] = w
+            total += float(w.sum())
+        if not math.isfinite(total) or total <= 0:
+            raise FloatingPointError(f"QDCSampler weights sum to {total}; lower the strengths or check the score columns")
+        scale = (1 - floor) / total
+        carry, sum_sq, entropy = 0.0, 0.0, 0.0
+        for lo in range(0, n, _CHUNK):
+            hi = min(lo + _CHUNK, n)
+            p = self._cdf[lo:hi] * scale + floor / n
+            sum_sq += float(p @ p)
+            nz = p[p > 0]
+            entropy -= float((nz * np.log(nz)).sum())
+            np.cumsum(p, out=self._cdf[lo:hi])
+            self._cdf[lo:hi] += carry
+            carry = float(self._cdf[hi - 1])
+        self._stats = {
+            "ess_ratio": 1.0 / (n * sum_sq),
+            "weight_entropy": entropy / math.log(n) if n > 1 else 1.0,
+        }
+
+    def probabilities(self, indices: Any = None) -> np.ndarray:
+        """Current draw probabilities (of all examples, or of ``indices``)."""
+        p = np.diff(self._cdf, prepend=0.0)
+        return p if indices is None else p[np.asarray(indices, dtype=np.int64)]
+
+    def loss_weights(self, indices: Any, mode: str) -> np.ndarray:
+        """Per-example loss weights: ``"sampler"`` gives ``N p_i``, ``"importance"`` gives ``1 / (N p_i)``
+        (an unbiased estimate of the uniform-sampling loss), ``"none"`` gives ones."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if mode == "none":
+            return np.ones(len(idx))
+        p = self._cdf[idx] - np.where(idx > 0, self._cdf[np.maximum(idx - 1, 0)], 0.0)
+        if mode == "sampler":
+            return p * self.num_examples
+        if mode == "importance":
+            return 1.0 / (p * self.num_examples)
+        raise ValueError(f"loss weighting {mode!r} is not one of 'none', 'sampler', 'importance'")
+
+    # ------------------------------------------------------------------ telemetry
+
+    def telemetry(self, reset: bool = True) -> dict[str, float]:
+        """Scalars for ``qdc/sampler/...``: ESS/N, normalised weight entropy, cluster coverage and mean
+        quality/complexity of the examples trained on since the last call, against the dataset means."""
+        out = {f"qdc/sampler/{k}": v for k, v in self._stats.items()}
+        out["qdc/sampler/updates"] = float(self.num_updates)
+        count = self._window_sums[2]
+        if count > 0:
+            out["qdc/sampler/cluster_coverage"] = float(self._window_clusters.mean())
+            if self.quality is not None:
+                out["qdc/sampler/quality_trained"] = float(self._window_sums[0] / count)
+                out["qdc/sampler/quality_dataset"] = float(self.quality.mean(dtype=np.float64))
+            if self.complexity is not None:
+                out["qdc/sampler/complexity_trained"] = float(self._window_sums[1] / count)
+                out["qdc/sampler/complexity_dataset"] = float(self.complexity.mean(dtype=np.float64))
+        if not math.isnan(self.global_loss_ema):
+            out["qdc/sampler/loss_ema"] = float(self.global_loss_ema)
+        if reset:
+            self._window_clusters[:] = False
+            self._window_sums[:] = 0
+        return out
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: loss EMAs, pending feedback, epoch, position, undrained blocks."""
+        pending_idx = np.concatenate(self._pending_idx) if self._pending_idx else np.zeros(0, np.int64)
+        pending_loss = np.concatenate(self._pending_loss) if self._pending_loss else np.zeros(0)
+        return {
+            "version": np.int64(1),
+            "num_examples": np.int64(self.num_examples),
+            "num_samples": np.int64(self.num_samples),
+            "block_size": np.int64(self.block_size or 0),
+            "config": np.array(repr(sorted(asdict(self.config).items()))),
+            "loss_ema": self.loss_ema,
+            "cluster_loss_ema": self.cluster_loss_ema,
+            "global_loss_ema": np.float64(self.global_loss_ema),
+            "num_updates": np.int64(self.num_updates),
+            "pending_idx": pending_idx,
+            "pending_loss": pending_loss,
+            "epoch": np.int64(self.epoch),
+            "consumed": np.int64(self.consumed),
+            "block_ids": np.array(sorted(self._blocks), dtype=np.int64),
+            "blocks": np.concatenate([self._blocks[b] for b in sorted(self._blocks)]) if self._blocks else np.zeros(0, np.int64),
+            "block_lengths": np.array([len(self._blocks[b]) for b in sorted(self._blocks)], dtype=np.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the next iteration replays the undrained blocks and continues exactly."""
+        for key, mine in (("num_examples", self.num_examples), ("num_samples", self.num_samples)):
+            if int(state[key]) != mine:
+                raise ValueError(f"checkpoint sampler has {key}={int(state[key])}, this one {mine}: different dataset?")
+        config = str(np.asarray(state["config"]))
+        if config != repr(sorted(asdict(self.config).items())):
+            raise ValueError(f"checkpoint sampler was configured differently: {config}")
+        saved_block = int(state["block_size"]) or None
+        if self.block_size is not None and saved_block is not None and saved_block != self.block_size:
+            raise ValueError(f"checkpoint block_size={saved_block} differs from this run's {self.block_size}")
+        self.block_size = saved_block or self.block_size
+        self.loss_ema = np.asarray(state["loss_ema"], dtype=np.float32).copy()
+        self.cluster_loss_ema = np.asarray(state["cluster_loss_ema"], dtype=np.float64).copy()
+        self.global_loss_ema = float(state["global_loss_ema"])
+        self.num_updates = int(state["num_updates"])
+        self._pending_idx = [np.asarray(state["pending_idx"], dtype=np.int64)]
+        self._pending_loss = [np.asarray(state["pending_loss"], dtype=np.float64)]
+        self.epoch = int(state["epoch"])
+        self.consumed = int(state["consumed"])
+        ids = np.asarray(state["block_ids"]).tolist()
+        pieces = np.split(np.asarray(state["blocks"], dtype=np.int64), np.cumsum(state["block_lengths"])[:-1]) if ids else []
+        self._blocks = {}
+        self._replay = dict(zip(ids, pieces))
+        self._skip_below = self.consumed
+        self._refresh()
+
+    def save(self, path: str) -> None:
+        """Write :meth:`state_dict` to an ``.npz`` file."""
+        np.savez(path, **self.state_dict())
+
+    def load(self, path: str) -> None:
+        """Read a file written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            self.load_state_dict({k: data[k] for k in data.files})
