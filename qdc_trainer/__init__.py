@@ -1,6 +1,17 @@
 """qdc-trainer: keep quality, diversity and complexity in balance while a model fine-tunes.
 
-The measurements live in :mod:`qdc_trainer.metrics`.
+- :class:`QDCSampler` reweights training examples online (quality, diversity
+  clusters, complexity, live training loss);
+- :class:`QDCDataCollator` carries each example's index through the batch;
+- :class:`QDCTrainer` / :class:`QDCTrainerMixin` install the sampler in a
+  transformers ``Trainer`` (or any subclass, such as TRL's ``SFTTrainer``);
+- :mod:`qdc_trainer.metrics` holds the measurements.
 """
 
+from .collator import INDEX_KEY, QDCDataCollator
+from .sampler import QDCSampler, QDCSamplerConfig
+from .trainer import QDCTrainer, QDCTrainerMixin
+
 __version__ = "0.1.0"
+
+__all__ = ["INDEX_KEY", "QDCDataCollator", "QDCSampler", "QDCSamplerConfig", "QDCTrainer", "QDCTrainerMixin"]
