@@ -157,12 +157,20 @@ class QDCTrainerMixin:
         if labels is None:
             raise KeyError("QDC loss feedback needs 'labels' in the batch (use a collator that creates them)")
         if self.loss_weighting == "none":
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            # The base class computes the loss its own way (TRL's fused LM head included); a forward hook
+            # catches the model outputs on the way, so no second forward pass is needed.
+            captured: dict[str, Any] = {}
+            handle = model.register_forward_hook(lambda module, args, output: captured.__setitem__("out", output))
+            try:
+                result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            finally:
+                handle.remove()
+            loss, outputs = result if return_outputs else (result, captured.get("out"))
             with torch.no_grad():
-                sums, counts = per_example_loss(self._logits(outputs), labels, shift=self._shifts_labels())
+                sums, counts = self._per_example(captured.get("out"), labels)
         else:
             outputs = model(**inputs)
-            sums, counts = per_example_loss(self._logits(outputs), labels, shift=self._shifts_labels())
+            sums, counts = self._per_example(outputs, labels)
             weights = torch.as_tensor(
                 self.qdc_sampler.loss_weights(indices.cpu().numpy(), self.loss_weighting), dtype=sums.dtype, device=sums.device
             )
@@ -170,15 +178,28 @@ class QDCTrainerMixin:
         self._feed_back(indices, sums.detach(), counts)
         return (loss, outputs) if return_outputs else loss
 
-    @staticmethod
-    def _logits(outputs: Any) -> torch.Tensor:
-        logits = outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
-        if logits is None:
-            raise ValueError("QDC loss feedback needs the model outputs to include logits")
-        return logits
+    def _per_example(self, outputs: Any, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss, scored items) per example, from logits or from TRL's fused per-token log-probabilities."""
+        get = (lambda k: outputs.get(k)) if isinstance(outputs, dict) else (lambda k: getattr(outputs, k, None))
+        logits = get("logits") if outputs is not None else None
+        if logits is not None:
+            return per_example_loss(logits, labels, shift=self._shifts_labels())
+        log_probs = get("log_probs") if outputs is not None else None
+        label_mask = get("label_mask") if outputs is not None else None
+        if log_probs is not None and label_mask is not None:
+            return -(log_probs.float() * label_mask).sum(dim=-1), label_mask.float().sum(dim=-1)
+        raise ValueError("QDC loss feedback needs model outputs with logits (or per-token log_probs and label_mask)")
 
     def _shifts_labels(self) -> bool:
-        return bool(getattr(self, "_loss_shifts_labels", False))
+        """Whether position t predicts label t + 1 (causal LMs), decided as the Trainer's label smoother does."""
+        if getattr(self, "_qdc_shift", None) is None:
+            from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+            model = self.accelerator.unwrap_model(self.model)
+            base = getattr(getattr(model, "base_model", None), "model", None) if hasattr(model, "peft_config") else None
+            name = (base or model)._get_name()
+            self._qdc_shift = bool(getattr(self, "_loss_shifts_labels", False)) or name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+        return self._qdc_shift
 
     def _reduce_weighted(self, weighted_sums: torch.Tensor, counts: torch.Tensor, num_items_in_batch: Any) -> torch.Tensor:
         """The weighted loss, normalised exactly as the model's own loss would be (so weights of 1 change nothing)."""
