@@ -26,6 +26,9 @@ Losses come back from the training step (:meth:`QDCSampler.record`, called by
 in blocks of ``block_size`` from the weights in force when the block is drawn,
 with a random stream seeded by ``(seed, epoch, block)``: no global RNG, so every
 process that sees the same feedback draws the same indices. ``len()`` is fixed.
+A block is drawn when the dataloader first needs it; because dataloaders fetch
+ahead, a block reflects the feedback of the blocks before the previous one (two
+or more update windows back with dataloader workers).
 
 Memory: 24 bytes per example (quality, complexity, cluster id and loss EMA as
 32-bit values, the cumulative probabilities as float64; 4 more with
@@ -329,9 +332,13 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         return idx.clamp_(max=self.num_examples - 1).numpy()
 
     def _forget_trained_blocks(self, block_size: int) -> None:
-        """Keep only blocks not yet trained on (at most the last ``_MAX_OPEN_BLOCKS``, for runs without feedback)."""
+        """Keep only blocks not yet trained on (at most the last ``_MAX_OPEN_BLOCKS``, for runs without feedback).
+
+        Block 0 is always kept: under several processes accelerate completes the last, short batch of an
+        epoch with the first indices of the epoch's stream, so a resumed run must replay them too.
+        """
         newest = max(self._blocks)
-        for b in [b for b in self._blocks if (b + 1) * block_size <= self.consumed or b <= newest - _MAX_OPEN_BLOCKS]:
+        for b in [b for b in self._blocks if b > 0 and ((b + 1) * block_size <= self.consumed or b <= newest - _MAX_OPEN_BLOCKS)]:
             del self._blocks[b]
 
     # ------------------------------------------------------------------ online feedback

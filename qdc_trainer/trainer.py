@@ -126,6 +126,12 @@ class QDCTrainerMixin:
         if sampler.block_size is None:
             samples_per_step = self._train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
             sampler.block_size = sampler.config.update_every * samples_per_step
+        global_batch = self._train_batch_size * self.args.world_size
+        if sampler.block_size < global_batch:
+            raise ValueError(
+                f"QDCSampler block_size={sampler.block_size} is smaller than one global batch ({global_batch}); "
+                "leave it unset to get update_every optimizer steps' worth of examples"
+            )
         original = self.train_dataset
         self.train_dataset = IndexedDataset(original)
         try:
