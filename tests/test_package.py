@@ -75,7 +75,7 @@ def test_setup_commands_are_what_ci_runs():
     assert torch_step < makefile.index("install --quiet -e")
 
 
-def test_readme_python_examples_run(tmp_path, monkeypatch, tokenizer, tiny_lm):
+def test_readme_python_examples_run(tmp_path, monkeypatch, tokenizer):
     """Every ```python block of the README runs, in order, in one namespace; commented results hold.
 
     The training example gets a tiny model, its tokenizer and a small scored dataset as
@@ -90,7 +90,10 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, tokenizer, tiny_lm):
     texts = ["the cat sat on the mat", "a dog ran in the park", "first add 2 and 3 to get 5"] * 4
     train_ds = Dataset.from_dict({"text": texts, "quality": [0.2, 0.9, 0.5] * 4, "complexity": [1.0, 2.0, 3.0] * 4,
                                   "cluster": [0, 1, 2] * 4}).map(lambda b: tokenizer(b["text"]), batched=True)
-    namespace: dict = {"model": tiny_lm, "tokenizer": tokenizer, "train_ds": train_ds}
+    from conftest import build_gpt2
+
+    # A model of its own: training changes its weights and leaves it in train mode.
+    namespace: dict = {"model": build_gpt2(tokenizer), "tokenizer": tokenizer, "train_ds": train_ds}
     for block in blocks:
         if "pip install" in block:
             continue
