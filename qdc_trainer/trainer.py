@@ -180,7 +180,8 @@ class QDCTrainerMixin:
             weights = torch.as_tensor(
                 self.qdc_sampler.loss_weights(indices.cpu().numpy(), self.loss_weighting), dtype=sums.dtype, device=sums.device
             )
-            loss = self._reduce_weighted(weights * sums, counts, num_items_in_batch)
+            token_level = labels.dim() == 2 and not labels.is_floating_point()  # not multi-label classification
+            loss = self._reduce_weighted(weights * sums, counts, num_items_in_batch, token_level)
         self._feed_back(indices, sums.detach(), counts)
         return (loss, outputs) if return_outputs else loss
 
@@ -207,9 +208,10 @@ class QDCTrainerMixin:
             self._qdc_shift = bool(getattr(self, "_loss_shifts_labels", False)) or name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
         return self._qdc_shift
 
-    def _reduce_weighted(self, weighted_sums: torch.Tensor, counts: torch.Tensor, num_items_in_batch: Any) -> torch.Tensor:
+    def _reduce_weighted(
+        self, weighted_sums: torch.Tensor, counts: torch.Tensor, num_items_in_batch: Any, token_level: bool
+    ) -> torch.Tensor:
         """The weighted loss, normalised exactly as the model's own loss would be (so weights of 1 change nothing)."""
-        token_level = bool((counts != 1).any()) or self._shifts_labels()
         if not token_level:
             return weighted_sums.mean()
         if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
