@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 __all__ = ["per_example_loss"]
 
+_CHUNK_ELEMENTS = 1 << 22  # logits upcast to float32 at a time (16 MB)
+
 
 def per_example_loss(
     logits: torch.Tensor, labels: torch.Tensor, *, shift: bool, ignore_index: int = -100
@@ -27,15 +29,24 @@ def per_example_loss(
     >>> round(float(s / c), 4) == round(float(torch.log(torch.tensor(4.0))), 4), c.tolist()
     (True, [1.0])
     """
-    logits = logits.float()
     if logits.dim() == 3:
-        if shift:
-            logits, labels = logits[:, :-1], labels[:, 1:]
         if labels.shape != logits.shape[:2]:
             raise ValueError(f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
-        token = F.cross_entropy(logits.transpose(1, 2), labels.long(), ignore_index=ignore_index, reduction="none")
+        labels = labels.long()
+        if shift:  # shift the labels, not the logits: no copy of the (B, T, V) tensor
+            labels = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+        batch, length, vocab = logits.shape
+        flat, targets = logits.reshape(batch * length, vocab), labels.reshape(-1)
+        token = torch.empty(batch * length, dtype=torch.float32, device=logits.device)
+        rows = max(1, _CHUNK_ELEMENTS // vocab)  # float32 upcast a chunk of rows at a time
+        for start in range(0, batch * length, rows):
+            token[start : start + rows] = F.cross_entropy(
+                flat[start : start + rows].float(), targets[start : start + rows], ignore_index=ignore_index, reduction="none"
+            )
         mask = labels != ignore_index
-        return (token * mask).sum(dim=1), mask.sum(dim=1).float()
+        token = token.view(batch, length) * mask
+        return token.sum(dim=1), mask.sum(dim=1).float()
+    logits = logits.float()
     if logits.dim() != 2:
         raise ValueError(f"unsupported logits shape {tuple(logits.shape)}: expected (B, T, V) or (B, C)")
     ones = torch.ones(logits.shape[0], device=logits.device)

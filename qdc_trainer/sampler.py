@@ -30,10 +30,11 @@ A block is drawn when the dataloader first needs it; because dataloaders fetch
 ahead, a block reflects the feedback of the blocks before the previous one (two
 or more update windows back with dataloader workers).
 
-Memory: 24 bytes per example (quality, complexity, cluster id and loss EMA as
-32-bit values, the cumulative probabilities as float64; 4 more with
-``base_weights``); a refresh works in chunks of 4M examples, so 100 million
-examples need about 2.4 GB.
+Memory: 28 bytes per example (quality, complexity, cluster id, loss EMA and the
+fixed part of the weight as 32-bit values, the cumulative probabilities as
+float64). A refresh works in chunks of 1M examples and costs about 10 ns per
+example, so with 100 million examples choose ``update_every`` so that a refresh
+(about a second) is rare next to the steps between refreshes.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import torch
 
 __all__ = ["QDCSampler", "QDCSamplerConfig"]
 
-_CHUNK = 1 << 22  # examples per vectorised chunk of a refresh
+_CHUNK = 1 << 20  # examples per vectorised chunk of a refresh
 _MAX_OPEN_BLOCKS = 16  # drawn blocks kept for a checkpoint (prefetching reaches only a few ahead)
 
 
@@ -107,33 +108,46 @@ def _column(values: Any, name: str, n: int | None, *, integer: bool = False) -> 
         if arr.dtype.kind == "f":
             if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
                 raise TypeError(f"{name} must hold integer cluster ids")
-        return arr.astype(np.int64)
-    arr = arr.astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(arr))
-    if len(bad):
-        raise ValueError(f"{name} has NaN or inf at rows {bad[:5].tolist()} ({len(bad)} in all); fix or drop them")
+            arr = arr.astype(np.int64)
+        return arr
+    arr = arr.astype(np.float32, copy=False)  # 4 bytes per example
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{name} has NaN or inf at rows {bad[:5].tolist()} ({len(bad)} in all; values beyond the float32 range "
+            "count as inf); fix or drop them"
+        )
     return arr
 
 
 def _moments(x: np.ndarray) -> tuple[float, float]:
-    return float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+    """Mean and standard deviation in float64, a chunk at a time (no N-sized float64 copy)."""
+    total, total_sq = 0.0, 0.0
+    for lo in range(0, len(x), _CHUNK):
+        chunk = x[lo : lo + _CHUNK].astype(np.float64)
+        total += float(chunk.sum())
+        total_sq += float(chunk @ chunk)
+    mean = total / len(x)
+    return mean, math.sqrt(max(total_sq / len(x) - mean * mean, 0.0))
 
 
 def _zscore(x: np.ndarray, moments: tuple[float, float]) -> np.ndarray:
     mean, std = moments
-    if std == 0:
+    if std <= 1e-12 * max(1.0, abs(mean)):
         return np.zeros(len(x))
     return np.clip((x - mean) / std, -3, 3)
 
 
 def _dense_ids(raw: np.ndarray) -> np.ndarray:
-    """Cluster ids renumbered 0..K-1 (in order of value), as int32."""
+    """Cluster ids renumbered 0..K-1 (in order of value), as int32; ids that are already 0..K-1 are kept."""
     lo, hi = int(raw.min()), int(raw.max())
-    if hi - lo <= 4 * len(raw):  # O(N) lookup table instead of a sort
-        present = np.zeros(hi - lo + 1, dtype=bool)
-        present[raw - lo] = True
-        rank = np.cumsum(present, dtype=np.int64) - 1
-        return rank[raw - lo].astype(np.int32)
+    if lo >= 0 and hi <= 4 * len(raw):  # O(N) lookup table instead of a sort
+        present = np.bincount(raw, minlength=hi + 1) > 0
+        if present.all() and hi < 2**31:
+            return raw.astype(np.int32, copy=False)
+        rank = (np.cumsum(present) - 1).astype(np.int32)
+        return rank[raw]
     _, dense = np.unique(raw, return_inverse=True)
     return dense.astype(np.int32)
 
@@ -188,8 +202,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         self.block_size = None if block_size is None else self._check_block_size(block_size)
 
-        self.quality = None if quality is None else _column(quality, "quality", n).astype(np.float32)
-        self.complexity = None if complexity is None else _column(complexity, "complexity", n).astype(np.float32)
+        self.quality = None if quality is None else _column(quality, "quality", n)
+        self.complexity = None if complexity is None else _column(complexity, "complexity", n)
         self._q_moments = None if self.quality is None else _moments(self.quality)
         self._c_moments = None if self.complexity is None else _moments(self.complexity)
         if clusters is None:
@@ -198,15 +212,14 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             self.clusters = _dense_ids(_column(clusters, "clusters", n, integer=True))
         self.num_clusters = int(self.clusters.max()) + 1
         self.cluster_sizes = np.bincount(self.clusters, minlength=self.num_clusters).astype(np.float64)
-        if base_weights is None:
-            self.base_weights = None
-        else:
+        bw = None
+        if base_weights is not None:
             bw = _column(base_weights, "base_weights", n)
             if (bw < 0).any():
                 raise ValueError(f"base_weights has negative values at rows {np.flatnonzero(bw < 0)[:5].tolist()}")
             if not (bw > 0).any():
                 raise ValueError("base_weights are all zero: no example could be drawn")
-            self.base_weights = bw.astype(np.float32)
+        self._static = self._static_weights(bw)
 
         # Online state.
         self.loss_ema = np.full(n, np.nan, dtype=np.float32)
@@ -221,11 +234,9 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         self._blocks: dict[int, np.ndarray] = {}  # blocks drawn and not yet trained on
         self._replay: dict[int, np.ndarray] = {}  # blocks restored from a checkpoint
         self._skip_below = 0  # positions a resumed run skips
-        # Telemetry window (examples fed back since the last telemetry read).
-        self._window_clusters = np.zeros(self.num_clusters, dtype=bool)
-        self._window_sums = np.zeros(3)  # quality, complexity, count
+        self._window: list[np.ndarray] = []  # indices fed back since the last telemetry read
         self._cdf = np.empty(n, dtype=np.float64)
-        self._stats: dict[str, float] = {}
+        self._stats: dict[str, float] | None = None  # computed when telemetry asks
         self._refresh()
 
     # ------------------------------------------------------------------ construction helpers
@@ -356,15 +367,9 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         if len(idx) and (idx.min() < 0 or idx.max() >= self.num_examples):
             raise IndexError(f"record: indices must be in [0, {self.num_examples}), got {idx.min()}..{idx.max()}")
         self.consumed += len(idx)
-        keep = np.isfinite(loss)
-        self._pending_idx.append(idx[keep])
-        self._pending_loss.append(loss[keep])
-        if self.quality is not None:
-            self._window_sums[0] += float(self.quality[idx].sum())
-        if self.complexity is not None:
-            self._window_sums[1] += float(self.complexity[idx].sum())
-        self._window_sums[2] += len(idx)
-        self._window_clusters[self.clusters[idx]] = True
+        self._pending_idx.append(idx)
+        self._pending_loss.append(loss)
+        self._window.append(idx)
 
     def update(self) -> bool:
         """Apply the pending losses to the EMAs and refresh the weights. Returns False when nothing was pending."""
@@ -374,6 +379,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         loss = np.concatenate(self._pending_loss)
         self._pending_idx.clear()
         self._pending_loss.clear()
+        keep = np.isfinite(loss)
+        idx, loss = idx[keep], loss[keep]
         if len(idx) == 0:
             return False
         decay = self.config.ema_decay
@@ -399,65 +406,87 @@ class QDCSampler(torch.utils.data.Sampler[int]):
 
     # ------------------------------------------------------------------ weights
 
-    def _static_cluster_factor(self) -> np.ndarray:
-        alpha = (1 - self.config.tradeoff) * self.config.diversity_strength
-        return (self.cluster_sizes / self.cluster_sizes.mean()) ** (-alpha)
+    def _static_weights(self, base_weights: np.ndarray | None) -> np.ndarray:
+        """exp(beta_q zq + beta_c zc) * base weights, once, as float32 (the part that never changes)."""
+        cfg, n = self.config, self.num_examples
+        out = np.empty(n, dtype=np.float32)
+        for lo in range(0, n, _CHUNK):
+            hi = min(lo + _CHUNK, n)
+            log_w = np.zeros(hi - lo)
+            if self.quality is not None:
+                log_w += cfg.tradeoff * cfg.quality_strength * _zscore(self.quality[lo:hi], self._q_moments)
+            if self.complexity is not None:
+                log_w += cfg.complexity_strength * _zscore(self.complexity[lo:hi], self._c_moments)
+            w = np.exp(log_w)
+            if base_weights is not None:
+                w *= base_weights[lo:hi]
+            out[lo:hi] = w
+        return out
 
-    def _online_cluster_factor(self) -> np.ndarray:
+    def _cluster_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per cluster: (cluster balance x online cluster factor x an unseen example's factor, the latter alone)."""
         cfg = self.config
-        if math.isnan(self.global_loss_ema) or self.global_loss_ema <= 0:
-            return np.ones(self.num_clusters)
-        ratio = np.where(np.isnan(self.cluster_loss_ema), 1.0, self.cluster_loss_ema / self.global_loss_ema)
-        r = cfg.max_online_ratio
-        return np.clip(np.maximum(ratio, 1e-12) ** cfg.cluster_loss_strength, 1 / r, r)
+        alpha = (1 - cfg.tradeoff) * cfg.diversity_strength
+        factor = (self.cluster_sizes / self.cluster_sizes.mean()) ** (-alpha)
+        unseen = np.ones(self.num_clusters)
+        if self._online:
+            ratio = np.where(np.isnan(self.cluster_loss_ema), 1.0, self.cluster_loss_ema / self.global_loss_ema)
+            factor = factor * self._online_factor(ratio, cfg.cluster_loss_strength)
+            unseen = self._online_factor(ratio, cfg.example_loss_strength)  # an unseen example takes its cluster's loss
+        return factor * unseen, unseen
 
-    def _weights_chunk(self, lo: int, hi: int, cluster_factor: np.ndarray) -> np.ndarray:
-        cfg = self.config
-        log_w = np.zeros(hi - lo, dtype=np.float64)
-        if self.quality is not None:
-            log_w += cfg.tradeoff * cfg.quality_strength * _zscore(self.quality[lo:hi], self._q_moments)
-        if self.complexity is not None:
-            log_w += cfg.complexity_strength * _zscore(self.complexity[lo:hi], self._c_moments)
-        w = np.exp(log_w)
-        w *= cluster_factor[self.clusters[lo:hi]]
-        if cfg.example_loss_strength > 0 and not math.isnan(self.global_loss_ema) and self.global_loss_ema > 0:
-            ema = self.loss_ema[lo:hi].astype(np.float64)
-            fallback = self.cluster_loss_ema[self.clusters[lo:hi]]
-            ema = np.where(np.isnan(ema), fallback, ema)
-            ratio = np.where(np.isnan(ema), 1.0, ema / self.global_loss_ema)
-            r = cfg.max_online_ratio
-            w *= np.clip(np.maximum(ratio, 1e-12) ** cfg.example_loss_strength, 1 / r, r)
-        if self.base_weights is not None:
-            w *= self.base_weights[lo:hi]
-        return w
+    @property
+    def _online(self) -> bool:
+        return not math.isnan(self.global_loss_ema) and self.global_loss_ema > 0
+
+    def _online_factor(self, ratio: np.ndarray, strength: float) -> np.ndarray:
+        r = self.config.max_online_ratio
+        return np.clip(np.maximum(ratio, 1e-12) ** strength, 1 / r, r)
 
     def _refresh(self) -> None:
-        """Recompute the cumulative probabilities in chunks (no N-sized temporaries) and the weight statistics."""
-        n, floor = self.num_examples, self.config.floor
-        cluster_factor = self._static_cluster_factor() * self._online_cluster_factor()
+        """Recompute the cumulative probabilities, a chunk at a time (no N-sized temporaries)."""
+        n, floor, cfg = self.num_examples, self.config.floor, self.config
+        per_cluster, unseen = self._cluster_factors()
+        per_cluster32 = per_cluster.astype(np.float32)
+        example_signal = self._online and cfg.example_loss_strength > 0
         total = 0.0
         for lo in range(0, n, _CHUNK):
             hi = min(lo + _CHUNK, n)
-            w = self._weights_chunk(lo, hi, cluster_factor)
-            self._cdf[lo:hi] = w
-            total += float(w.sum())
+            k = self.clusters[lo:hi]
+            w = self._static[lo:hi] * per_cluster32[k]
+            if example_signal:
+                ema = self.loss_ema[lo:hi]
+                seen = np.flatnonzero(~np.isnan(ema))
+                if len(seen):
+                    own = self._online_factor(ema[seen].astype(np.float64) / self.global_loss_ema, cfg.example_loss_strength)
+                    w[seen] *= (own / unseen[k[seen]]).astype(np.float32)
+            np.cumsum(w, dtype=np.float64, out=self._cdf[lo:hi])
+            self._cdf[lo:hi] += total
+            total = float(self._cdf[hi - 1])
         if not math.isfinite(total) or total <= 0:
             raise FloatingPointError(f"QDCSampler weights sum to {total}; lower the strengths or check the score columns")
+        # p_i = (1 - floor) w_i / W + floor / N, folded into the running sum: cdf_i = (1 - floor) C_i / W + (i + 1) floor / N.
         scale = (1 - floor) / total
-        carry, sum_sq, entropy = 0.0, 0.0, 0.0
         for lo in range(0, n, _CHUNK):
             hi = min(lo + _CHUNK, n)
-            p = self._cdf[lo:hi] * scale + floor / n
-            sum_sq += float(p @ p)
-            nz = p[p > 0]
-            entropy -= float((nz * np.log(nz)).sum())
-            np.cumsum(p, out=self._cdf[lo:hi])
-            self._cdf[lo:hi] += carry
-            carry = float(self._cdf[hi - 1])
-        self._stats = {
-            "ess_ratio": 1.0 / (n * sum_sq),
-            "weight_entropy": entropy / math.log(n) if n > 1 else 1.0,
-        }
+            chunk = self._cdf[lo:hi]
+            chunk *= scale
+            chunk += np.arange(lo + 1, hi + 1, dtype=np.float64) * (floor / n)
+        self._stats = None
+
+    def _weight_stats(self) -> dict[str, float]:
+        """ESS / N and the normalised entropy of the draw probabilities (one pass, on demand)."""
+        if self._stats is None:
+            n, sum_sq, entropy, previous = self.num_examples, 0.0, 0.0, 0.0
+            for lo in range(0, n, _CHUNK):
+                hi = min(lo + _CHUNK, n)
+                p = np.diff(self._cdf[lo:hi], prepend=previous)
+                previous = float(self._cdf[hi - 1])
+                sum_sq += float(p @ p)
+                nz = p[p > 0]
+                entropy -= float((nz * np.log(nz)).sum())
+            self._stats = {"ess_ratio": 1.0 / (n * sum_sq), "weight_entropy": entropy / math.log(n) if n > 1 else 1.0}
+        return self._stats
 
     def probabilities(self, indices: Any = None) -> np.ndarray:
         """Current draw probabilities (of all examples, or of ``indices``)."""
@@ -482,22 +511,21 @@ class QDCSampler(torch.utils.data.Sampler[int]):
     def telemetry(self, reset: bool = True) -> dict[str, float]:
         """Scalars for ``qdc/sampler/...``: ESS/N, normalised weight entropy, cluster coverage and mean
         quality/complexity of the examples trained on since the last call, against the dataset means."""
-        out = {f"qdc/sampler/{k}": v for k, v in self._stats.items()}
+        out = {f"qdc/sampler/{k}": v for k, v in self._weight_stats().items()}
         out["qdc/sampler/updates"] = float(self.num_updates)
-        count = self._window_sums[2]
-        if count > 0:
-            out["qdc/sampler/cluster_coverage"] = float(self._window_clusters.mean())
-            if self.quality is not None:
-                out["qdc/sampler/quality_trained"] = float(self._window_sums[0] / count)
-                out["qdc/sampler/quality_dataset"] = float(self.quality.mean(dtype=np.float64))
-            if self.complexity is not None:
-                out["qdc/sampler/complexity_trained"] = float(self._window_sums[1] / count)
-                out["qdc/sampler/complexity_dataset"] = float(self.complexity.mean(dtype=np.float64))
-        if not math.isnan(self.global_loss_ema):
+        if self._window:
+            idx = np.concatenate(self._window)
+            out["qdc/sampler/cluster_coverage"] = len(np.unique(self.clusters[idx])) / self.num_clusters
+            for name, column, moments in (
+                ("quality", self.quality, self._q_moments), ("complexity", self.complexity, self._c_moments)
+            ):
+                if column is not None:
+                    out[f"qdc/sampler/{name}_trained"] = float(column[idx].mean(dtype=np.float64))
+                    out[f"qdc/sampler/{name}_dataset"] = moments[0]
+        if self._online:
             out["qdc/sampler/loss_ema"] = float(self.global_loss_ema)
         if reset:
-            self._window_clusters[:] = False
-            self._window_sums[:] = 0
+            self._window = []
         return out
 
     # ------------------------------------------------------------------ checkpointing
