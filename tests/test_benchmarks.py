@@ -17,3 +17,13 @@ def test_bench_metrics_smoke():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "self_bleu max_n=4 vs NLTK" in result.stdout
     assert "agree within 1e-06" in result.stdout
+
+
+def test_bench_sampler_smoke():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_sampler.py"), "--smoke"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "epoch iteration at N=1e5" in result.stdout
+    assert "QDCTrainer per-step overhead vs Trainer" in result.stdout
