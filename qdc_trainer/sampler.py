@@ -50,6 +50,7 @@ import torch
 __all__ = ["QDCSampler", "QDCSamplerConfig"]
 
 _CHUNK = 1 << 20  # examples per vectorised chunk of a refresh
+_MAX_WINDOW = 1 << 20  # telemetry keeps at most this many recent trained indices
 _MAX_OPEN_BLOCKS = 16  # drawn blocks kept for a checkpoint (prefetching reaches only a few ahead)
 
 
@@ -234,7 +235,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         self._blocks: dict[int, np.ndarray] = {}  # blocks drawn and not yet trained on
         self._replay: dict[int, np.ndarray] = {}  # blocks restored from a checkpoint
         self._skip_below = 0  # positions a resumed run skips
-        self._window: list[np.ndarray] = []  # indices fed back since the last telemetry read
+        self._window: list[np.ndarray] = []  # indices fed back since the last telemetry read (the last _MAX_WINDOW)
+        self._window_size = 0
         self._cdf = np.empty(n, dtype=np.float64)
         self._stats: dict[str, float] | None = None  # computed when telemetry asks
         self._refresh()
@@ -370,6 +372,9 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         self._pending_idx.append(idx)
         self._pending_loss.append(loss)
         self._window.append(idx)
+        self._window_size += len(idx)
+        while self._window_size > _MAX_WINDOW and len(self._window) > 1:  # runs that never read telemetry
+            self._window_size -= len(self._window.pop(0))
 
     def update(self) -> bool:
         """Apply the pending losses to the EMAs and refresh the weights. Returns False when nothing was pending."""
@@ -525,7 +530,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         if self._online:
             out["qdc/sampler/loss_ema"] = float(self.global_loss_ema)
         if reset:
-            self._window = []
+            self._window, self._window_size = [], 0
         return out
 
     # ------------------------------------------------------------------ checkpointing
