@@ -1,0 +1,118 @@
+"""SeriesDetector: the collapse signals on hand-made series."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from qdc_trainer.collapse import SeriesDetector
+
+
+def run(detector: SeriesDetector, values) -> list[int]:
+    return [detector.update(step, v).level for step, v in enumerate(values)]
+
+
+def test_stable_noisy_series_never_warns():
+    for seed in range(5):  # 2.5% noise around a flat level, 200 observations
+        values = 0.8 + 0.02 * np.random.default_rng(seed).standard_normal(200)
+        assert max(run(SeriesDetector("div"), values)) == 0
+
+
+def test_gradual_decline_warns_before_it_collapses():
+    values = [1.0] * 5 + [1.0 - 0.05 * i for i in range(1, 15)]
+    d = SeriesDetector("div")
+    levels = run(d, values)
+    assert levels[:5] == [0] * 5
+    assert d.first_warning_step is not None and d.first_collapse_step is not None
+    assert 5 < d.first_warning_step < d.first_collapse_step
+    assert max(levels) == 2
+    signal = d.signal
+    assert signal.change >= 0.35 and signal.streak > 3 and "collapse" in signal.reason
+
+
+def test_slope_and_patience_warn_on_a_slow_steady_slide():
+    # Each step loses 4% of the baseline: below warn_change for a while, but steadily.
+    values = [1.0] * 3 + [1.0 - 0.04 * i for i in range(1, 4)]
+    d = SeriesDetector("div", ema=1.0, warn_change=0.5, collapse_change=0.9, patience=3, warn_slope=0.03)
+    levels = run(d, values)
+    assert levels == [0, 0, 0, 0, 0, 1]
+    assert "in a row" in d.signal.reason
+
+
+def test_increase_direction():
+    d = SeriesDetector("self_bleu", direction="increase", warmup=2, ema=1.0)
+    assert run(d, [0.2, 0.2, 0.22, 0.25, 0.3]) == [0, 0, 0, 1, 2]
+    # A fall in a rise-is-bad series is healthy.
+    d2 = SeriesDetector("self_bleu", direction="increase", warmup=2, ema=1.0)
+    assert run(d2, [0.5, 0.5, 0.3, 0.1]) == [0, 0, 0, 0]
+
+
+def test_ema_hand_values_and_recovery():
+    d = SeriesDetector("x", warmup=1, ema=0.5, warn_change=0.2, collapse_change=0.9)
+    d.update(0, 10.0)
+    s = d.update(1, 6.0)  # EMA 8.0: change 20%
+    assert s.smoothed == pytest.approx(8.0) and s.change == pytest.approx(0.2) and s.level == 1
+    s = d.update(2, 12.0)  # EMA 10.0: back at baseline
+    assert s.smoothed == pytest.approx(10.0) and s.level == 0 and s.streak == 0
+    assert d.first_warning_step == 1
+
+
+def test_absolute_scale_and_zero_baseline():
+    d = SeriesDetector("repetition", direction="increase", warmup=1, ema=1.0, relative=False,
+                       warn_change=0.1, collapse_change=0.3)
+    assert run(d, [0.0, 0.05, 0.15, 0.4]) == [0, 0, 1, 2]
+    # Relative scale with a zero baseline uses min_scale instead of dividing by zero.
+    r = SeriesDetector("repetition", direction="increase", warmup=1, ema=1.0, min_scale=1.0)
+    assert r.update(0, 0.0).level == 0 and r.update(1, 0.1).change == pytest.approx(0.1)
+
+
+def test_nan_and_inf_are_skipped():
+    d = SeriesDetector("x", warmup=2, ema=1.0)
+    levels = run(d, [1.0, float("nan"), 1.0, float("inf"), 0.5])
+    assert d.skipped == 2 and d.baseline == 1.0 and levels[-1] == 2
+    with pytest.raises(TypeError, match="not a number"):
+        d.update(9, "high")
+
+
+def test_state_round_trip_continues_identically():
+    values = [1.0, 0.98, 1.01, 0.95, 0.9, float("nan"), 0.85, 0.7, 0.6, 0.5]
+    whole = SeriesDetector("div")
+    expected = [whole.update(i, v) for i, v in enumerate(values)]
+    first = SeriesDetector("div")
+    for i, v in enumerate(values[:5]):
+        first.update(i, v)
+    state = json.loads(json.dumps(first.state_dict()))  # survives JSON (a checkpoint file)
+    second = SeriesDetector("div")
+    second.load_state_dict(state)
+    resumed = [second.update(i, v) for i, v in enumerate(values) if i >= 5]
+    assert resumed == expected[5:]
+    assert second.first_warning_step == whole.first_warning_step
+    with pytest.raises(ValueError, match="configured differently"):
+        SeriesDetector("div", warmup=5).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(key=""), "non-empty"),
+        (dict(direction="down"), "direction"),
+        (dict(warmup=0), "warmup"),
+        (dict(slope_window=1), "slope_window"),
+        (dict(ema=0.0), "ema"),
+        (dict(warn_change=0.5, collapse_change=0.2), "warn_change <= collapse_change"),
+        (dict(warn_slope=0.0), "warn_slope"),
+    ],
+)
+def test_bad_configuration(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SeriesDetector(**{"key": "x", **kwargs})
+
+
+def test_warming_up_signal():
+    d = SeriesDetector("x", warmup=3)
+    s = d.update(0, 1.0)
+    assert s.level == 0 and s.reason == "warming up" and s.baseline is None
+    assert math.isclose(d.update(1, 2.0).value, 2.0)
