@@ -5,13 +5,16 @@
 - :class:`QDCDataCollator` carries each example's index through the batch;
 - :class:`QDCTrainer` / :class:`QDCTrainerMixin` install the sampler in a
   transformers ``Trainer`` (or any subclass, such as TRL's ``SFTTrainer``);
+- :class:`CollapseDetectorCallback` watches logged series and warns, checkpoints or
+  stops when they collapse;
 - :mod:`qdc_trainer.metrics` holds the measurements.
 """
 
+from .collapse import CollapseDetectorCallback, SeriesDetector
 from .collator import INDEX_KEY, QDCDataCollator
 from .sampler import QDCSampler, QDCSamplerConfig
 from .trainer import QDCTrainer, QDCTrainerMixin
 
 __version__ = "0.1.0"
 
-__all__ = ["INDEX_KEY", "QDCDataCollator", "QDCSampler", "QDCSamplerConfig", "QDCTrainer", "QDCTrainerMixin"]
+__all__ = ["INDEX_KEY", "CollapseDetectorCallback", "QDCDataCollator", "QDCSampler", "QDCSamplerConfig", "QDCTrainer", "QDCTrainerMixin", "SeriesDetector"]

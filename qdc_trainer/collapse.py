@@ -21,13 +21,20 @@ are starting points to calibrate on runs with planted and without collapse.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 
-__all__ = ["CollapseSignal", "SeriesDetector"]
+__all__ = ["CollapseDetectorCallback", "CollapseSignal", "SeriesDetector"]
+
+logger = logging.get_logger(__name__)
 
 DIRECTIONS = ("decrease", "increase")
 
@@ -174,3 +181,177 @@ class SeriesDetector:
         self.streak, self.skipped = state["streak"], state["skipped"]
         self.first_warning_step, self.first_collapse_step = state["first_warning_step"], state["first_collapse_step"]
         self.signal = CollapseSignal(**state["signal"])
+
+
+# --------------------------------------------------------------------------- the Trainer callback
+
+ACTIONS = ("log", "warn", "checkpoint", "stop")
+STATE_FILE = "qdc_collapse_detector.json"
+"""File name of the detector state inside a checkpoint folder."""
+
+
+def _default_watch() -> list[SeriesDetector]:
+    return [
+        SeriesDetector("qdc/gen/per_input/distinct_2", "decrease"),
+        SeriesDetector("qdc/gen/across_input/distinct_2", "decrease"),
+        SeriesDetector("qdc/gen/per_input/self_bleu", "increase"),
+        SeriesDetector("entropy", "decrease"),
+    ]
+
+
+class CollapseDetectorCallback(TrainerCallback):
+    """Watch logged series and flag collapse: log it, warn, checkpoint the last healthy model, stop.
+
+    Args:
+        trainer: the Trainer to log through (``trainer.log`` reaches TensorBoard, W&B and
+            MLflow; keys added to ``logs`` by a callback would not). Set it later with
+            :meth:`bind` if the callback is created before the Trainer.
+        watch: :class:`SeriesDetector` objects, or ``{key: direction}``; default: distinct-2
+            per input and across inputs, per-input self-BLEU (``qdc/gen/...``) and TRL's ``entropy``.
+        actions: any of ``"log"`` (``qdc/collapse/<key>/level``, ``.../change`` and
+            ``qdc/collapse/level``), ``"warn"`` (a warning naming the series, its baseline and
+            current value), ``"checkpoint"`` (save at the first warning: the last healthy model),
+            ``"stop"`` (stop training at the first collapse).
+        missing_after: logs after which a watched key that never appeared is reported (once).
+
+    The decision is the same on every process (the highest level over processes), so no
+    rank stops alone. Its state is saved as ``qdc_collapse_detector.json`` in each
+    checkpoint and can be restored with :meth:`load`.
+
+    Logged keys: ``qdc/collapse/level`` (0 healthy, 1 warning, 2 collapse) and, per watched
+    series, ``qdc/collapse/<key>/level`` and ``qdc/collapse/<key>/change``.
+    """
+
+    def __init__(
+        self,
+        trainer: Any = None,
+        watch: list[SeriesDetector] | dict[str, str] | None = None,
+        actions: tuple[str, ...] = ("log", "warn", "checkpoint", "stop"),
+        missing_after: int = 20,
+    ) -> None:
+        if watch is None:
+            detectors = _default_watch()
+        elif isinstance(watch, dict):
+            detectors = [SeriesDetector(key, direction) for key, direction in watch.items()]
+        else:
+            detectors = list(watch)
+        if not detectors or not all(isinstance(d, SeriesDetector) for d in detectors):
+            raise ValueError("watch must be a non-empty list of SeriesDetector or a {key: direction} dict")
+        keys = [d.key for d in detectors]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"a series is watched twice: {keys}")
+        unknown = set(actions) - set(ACTIONS)
+        if unknown:
+            raise ValueError(f"unknown action(s) {sorted(unknown)}; choose from {ACTIONS}")
+        self.detectors = {d.key: d for d in detectors}
+        self.actions = tuple(actions)
+        self.missing_after = missing_after
+        self.trainer = trainer
+        self.level = 0
+        self.warned_at: int | None = None
+        self.stopped_at: int | None = None
+        self._logs_seen = 0
+        self._seen_keys: set[str] = set()
+        self._reported_missing = False
+        self._logging = False
+
+    def bind(self, trainer: Any) -> CollapseDetectorCallback:
+        """Attach the Trainer whose ``log`` and accelerator the callback uses; returns self."""
+        self.trainer = trainer
+        return self
+
+    # ------------------------------------------------------------------ events
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._logging or not logs:
+            return control
+        self._logs_seen += 1
+        step = state.global_step
+        changed = {}
+        for key, detector in self.detectors.items():
+            if key in logs:
+                self._seen_keys.add(key)
+                changed[key] = detector.update(step, logs[key])
+        self._report_missing()
+        if not changed:
+            return control
+        level = self._agree(max(d.signal.level for d in self.detectors.values()))
+        if "log" in self.actions and self.trainer is not None:
+            entry = {"qdc/collapse/level": float(level)}
+            for key, signal in changed.items():
+                entry[f"qdc/collapse/{key}/level"] = float(signal.level)
+                entry[f"qdc/collapse/{key}/change"] = float(signal.change)
+            self._logging = True
+            try:
+                self.trainer.log(entry)
+            finally:
+                self._logging = False
+        if level > self.level and "warn" in self.actions:
+            worst = max(self.detectors.values(), key=lambda d: d.signal.level).signal
+            name = "collapse" if level == 2 else "collapse warning"
+            logger.warning(
+                f"qdc {name} at step {step}: {worst.key} {worst.reason}; baseline {worst.baseline:.4g}, "
+                f"now {worst.smoothed:.4g} (last value {worst.value:.4g})"
+            )
+        if level >= 1 and self.warned_at is None:
+            self.warned_at = step
+            if "checkpoint" in self.actions:
+                control.should_save = True
+        if level == 2 and "stop" in self.actions and self.stopped_at is None:
+            self.stopped_at = step
+            control.should_training_stop = True
+        self.level = max(self.level, level)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            if os.path.isdir(folder):
+                with open(os.path.join(folder, STATE_FILE), "w") as f:
+                    json.dump(self.state_dict(), f)
+        return control
+
+    # ------------------------------------------------------------------ helpers
+
+    def _agree(self, level: int) -> int:
+        """The highest level over all processes, so that every rank takes the same decision."""
+        import torch
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            device = getattr(getattr(self.trainer, "args", None), "device", None) if self.trainer is not None else None
+            if device is None or dist.get_backend() == "gloo":
+                device = torch.device("cpu")
+            t = torch.tensor([level], dtype=torch.int64, device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            return int(t.item())
+        return level
+
+    def _report_missing(self) -> None:
+        if self._reported_missing or self._logs_seen < self.missing_after:
+            return
+        missing = sorted(set(self.detectors) - self._seen_keys)
+        if missing:
+            logger.warning(
+                f"the collapse detector watches {missing}, which were not logged in {self._logs_seen} logs; "
+                "check the key names (a GenerationMonitorCallback logs qdc/gen/...; TRL logs entropy)"
+            )
+        self._reported_missing = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level, "warned_at": self.warned_at, "stopped_at": self.stopped_at,
+            "detectors": {key: d.state_dict() for key, d in self.detectors.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state["detectors"]) != set(self.detectors):
+            raise ValueError(f"saved detector watches {sorted(state['detectors'])}, this one {sorted(self.detectors)}")
+        for key, detector_state in state["detectors"].items():
+            self.detectors[key].load_state_dict(detector_state)
+        self.level, self.warned_at, self.stopped_at = state["level"], state["warned_at"], state["stopped_at"]
+
+    def load(self, checkpoint: str) -> None:
+        """Restore the state saved in a checkpoint folder."""
+        with open(os.path.join(checkpoint, STATE_FILE)) as f:
+            self.load_state_dict(json.load(f))

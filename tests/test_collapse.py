@@ -116,3 +116,93 @@ def test_warming_up_signal():
     s = d.update(0, 1.0)
     assert s.level == 0 and s.reason == "warming up" and s.baseline is None
     assert math.isclose(d.update(1, 2.0).value, 2.0)
+
+
+# ----------------------------------------------------------------------------- the callback in a real Trainer
+
+
+def _train_with_series(tmp_path, tokenizer, values, key="qdc/gen/per_input/distinct_2", **detector_kwargs):
+    from conftest import build_gpt2
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+
+    from qdc_trainer.collapse import CollapseDetectorCallback
+
+    class LogSeries(TrainerCallback):  # stands in for the generation monitor
+        def __init__(self, trainer):
+            self.trainer = trainer
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.trainer.log({key: values[state.global_step - 1]})
+
+    ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 64}).map(lambda b: tokenizer(b["text"]), batched=True)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=len(values),
+                             logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds.remove_columns(["text"]),
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    detector = CollapseDetectorCallback(trainer, watch=[SeriesDetector(key, ema=1.0, warmup=3, **detector_kwargs)])
+    trainer.add_callback(LogSeries(trainer))
+    trainer.add_callback(detector)
+    trainer.train()
+    return trainer, detector
+
+
+def test_callback_checkpoints_at_the_first_warning_and_stops_at_collapse(tmp_path, tokenizer):
+    values = [0.8, 0.8, 0.8, 0.79, 0.6, 0.55, 0.4, 0.3, 0.2, 0.1]  # warning at step 5 (-25%), collapse at 7 (-50%)
+    trainer, detector = _train_with_series(tmp_path, tokenizer, values)
+    assert detector.warned_at == 5 and detector.stopped_at == 7
+    assert trainer.state.global_step == 7  # stopped, 3 steps before max_steps
+    assert (tmp_path / "checkpoint-5" / "model.safetensors").is_file()
+    assert (tmp_path / "checkpoint-5" / "qdc_collapse_detector.json").is_file()
+    levels = [e["qdc/collapse/level"] for e in trainer.state.log_history if "qdc/collapse/level" in e]
+    assert levels == [0, 0, 0, 0, 1, 1, 2]
+    changes = [e for e in trainer.state.log_history if "qdc/collapse/qdc/gen/per_input/distinct_2/change" in e]
+    assert changes[-1]["qdc/collapse/qdc/gen/per_input/distinct_2/change"] == pytest.approx(0.5)
+
+
+def test_callback_healthy_run_trains_to_the_end(tmp_path, tokenizer):
+    values = [0.8, 0.81, 0.79, 0.8, 0.82, 0.8, 0.79, 0.81]
+    trainer, detector = _train_with_series(tmp_path, tokenizer, values)
+    assert detector.warned_at is None and trainer.state.global_step == len(values)
+    assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
+
+
+def test_callback_state_restores(tmp_path, tokenizer):
+    values = [0.8, 0.8, 0.8, 0.79, 0.6, 0.55, 0.4, 0.3]
+    _, detector = _train_with_series(tmp_path, tokenizer, values)
+    from qdc_trainer.collapse import CollapseDetectorCallback
+
+    fresh = CollapseDetectorCallback(watch=[SeriesDetector("qdc/gen/per_input/distinct_2", ema=1.0, warmup=3)])
+    fresh.load(str(tmp_path / "checkpoint-5"))
+    assert fresh.warned_at == 5 and fresh.detectors["qdc/gen/per_input/distinct_2"].baseline == pytest.approx(0.8)
+
+
+def test_callback_reports_a_key_that_never_appears(monkeypatch):
+    from types import SimpleNamespace
+
+    from qdc_trainer import collapse
+    from qdc_trainer.collapse import CollapseDetectorCallback
+
+    warnings = []
+    monkeypatch.setattr(collapse.logger, "warning", lambda msg: warnings.append(msg))
+    cb = CollapseDetectorCallback(watch={"entropy": "decrease"}, missing_after=3)
+    state, control = SimpleNamespace(global_step=1), SimpleNamespace(should_save=False, should_training_stop=False)
+    for _ in range(5):
+        cb.on_log(None, state, control, logs={"loss": 1.0})
+    assert len(warnings) == 1 and "['entropy']" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(watch=[]), "non-empty"),
+        (dict(watch={"a": "decrease", "b": "sideways"}), "direction"),
+        (dict(actions=("explode",)), "unknown action"),
+        (dict(watch=[SeriesDetector("a"), SeriesDetector("a")]), "watched twice"),
+    ],
+)
+def test_callback_bad_configuration(kwargs, match):
+    from qdc_trainer.collapse import CollapseDetectorCallback
+
+    with pytest.raises(ValueError, match=match):
+        CollapseDetectorCallback(**kwargs)
