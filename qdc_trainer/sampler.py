@@ -494,9 +494,11 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         return self._stats
 
     def probabilities(self, indices: Any = None) -> np.ndarray:
-        """Current draw probabilities (of all examples, or of ``indices``)."""
-        p = np.diff(self._cdf, prepend=0.0)
-        return p if indices is None else p[np.asarray(indices, dtype=np.int64)]
+        """Current draw probabilities (of all examples, or of ``indices`` only, in O(len(indices)))."""
+        if indices is None:
+            return np.diff(self._cdf, prepend=0.0)
+        idx = np.asarray(indices, dtype=np.int64)
+        return self._cdf[idx] - np.where(idx > 0, self._cdf[np.maximum(idx - 1, 0)], 0.0)
 
     def loss_weights(self, indices: Any, mode: str) -> np.ndarray:
         """Per-example loss weights: ``"sampler"`` gives ``N p_i``, ``"importance"`` gives ``1 / (N p_i)``
@@ -504,7 +506,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         idx = np.asarray(indices, dtype=np.int64)
         if mode == "none":
             return np.ones(len(idx))
-        p = self._cdf[idx] - np.where(idx > 0, self._cdf[np.maximum(idx - 1, 0)], 0.0)
+        p = self.probabilities(idx)
         if mode == "sampler":
             return p * self.num_examples
         if mode == "importance":

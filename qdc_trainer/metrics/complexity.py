@@ -104,8 +104,8 @@ def repetition_rate(texts: Sequence[TextLike], n: int = 3) -> np.ndarray:
     total = np.bincount(doc, minlength=corpus.n_docs).astype(np.float64)
     if len(gram) == 0:
         return np.zeros(corpus.n_docs)
-    pairs = np.unique(doc * (int(gram.max()) + 1) + gram)
-    unique = np.bincount(pairs // (int(gram.max()) + 1), minlength=corpus.n_docs)
+    base = int(gram.max()) + 1
+    unique = np.bincount(np.unique(doc * base + gram) // base, minlength=corpus.n_docs)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, 1.0 - unique / np.maximum(total, 1), 0.0)
 
