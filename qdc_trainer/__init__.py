@@ -5,6 +5,8 @@
 - :class:`QDCDataCollator` carries each example's index through the batch;
 - :class:`QDCTrainer` / :class:`QDCTrainerMixin` install the sampler in a
   transformers ``Trainer`` (or any subclass, such as TRL's ``SFTTrainer``);
+- :class:`GenerationMonitorCallback` samples from the model on probe prompts
+  during training and logs the diversity and complexity of its generations;
 - :class:`CollapseDetectorCallback` watches logged series and warns, checkpoints or
   stops when they collapse;
 - :mod:`qdc_trainer.metrics` holds the measurements.
@@ -12,9 +14,13 @@
 
 from .collapse import CollapseDetectorCallback, SeriesDetector
 from .collator import INDEX_KEY, QDCDataCollator
+from .monitor import GenerationMonitorCallback, GenerationMonitorConfig, measure_generations
 from .sampler import QDCSampler, QDCSamplerConfig
 from .trainer import QDCTrainer, QDCTrainerMixin
 
 __version__ = "0.1.0"
 
-__all__ = ["INDEX_KEY", "CollapseDetectorCallback", "QDCDataCollator", "QDCSampler", "QDCSamplerConfig", "QDCTrainer", "QDCTrainerMixin", "SeriesDetector"]
+__all__ = [
+    "INDEX_KEY", "CollapseDetectorCallback", "GenerationMonitorCallback", "GenerationMonitorConfig", "QDCDataCollator", "QDCSampler", "QDCSamplerConfig", "QDCTrainer", "QDCTrainerMixin",
+    "SeriesDetector", "measure_generations",
+]

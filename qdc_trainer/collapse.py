@@ -216,7 +216,9 @@ class CollapseDetectorCallback(TrainerCallback):
 
     The decision is the same on every process (the highest level over processes), so no
     rank stops alone. Its state is saved as ``qdc_collapse_detector.json`` in each
-    checkpoint and can be restored with :meth:`load`.
+    checkpoint and restored when training resumes from a checkpoint in ``output_dir``
+    (:meth:`load` restores one saved elsewhere: call it before ``train``). A fresh
+    ``train()`` starts from nothing.
 
     Logged keys: ``qdc/collapse/level`` (0 healthy, 1 warning, 2 collapse) and, per watched
     series, ``qdc/collapse/<key>/level`` and ``qdc/collapse/<key>/change``.
@@ -247,13 +249,9 @@ class CollapseDetectorCallback(TrainerCallback):
         self.actions = tuple(actions)
         self.missing_after = missing_after
         self.trainer = trainer
-        self.level = 0
-        self.warned_at: int | None = None
-        self.stopped_at: int | None = None
-        self._logs_seen = 0
-        self._seen_keys: set[str] = set()
-        self._reported_missing = False
         self._logging = False
+        self._run_state: Any = None
+        self.reset()
 
     def bind(self, trainer: Any) -> CollapseDetectorCallback:
         """Attach the Trainer whose ``log`` and accelerator the callback uses; returns self."""
@@ -262,9 +260,47 @@ class CollapseDetectorCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ events
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start_run(args, state)
+        return control
+
+    def _start_run(self, args, state) -> None:
+        """At the first event of a ``train()`` call (a new ``TrainerState``): a fresh run starts from
+        nothing; a resumed one restores the state saved with its checkpoint. A callback placed before
+        this one may log during ``on_train_begin``; that is why ``on_log`` checks too."""
+        if self._run_state is state:
+            return
+        self._run_state = state
+        if state.global_step == 0:
+            self.reset()
+            return
+        if self._restored:  # load(checkpoint) was called before train()
+            return
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if os.path.isfile(os.path.join(folder, STATE_FILE)):
+            self.load(folder)
+        else:
+            logger.warning(
+                f"resuming at step {state.global_step} without {STATE_FILE} in {folder}: the collapse detector "
+                "takes a new baseline (call load(checkpoint) before train() for a checkpoint saved elsewhere)"
+            )
+
+    def reset(self) -> None:
+        """Forget every observation and decision."""
+        for detector in self.detectors.values():
+            detector.reset()
+        self.level = 0
+        self.warned_at: int | None = None
+        self.stopped_at: int | None = None
+        self._logs_seen = 0
+        self._seen_keys: set[str] = set()
+        self._reported_missing = False
+        self._restored = False
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._logging or not logs:
             return control
+        self._start_run(args, state)
         self._logs_seen += 1
         step = state.global_step
         changed = {}
@@ -355,3 +391,4 @@ class CollapseDetectorCallback(TrainerCallback):
         """Restore the state saved in a checkpoint folder."""
         with open(os.path.join(checkpoint, STATE_FILE)) as f:
             self.load_state_dict(json.load(f))
+        self._restored = True

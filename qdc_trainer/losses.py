@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["per_example_loss"]
+__all__ = ["per_example_loss", "token_entropy_sum"]
 
 _CHUNK_ELEMENTS = 1 << 22  # logits upcast to float32 at a time (16 MB)
 
@@ -57,3 +57,31 @@ def per_example_loss(
     labels = labels.reshape(-1).long()
     losses = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
     return losses, (labels != ignore_index).float()
+
+
+def token_entropy_sum(logits: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed entropy (nats) of the predictive distributions at the positions where ``mask`` is true, and their count.
+
+    ``logits`` (B, T, V); ``mask`` (B, T) or None (every position). Only the masked
+    rows are upcast to float32, a chunk at a time, so no full float32 copy of the
+    logits is made. ``sum / count`` is the mean token entropy.
+
+    >>> s, c = token_entropy_sum(torch.zeros(2, 3, 4), torch.tensor([[1, 1, 0], [0, 0, 1]]))
+    >>> round(float(s / c), 4) == round(float(torch.log(torch.tensor(4.0))), 4), int(c)
+    (True, 3)
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must have shape (batch, seq, vocab), got {tuple(logits.shape)}")
+    vocab = logits.shape[-1]
+    flat = logits.reshape(-1, vocab)
+    rows = torch.arange(flat.shape[0], device=logits.device)
+    if mask is not None:
+        if mask.shape != logits.shape[:2]:
+            raise ValueError(f"mask {tuple(mask.shape)} does not match logits {tuple(logits.shape)}")
+        rows = rows[mask.reshape(-1).bool()]
+    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    step = max(1, _CHUNK_ELEMENTS // vocab)
+    for start in range(0, len(rows), step):
+        logp = torch.log_softmax(flat[rows[start : start + step]].float(), dim=-1)
+        total = total + (-(logp.exp() * logp).nan_to_num()).sum()
+    return total, torch.tensor(float(len(rows)), device=logits.device)

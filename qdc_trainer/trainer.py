@@ -27,7 +27,12 @@ The mixin
   custom sampler), saves the sampler state into every checkpoint folder and
   restores it in ``train(resume_from_checkpoint=...)``;
 - adds the sampler's telemetry (``qdc/sampler/...``) to the training logs, so it
-  reaches TensorBoard, W&B and MLflow.
+  reaches TensorBoard, W&B and MLflow;
+- logs ``qdc/train/entropy``, the mean entropy (nats) of the model's next-token
+  distribution at the scored positions of the training batches since the last log,
+  from the logits the loss already needed (no extra forward pass; ``log_entropy``);
+- binds itself to callbacks that need the trainer (``GenerationMonitorCallback``,
+  ``CollapseDetectorCallback``) when they were created without one.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from transformers.utils import logging
 
 from .collator import INDEX_KEY, IndexedDataset, QDCDataCollator
-from .losses import per_example_loss
+from .losses import per_example_loss, token_entropy_sum
 from .sampler import QDCSampler
 
 __all__ = ["QDCTrainerMixin", "QDCTrainer", "SAMPLER_STATE_FILE", "LOSS_WEIGHTINGS"]
@@ -82,12 +87,16 @@ class QDCTrainerMixin:
         qdc_sampler: the :class:`~qdc_trainer.QDCSampler` over ``train_dataset``
             (None: the subclass behaves exactly like its base).
         loss_weighting: ``"none"`` (default), ``"sampler"`` or ``"importance"``.
+        log_entropy: log ``qdc/train/entropy`` (default True; costs one chunked
+            softmax over the logits of each training batch).
 
     All other arguments go to the base Trainer. The data collator is wrapped in
     :class:`~qdc_trainer.QDCDataCollator` if it is not one already.
     """
 
-    def __init__(self, *args: Any, qdc_sampler: QDCSampler | None = None, loss_weighting: str = "none", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, qdc_sampler: QDCSampler | None = None, loss_weighting: str = "none", log_entropy: bool = True, **kwargs: Any
+    ) -> None:
         if qdc_sampler is not None and not isinstance(qdc_sampler, QDCSampler):
             raise TypeError(f"qdc_sampler must be a QDCSampler, got {type(qdc_sampler).__name__}")
         if loss_weighting not in LOSS_WEIGHTINGS:
@@ -95,6 +104,11 @@ class QDCTrainerMixin:
         super().__init__(*args, **kwargs)
         self.qdc_sampler = qdc_sampler
         self.loss_weighting = loss_weighting
+        self.log_entropy = bool(log_entropy)
+        self._qdc_entropy: torch.Tensor | None = None  # (sum, count) on the device, since the last log
+        for callback in self.callback_handler.callbacks:
+            if callable(getattr(callback, "bind", None)) and getattr(callback, "trainer", False) is None:
+                callback.bind(self)
         if qdc_sampler is None:
             return
         if loss_weighting != "none" and (self.args.label_smoothing_factor or self.compute_loss_func is not None):
@@ -150,19 +164,23 @@ class QDCTrainerMixin:
     # ------------------------------------------------------------------ loss and feedback
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        if self.qdc_sampler is None or not model.training:
+        sampler = self.qdc_sampler
+        if not model.training or (sampler is None and not self.log_entropy):
             inputs.pop(INDEX_KEY, None)
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        if INDEX_KEY not in inputs:
-            raise KeyError(
-                f"the training batch has no {INDEX_KEY!r}: the data collator must be a QDCDataCollator "
-                f"(got {type(self.data_collator).__name__}) and the dataset must not be replaced after construction"
-            )
-        indices = inputs.pop(INDEX_KEY)
+        indices = None
+        if sampler is not None:
+            if INDEX_KEY not in inputs:
+                raise KeyError(
+                    f"the training batch has no {INDEX_KEY!r}: the data collator must be a QDCDataCollator "
+                    f"(got {type(self.data_collator).__name__}) and the dataset must not be replaced after construction"
+                )
+            indices = inputs.pop(INDEX_KEY)
         labels = inputs.get("labels")
-        if labels is None:
+        if sampler is not None and labels is None:
             raise KeyError("QDC loss feedback needs 'labels' in the batch (use a collator that creates them)")
-        if self.loss_weighting == "none":
+        attention_mask = inputs.get("attention_mask")
+        if sampler is None or self.loss_weighting == "none":
             # The base class computes the loss its own way (TRL's fused LM head included); a forward hook
             # catches the model outputs on the way, so no second forward pass is needed.
             captured: dict[str, Any] = {}
@@ -172,18 +190,42 @@ class QDCTrainerMixin:
             finally:
                 handle.remove()
             loss, outputs = result if return_outputs else (result, captured.get("out"))
-            with torch.no_grad():
-                sums, counts = self._per_example(captured.get("out"), labels)
+            seen = captured.get("out")
+            if sampler is not None:
+                with torch.no_grad():
+                    sums, counts = self._per_example(seen, labels)
         else:
-            outputs = model(**inputs)
+            outputs = seen = model(**inputs)
             sums, counts = self._per_example(outputs, labels)
             weights = torch.as_tensor(
-                self.qdc_sampler.loss_weights(indices.cpu().numpy(), self.loss_weighting), dtype=sums.dtype, device=sums.device
+                sampler.loss_weights(indices.cpu().numpy(), self.loss_weighting), dtype=sums.dtype, device=sums.device
             )
             token_level = labels.dim() == 2 and not labels.is_floating_point()  # not multi-label classification
             loss = self._reduce_weighted(weights * sums, counts, num_items_in_batch, token_level)
-        self._feed_back(indices, sums.detach(), counts)
+        if self.log_entropy:
+            with torch.no_grad():
+                self._record_entropy(seen, labels, attention_mask)
+        if sampler is not None:
+            self._feed_back(indices, sums.detach(), counts)
         return (loss, outputs) if return_outputs else loss
+
+    def _record_entropy(self, outputs: Any, labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> None:
+        """Add the predictive entropy at the scored positions of a token-level batch to the running (sum, count)."""
+        if outputs is None:
+            return
+        logits = outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
+        if logits is None or logits.dim() != 3:  # a fused LM head keeps no logits; classifiers have no tokens
+            return
+        if labels is not None and labels.shape == logits.shape[:2]:
+            targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100) if self._shifts_labels() else labels
+            mask = targets != -100
+        elif attention_mask is not None and attention_mask.shape == logits.shape[:2]:
+            mask = attention_mask.bool()
+        else:
+            mask = None
+        total, count = token_entropy_sum(logits.detach(), mask)
+        pair = torch.stack([total, count.to(total.dtype)])
+        self._qdc_entropy = pair if self._qdc_entropy is None else self._qdc_entropy + pair
 
     def _per_example(self, outputs: Any, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed loss, scored items) per example, from logits or from TRL's fused per-token log-probabilities."""
@@ -237,8 +279,18 @@ class QDCTrainerMixin:
     # ------------------------------------------------------------------ logging and resume
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        if getattr(self, "qdc_sampler", None) is not None and "loss" in logs:
-            logs = {**logs, **self.qdc_sampler.telemetry()}
+        if "loss" in logs:  # a training log, made on every process at the same step
+            if getattr(self, "qdc_sampler", None) is not None:
+                logs = {**logs, **self.qdc_sampler.telemetry()}
+            if getattr(self, "log_entropy", False):
+                pair = self._qdc_entropy
+                if pair is None:
+                    pair = torch.zeros(2, device=self.args.device)
+                if self.accelerator.num_processes > 1:
+                    pair = self.accelerator.reduce(pair, reduction="sum")
+                if float(pair[1]) > 0:
+                    logs = {**logs, "qdc/train/entropy": float(pair[0] / pair[1])}
+                self._qdc_entropy = None
         super().log(logs, *args, **kwargs)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -121,7 +122,8 @@ def test_warming_up_signal():
 # ----------------------------------------------------------------------------- the callback in a real Trainer
 
 
-def _train_with_series(tmp_path, tokenizer, values, key="qdc/gen/per_input/distinct_2", **detector_kwargs):
+def _train_with_series(tmp_path, tokenizer, values, key="qdc/gen/per_input/distinct_2", actions=None, resume=None,
+                       **detector_kwargs):
     from conftest import build_gpt2
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
@@ -140,10 +142,11 @@ def _train_with_series(tmp_path, tokenizer, values, key="qdc/gen/per_input/disti
                              logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
     trainer = Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds.remove_columns(["text"]),
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
-    detector = CollapseDetectorCallback(trainer, watch=[SeriesDetector(key, ema=1.0, warmup=3, **detector_kwargs)])
+    detector = CollapseDetectorCallback(trainer, watch=[SeriesDetector(key, ema=1.0, warmup=3, **detector_kwargs)],
+                                        **({"actions": actions} if actions else {}))
     trainer.add_callback(LogSeries(trainer))
     trainer.add_callback(detector)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     return trainer, detector
 
 
@@ -177,6 +180,25 @@ def test_callback_state_restores(tmp_path, tokenizer):
     assert fresh.warned_at == 5 and fresh.detectors["qdc/gen/per_input/distinct_2"].baseline == pytest.approx(0.8)
 
 
+def test_callback_state_restores_itself_on_resume_and_resets_on_a_fresh_run(tmp_path, tokenizer, caplog):
+    values = [0.8, 0.8, 0.8, 0.79, 0.6, 0.55, 0.5, 0.45]
+    _, straight = _train_with_series(tmp_path, tokenizer, values, actions=("log", "checkpoint"))
+    assert straight.warned_at == 5 and straight.level == 2
+    # a new process: new trainer, new detector, resumed from the checkpoint written at the warning
+    _, resumed = _train_with_series(tmp_path, tokenizer, values, actions=("log", "checkpoint"),
+                                    resume=str(tmp_path / "checkpoint-5"))
+    d, s = resumed.detectors["qdc/gen/per_input/distinct_2"], straight.detectors["qdc/gen/per_input/distinct_2"]
+    assert resumed.warned_at == 5 and d.baseline == pytest.approx(0.8)  # not a new baseline from steps 6-8
+    assert d.state_dict() == s.state_dict() and resumed.level == straight.level
+
+    # without the state file the detector says so and takes a new baseline
+    (tmp_path / "checkpoint-5" / "qdc_collapse_detector.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
+        _, fresh = _train_with_series(tmp_path, tokenizer, values, actions=("log",), resume=str(tmp_path / "checkpoint-5"))
+    assert "takes a new baseline" in caplog.text
+    assert fresh.detectors["qdc/gen/per_input/distinct_2"].baseline == pytest.approx(np.mean(values[5:8]))
+
+
 def test_callback_reports_a_key_that_never_appears(monkeypatch):
     from types import SimpleNamespace
 
@@ -186,7 +208,7 @@ def test_callback_reports_a_key_that_never_appears(monkeypatch):
     warnings = []
     monkeypatch.setattr(collapse.logger, "warning", lambda msg: warnings.append(msg))
     cb = CollapseDetectorCallback(watch={"entropy": "decrease"}, missing_after=3)
-    state, control = SimpleNamespace(global_step=1), SimpleNamespace(should_save=False, should_training_stop=False)
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_save=False, should_training_stop=False)
     for _ in range(5):
         cb.on_log(None, state, control, logs={"loss": 1.0})
     assert len(warnings) == 1 and "['entropy']" in warnings[0]

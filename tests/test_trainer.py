@@ -226,7 +226,14 @@ def test_without_a_sampler_it_is_the_plain_trainer(tokenizer, tmp_path):
                          data_collator=collator)
     trainer.train()
     assert trainer.data_collator is collator
-    assert not any(k.startswith("qdc/") for e in trainer.state.log_history for k in e)
+    keys = {k for e in trainer.state.log_history for k in e if k.startswith("qdc/")}
+    assert keys == {"qdc/train/entropy"}  # the only addition without a sampler
+
+    quiet = QDCTrainer(model=no_dropout_lm(tokenizer), args=args_for(tmp_path / "quiet", max_steps=2), train_dataset=ds,
+                       data_collator=collator, log_entropy=False)
+    quiet.train()
+    assert not any(k.startswith("qdc/") for e in quiet.state.log_history for k in e)
+    assert [e["loss"] for e in quiet.state.log_history if "loss" in e] == [e["loss"] for e in trainer.state.log_history if "loss" in e]
 
 
 def test_sft_trainer_through_the_mixin(tokenizer, tmp_path):

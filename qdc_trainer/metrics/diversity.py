@@ -381,7 +381,9 @@ def grouped_diversity(groups: Sequence[Sequence[Any]], metric: Callable[[Any], f
     rows of an embedding matrix). ``metric`` is any function from a collection to
     a float, such as ``distinct_n`` or ``lambda e: vendi_score(e, q=2)``. Every
     group needs at least two samples (one sample has no within-prompt
-    diversity) and there must be at least two groups.
+    diversity) and there must be at least two groups. Collections where the
+    metric returns NaN (undefined, for example all texts empty) are left out of
+    the means; a mean over nothing is NaN.
 
     >>> g = [["a b", "a b"], ["c d", "e f"]]
     >>> grouped_diversity(g, lambda t: distinct_n(t, 1))
@@ -395,9 +397,14 @@ def grouped_diversity(groups: Sequence[Sequence[Any]], metric: Callable[[Any], f
     small = [i for i, s in enumerate(sizes) if s < 2]
     if small:
         raise ValueError(f"groups {small[:5]} have fewer than 2 samples; per-input diversity needs k >= 2 per prompt")
-    per_input = float(np.mean([metric(_collect(g)) for g in groups]))
-    across_input = float(np.mean([metric(_collect([g[j] for g in groups])) for j in range(min(sizes))]))
+    per_input = _nanmean([metric(_collect(g)) for g in groups])
+    across_input = _nanmean([metric(_collect([g[j] for g in groups])) for j in range(min(sizes))])
     return GroupedDiversity(per_input=per_input, across_input=across_input)
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [float(v) for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _collect(items: list) -> Any:

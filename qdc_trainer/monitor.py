@@ -1,0 +1,524 @@
+"""Sample from the model on fixed probe prompts during training and log the QDC of its generations.
+
+:func:`measure_generations` is the pure part (texts in, numbers out);
+:class:`GenerationMonitorCallback` does the sampling inside a ``Trainer`` run::
+
+    monitor = GenerationMonitorCallback(probe_prompts, trainer=trainer)
+    trainer.add_callback(monitor)
+
+(:class:`~qdc_trainer.QDCTrainer` binds itself to callbacks given without a trainer.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+from transformers.utils import logging
+
+from .metrics.complexity import repetition_rate
+from .metrics.diversity import (
+    compression_ratio,
+    distinct_n,
+    grouped_diversity,
+    mean_pairwise_cosine_distance,
+    self_bleu,
+    vendi_score,
+)
+
+__all__ = ["GenerationMonitorCallback", "GenerationMonitorConfig", "measure_generations", "PREFIX", "SAMPLES_FILE"]
+
+logger = logging.get_logger(__name__)
+
+PREFIX = "qdc/gen/"
+SAMPLES_FILE = "qdc_generations.jsonl"
+"""File (in ``args.output_dir``) that receives the samples of every evaluation, one JSON object per line."""
+
+
+# --------------------------------------------------------------------------- pure measurement
+
+
+def _defined(metric: Callable[[list[str]], float]) -> Callable[[list[str]], float]:
+    """NaN for a collection of empty texts (no text to measure), else the metric."""
+
+    def wrapped(texts: list[str]) -> float:
+        return metric(texts) if any(t.strip() for t in texts) else float("nan")
+
+    return wrapped
+
+
+TEXT_METRICS: dict[str, Callable[[list[str]], float]] = {
+    "distinct_1": _defined(lambda t: distinct_n(t, 1)),
+    "distinct_2": _defined(lambda t: distinct_n(t, 2)),
+    "self_bleu": _defined(self_bleu),
+    "compression_ratio": _defined(compression_ratio),
+}
+
+
+def measure_generations(
+    samples: Sequence[Sequence[str]],
+    *,
+    num_tokens: Sequence[Sequence[int]] | None = None,
+    entropy: float | None = None,
+    embeddings: np.ndarray | None = None,
+    scores: Sequence[float] | None = None,
+) -> dict[str, float]:
+    """QDC metrics of k samples for each of P prompts (``samples[p][j]``), keyed without the ``qdc/gen/`` prefix.
+
+    Diversity, per input (the k samples of one prompt, averaged over prompts) and
+    across inputs (one sample per prompt, averaged over the k positions; only with
+    P >= 2): ``{per_input,across_input}/{distinct_1,distinct_2,self_bleu,compression_ratio}``,
+    plus ``.../vendi`` and ``.../cosine_distance`` when ``embeddings`` (one row per
+    sample, prompt-major) are given. Higher self-BLEU and compression ratio mean
+    *less* diverse. A collection whose texts are all empty has no value (NaN) and is
+    left out of the mean.
+
+    Complexity: ``length`` (mean generated tokens, from ``num_tokens``, else words),
+    ``repetition`` (mean share of repeated word 3-grams within a sample),
+    ``entropy`` (mean next-token entropy in nats, when given) and ``empty_rate``.
+    Quality: ``quality``, the mean of ``scores`` (one per sample), when given.
+
+    >>> m = measure_generations([["a b c", "a b c"], ["d e f", "g h i"]])
+    >>> m["per_input/distinct_1"], m["across_input/distinct_1"], m["empty_rate"]
+    (0.75, 1.0, 0.0)
+    """
+    groups = [list(g) for g in samples]
+    if not groups:
+        raise ValueError("samples is empty: nothing to measure")
+    k = len(groups[0])
+    if k < 2 or any(len(g) != k for g in groups):
+        raise ValueError(f"every prompt needs the same number k >= 2 of samples, got {[len(g) for g in groups]}")
+    for p, g in enumerate(groups):
+        for j, text in enumerate(g):
+            if not isinstance(text, str):
+                raise TypeError(f"samples[{p}][{j}] is {type(text).__name__}, not str")
+    flat = [t for g in groups for t in g]
+    out: dict[str, float] = {}
+
+    def add(name: str, metric: Callable[[Any], float], items: list[Any]) -> None:
+        if len(items) >= 2:
+            result = grouped_diversity(items, metric)
+            out[f"per_input/{name}"], out[f"across_input/{name}"] = result.per_input, result.across_input
+        else:  # one prompt: no across-input diversity
+            out[f"per_input/{name}"] = float(metric(items[0]))
+
+    for name, metric in TEXT_METRICS.items():
+        add(name, metric, groups)
+    if embeddings is not None:
+        matrix = np.asarray(embeddings, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[0] != len(flat):
+            raise ValueError(f"embeddings must have one row per sample ({len(flat)}), got shape {matrix.shape}")
+        rows = [matrix[p * k : (p + 1) * k] for p in range(len(groups))]
+        add("vendi", vendi_score, rows)
+        add("cosine_distance", mean_pairwise_cosine_distance, rows)
+
+    if num_tokens is not None:
+        counts = np.asarray([list(c) for c in num_tokens], dtype=np.float64)
+        if counts.shape != (len(groups), k):
+            raise ValueError(f"num_tokens must have the shape of samples ({len(groups)}, {k}), got {counts.shape}")
+    else:
+        counts = np.asarray([[len(t.split()) for t in g] for g in groups], dtype=np.float64)
+    out["length"] = float(counts.mean())
+    out["repetition"] = float(repetition_rate(flat, n=3).mean())
+    out["empty_rate"] = float(np.mean([not t.strip() for t in flat]))
+    if entropy is not None:
+        out["entropy"] = float(entropy)
+    if scores is not None:
+        values = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if len(values) != len(flat):
+            raise ValueError(f"scores must have one value per sample ({len(flat)}), got {len(values)}")
+        out["quality"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class GenerationMonitorConfig:
+    """Settings of :class:`GenerationMonitorCallback` (all have defaults)."""
+
+    every_n_steps: int | None = field(
+        default=None,
+        metadata={"help": "generate every N optimizer steps (default: at each evaluation; every logging_steps without one)"},
+    )
+    num_samples: int = field(default=4, metadata={"help": "samples per probe prompt (k >= 2, for per-input diversity)"})
+    max_new_tokens: int = field(default=48, metadata={"help": "tokens generated per sample at most"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per generate call (prompts per call x num_samples)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (1.0: the model's own distribution)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (1.0: off)"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling (0: off)"})
+    seed: int = field(default=0, metadata={"help": "sampling seed; the training RNG streams are left untouched"})
+    at_start: bool = field(default=True, metadata={"help": "also generate before the first step (the baseline)"})
+    save_samples: bool = field(default=True, metadata={"help": f"append the samples to <output_dir>/{SAMPLES_FILE}"})
+    generation_kwargs: dict[str, Any] | None = field(
+        default=None, metadata={"help": "extra keyword arguments for model.generate (override the ones above)"}
+    )
+
+    def __post_init__(self) -> None:
+        def integer(name: str, low: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} must be an int >= {low}")
+
+        if self.every_n_steps is not None:
+            integer("every_n_steps", 1)
+        integer("num_samples", 2)
+        integer("max_new_tokens", 1)
+        integer("batch_size", 1)
+        integer("top_k", 0)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature!r} must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
+        if self.generation_kwargs is not None and not isinstance(self.generation_kwargs, dict):
+            raise TypeError(f"generation_kwargs must be a dict, got {type(self.generation_kwargs).__name__}")
+
+
+# --------------------------------------------------------------------------- the callback
+
+
+class GenerationMonitorCallback(TrainerCallback):
+    """Generate from the model on probe prompts during training and log the QDC of the generations.
+
+    Every ``every_n_steps`` optimizer steps (default: the evaluation cadence), and once
+    before the first step, the model samples ``num_samples`` completions for each probe
+    prompt, in batches, with ``use_cache=True`` and under ``no_grad``; train mode and
+    gradient checkpointing are restored afterwards, the tokenizer is never modified,
+    and the training random streams are untouched (sampling runs in a forked RNG).
+
+    Args:
+        prompts: probe prompts: strings, or chat conversations (lists of
+            ``{"role", "content"}`` messages, rendered with the tokenizer's chat template).
+            A prompt longer than the context minus ``max_new_tokens`` keeps its last tokens.
+        config: a :class:`GenerationMonitorConfig`; keyword ``overrides`` change single fields.
+        trainer: the Trainer (its ``log``, model, tokenizer and accelerator are used);
+            or call :meth:`bind` later. ``QDCTrainer`` binds it automatically.
+        embedder: optional; maps a list of texts to an embedding matrix
+            (:class:`~qdc_trainer.metrics.Embedder`) for Vendi and cosine diversity.
+        scorer: optional quality scorer ``scorer(prompts, completions) -> scores``
+            (:class:`~qdc_trainer.metrics.VerifierScorer` and friends).
+
+    Logged keys (through ``trainer.log``, so they reach TensorBoard, W&B and MLflow):
+    ``qdc/gen/per_input/<m>`` and ``qdc/gen/across_input/<m>`` for ``<m>`` in
+    ``distinct_1``, ``distinct_2``, ``self_bleu``, ``compression_ratio`` (and ``vendi``,
+    ``cosine_distance`` with an embedder; ``across_input`` needs two or more prompts);
+    ``qdc/gen/length``, ``qdc/gen/entropy`` (mean next-token entropy of the model over
+    the generated tokens, in nats), ``qdc/gen/repetition``, ``qdc/gen/empty_rate``,
+    ``qdc/gen/quality`` (with a scorer) and ``qdc/gen/seconds`` (wall time of the evaluation).
+
+    The samples are appended to ``<output_dir>/qdc_generations.jsonl`` (``step``,
+    ``prompt_index``, ``prompt``, ``sample``, ``completion``, ``num_tokens``) and logged as a
+    W&B table (``qdc/gen/samples``) when W&B is among ``report_to``.
+
+    Several processes: prompts are split over ranks and every rank makes the same number
+    of ``generate`` calls (short ranks repeat a prompt and drop the result), as ZeRO-3 and
+    FSDP require; the samples are gathered, measured once on the main process and the
+    numbers broadcast, so every rank logs the same values.
+    """
+
+    def __init__(
+        self,
+        prompts: Sequence[str | list[dict[str, str]]],
+        config: GenerationMonitorConfig | None = None,
+        *,
+        trainer: Any = None,
+        embedder: Callable[[list[str]], Any] | None = None,
+        scorer: Callable[[Sequence[str], Sequence[str]], Any] | None = None,
+        **overrides: Any,
+    ) -> None:
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+            raise TypeError("prompts must be a list of probe prompts (strings or chat message lists)")
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("prompts is empty: the generation monitor needs at least one probe prompt")
+        for i, prompt in enumerate(prompts):
+            if isinstance(prompt, str):
+                if not prompt.strip():
+                    raise ValueError(f"probe prompt {i} is empty")
+            elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt)):
+                raise TypeError(f"probe prompt {i} must be a string or a list of {{'role', 'content'}} messages")
+        if trainer is not None and not callable(getattr(trainer, "log", None)):
+            raise TypeError(f"trainer must be a transformers Trainer, got {type(trainer).__name__}")
+        if config is not None and not isinstance(config, GenerationMonitorConfig):
+            raise TypeError(f"config must be a GenerationMonitorConfig, got {type(config).__name__}")
+        base = config or GenerationMonitorConfig()
+        unknown = set(overrides) - set(base.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown setting(s) {sorted(unknown)}; see GenerationMonitorConfig")
+        self.config = GenerationMonitorConfig(**{**base.__dict__, **overrides})
+        self.prompts = prompts
+        self.trainer = trainer
+        self.embedder = embedder
+        self.scorer = scorer
+        self.every: int | None = None
+        self.by_epoch = False
+        self.evaluations = 0
+        self.total_seconds = 0.0
+        self.last_metrics: dict[str, float] = {}
+        self._encoded: list[list[int]] | None = None
+        self._last_step: int | None = None
+
+    def bind(self, trainer: Any) -> GenerationMonitorCallback:
+        """Attach the Trainer whose model, tokenizer, accelerator and ``log`` are used; returns self."""
+        self.trainer = trainer
+        return self
+
+    # ------------------------------------------------------------------ events
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.trainer is None:
+            raise ValueError("GenerationMonitorCallback needs the trainer: pass trainer=... or call bind(trainer)")
+        cfg = self.config
+        self.by_epoch = False
+        if cfg.every_n_steps is not None:
+            self.every = cfg.every_n_steps
+        elif str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "steps":
+            self.every = max(1, int(state.eval_steps or args.eval_steps or 1))
+        elif str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "epoch":
+            self.every, self.by_epoch = None, True
+        else:
+            self.every = max(1, int(state.logging_steps or args.logging_steps or 1))
+        self._encoded = self._encode_prompts()
+        self._last_step = None
+        if cfg.at_start and state.global_step == 0:
+            self.evaluate(state.global_step)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every is not None and state.global_step % self.every == 0:
+            self.evaluate(state.global_step)
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.by_epoch:
+            self.evaluate(state.global_step)
+        return control
+
+    # ------------------------------------------------------------------ the evaluation
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Generate, measure and log now (all processes must call it together); returns the metrics."""
+        if self._last_step == step:  # at most once per step (an epoch end can fall on a cadence step)
+            return self.last_metrics
+        if self._encoded is None:
+            self._encoded = self._encode_prompts()
+        start = time.perf_counter()
+        trainer = self.trainer
+        accelerator = trainer.accelerator
+        records = self._generate_local(accelerator.process_index, accelerator.num_processes, step)
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list, gather_object
+
+            records = gather_object(records)
+        metrics: dict[str, float] = {}
+        if accelerator.is_main_process:
+            records.sort(key=lambda r: r["prompt_index"])
+            metrics = self._measure(records)
+            self._save(records, step)
+        if accelerator.num_processes > 1:
+            box = [metrics]
+            broadcast_object_list(box)
+            metrics = box[0]
+        metrics["seconds"] = time.perf_counter() - start
+        logs = {PREFIX + key: value for key, value in metrics.items()}
+        self.evaluations += 1
+        self.total_seconds += metrics["seconds"]
+        self.last_metrics = logs
+        self._last_step = step
+        control = getattr(trainer, "control", None)
+        keep = getattr(control, "should_log", None)
+        trainer.log(logs)  # its on_log event clears should_log: keep the Trainer's own decision for this step
+        if keep is not None:
+            trainer.control.should_log = keep
+        return logs
+
+    def _tokenizer(self) -> Any:
+        tok = getattr(self.trainer, "processing_class", None)
+        tok = getattr(tok, "tokenizer", tok)  # a multimodal processor holds a tokenizer
+        if tok is None or not callable(getattr(tok, "decode", None)):
+            raise ValueError("GenerationMonitorCallback needs a tokenizer: pass processing_class=tokenizer to the Trainer")
+        return tok
+
+    def _model(self) -> Any:
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+            raise ValueError("GenerationMonitorCallback supports decoder-only (causal) language models")
+        if not callable(getattr(model, "generate", None)):
+            raise TypeError(f"{type(model).__name__} has no generate(): the generation monitor needs a generative model")
+        return model
+
+    def _context_length(self, model: Any, tok: Any) -> int | None:
+        config = model.config
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(getattr(config, "get_text_config", lambda: config)(), name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        limit = getattr(tok, "model_max_length", None)
+        return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+    def _encode_prompts(self) -> list[list[int]]:
+        tok = self._tokenizer()
+        model = self._model()
+        encoded = []
+        for prompt in self.prompts:
+            if isinstance(prompt, str):
+                encoded.append(list(tok(prompt)["input_ids"]))
+            else:
+                text = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+                encoded.append(list(tok(text, add_special_tokens=False)["input_ids"]))
+        empty = [i for i, ids in enumerate(encoded) if not ids]
+        if empty:
+            raise ValueError(f"probe prompt(s) {empty[:5]} encode to no tokens")
+        context = self._context_length(model, tok)
+        if context is not None:
+            room = context - self.config.max_new_tokens
+            if room < 1:
+                raise ValueError(
+                    f"max_new_tokens={self.config.max_new_tokens} leaves no room for a prompt in the model's context of {context} tokens"
+                )
+            long = [i for i, ids in enumerate(encoded) if len(ids) > room]
+            if long:
+                logger.warning(
+                    f"{len(long)} probe prompt(s) (first: {long[0]}) exceed the model's context ({context}) minus "
+                    f"max_new_tokens ({self.config.max_new_tokens}); their first tokens are cut, the last {room} are kept"
+                )
+                encoded = [ids[-room:] if len(ids) > room else ids for ids in encoded]
+        return encoded
+
+    def _generate_local(self, rank: int, world: int, step: int) -> list[dict[str, Any]]:
+        """Generate for this rank's share of prompts; every rank makes the same number of generate calls."""
+        cfg = self.config
+        tok = self._tokenizer()
+        model = self._model()
+        mine = list(range(rank, len(self.prompts), world))
+        per_rank = math.ceil(len(self.prompts) / world)
+        padding = per_rank - len(mine)
+        jobs = mine + [mine[0] if mine else 0] * padding  # repeated prompts are generated and dropped
+        keep = [True] * len(mine) + [False] * padding
+        per_call = max(1, cfg.batch_size // cfg.num_samples)
+        eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tok.eos_token_id
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
+        kwargs = {
+            "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
+            "max_new_tokens": cfg.max_new_tokens, "num_return_sequences": cfg.num_samples,
+            "use_cache": True, "pad_token_id": pad, **(cfg.generation_kwargs or {}),
+        }
+        device = next(model.parameters()).device
+        records: list[dict[str, Any]] = []
+        entropies: list[torch.Tensor] = []
+
+        def capture(module, args, output):
+            logits = output["logits"] if isinstance(output, dict) else getattr(output, "logits", None)
+            if logits is not None:
+                logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
+                entropies.append(-(logp.exp() * logp).nan_to_num().sum(-1))
+
+        was_training = model.training
+        checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
+        if checkpointing:
+            model.gradient_checkpointing_disable()
+        handle = model.register_forward_hook(capture)
+        devices = [device] if device.type == "cuda" else []
+        try:
+            model.eval()
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                torch.random.default_generator.manual_seed(cfg.seed + step)
+                if device.type == "cuda":
+                    torch.cuda.manual_seed(cfg.seed + step)
+                for start in range(0, len(jobs), per_call):
+                    chunk = jobs[start : start + per_call]
+                    ids = [self._encoded[i] for i in chunk]
+                    width = max(len(x) for x in ids)
+                    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+                    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+                    entropies.clear()
+                    out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+                    records.extend(self._decode(tok, chunk, keep[start : start + per_call], out[:, width:], entropies, eos_ids, pad))
+        finally:
+            handle.remove()
+            if checkpointing:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=self.trainer.args.gradient_checkpointing_kwargs)
+            model.train(was_training)
+        return records
+
+    def _decode(self, tok, chunk, keep, generated, entropies, eos_ids, pad) -> list[dict[str, Any]]:
+        k = self.config.num_samples
+        steps = generated.shape[1]
+        measured = bool(steps) and len(entropies) >= steps  # a model without logits in its output has no entropy
+        ent = torch.stack(entropies[:steps], dim=1) if measured else None
+        is_eos = torch.isin(generated, torch.tensor(eos_ids, device=generated.device)) if eos_ids else torch.zeros_like(generated, dtype=torch.bool)
+        ended_before = (is_eos.long().cumsum(1) - is_eos.long()) > 0  # positions after the first end-of-sequence
+        active = ~ended_before  # the model chose a token here (the end token included)
+        content = active & ~is_eos & (generated != pad)
+        records = []
+        for row, (prompt_index, kept) in enumerate((p, kp) for p, kp in zip(chunk, keep) for _ in range(k)):
+            if not kept:
+                continue
+            tokens = generated[row][content[row]].tolist()
+            records.append({
+                "prompt_index": prompt_index,
+                "completion": tok.decode(tokens, skip_special_tokens=True),
+                "num_tokens": len(tokens),
+                "entropy_sum": float((ent[row] * active[row]).sum()) if measured else 0.0,
+                "entropy_count": int(active[row].sum()) if measured else 0,
+            })
+        return records
+
+    def _measure(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        k = self.config.num_samples
+        by_prompt: dict[int, list[dict[str, Any]]] = {}
+        for r in records:
+            by_prompt.setdefault(r["prompt_index"], []).append(r)
+        order = sorted(by_prompt)
+        groups = [[r["completion"] for r in by_prompt[p]][:k] for p in order]
+        counts = [[r["num_tokens"] for r in by_prompt[p]][:k] for p in order]
+        count = sum(r["entropy_count"] for r in records)
+        entropy = sum(r["entropy_sum"] for r in records) / count if count else float("nan")
+        flat = [t for g in groups for t in g]
+        embeddings = np.asarray(self.embedder(flat)) if self.embedder is not None else None
+        scores = None
+        if self.scorer is not None:
+            prompt_texts = [self._prompt_text(p) for p in order for _ in range(k)]
+            scores = np.asarray(self.scorer(prompt_texts, flat), dtype=np.float64)
+        return measure_generations(groups, num_tokens=counts, entropy=entropy, embeddings=embeddings, scores=scores)
+
+    def _prompt_text(self, index: int) -> str:
+        prompt = self.prompts[index]
+        return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+    def _save(self, records: list[dict[str, Any]], step: int) -> None:
+        rows = []
+        sample_of: dict[int, int] = {}
+        for r in records:
+            j = sample_of.get(r["prompt_index"], 0)
+            sample_of[r["prompt_index"]] = j + 1
+            rows.append({
+                "step": step, "prompt_index": r["prompt_index"], "prompt": self._prompt_text(r["prompt_index"]),
+                "sample": j, "completion": r["completion"], "num_tokens": r["num_tokens"],
+            })
+        args = self.trainer.args
+        if self.config.save_samples:
+            os.makedirs(args.output_dir, exist_ok=True)
+            with open(os.path.join(args.output_dir, SAMPLES_FILE), "a", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
+        if "wandb" in report_to or "all" in report_to:
+            try:
+                import wandb
+            except ImportError:
+                return
+            if wandb.run is not None:
+                columns = list(rows[0]) if rows else ["step", "prompt_index", "prompt", "sample", "completion", "num_tokens"]
+                table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
+                wandb.run.log({PREFIX + "samples": table}, commit=False)

@@ -1,0 +1,145 @@
+"""Contracts every callback keeps: two train begin/end cycles, TensorBoard read-back, TRL's SFTTrainer, train entropy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_gpt2
+from datasets import Dataset
+from transformers import DataCollatorForLanguageModeling, TrainingArguments
+
+from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer, QDCTrainerMixin
+from qdc_trainer.monitor import SAMPLES_FILE
+
+WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
+PROMPTS = ["the cat", "a dog ran", "first add 2 and 3"]
+
+
+def text_dataset(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(n)]
+    return Dataset.from_dict({"text": texts, "quality": rng.random(n), "cluster": np.arange(n) % 3})
+
+
+def args_for(tmp_path, **kwargs):
+    defaults = dict(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, logging_steps=2, report_to=[],
+        save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, learning_rate=1e-3,
+    )
+    return TrainingArguments(**{**defaults, **kwargs})
+
+
+def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
+    ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    sampler = QDCSampler.from_dataset(ds, complexity_column=None, update_every=1)
+    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_1": "decrease", "qdc/train/entropy": "decrease"})
+    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path), train_dataset=ds.remove_columns(["quality", "cluster"]),
+                         processing_class=tokenizer, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                         qdc_sampler=sampler, callbacks=[monitor, detector])
+    assert monitor.trainer is trainer and detector.trainer is trainer  # bound by QDCTrainer
+    cycles = []
+    for _ in range(2):
+        trainer.train()
+        history = trainer.state.log_history
+        cycles.append({
+            "gen_steps": [e["step"] for e in history if "qdc/gen/length" in e],
+            "detector_steps": [e["step"] for e in history if "qdc/collapse/level" in e],
+            "entropy_steps": [e["step"] for e in history if "qdc/train/entropy" in e],
+            "sampler_steps": [e["step"] for e in history if "qdc/sampler/weight_ess" in e or any(k.startswith("qdc/sampler/") for k in e)],
+            "observations": len(detector.detectors["qdc/gen/per_input/distinct_1"]._warmup_values),
+        })
+    assert cycles[0] == cycles[1]  # the second run starts afresh: same cadence, detector reset
+    assert cycles[0]["gen_steps"] == [0, 2, 4] and cycles[0]["entropy_steps"] == [2, 4] and cycles[0]["sampler_steps"] == [2, 4]
+    assert cycles[0]["observations"] == 3  # warm-up of 3 filled by steps 0, 2, 4 of this run only
+    assert monitor.evaluations == 6
+    rows = (tmp_path / SAMPLES_FILE).read_text().splitlines()
+    assert len(rows) == 2 * 3 * len(PROMPTS) * 2  # the samples file is appended to, not overwritten
+
+
+def test_logged_scalars_are_read_back_from_tensorboard(tokenizer, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
+    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_1": "decrease"})
+    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path, report_to=["tensorboard"]),
+                         train_dataset=ds, processing_class=tokenizer,
+                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[monitor, detector])
+    trainer.train()
+    trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)  # flush the writer
+    (event_file,) = tmp_path.rglob("events.out.tfevents*")
+    events = EventAccumulator(str(event_file.parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for key in ("qdc/gen/per_input/distinct_2", "qdc/gen/across_input/self_bleu", "qdc/gen/entropy",
+                "qdc/train/entropy", "qdc/collapse/level", "qdc/collapse/qdc/gen/per_input/distinct_1/change"):
+        assert key in tags or f"train/{key}" in tags, (key, sorted(tags))
+
+    def series(key):
+        tag = key if key in tags else f"train/{key}"
+        return [(e.step, e.value) for e in events.Scalars(tag)]
+
+    logged = [(e["step"], e["qdc/gen/per_input/distinct_2"]) for e in trainer.state.log_history if "qdc/gen/per_input/distinct_2" in e]
+    assert [s for s, _ in series("qdc/gen/per_input/distinct_2")] == [s for s, _ in logged] == [0, 2, 4]
+    assert [v for _, v in series("qdc/gen/per_input/distinct_2")] == pytest.approx([v for _, v in logged], rel=1e-6)
+
+
+def test_sft_trainer_with_the_callbacks(tokenizer, tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
+        pass
+
+    ds = text_dataset(24).remove_columns(["quality", "cluster"])
+    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"})
+    config = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, logging_steps=2, report_to=[],
+                       save_strategy="no", use_cpu=True, disable_tqdm=True, max_length=32, dataset_text_field="text")
+    for trainer_cls in (SFTTrainer, QDCSFTTrainer):
+        trainer = trainer_cls(model=build_gpt2(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer,
+                              callbacks=[monitor, detector])
+        monitor.bind(trainer), detector.bind(trainer)
+        trainer.train()
+        history = trainer.state.log_history
+        gen = [e for e in history if "qdc/gen/per_input/distinct_2" in e]
+        assert [e["step"] for e in gen] == [0, 2, 4]
+        # TRL decides train or eval from model.training when it logs: the monitor logs in train mode
+        assert not any(k.startswith("eval_") for e in gen for k in e) and trainer.model.training
+        assert any("entropy" in e for e in history)  # TRL's own per-step entropy reaches the detector
+        assert len(detector.detectors["entropy"]._warmup_values) == 2  # steps 2 and 4 of this run, still warming up
+
+
+def test_train_entropy_is_the_mean_predictive_entropy_at_the_scored_positions(tokenizer, tmp_path):
+    """One step whose batch is the whole dataset: the logged value equals the entropy from a forward pass by hand."""
+    texts = ["the cat sat on the mat", "a dog ran in the park", "first add 2 and 3", "the answer is 5"]
+    ds = Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    model = build_gpt2(tokenizer, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    batch = collator([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), -1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    scored = batch["labels"][:, 1:] != -100  # position t predicts token t + 1
+    expected = float(entropy[scored].mean())
+    trainer = QDCTrainer(model=model, args=args_for(tmp_path, per_device_train_batch_size=4, max_steps=1, logging_steps=1),
+                         train_dataset=ds, data_collator=collator)
+    trainer.train()
+    (log,) = [e for e in trainer.state.log_history if "qdc/train/entropy" in e]
+    assert log["qdc/train/entropy"] == pytest.approx(expected, rel=1e-5)
+    assert 0 < expected < np.log(len(tokenizer))
+
+
+def test_samples_file_is_json_lines(tokenizer, tmp_path):
+    ds = text_dataset(8).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
+    monitor = GenerationMonitorCallback(["the cat"], num_samples=2, max_new_tokens=3)
+    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path, max_steps=1), train_dataset=ds,
+                         processing_class=tokenizer, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                         callbacks=[monitor])
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    assert [set(r) for r in rows] == [{"step", "prompt_index", "prompt", "sample", "completion", "num_tokens"}] * 2
