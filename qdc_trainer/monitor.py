@@ -191,9 +191,11 @@ class GenerationMonitorCallback(TrainerCallback):
 
     Every ``every_n_steps`` optimizer steps (default: the evaluation cadence), and once
     before the first step, the model samples ``num_samples`` completions for each probe
-    prompt, in batches, with ``use_cache=True`` and under ``no_grad``; train mode and
-    gradient checkpointing are restored afterwards, the tokenizer is never modified,
-    and the training random streams are untouched (sampling runs in a forked RNG).
+    prompt, in batches, with ``use_cache=True`` and under ``no_grad``, in eval mode (which
+    also turns activation checkpointing off in transformers models, so the cache works);
+    train mode is restored afterwards, the tokenizer is never modified (prompts are
+    left-padded by hand), and the training random streams are untouched (sampling runs
+    in a forked RNG).
 
     Args:
         prompts: probe prompts: strings, or chat conversations (lists of
@@ -423,10 +425,10 @@ class GenerationMonitorCallback(TrainerCallback):
                 logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
                 entropies.append(-(logp.exp() * logp).nan_to_num().sum(-1))
 
+        # Eval mode switches dropout off and, in transformers models, activation (gradient) checkpointing
+        # too: it only acts in training mode, so the KV cache works and the user's checkpointing settings
+        # (every_n_layers, offload) are never touched.
         was_training = model.training
-        checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
-        if checkpointing:
-            model.gradient_checkpointing_disable()
         handle = model.register_forward_hook(capture)
         devices = [device] if device.type == "cuda" else []
         try:
@@ -446,8 +448,6 @@ class GenerationMonitorCallback(TrainerCallback):
                     records.extend(self._decode(tok, chunk, keep[start : start + per_call], out[:, width:], entropies, eos_ids, pad))
         finally:
             handle.remove()
-            if checkpointing:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=self.trainer.args.gradient_checkpointing_kwargs)
             model.train(was_training)
         return records
 

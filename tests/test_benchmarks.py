@@ -27,3 +27,15 @@ def test_bench_sampler_smoke():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "epoch iteration at N=1e5" in result.stdout
     assert "QDCTrainer per-step overhead vs Trainer" in result.stdout
+
+
+def test_bench_monitor_smoke():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_monitor.py"), "--smoke"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1. Training: QDCTrainer" in result.stdout
+    assert "2. One evaluation vs a plain model.generate loop" in result.stdout
+    assert "monitor share of train wall time" in result.stdout
+    assert "evaluation vs plain generate at max_new_tokens=8" in result.stdout

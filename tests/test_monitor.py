@@ -143,7 +143,7 @@ def gen_logs(trainer):
 def test_monitor_in_a_trainer_logs_saves_and_restores(tokenizer, tmp_path):
     monitor = GenerationMonitorCallback(PROMPTS, every_n_steps=3, num_samples=2, max_new_tokens=6)
     trainer = make_trainer(tokenizer, tmp_path, [monitor])
-    trainer.model.gradient_checkpointing_enable()
+    trainer.model.activation_checkpointing_enable()
     side = tokenizer.padding_side
     trainer.train()
     logs = gen_logs(trainer)
@@ -155,7 +155,7 @@ def test_monitor_in_a_trainer_logs_saves_and_restores(tokenizer, tmp_path):
     assert all(0 < e["qdc/gen/length"] <= 6 and 0 < e["qdc/gen/entropy"] <= math.log(len(tokenizer)) for e in logs)
     # the Trainer's own training logs were not swallowed by the monitor's log calls on steps 2, 4 and 6
     assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [2, 4, 6]
-    assert trainer.model.training and trainer.model.is_gradient_checkpointing and tokenizer.padding_side == side
+    assert trainer.model.training and trainer.model.is_activation_checkpointing and tokenizer.padding_side == side
     rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
     assert len(rows) == 3 * len(PROMPTS) * 2
     assert {(r["step"], r["prompt_index"], r["sample"]) for r in rows} == {
@@ -214,6 +214,21 @@ def test_generations_and_entropy_match_a_plain_generate_call(tokenizer, tmp_path
         active = tokens.index(eos) + 1 if eos in tokens else len(tokens)
         assert record["entropy_count"] == active
         assert record["entropy_sum"] == pytest.approx(float(per_position[row, :active].sum()), rel=1e-4)
+
+
+def test_activation_checkpointing_does_not_change_the_generations(tokenizer, tmp_path):
+    results = []
+    for checkpointing in (False, True):
+        model = build_gpt2(tokenizer, seed=1)
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model.train()
+        monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=8, seed=5, at_start=False)
+        trainer = make_trainer(tokenizer, tmp_path / str(checkpointing), [monitor], model=model, max_steps=1)
+        monitor.on_train_begin(trainer.args, trainer.state, trainer.control)
+        results.append(monitor._generate_local(rank=0, world=1, step=0))
+        assert model.training and model.is_activation_checkpointing == checkpointing
+    assert results[0] == results[1]
 
 
 def test_embedder_and_scorer_add_their_keys(tokenizer, tmp_path):
