@@ -28,7 +28,8 @@ Targets (full sizes):
 * Per-step training time of a tiny GPT-2 (``tests/conftest.py``) under
   ``QDCTrainer`` + ``QDCSampler`` (quality and cluster columns, default
   ``update_every``) against the plain ``transformers.Trainer`` on the same data,
-  batch size and number of steps: overhead under 2%. Runs alternate (plain,
+  batch size and number of steps: overhead under 2% (``log_entropy=False``: the
+  cost of ``qdc/train/entropy`` is measured by ``bench_monitor.py``). Runs alternate (plain,
   QDC, plain, QDC, ...); each kind's figure is the mean over the steady-state
   steps of that step's fastest time across its runs (every run of a kind trains
   on the same batches), which keeps bursts of outside load out; one extra, instrumented QDC run measures the sampler's own share
@@ -622,7 +623,8 @@ def bench_trainer(sizes: Sizes, threads: int, model_name: str = "tiny") -> tuple
                 cls = TimedQDCSampler if instrumented else QDCSampler
                 sampler = cls.from_dataset(dataset, quality_column="quality", complexity_column=None,
                                            cluster_column="cluster", seed=0)
-                trainer = QDCTrainer(**common, qdc_sampler=sampler)
+                # the sampler's own cost; qdc/train/entropy is measured by bench_monitor.py
+                trainer = QDCTrainer(**common, qdc_sampler=sampler, log_entropy=False)
             trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict
             original_loss = qdc_trainer_module.per_example_loss
             if instrumented:

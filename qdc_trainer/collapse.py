@@ -13,10 +13,17 @@ average (EMA) and three signals, all signed so that positive means worse:
 - ``streak``: how many observations in a row moved the EMA the bad way.
 
 Level 2 (collapse) when ``change >= collapse_change``; level 1 (warning) when
-``change >= warn_change``, or when ``streak >= patience`` and
-``slope >= warn_slope``; else 0. NaN and inf values are skipped and counted,
-never averaged in. No published threshold exists for any of this: the defaults
-are starting points to calibrate on runs with planted and without collapse.
+``change >= warn_change``, or (only when ``patience`` is set) when
+``streak >= patience`` and ``slope >= warn_slope``; else 0. NaN and inf values
+are skipped and counted, never averaged in.
+
+No published threshold exists for any of this. The defaults come from
+``benchmarks/calibrate_collapse.py`` (planted collapse against healthy and
+domain-shifted fine-tuning, 5 seeds each, checked on 5 more): a baseline from the
+first observation (the model before fine-tuning, when the generation monitor
+evaluates at the start), EMA 0.5, and per-series thresholds in
+:data:`DEFAULT_WATCH`. The slope rule is off by default: in that calibration it
+raised false alarms on healthy runs and never warned earlier than the change rule.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-__all__ = ["CollapseDetectorCallback", "CollapseSignal", "SeriesDetector"]
+__all__ = ["CollapseDetectorCallback", "CollapseSignal", "DEFAULT_WATCH", "SeriesDetector"]
 
 logger = logging.get_logger(__name__)
 
@@ -68,11 +75,13 @@ class SeriesDetector:
 
     key: str
     direction: str = field(default="decrease", metadata={"help": "the bad direction: 'decrease' or 'increase'"})
-    warmup: int = field(default=3, metadata={"help": "finite observations averaged into the baseline"})
+    warmup: int = field(default=1, metadata={"help": "finite observations averaged into the baseline"})
     ema: float = field(default=0.5, metadata={"help": "weight of a new observation in the EMA (1 = no smoothing)"})
     warn_change: float = field(default=0.15, metadata={"help": "relative worsening that warns"})
     collapse_change: float = field(default=0.35, metadata={"help": "relative worsening that declares collapse"})
-    patience: int = field(default=3, metadata={"help": "observations in a row that worsen before the slope can warn"})
+    patience: int | None = field(
+        default=None, metadata={"help": "observations in a row that worsen before the slope can warn (None: slope rule off)"}
+    )
     slope_window: int = field(default=4, metadata={"help": "EMA values in the slope fit"})
     warn_slope: float = field(default=0.03, metadata={"help": "worsening per observation that warns after patience"})
     relative: bool = field(default=True, metadata={"help": "scale by the baseline (False: plain differences)"})
@@ -85,6 +94,8 @@ class SeriesDetector:
             raise ValueError(f"direction={self.direction!r} for {self.key!r} must be one of {DIRECTIONS}")
         for name in ("warmup", "patience", "slope_window"):
             value = getattr(self, name)
+            if name == "patience" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "slope_window" else 1):
                 raise ValueError(f"{name}={value!r} for {self.key!r} must be an int >= {2 if name == 'slope_window' else 1}")
         if not 0 < self.ema <= 1:
@@ -145,7 +156,7 @@ class SeriesDetector:
             level, reason = 2, f"changed {change:+.1%} from baseline (collapse at {self.collapse_change:.0%})"
         elif change >= self.warn_change:
             level, reason = 1, f"changed {change:+.1%} from baseline (warning at {self.warn_change:.0%})"
-        elif self.streak >= self.patience and slope >= self.warn_slope:
+        elif self.patience is not None and self.streak >= self.patience and slope >= self.warn_slope:
             level, reason = 1, f"worsened {self.streak} times in a row, {slope:+.1%} per observation"
         else:
             level, reason = 0, "healthy"
@@ -190,13 +201,18 @@ STATE_FILE = "qdc_collapse_detector.json"
 """File name of the detector state inside a checkpoint folder."""
 
 
+DEFAULT_WATCH: dict[str, dict[str, Any]] = {
+    # bounded in [0, 1]: absolute changes; entropy (nats): relative. Calibrated in benchmarks/calibrate_collapse.py.
+    "qdc/gen/per_input/distinct_2": dict(direction="decrease", relative=False, warn_change=0.1, collapse_change=0.25),
+    "qdc/gen/across_input/distinct_2": dict(direction="decrease", relative=False, warn_change=0.1, collapse_change=0.25),
+    "qdc/gen/per_input/self_bleu": dict(direction="increase", relative=False, warn_change=0.1, collapse_change=0.25),
+    "qdc/gen/entropy": dict(direction="decrease", relative=True, warn_change=0.1, collapse_change=0.35),
+}
+"""The series a default :class:`CollapseDetectorCallback` watches, with their calibrated settings."""
+
+
 def _default_watch() -> list[SeriesDetector]:
-    return [
-        SeriesDetector("qdc/gen/per_input/distinct_2", "decrease"),
-        SeriesDetector("qdc/gen/across_input/distinct_2", "decrease"),
-        SeriesDetector("qdc/gen/per_input/self_bleu", "increase"),
-        SeriesDetector("entropy", "decrease"),
-    ]
+    return [SeriesDetector(key, **settings) for key, settings in DEFAULT_WATCH.items()]
 
 
 class CollapseDetectorCallback(TrainerCallback):
@@ -206,8 +222,13 @@ class CollapseDetectorCallback(TrainerCallback):
         trainer: the Trainer to log through (``trainer.log`` reaches TensorBoard, W&B and
             MLflow; keys added to ``logs`` by a callback would not). Set it later with
             :meth:`bind` if the callback is created before the Trainer.
-        watch: :class:`SeriesDetector` objects, or ``{key: direction}``; default: distinct-2
-            per input and across inputs, per-input self-BLEU (``qdc/gen/...``) and TRL's ``entropy``.
+        watch: :class:`SeriesDetector` objects (each with its own thresholds), or
+            ``{key: direction}`` (default thresholds); default: :data:`DEFAULT_WATCH`, the
+            generation monitor's distinct-2 per input and across inputs (a drop of 0.1 warns,
+            0.25 is collapse), per-input self-BLEU (a rise of 0.1 / 0.25) and next-token
+            entropy (a 10% / 35% drop). Add TRL's ``entropy`` or ``qdc/train/entropy`` with
+            ``SeriesDetector(key, "decrease", ...)``: per-step training entropy also falls while a
+            model adapts to a new domain, so give it wide thresholds (see the README).
         actions: any of ``"log"`` (``qdc/collapse/<key>/level``, ``.../change`` and
             ``qdc/collapse/level``), ``"warn"`` (a warning naming the series, its baseline and
             current value), ``"checkpoint"`` (save at the first warning: the last healthy model),

@@ -152,7 +152,7 @@ class GenerationMonitorConfig:
     )
     num_samples: int = field(default=4, metadata={"help": "samples per probe prompt (k >= 2, for per-input diversity)"})
     max_new_tokens: int = field(default=48, metadata={"help": "tokens generated per sample at most"})
-    batch_size: int = field(default=32, metadata={"help": "sequences per generate call (prompts per call x num_samples)"})
+    batch_size: int = field(default=64, metadata={"help": "sequences per generate call (prompts per call x num_samples)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (1.0: the model's own distribution)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (1.0: off)"})
     top_k: int = field(default=0, metadata={"help": "top-k sampling (0: off)"})
@@ -333,7 +333,6 @@ class GenerationMonitorCallback(TrainerCallback):
         metrics["seconds"] = time.perf_counter() - start
         logs = {PREFIX + key: value for key, value in metrics.items()}
         self.evaluations += 1
-        self.total_seconds += metrics["seconds"]
         self.last_metrics = logs
         self._last_step = step
         control = getattr(trainer, "control", None)
@@ -341,6 +340,7 @@ class GenerationMonitorCallback(TrainerCallback):
         trainer.log(logs)  # its on_log event clears should_log: keep the Trainer's own decision for this step
         if keep is not None:
             trainer.control.should_log = keep
+        self.total_seconds += time.perf_counter() - start  # with the logging and the callbacks behind it
         return logs
 
     def _tokenizer(self) -> Any:

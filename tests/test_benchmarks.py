@@ -39,3 +39,13 @@ def test_bench_monitor_smoke():
     assert "2. One evaluation vs a plain model.generate loop" in result.stdout
     assert "monitor share of train wall time" in result.stdout
     assert "evaluation vs plain generate at max_new_tokens=8" in result.stdout
+
+
+def test_calibrate_collapse_smoke():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "calibrate_collapse.py"), "--smoke"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "collapse detector calibration" in result.stdout
+    assert "the shipped defaults" in result.stdout and "false alarms" in result.stdout

@@ -41,7 +41,7 @@ def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
                          processing_class=tokenizer, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
                          qdc_sampler=sampler, callbacks=[monitor, detector])
     assert monitor.trainer is trainer and detector.trainer is trainer  # bound by QDCTrainer
-    cycles = []
+    cycles, baselines = [], []
     for _ in range(2):
         trainer.train()
         history = trainer.state.log_history
@@ -50,11 +50,12 @@ def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
             "detector_steps": [e["step"] for e in history if "qdc/collapse/level" in e],
             "entropy_steps": [e["step"] for e in history if "qdc/train/entropy" in e],
             "sampler_steps": [e["step"] for e in history if "qdc/sampler/weight_ess" in e or any(k.startswith("qdc/sampler/") for k in e)],
-            "observations": len(detector.detectors["qdc/gen/per_input/distinct_1"]._warmup_values),
         })
+        first = next(e["qdc/gen/per_input/distinct_1"] for e in history if "qdc/gen/per_input/distinct_1" in e)
+        baselines.append((detector.detectors["qdc/gen/per_input/distinct_1"].baseline, first))
     assert cycles[0] == cycles[1]  # the second run starts afresh: same cadence, detector reset
     assert cycles[0]["gen_steps"] == [0, 2, 4] and cycles[0]["entropy_steps"] == [2, 4] and cycles[0]["sampler_steps"] == [2, 4]
-    assert cycles[0]["observations"] == 3  # warm-up of 3 filled by steps 0, 2, 4 of this run only
+    assert all(baseline == first for baseline, first in baselines)  # each run's baseline is its own step 0
     assert monitor.evaluations == 6
     rows = (tmp_path / SAMPLES_FILE).read_text().splitlines()
     assert len(rows) == 2 * 3 * len(PROMPTS) * 2  # the samples file is appended to, not overwritten
@@ -110,7 +111,8 @@ def test_sft_trainer_with_the_callbacks(tokenizer, tmp_path):
         # TRL decides train or eval from model.training when it logs: the monitor logs in train mode
         assert not any(k.startswith("eval_") for e in gen for k in e) and trainer.model.training
         assert any("entropy" in e for e in history)  # TRL's own per-step entropy reaches the detector
-        assert len(detector.detectors["entropy"]._warmup_values) == 2  # steps 2 and 4 of this run, still warming up
+        first_entropy = next(e["entropy"] for e in history if "entropy" in e)
+        assert detector.detectors["entropy"].baseline == pytest.approx(first_entropy)  # this run's, TRL's own series
 
 
 def test_train_entropy_is_the_mean_predictive_entropy_at_the_scored_positions(tokenizer, tmp_path):
@@ -143,3 +145,30 @@ def test_samples_file_is_json_lines(tokenizer, tmp_path):
     trainer.train()
     rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
     assert [set(r) for r in rows] == [{"step", "prompt_index", "prompt", "sample", "completion", "num_tokens"}] * 2
+
+
+def test_samples_reach_a_wandb_table(tokenizer, tmp_path, monkeypatch):
+    """W&B in offline mode (no network): every evaluation's samples are written as a table of the run."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    ds = text_dataset(8).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
+    monitor = GenerationMonitorCallback(PROMPTS[:2], num_samples=2, max_new_tokens=3, every_n_steps=2)
+    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path / "out", max_steps=2, report_to=["wandb"]),
+                         train_dataset=ds, processing_class=tokenizer,
+                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[monitor])
+    try:
+        trainer.train()
+    finally:
+        wandb.finish()
+    tables = sorted(tmp_path.glob("wandb/offline-run-*/files/media/table/qdc/gen/samples_*.table.json"))
+    assert len(tables) == 2  # steps 0 and 2
+    rows = [json.loads(line) for line in (tmp_path / "out" / SAMPLES_FILE).read_text().splitlines()]
+    for table in tables:
+        content = json.loads(table.read_text())
+        assert content["columns"] == ["step", "prompt_index", "prompt", "sample", "completion", "num_tokens"]
+        assert len(content["data"]) == 2 * 2
+        step = content["data"][0][0]
+        assert [r[4] for r in content["data"]] == [r["completion"] for r in rows if r["step"] == step]

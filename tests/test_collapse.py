@@ -41,6 +41,19 @@ def test_slope_and_patience_warn_on_a_slow_steady_slide():
     levels = run(d, values)
     assert levels == [0, 0, 0, 0, 0, 1]
     assert "in a row" in d.signal.reason
+    # off by default (the calibration found it adds false alarms and no earlier warnings)
+    assert run(SeriesDetector("div", ema=1.0, warn_change=0.5, collapse_change=0.9), values) == [0] * 6
+
+
+def test_default_watch_is_the_calibrated_one():
+    from qdc_trainer.collapse import DEFAULT_WATCH, CollapseDetectorCallback
+
+    cb = CollapseDetectorCallback()
+    assert list(cb.detectors) == list(DEFAULT_WATCH)
+    d = cb.detectors["qdc/gen/per_input/self_bleu"]
+    assert (d.direction, d.relative, d.warn_change, d.warmup, d.patience) == ("increase", False, 0.1, 1, None)
+    # absolute change of the EMA (0.5): 0.10 -> 0.16, 0.19, 0.205: warns when it is 0.1 above the baseline
+    assert run(d, [0.10, 0.22, 0.22, 0.22]) == [0, 0, 0, 1]
 
 
 def test_increase_direction():

@@ -106,3 +106,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, tokenizer):
     sampler = namespace["sampler"]
     # 3 epochs (the TrainingArguments default) of 12 examples: the sampler ends in epoch 2 with all 12 fed back.
     assert trainer.state.global_step == 6 and sampler.epoch == 2 and sampler.consumed == 12
+    watched, monitor = namespace["watched"], namespace["monitor"]
+    assert monitor.evaluations == 3  # before the first step, then steps 2 and 4
+    assert [e["step"] for e in watched.state.log_history if "qdc/gen/entropy" in e] == [0, 2, 4]
+    assert (tmp_path / "out-watched" / "qdc_generations.jsonl").is_file()
