@@ -1,0 +1,123 @@
+"""The ``qdc`` command line: ``qdc train``, ``qdc profile`` and ``qdc report``.
+
+::
+
+    qdc train --config recipes/arithmetic/sft_qdc.yaml [--any_field value ...]
+    qdc profile --config recipes/arithmetic/sft_qdc.yaml     # QDC profile of the recipe's training data
+    qdc report runs/sft_qdc [runs/sft_baseline ...]          # plots of one run, or several on the same axes
+
+Every recipe key can be given as a flag after the file (flags win). ``qdc train --help``
+lists every key with its default; an unknown key or a bad value is an error that names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+TRAIN_HELP = """Train with a recipe: a flat YAML file of settings, any of which a flag after it overrides.
+
+Keys: the model (model_name_or_path, or a tiny model: n_layer, n_embd, n_head), the data
+(task: arithmetic or dataset; dataset_name, data_files, prompt_field, completion_field, ...),
+QDC (trainer: qdc, plain or trl_sft; sampler, tradeoff, monitor, probes, detector, ...) and every
+transformers TrainingArguments field (output_dir, max_steps, learning_rate, ...). The run folder
+gets the model, trainer_state.json, qdc_generations.jsonl, results.json and report/.
+"""
+
+
+def _settings_help(trainer: str = "qdc") -> str:
+    from .config import config_parser
+
+    return config_parser(trainer).format_help().split("\n", 2)[-1]
+
+
+def _add_config_command(sub: argparse._SubParsersAction, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=description, add_help=False,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-h", "--help", action="store_true", help="show this message and every recipe key, then exit")
+    parser.add_argument("--config", metavar="YAML", help="recipe file (flat key: value)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 2 a configuration error)."""
+    parser = argparse.ArgumentParser(prog="qdc", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="{train,profile,report}")
+    train = _add_config_command(sub, "train", "train with a recipe", TRAIN_HELP)
+    profile = _add_config_command(
+        sub, "profile", "QDC profile of a recipe's training data",
+        "Score the training data of a recipe (quality, complexity, clusters) as `qdc train` would, and write\n"
+        "figures (distributions, cluster sizes, a quality-diversity scatter with its frontier) and a page\n"
+        "to <output_dir>/profile. Takes the same keys as `qdc train`.",
+    )
+    report = sub.add_parser("report", help="plots of one or more runs", description=(
+        "Plot the qdc/... series of runs from their logs (trainer_state.json): diversity, complexity,\n"
+        "sampler telemetry, with collapse warnings marked. Several folders are compared on the same axes."),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by qdc train (or any Trainer)")
+    report.add_argument("--out", metavar="DIR", help="where to write the report (default: RUN_DIR/report for one run, "
+                                                     "else ./qdc_report)")
+    report.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per run (default: folder names)")
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "report":
+        if rest:
+            report.error(f"unrecognized arguments: {' '.join(rest)}")
+        return _report(args)
+    command = train if args.command == "train" else profile
+    if args.help:
+        command.print_help()
+        print("\nrecipe keys (YAML keys, or flags after the file):")
+        print(_settings_help())
+        return 0
+    from .config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, rest)
+    except ConfigError as err:
+        print(f"qdc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    from .run import profile_recipe, train_recipe
+
+    try:
+        if args.command == "train":
+            result = train_recipe(cfg)
+            print(f"\nrun folder: {result['output_dir']}")
+            if result.get("report"):
+                print(f"report: {result['report']}")
+        else:
+            page = profile_recipe(cfg)
+            print(f"profile: {page}")
+    except (ValueError, FileNotFoundError) as err:
+        print(f"qdc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import os
+
+    from .report import write_run_report
+
+    if args.labels and len(args.labels) != len(args.runs):
+        print(f"qdc report: error: {len(args.labels)} labels for {len(args.runs)} runs", file=sys.stderr)
+        return 2
+    out = args.out or (os.path.join(args.runs[0], "report") if len(args.runs) == 1 else "qdc_report")
+    try:
+        page = write_run_report(args.runs, out, labels=args.labels)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"qdc report: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

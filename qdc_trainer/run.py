@@ -1,0 +1,293 @@
+"""Run a recipe: data, scoring, sampler, callbacks, training, final evaluation and report.
+
+:func:`train_recipe` is what ``qdc train`` runs; :func:`profile_recipe` is ``qdc profile``.
+Both take a :class:`~qdc_trainer.config.RecipeConfig` (see :func:`~qdc_trainer.config.load_config`).
+The same recipe runs under ``accelerate launch`` on several processes: every rank
+builds the same data and scores (all seeded), and only the main process writes
+files other than the Trainer's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import RecipeConfig
+
+__all__ = ["profile_recipe", "train_recipe"]
+
+RUN_FILE = "qdc_run.json"
+RESULTS_FILE = "results.json"
+
+
+# --------------------------------------------------------------------------- model and data
+
+
+def load_model_and_tokenizer(cfg: RecipeConfig) -> tuple[Any, Any]:
+    """``from_pretrained`` when ``model_name_or_path`` is set, else the built-in task's tiny model and tokenizer.
+
+    The tiny tokenizer is saved into ``<output_dir>/tokenizer`` and loaded back with
+    ``AutoTokenizer.from_pretrained``, the path a real model takes.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = cfg.model
+    if m.model_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(m.tokenizer_name_or_path or m.model_name_or_path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(m.model_name_or_path)
+        return model, tokenizer
+    from .tasks import arithmetic
+
+    folder = os.path.join(cfg.training.output_dir, "tokenizer")
+    if m.tokenizer_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(m.tokenizer_name_or_path)
+    else:
+        from accelerate import PartialState
+
+        with PartialState().main_process_first():  # the main process writes it, then every process reads it
+            if PartialState().is_main_process:
+                arithmetic.build_tokenizer().save_pretrained(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = arithmetic.build_model(tokenizer, seed=m.model_seed, n_layer=m.n_layer, n_embd=m.n_embd, n_head=m.n_head)
+    return model, tokenizer
+
+
+def load_splits(cfg: RecipeConfig) -> dict[str, Any]:
+    """``{"train", "validation"[, "test_ood"]}`` datasets with ``prompt`` and ``completion`` columns."""
+    d = cfg.data
+    if d.task == "arithmetic":
+        from .tasks import arithmetic
+
+        splits = arithmetic.make_splits(
+            arithmetic.ArithmeticConfig(noise=d.noise, seed=d.task_seed),
+            train_size=d.train_size, eval_size=d.eval_size, ood_size=d.ood_size, seed=d.task_seed,
+        )
+        out = {name: splits[name] for name in splits}
+    else:
+        from datasets import load_dataset
+
+        kwargs = {"data_files": d.data_files} if d.data_files else {}
+        loaded = load_dataset(d.dataset_name, d.dataset_config, **kwargs)
+        if d.train_split not in loaded:
+            raise ValueError(f"{d.dataset_name} has no split {d.train_split!r}; it has {sorted(loaded)}")
+        for column in (d.prompt_field, d.completion_field):
+            if column not in loaded[d.train_split].column_names:
+                raise ValueError(f"{d.dataset_name} has no column {column!r}; it has {loaded[d.train_split].column_names} "
+                                 "(set prompt_field / completion_field)")
+        rename = {d.prompt_field: "prompt", d.completion_field: "completion"}
+
+        def tidy(ds):
+            ds = ds.select_columns([d.prompt_field, d.completion_field])
+            return ds.rename_columns({k: v for k, v in rename.items() if k != v})
+
+        train = tidy(loaded[d.train_split])
+        if d.eval_split:
+            if d.eval_split not in loaded:
+                raise ValueError(f"{d.dataset_name} has no split {d.eval_split!r}; it has {sorted(loaded)}")
+            validation = tidy(loaded[d.eval_split])
+        else:
+            parts = train.train_test_split(test_size=min(0.1, max(1, cfg.qdc.probes) / max(len(train), 1) * 4), seed=0)
+            train, validation = parts["train"], parts["test"]
+        out = {"train": train, "validation": validation}
+    if d.max_train_examples is not None:
+        out["train"] = out["train"].select(range(min(d.max_train_examples, len(out["train"]))))
+    return out
+
+
+def _quality_scorer(cfg: RecipeConfig) -> Any:
+    if cfg.qdc.quality == "none":
+        return None
+    from .metrics import VerifierScorer
+    from .tasks import arithmetic
+
+    return VerifierScorer(arithmetic.verify, progress=False)
+
+
+def _embedder(cfg: RecipeConfig) -> Any:
+    from .metrics import Embedder, HashingEmbedder
+
+    return Embedder.sentence_transformers() if cfg.qdc.embedder == "minilm" else HashingEmbedder()
+
+
+def score_training_data(cfg: RecipeConfig, train: Any) -> Any:
+    """Add ``quality``, ``complexity`` and ``cluster`` columns (one batched pass with a progress bar, then k-means)."""
+    from .metrics import score_dataset
+
+    return score_dataset(
+        train, text_column="completion", prompt_column="prompt", quality=_quality_scorer(cfg),
+        complexity=None if cfg.qdc.complexity == "none" else cfg.qdc.complexity,
+        embedder=_embedder(cfg), n_clusters=min(cfg.qdc.n_clusters, len(train)), seed=cfg.data.task_seed,
+    )
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _is_main(cfg: RecipeConfig) -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _tokenize(tokenizer: Any, dataset: Any, max_tokens: int) -> Any:
+    eos = tokenizer.eos_token or ""
+
+    def encode(batch):
+        texts = [p + c + (eos if eos and not c.endswith(eos) else "") for p, c in zip(batch["prompt"], batch["completion"])]
+        return tokenizer(texts, truncation=True, max_length=max_tokens)
+
+    keep = {"quality", "complexity", "cluster"}
+    return dataset.map(encode, batched=True, remove_columns=[c for c in dataset.column_names if c not in keep],
+                       desc="tokenizing")
+
+
+def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, validation: Any, callbacks: list) -> Any:
+    """The Trainer the recipe names, with the sampler when it has one."""
+    from transformers import DataCollatorForLanguageModeling, Trainer
+
+    from .sampler import QDCSampler
+    from .trainer import QDCTrainer, QDCTrainerMixin
+
+    q = cfg.qdc
+    sampler = None
+    if q.sampler and q.trainer in ("qdc", "trl_sft"):
+        sampler = QDCSampler.from_dataset(
+            train, quality_column="quality" if "quality" in train.column_names else None,
+            complexity_column="complexity" if "complexity" in train.column_names else None,
+            cluster_column="cluster" if "cluster" in train.column_names else None,
+            tradeoff=q.tradeoff, update_every=q.update_every, seed=cfg.training.seed,
+        )
+    if q.trainer == "trl_sft":
+        from trl import SFTTrainer
+
+        class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
+            pass
+
+        columns = [c for c in train.column_names if c not in ("prompt", "completion")]
+        return QDCSFTTrainer(model=model, args=cfg.training, train_dataset=train.remove_columns(columns),
+                             eval_dataset=validation, processing_class=tokenizer, callbacks=callbacks, qdc_sampler=sampler)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    train_tok = _tokenize(tokenizer, train, cfg.data.max_tokens)
+    eval_tok = _tokenize(tokenizer, validation, cfg.data.max_tokens) if validation is not None else None
+    if q.trainer == "plain":
+        trainer = Trainer(model=model, args=cfg.training, train_dataset=train_tok.remove_columns(
+            [c for c in ("quality", "complexity", "cluster") if c in train_tok.column_names]),
+            eval_dataset=eval_tok, processing_class=tokenizer, data_collator=collator, callbacks=callbacks)
+        for callback in callbacks:
+            callback.bind(trainer)
+        return trainer
+    return QDCTrainer(model=model, args=cfg.training, train_dataset=train_tok, eval_dataset=eval_tok,
+                      processing_class=tokenizer, data_collator=collator, callbacks=callbacks, qdc_sampler=sampler,
+                      loss_weighting=q.loss_weighting)
+
+
+def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
+    from .collapse import CollapseDetectorCallback
+    from .monitor import GenerationMonitorCallback
+
+    q = cfg.qdc
+    callbacks: list = []
+    if q.monitor:
+        callbacks.append(GenerationMonitorCallback(
+            probes, num_samples=q.monitor_samples, max_new_tokens=q.monitor_max_new_tokens, every_n_steps=q.monitor_every,
+            scorer=_quality_scorer(cfg), seed=cfg.training.seed,
+        ))
+    if q.detector:
+        callbacks.append(CollapseDetectorCallback(actions=tuple(q.detector_actions)))
+    return callbacks
+
+
+def greedy_accuracy(model: Any, tokenizer: Any, dataset: Any, n: int, max_new_tokens: int, batch_size: int = 64) -> float:
+    """Share of the first ``n`` problems whose greedy completion the task's verifier accepts."""
+    from tqdm.auto import tqdm
+
+    from .tasks import arithmetic
+
+    rows = dataset.select(range(min(n, len(dataset))))
+    prompts = list(rows["prompt"])
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc="greedy evaluation", leave=False):
+            chunk = prompts[start : start + batch_size]
+            ids = [tokenizer(p)["input_ids"] for p in chunk]
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+            with torch.no_grad():
+                out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                                     pad_token_id=pad, use_cache=True)
+            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            correct += [arithmetic.verify(p, t) for p, t in zip(chunk, texts)]
+    finally:
+        model.train(was_training)
+    return float(np.mean(correct)) if correct else float("nan")
+
+
+def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
+    """Run a recipe end to end; returns ``{"output_dir", "results", "report"}``."""
+    out = cfg.training.output_dir
+    if _is_main(cfg):
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, RUN_FILE), "w") as f:
+            json.dump(_describe(cfg), f, indent=2, default=str)
+    model, tokenizer = load_model_and_tokenizer(cfg)
+    splits = load_splits(cfg)
+    train = score_training_data(cfg, splits["train"]) if cfg.qdc.trainer != "plain" or cfg.qdc.sampler else splits["train"]
+    validation = splits.get("validation")
+    probes = list(validation["prompt"][: cfg.qdc.probes]) if validation is not None else list(train["prompt"][: cfg.qdc.probes])
+    callbacks = build_callbacks(cfg, probes)
+    trainer = build_trainer(cfg, model, tokenizer, train, validation, callbacks)
+    trainer.train(resume_from_checkpoint=cfg.training.resume_from_checkpoint)
+    results: dict[str, Any] = {"global_step": trainer.state.global_step}
+    detector = next((c for c in callbacks if hasattr(c, "warned_at")), None)
+    if detector is not None:
+        results.update(collapse_warning_step=detector.warned_at, collapse_stop_step=detector.stopped_at)
+    report = None
+    if trainer.is_world_process_zero():
+        trainer.save_model(out)
+        trainer.state.save_to_json(os.path.join(out, "trainer_state.json"))
+        if cfg.data.task == "arithmetic" and cfg.qdc.final_eval_size > 0:
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            for split in ("validation", "test_ood"):
+                if split in splits:
+                    results[f"accuracy_{split}"] = greedy_accuracy(model, tokenizer, splits[split], cfg.qdc.final_eval_size,
+                                                                   max_new_tokens=cfg.qdc.monitor_max_new_tokens * 2)
+        with open(os.path.join(out, RESULTS_FILE), "w") as f:
+            json.dump(results, f, indent=2)
+        print("results: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items()))
+        if cfg.qdc.report:
+            from .report import write_run_report
+
+            report = str(write_run_report([out], os.path.join(out, "report")))
+    return {"output_dir": out, "results": results, "report": report}
+
+
+def profile_recipe(cfg: RecipeConfig) -> str:
+    """Score a recipe's training data and write its QDC profile to ``<output_dir>/profile``; returns the page."""
+    from .report import write_profile_report
+
+    splits = load_splits(cfg)
+    scored = score_training_data(cfg, splits["train"])
+    scored = scored.map(lambda b: {"text": [p + c for p, c in zip(b["prompt"], b["completion"])]}, batched=True)
+    return str(write_profile_report(scored, os.path.join(cfg.training.output_dir, "profile")))
+
+
+def _describe(cfg: RecipeConfig) -> dict[str, Any]:
+    return {
+        "source": cfg.source,
+        "model": dataclasses.asdict(cfg.model),
+        "data": dataclasses.asdict(cfg.data),
+        "qdc": dataclasses.asdict(cfg.qdc),
+        "training": {k: v for k, v in cfg.training.to_dict().items() if not k.startswith("_")},
+    }

@@ -1,0 +1,102 @@
+"""The qdc command line and the recipes: every recipe parses, every --help works, bad configs name the problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qdc_trainer.cli import main
+from qdc_trainer.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+# Device-dependent settings a CPU-only machine cannot validate (bf16 needs a GPU); everything else is checked as written.
+ON_CPU = {"sft_smollm2_alpaca.yaml": ["--bf16", "false", "--use_cpu", "true"]}
+
+
+def test_there_are_recipes_for_every_trainer():
+    names = {p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES}
+    assert {"arithmetic/sft_qdc.yaml", "arithmetic/sft_baseline.yaml", "arithmetic/sft_trl.yaml"} <= names
+    assert any(n.startswith("hub/") for n in names)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_parses_and_validates(recipe, tmp_path):
+    cfg = load_config(recipe, ON_CPU.get(recipe.name, []) + ["--output_dir", str(tmp_path)])
+    assert cfg.training.output_dir == str(tmp_path)
+    assert cfg.source == str(recipe)
+    text = recipe.read_text()
+    assert text.lstrip().startswith("#")  # every recipe says what it is for
+
+
+def test_recipe_values_reach_the_dataclasses():
+    cfg = load_config(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml")
+    assert (cfg.qdc.trainer, cfg.qdc.sampler, cfg.qdc.monitor, cfg.data.task) == ("qdc", True, True, "arithmetic")
+    assert cfg.training.use_cpu and cfg.training.report_to == ["tensorboard"]
+    baseline = load_config(ROOT / "recipes" / "arithmetic" / "sft_baseline.yaml")
+    assert baseline.qdc.trainer == "plain" and not baseline.qdc.sampler
+    trl = load_config(ROOT / "recipes" / "arithmetic" / "sft_trl.yaml")
+    assert type(trl.training).__name__ == "SFTConfig" and trl.training.completion_only_loss
+
+
+def test_flags_override_the_file():
+    cfg = load_config(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml", ["--max_steps", "7", "--probes", "3", "--sampler", "false"])
+    assert (cfg.training.max_steps, cfg.qdc.probes, cfg.qdc.sampler) == (7, 3, False)
+
+
+@pytest.mark.parametrize(
+    "yaml_text, flags, message",
+    [
+        ("max_steps: 3\nlerning_rate: 0.1\n", [], "unknown key 'lerning_rate'.*did you mean learning_rate"),
+        ("max_steps: three\n", [], "max_steps.*invalid int value: 'three'"),
+        ("embedder: bert\n", [], "embedder.*invalid choice: 'bert'.*'hashing', 'minilm'"),
+        ("trainer: keras\n", [], "trainer='keras' is not one of"),
+        ("max_steps: 3\n", ["--probez", "2"], "unknown flag --probez; did you mean --probes"),
+        ("- a\n- b\n", [], "flat mapping"),
+        ("model:\n  n_layer: 2\n", [], "nested mapping"),
+        ("detector_actions: [log, explode]\n", [], "detector_actions \\['explode'\\]"),
+        ("task: dataset\n", [], "needs dataset_name"),
+        ("noise: 1.5\n", [], "noise=1.5 must be in"),
+    ],
+)
+def test_bad_configs_name_the_problem(tmp_path, yaml_text, flags, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, flags)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("lerning_rate: 0.1\n")
+    assert main(["train", "--config", str(path)]) == 2
+    assert "qdc train: error: unknown key 'lerning_rate'" in capsys.readouterr().err
+    assert main(["profile", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "no_such_run")]) == 2
+    assert "no_such_run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["profile"], ["report"]])
+def test_every_help_exits_0(command):
+    result = subprocess.run([sys.executable, "-m", "qdc_trainer.cli", *command, "--help"], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "usage" in result.stdout.lower()
+    if command in (["train"], ["profile"]):
+        assert "--max_steps" in result.stdout and "--tradeoff" in result.stdout  # every recipe key is listed
+
+
+def test_console_script_is_declared():
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="console_scripts") if e.name == "qdc"]
+    assert entry.value == "qdc_trainer.cli:main"
