@@ -1,5 +1,5 @@
 # One-command setup for a fresh clone.
-#   make demo   create .venv, install qdc-trainer, run the main job
+#   make demo   create .venv, install qdc-trainer, run the main job (recipes/arithmetic/sft_qdc.yaml)
 #   make test   create .venv, install qdc-trainer with its dev tools, run the tests
 #
 # torch is installed first, on its own, so that no CUDA build is pulled in.
@@ -23,7 +23,7 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.demo: $(VENV)/.torch pyproject.toml
-	$(PIP) install --quiet -e ".[embeddings]"
+	$(PIP) install --quiet -e ".[embeddings,plot]"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.torch pyproject.toml
@@ -31,7 +31,7 @@ $(VENV)/.dev: $(VENV)/.torch pyproject.toml
 	touch $@
 
 demo: $(VENV)/.demo
-	$(PY) -m qdc_trainer.demo
+	$(VENV)/bin/qdc train --config recipes/arithmetic/sft_qdc.yaml
 
 test: $(VENV)/.dev
 	$(PY) -m pytest tests qdc_trainer -q

@@ -9,10 +9,14 @@
   during training and logs the diversity and complexity of its generations;
 - :class:`CollapseDetectorCallback` watches logged series and warns, checkpoints or
   stops when they collapse;
-- :mod:`qdc_trainer.metrics` holds the measurements.
+- :mod:`qdc_trainer.metrics` holds the measurements;
+- :mod:`qdc_trainer.tasks` holds the built-in synthetic arithmetic task (generator, verifier, splits,
+  tiny tokenizer and model);
+- :mod:`qdc_trainer.report` writes reports with plots of runs and of datasets;
+- the ``qdc`` command line (:mod:`qdc_trainer.cli`) runs recipes (:mod:`qdc_trainer.config`, :mod:`qdc_trainer.run`).
 """
 
-from .collapse import CollapseDetectorCallback, SeriesDetector
+from .collapse import CollapseDetectorCallback, SeriesDetector, watch_from_keys
 from .collator import INDEX_KEY, QDCDataCollator
 from .monitor import GenerationMonitorCallback, GenerationMonitorConfig, measure_generations
 from .sampler import QDCSampler, QDCSamplerConfig
@@ -22,5 +26,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "INDEX_KEY", "CollapseDetectorCallback", "GenerationMonitorCallback", "GenerationMonitorConfig", "QDCDataCollator", "QDCSampler", "QDCSamplerConfig", "QDCTrainer", "QDCTrainerMixin",
-    "SeriesDetector", "measure_generations",
+    "SeriesDetector", "measure_generations", "watch_from_keys",
 ]

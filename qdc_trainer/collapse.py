@@ -39,7 +39,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-__all__ = ["CollapseDetectorCallback", "CollapseSignal", "DEFAULT_WATCH", "SeriesDetector"]
+__all__ = ["CollapseDetectorCallback", "CollapseSignal", "DEFAULT_WATCH", "KNOWN_SERIES", "SeriesDetector", "watch_from_keys"]
 
 logger = logging.get_logger(__name__)
 
@@ -210,9 +210,38 @@ DEFAULT_WATCH: dict[str, dict[str, Any]] = {
 }
 """The series a default :class:`CollapseDetectorCallback` watches, with their calibrated settings."""
 
+KNOWN_SERIES: dict[str, dict[str, Any]] = {
+    **DEFAULT_WATCH,
+    "qdc/gen/across_input/self_bleu": dict(direction="increase", relative=False, warn_change=0.15, collapse_change=0.3),
+}
+"""Settings :func:`watch_from_keys` uses for a key named alone (calibrated in benchmarks/calibrate_collapse.py)."""
+
 
 def _default_watch() -> list[SeriesDetector]:
     return [SeriesDetector(key, **settings) for key, settings in DEFAULT_WATCH.items()]
+
+
+def watch_from_keys(keys: list[str]) -> list[SeriesDetector]:
+    """Detectors for ``"key"`` (a series of :data:`KNOWN_SERIES`, with its calibrated settings) or
+    ``"key:decrease"`` / ``"key:increase"`` (any logged series, default thresholds).
+
+    For a task with one right answer per prompt (arithmetic, code), per-input diversity and
+    entropy fall as the model learns; watch the across-input series there.
+
+    >>> [(d.key, d.direction, d.relative) for d in watch_from_keys(["qdc/gen/across_input/self_bleu", "entropy:decrease"])]
+    [('qdc/gen/across_input/self_bleu', 'increase', False), ('entropy', 'decrease', True)]
+    """
+    detectors = []
+    for item in keys:
+        key, _, direction = item.rpartition(":") if item.endswith((":decrease", ":increase")) else (item, "", "")
+        if direction:
+            detectors.append(SeriesDetector(key, direction))
+        elif key in KNOWN_SERIES:
+            detectors.append(SeriesDetector(key, **KNOWN_SERIES[key]))
+        else:
+            raise ValueError(f"{key!r} has no known settings: write '{key}:decrease' or '{key}:increase' "
+                             f"(known: {sorted(KNOWN_SERIES)})")
+    return detectors
 
 
 class CollapseDetectorCallback(TrainerCallback):
@@ -234,6 +263,11 @@ class CollapseDetectorCallback(TrainerCallback):
             current value), ``"checkpoint"`` (save at the first warning: the last healthy model),
             ``"stop"`` (stop training at the first collapse).
         missing_after: logs after which a watched key that never appeared is reported (once).
+        start_step: observations logged before this optimizer step are ignored, so the baseline
+            comes from the first one at or after it. Leave it at 0 when fine-tuning a trained model
+            (the baseline is then the model before fine-tuning); when training from scratch, set it
+            to a step where the model has learned the task's format: a random model's generations
+            are maximally diverse, and learning anything looks like collapse next to them.
 
     The decision is the same on every process (the highest level over processes), so no
     rank stops alone. Its state is saved as ``qdc_collapse_detector.json`` in each
@@ -251,6 +285,7 @@ class CollapseDetectorCallback(TrainerCallback):
         watch: list[SeriesDetector] | dict[str, str] | None = None,
         actions: tuple[str, ...] = ("log", "warn", "checkpoint", "stop"),
         missing_after: int = 20,
+        start_step: int = 0,
     ) -> None:
         if watch is None:
             detectors = _default_watch()
@@ -269,6 +304,9 @@ class CollapseDetectorCallback(TrainerCallback):
         self.detectors = {d.key: d for d in detectors}
         self.actions = tuple(actions)
         self.missing_after = missing_after
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+            raise ValueError(f"start_step={start_step!r} must be an int >= 0")
+        self.start_step = start_step
         self.trainer = trainer
         self._logging = False
         self._run_state: Any = None
@@ -322,6 +360,8 @@ class CollapseDetectorCallback(TrainerCallback):
         if self._logging or not logs:
             return control
         self._start_run(args, state)
+        if state.global_step < self.start_step:
+            return control
         self._logs_seen += 1
         step = state.global_step
         changed = {}

@@ -55,7 +55,7 @@ class DataArguments:
     completion_field: str = field(default="completion", metadata={"help": "column with the completion (response)"})
     max_train_examples: int | None = field(default=None, metadata={"help": "keep at most this many training examples"})
     max_tokens: int = field(default=128, metadata={"help": "tokens per training example at most"})
-    train_size: int = field(default=4000, metadata={"help": "arithmetic: training problems"})
+    train_size: int = field(default=20000, metadata={"help": "arithmetic: training problems"})
     eval_size: int = field(default=200, metadata={"help": "arithmetic: in-distribution evaluation problems"})
     ood_size: int = field(default=200, metadata={"help": "arithmetic: out-of-distribution problems"})
     noise: float = field(default=0.2, metadata={"help": "arithmetic: share of training solutions with an error"})
@@ -93,8 +93,19 @@ class QDCArguments:
         default_factory=lambda: ["log", "warn", "checkpoint", "stop"],
         metadata={"help": "collapse detector actions: log, warn, checkpoint, stop"},
     )
+    detector_watch: list[str] | None = field(
+        default=None,
+        metadata={"help": "collapse detector: series to watch, 'key' (calibrated settings) or 'key:decrease' / "
+                          "'key:increase'; default: the calibrated DEFAULT_WATCH"},
+    )
+    detector_start_step: int = field(
+        default=0, metadata={"help": "collapse detector: ignore observations before this step (training from scratch)"}
+    )
     final_eval_size: int = field(default=100, metadata={"help": "problems per split in the final greedy evaluation"})
     report: bool = field(default=True, metadata={"help": "write the report (PNG figures and a page) at the end"})
+    smoke: bool = field(
+        default=False, metadata={"help": "a few steps on little data (checks that the recipe runs; says nothing of its results)"}
+    )
 
 
 @dataclass
@@ -213,12 +224,21 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise
         raise ConfigError(f"{where}: {e}") from None
     _validate(model, data, qdc, where)
+    if qdc.smoke:
+        _shrink(data, qdc, training)
     return RecipeConfig(model=model, data=data, qdc=qdc, training=training, source=str(path) if path else None)
 
 
 def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, where: str) -> None:
     from .collapse import ACTIONS
 
+    if qdc.detector_watch:
+        from .collapse import watch_from_keys
+
+        try:
+            watch_from_keys(qdc.detector_watch)
+        except ValueError as e:
+            raise ConfigError(f"{where}: detector_watch: {e}") from None
     bad = [a for a in qdc.detector_actions if a not in ACTIONS]
     if bad:
         raise ConfigError(f"{where}: detector_actions {bad} are not among {ACTIONS}")
@@ -236,3 +256,18 @@ def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, whe
         raise ConfigError(f"{where}: noise={data.noise} must be in [0, 1]")
     if not 0.0 <= qdc.tradeoff <= 1.0:
         raise ConfigError(f"{where}: tradeoff={qdc.tradeoff} must be in [0, 1]")
+
+
+SMOKE = {"train_size": 64, "eval_size": 8, "ood_size": 8, "max_train_examples": 64, "probes": 2, "monitor_samples": 2,
+         "monitor_max_new_tokens": 16, "n_clusters": 2, "final_eval_size": 4, "max_steps": 4, "logging_steps": 2,
+         "eval_steps": 2, "save_steps": 2, "monitor_every": 2, "per_device_train_batch_size": 8,
+         "per_device_eval_batch_size": 8, "gradient_accumulation_steps": 1, "detector_start_step": 0}
+"""What ``smoke: true`` sets: a run of a few steps on a little data."""
+
+
+def _shrink(data: DataArguments, qdc: QDCArguments, training: Any) -> None:
+    for group in (data, qdc, training):
+        for name, value in SMOKE.items():
+            if hasattr(group, name) and (name != "max_train_examples" or data.task == "dataset"):
+                setattr(group, name, value)
+    training.num_train_epochs = 1

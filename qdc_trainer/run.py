@@ -14,8 +14,6 @@ import json
 import os
 from typing import Any
 
-import numpy as np
-import torch
 
 from .config import RecipeConfig
 
@@ -137,20 +135,17 @@ def _is_main(cfg: RecipeConfig) -> bool:
 
 
 def _tokenize(tokenizer: Any, dataset: Any, max_tokens: int) -> Any:
-    eos = tokenizer.eos_token or ""
-
-    def encode(batch):
-        texts = [p + c + (eos if eos and not c.endswith(eos) else "") for p, c in zip(batch["prompt"], batch["completion"])]
-        return tokenizer(texts, truncation=True, max_length=max_tokens)
+    """``<bos> prompt completion <eos>`` with the loss on the completion only (the prompt's labels are -100)."""
+    from .tasks.arithmetic import tokenize_examples
 
     keep = {"quality", "complexity", "cluster"}
-    return dataset.map(encode, batched=True, remove_columns=[c for c in dataset.column_names if c not in keep],
-                       desc="tokenizing")
+    return dataset.map(tokenize_examples, batched=True, fn_kwargs={"tokenizer": tokenizer, "max_length": max_tokens},
+                       remove_columns=[c for c in dataset.column_names if c not in keep], desc="tokenizing")
 
 
 def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, validation: Any, callbacks: list) -> Any:
     """The Trainer the recipe names, with the sampler when it has one."""
-    from transformers import DataCollatorForLanguageModeling, Trainer
+    from transformers import DataCollatorForSeq2Seq, Trainer
 
     from .sampler import QDCSampler
     from .trainer import QDCTrainer, QDCTrainerMixin
@@ -170,10 +165,12 @@ def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, val
         class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
             pass
 
-        columns = [c for c in train.column_names if c not in ("prompt", "completion")]
-        return QDCSFTTrainer(model=model, args=cfg.training, train_dataset=train.remove_columns(columns),
-                             eval_dataset=validation, processing_class=tokenizer, callbacks=callbacks, qdc_sampler=sampler)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        # prompt and completion only: with a "text" column too, TRL would train on one and append EOS to the other
+        pair = ["prompt", "completion"]
+        return QDCSFTTrainer(model=model, args=cfg.training, train_dataset=train.select_columns(pair),
+                             eval_dataset=validation.select_columns(pair) if validation is not None else None,
+                             processing_class=tokenizer, callbacks=callbacks, qdc_sampler=sampler)
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     train_tok = _tokenize(tokenizer, train, cfg.data.max_tokens)
     eval_tok = _tokenize(tokenizer, validation, cfg.data.max_tokens) if validation is not None else None
     if q.trainer == "plain":
@@ -200,38 +197,11 @@ def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
             scorer=_quality_scorer(cfg), seed=cfg.training.seed,
         ))
     if q.detector:
-        callbacks.append(CollapseDetectorCallback(actions=tuple(q.detector_actions)))
+        from .collapse import watch_from_keys
+
+        watch = watch_from_keys(q.detector_watch) if q.detector_watch else None
+        callbacks.append(CollapseDetectorCallback(watch=watch, actions=tuple(q.detector_actions), start_step=q.detector_start_step))
     return callbacks
-
-
-def greedy_accuracy(model: Any, tokenizer: Any, dataset: Any, n: int, max_new_tokens: int, batch_size: int = 64) -> float:
-    """Share of the first ``n`` problems whose greedy completion the task's verifier accepts."""
-    from tqdm.auto import tqdm
-
-    from .tasks import arithmetic
-
-    rows = dataset.select(range(min(n, len(dataset))))
-    prompts = list(rows["prompt"])
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc="greedy evaluation", leave=False):
-            chunk = prompts[start : start + batch_size]
-            ids = [tokenizer(p)["input_ids"] for p in chunk]
-            width = max(len(x) for x in ids)
-            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-            with torch.no_grad():
-                out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                                     pad_token_id=pad, use_cache=True)
-            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-            correct += [arithmetic.verify(p, t) for p, t in zip(chunk, texts)]
-    finally:
-        model.train(was_training)
-    return float(np.mean(correct)) if correct else float("nan")
 
 
 def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
@@ -258,11 +228,13 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
         trainer.save_model(out)
         trainer.state.save_to_json(os.path.join(out, "trainer_state.json"))
         if cfg.data.task == "arithmetic" and cfg.qdc.final_eval_size > 0:
+            from .tasks.arithmetic import evaluate_accuracy
+
             model = trainer.accelerator.unwrap_model(trainer.model)
             for split in ("validation", "test_ood"):
                 if split in splits:
-                    results[f"accuracy_{split}"] = greedy_accuracy(model, tokenizer, splits[split], cfg.qdc.final_eval_size,
-                                                                   max_new_tokens=cfg.qdc.monitor_max_new_tokens * 2)
+                    rows = splits[split].select(range(min(cfg.qdc.final_eval_size, len(splits[split]))))
+                    results[f"accuracy_{split}"] = evaluate_accuracy(model, tokenizer, rows)
         with open(os.path.join(out, RESULTS_FILE), "w") as f:
             json.dump(results, f, indent=2)
         print("results: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items()))

@@ -60,6 +60,7 @@ def test_flags_override_the_file():
         ("detector_actions: [log, explode]\n", [], "detector_actions \\['explode'\\]"),
         ("task: dataset\n", [], "needs dataset_name"),
         ("noise: 1.5\n", [], "noise=1.5 must be in"),
+        ("detector_watch: [loss]\n", [], "detector_watch: 'loss' has no known settings"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path, yaml_text, flags, message):

@@ -212,6 +212,33 @@ def test_callback_state_restores_itself_on_resume_and_resets_on_a_fresh_run(tmp_
     assert fresh.detectors["qdc/gen/per_input/distinct_2"].baseline == pytest.approx(np.mean(values[5:8]))
 
 
+def test_start_step_ignores_earlier_observations(monkeypatch):
+    from types import SimpleNamespace
+
+    from qdc_trainer.collapse import CollapseDetectorCallback
+
+    cb = CollapseDetectorCallback(watch=[SeriesDetector("x", ema=1.0)], actions=("warn",), start_step=3)
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    state = SimpleNamespace(global_step=0)
+    for step, value in enumerate([5.0, 1.0, 0.5, 0.8, 0.8, 0.6]):  # a random model's diversity, then learning
+        state.global_step = step
+        cb.on_log(None, state, control, logs={"x": value})
+    d = cb.detectors["x"]
+    assert d.baseline == 0.8 and d.first_warning_step == 5 and cb.warned_at == 5  # not at step 1 (-80% vs 5.0)
+    with pytest.raises(ValueError, match="start_step"):
+        CollapseDetectorCallback(start_step=-1)
+
+
+def test_watch_from_keys():
+    from qdc_trainer.collapse import KNOWN_SERIES, watch_from_keys
+
+    (known, custom) = watch_from_keys(["qdc/gen/per_input/self_bleu", "qdc/train/entropy:decrease"])
+    assert (known.direction, known.relative, known.warn_change) == ("increase", False, KNOWN_SERIES[known.key]["warn_change"])
+    assert (custom.key, custom.direction, custom.relative) == ("qdc/train/entropy", "decrease", True)
+    with pytest.raises(ValueError, match="'loss' has no known settings: write 'loss:decrease' or 'loss:increase'"):
+        watch_from_keys(["loss"])
+
+
 def test_callback_reports_a_key_that_never_appears(monkeypatch):
     from types import SimpleNamespace
 
