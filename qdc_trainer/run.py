@@ -224,8 +224,8 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     if detector is not None:
         results.update(collapse_warning_step=detector.warned_at, collapse_stop_step=detector.stopped_at)
     report = None
+    trainer.save_model(out)  # on every process: under FSDP or ZeRO-3 saving gathers the shards
     if trainer.is_world_process_zero():
-        trainer.save_model(out)
         trainer.state.save_to_json(os.path.join(out, "trainer_state.json"))
         if cfg.data.task == "arithmetic" and cfg.qdc.final_eval_size > 0:
             from .tasks.arithmetic import evaluate_accuracy

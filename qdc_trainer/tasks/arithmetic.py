@@ -56,6 +56,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from tqdm.auto import tqdm
+
 __all__ = [
     "OPERATORS",
     "OOD_KINDS",
@@ -907,7 +909,8 @@ def generate_completions(
     model.eval()
     try:
         with torch.inference_mode():
-            for start in range(0, len(prompts), batch_size):
+            starts = range(0, len(prompts), batch_size)
+            for start in tqdm(starts, desc="generating", leave=False, disable=len(starts) < 2):
                 ids = tokenizer(list(prompts[start : start + batch_size]))["input_ids"]
                 width = max(len(x) for x in ids)
                 input_ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in ids], device=device)
