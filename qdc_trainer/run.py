@@ -207,6 +207,10 @@ def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
 def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     """Run a recipe end to end; returns ``{"output_dir", "results", "report"}``."""
     out = cfg.training.output_dir
+    if cfg.qdc.report:  # fail now, not after training
+        from ._optional import require
+
+        require("matplotlib", "plot", "the report (report: true)")
     if _is_main(cfg):
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, RUN_FILE), "w") as f:
