@@ -222,20 +222,22 @@ def series(history: list[dict], key: str) -> list[tuple[int, float]]:
 
 def replay(history: list[dict], detectors: list[SeriesDetector]) -> tuple[int | None, int | None, str | None]:
     """First warning step, first collapse step and the series that warned first, as the callback would decide."""
+    observed = {d.key: {} for d in detectors}  # key -> {step: [values logged at that step]}
+    for e in history:
+        for key, by_step in observed.items():
+            if key in e:
+                by_step.setdefault(e["step"], []).append(e[key])
     for d in detectors:
         d.reset()
-    events = sorted({e["step"] for e in history})
+        d.max_change = -np.inf
     warn = collapse = None
     first = None
-    for d in detectors:
-        d.max_change = -np.inf
-    for step in events:
+    for step in sorted({e["step"] for e in history}):
         for d in detectors:
-            for s, v in series(history, d.key):
-                if s == step:
-                    d.update(step, v)
-                    if d.baseline is not None:
-                        d.max_change = max(d.max_change, d.signal.change)
+            for v in observed[d.key].get(step, []):
+                d.update(step, v)
+                if d.baseline is not None:
+                    d.max_change = max(d.max_change, d.signal.change)
         level = max(d.signal.level for d in detectors)
         if level >= 1 and warn is None:
             warn = step

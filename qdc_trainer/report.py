@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ._optional import require
-from .metrics.diversity import distinct_n
+from .metrics.diversity import distinct_n, nearest_neighbor_distances  # the latter re-exported for the profile
 from .monitor import SAMPLES_FILE
 
 __all__ = [
@@ -744,27 +744,6 @@ def pareto_frontier(x: Any, y: Any) -> np.ndarray:
             frontier.append(i)
             best_y = ys[i]
     return np.array(frontier[::-1], dtype=np.int64)
-
-
-def nearest_neighbor_distances(embeddings: Any, chunk_size: int = 2048) -> np.ndarray:
-    """Per row, the cosine distance to its nearest *other* row (0 for an exact duplicate direction).
-
-    The per-example counterpart of ``qdc_trainer.metrics.mean_nearest_neighbor_distance``.
-
-    >>> nearest_neighbor_distances([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]).tolist()
-    [0.0, 0.0, 1.0]
-    """
-    from .metrics._inputs import as_matrix, l2_normalize
-
-    x = l2_normalize(as_matrix(embeddings, min_rows=2))
-    n = x.shape[0]
-    out = np.empty(n)
-    for start in range(0, n, chunk_size):
-        sim = x[start:start + chunk_size] @ x.T
-        rows = np.arange(sim.shape[0])
-        sim[rows, start + rows] = -np.inf
-        out[start:start + chunk_size] = 1.0 - sim.max(axis=1)
-    return np.clip(out, 0.0, 2.0)
 
 
 def cluster_quality_diversity(quality: Any, clusters: Sequence[Any], texts: Sequence[str], *,

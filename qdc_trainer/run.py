@@ -128,7 +128,7 @@ def score_training_data(cfg: RecipeConfig, train: Any) -> Any:
 # --------------------------------------------------------------------------- training
 
 
-def _is_main(cfg: RecipeConfig) -> bool:
+def _is_main() -> bool:
     from accelerate import PartialState
 
     return PartialState().is_main_process
@@ -211,7 +211,7 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
         from ._optional import require
 
         require("matplotlib", "plot", "the report (report: true)")
-    if _is_main(cfg):
+    if _is_main():
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, RUN_FILE), "w") as f:
             json.dump(_describe(cfg), f, indent=2, default=str)

@@ -9,43 +9,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_metrics_smoke():
+def run_smoke(script: str, *extra: str) -> str:
+    """Run ``benchmarks/<script> --smoke``; returns its stdout after checking the exit code."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_metrics.py"), "--smoke", "--no-install"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *extra],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "self_bleu max_n=4 vs NLTK" in result.stdout
-    assert "agree within 1e-06" in result.stdout
+    return result.stdout
+
+
+def test_bench_metrics_smoke():
+    out = run_smoke("bench_metrics.py", "--no-install")
+    assert "self_bleu max_n=4 vs NLTK" in out
+    assert "agree within 1e-06" in out
 
 
 def test_bench_sampler_smoke():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_sampler.py"), "--smoke"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "epoch iteration at N=1e5" in result.stdout
-    assert "QDCTrainer per-step overhead vs Trainer" in result.stdout
+    out = run_smoke("bench_sampler.py")
+    assert "epoch iteration at N=1e5" in out
+    assert "QDCTrainer per-step overhead vs Trainer" in out
 
 
 def test_bench_monitor_smoke():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_monitor.py"), "--smoke"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "1. Training: QDCTrainer" in result.stdout
-    assert "2. One evaluation vs a plain model.generate loop" in result.stdout
-    assert "monitor share of train wall time" in result.stdout
-    assert "evaluation vs plain generate at max_new_tokens=8" in result.stdout
+    out = run_smoke("bench_monitor.py")
+    assert "1. Training: QDCTrainer" in out
+    assert "2. One evaluation vs a plain model.generate loop" in out
+    assert "monitor share of train wall time" in out
+    assert "evaluation vs plain generate at max_new_tokens=8" in out
 
 
 def test_calibrate_collapse_smoke():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "calibrate_collapse.py"), "--smoke"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "collapse detector calibration" in result.stdout
-    assert "the shipped defaults" in result.stdout and "false alarms" in result.stdout
+    out = run_smoke("calibrate_collapse.py")
+    assert "collapse detector calibration" in out
+    assert "the shipped defaults" in out and "false alarms" in out

@@ -76,21 +76,28 @@ def _run(cmd: list[str], log: Path) -> None:
     assert rc == 0, f"{' '.join(cmd)} exited with {rc}\n{log.read_text()[-6000:]}"
 
 
+def _accelerate_launch(num_processes: int, *target: str) -> list[str]:
+    """The ``accelerate launch`` command that starts ``num_processes`` CPU ranks running ``target``.
+
+    `accelerate launch --cpu --num_processes 2` on one machine starts ONE process (its simple launcher;
+    multi-CPU needs mpirun). `--multi_gpu` goes through torchrun and starts 2 ranks; with
+    `use_cpu=True` / ACCELERATE_USE_CPU each rank sets up MULTI_CPU with the gloo backend.
+    """
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        *target,
+    ]
+
+
 def _launch(runs: list[dict], tmp: Path, tag: str, num_processes: int) -> None:
     spec = tmp / f"{tag}.spec.json"
     spec.write_text(json.dumps({"runs": runs}))
     if num_processes == 1:
         cmd = [sys.executable, str(SCRIPT), str(spec)]
     else:
-        # `accelerate launch --cpu --num_processes 2` on one machine starts ONE process (its simple launcher;
-        # multi-CPU needs mpirun). `--multi_gpu` goes through torchrun and starts 2 ranks; with
-        # `use_cpu=True` / ACCELERATE_USE_CPU each rank sets up MULTI_CPU with the gloo backend.
-        cmd = [
-            sys.executable, "-m", "accelerate.commands.launch",
-            "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-            str(SCRIPT), str(spec),
-        ]
+        cmd = _accelerate_launch(num_processes, str(SCRIPT), str(spec))
     _run(cmd, tmp / f"{tag}.log")
 
 

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from test_multiprocess import ROOT, _free_port, _run
+from test_multiprocess import ROOT, _accelerate_launch, _run
 
 pytestmark = pytest.mark.slow
 
 
 def test_one_rank_collapses_both_stop_at_the_same_step(tmp_path):
-    script = ROOT / "tests" / "mp" / "run_collapse_stop.py"
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), str(script), str(tmp_path),
-    ]
-    _run(cmd, tmp_path / "launch.log")
+    _run(_accelerate_launch(2, str(ROOT / "tests" / "mp" / "run_collapse_stop.py"), str(tmp_path)), tmp_path / "launch.log")
     ranks = [json.loads(Path(tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert [r["own_level"] for r in ranks] == [2, 0]  # only rank 0's own series collapsed
@@ -30,13 +23,7 @@ def test_one_rank_collapses_both_stop_at_the_same_step(tmp_path):
 def test_generation_monitor_with_an_uneven_prompt_split(tmp_path):
     from qdc_trainer.monitor import SAMPLES_FILE
 
-    script = ROOT / "tests" / "mp" / "run_monitor.py"
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), str(script), str(tmp_path),
-    ]
-    _run(cmd, tmp_path / "launch.log")
+    _run(_accelerate_launch(2, str(ROOT / "tests" / "mp" / "run_monitor.py"), str(tmp_path)), tmp_path / "launch.log")
     ranks = [json.loads(Path(tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2] and [r["global_step"] for r in ranks] == [4, 4]
     # 3 evaluations (steps 0, 2, 4) x 3 calls: rank 1 pads its 2 prompts to rank 0's 3

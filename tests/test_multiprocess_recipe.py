@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-from test_multiprocess import ROOT, _free_port, _run
+from test_multiprocess import ROOT, _accelerate_launch, _run
 
 pytestmark = pytest.mark.slow
 
 
 def test_main_recipe_under_two_processes(tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), "-m", "qdc_trainer.cli",
-        "train", "--config", str(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml"), "--smoke", "true",
-        "--output_dir", str(out), "--report_to", "none",
-    ]
+    cmd = _accelerate_launch(
+        2, "-m", "qdc_trainer.cli", "train", "--config", str(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml"),
+        "--smoke", "true", "--output_dir", str(out), "--report_to", "none",
+    )
     _run(cmd, tmp_path / "launch.log")
     log = (tmp_path / "launch.log").read_text()
     results = json.loads((out / "results.json").read_text())

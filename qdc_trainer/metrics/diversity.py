@@ -30,6 +30,7 @@ __all__ = [
     "vendi_score_from_kernel",
     "mean_pairwise_cosine_distance",
     "mean_nearest_neighbor_distance",
+    "nearest_neighbor_distances",
     "GroupedDiversity",
     "grouped_diversity",
 ]
@@ -336,15 +337,14 @@ def mean_pairwise_cosine_distance(embeddings: Any) -> float:
     return float(np.clip(1.0 - mean_similarity, 0.0, 2.0))
 
 
-def mean_nearest_neighbor_distance(embeddings: Any, chunk_size: int = 2048) -> float:
-    """Mean over rows of the cosine distance to the nearest *other* row.
+def nearest_neighbor_distances(embeddings: Any, chunk_size: int = 2048) -> np.ndarray:
+    """Per row, the cosine distance to its nearest *other* row (0 for an exact duplicate direction).
 
-    Near 0 when every item has a near-duplicate. Computed in row chunks of
-    ``chunk_size`` to bound memory at ``chunk_size × n`` floats. Needs at least
-    two rows.
+    Computed in row chunks of ``chunk_size`` to bound memory at ``chunk_size × n``
+    floats. Needs at least two rows.
 
-    >>> mean_nearest_neighbor_distance([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    0.3333333333333333
+    >>> nearest_neighbor_distances([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]).tolist()
+    [0.0, 0.0, 1.0]
     """
     x = l2_normalize(as_matrix(embeddings, min_rows=2))
     n = x.shape[0]
@@ -354,7 +354,18 @@ def mean_nearest_neighbor_distance(embeddings: Any, chunk_size: int = 2048) -> f
         rows = np.arange(sim.shape[0])
         sim[rows, start + rows] = -np.inf
         nearest[start : start + chunk_size] = 1.0 - sim.max(axis=1)
-    return float(np.clip(nearest, 0.0, 2.0).mean())
+    return np.clip(nearest, 0.0, 2.0)
+
+
+def mean_nearest_neighbor_distance(embeddings: Any, chunk_size: int = 2048) -> float:
+    """Mean over rows of the cosine distance to the nearest *other* row (:func:`nearest_neighbor_distances`).
+
+    Near 0 when every item has a near-duplicate. Needs at least two rows.
+
+    >>> mean_nearest_neighbor_distance([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    0.3333333333333333
+    """
+    return float(nearest_neighbor_distances(embeddings, chunk_size).mean())
 
 
 # --------------------------------------------------------------------------- grouped
