@@ -9,22 +9,26 @@
   during training and logs the diversity and complexity of its generations;
 - :class:`CollapseDetectorCallback` watches logged series and warns, checkpoints or
   stops when they collapse;
+- :func:`select_budget` / :func:`select_dataset` choose a fixed budget of scored candidates that balances
+  quality, diversity and complexity (for synthetic-data and self-improvement pipelines);
 - :mod:`qdc_trainer.metrics` holds the measurements;
 - :mod:`qdc_trainer.tasks` holds the built-in synthetic arithmetic task (generator, verifier, splits,
   tiny tokenizer and model);
 - :mod:`qdc_trainer.report` writes reports with plots of runs and of datasets;
-- the ``qdc`` command line (:mod:`qdc_trainer.cli`) runs recipes (:mod:`qdc_trainer.config`, :mod:`qdc_trainer.run`).
+- the ``qdc`` command line (:mod:`qdc_trainer.cli`) runs recipes (:mod:`qdc_trainer.config`, :mod:`qdc_trainer.run`)
+  and the self-improvement experiment (:mod:`qdc_trainer.self_improve`).
 """
 
 from .collapse import CollapseDetectorCallback, SeriesDetector, watch_from_keys
 from .collator import INDEX_KEY, QDCDataCollator
 from .monitor import GenerationMonitorCallback, GenerationMonitorConfig, measure_generations
 from .sampler import QDCSampler, QDCSamplerConfig
+from .selection import select_budget, select_dataset
 from .trainer import QDCTrainer, QDCTrainerMixin
 
 __version__ = "0.1.0"
 
 __all__ = [
     "INDEX_KEY", "CollapseDetectorCallback", "GenerationMonitorCallback", "GenerationMonitorConfig", "QDCDataCollator", "QDCSampler", "QDCSamplerConfig", "QDCTrainer", "QDCTrainerMixin",
-    "SeriesDetector", "measure_generations", "watch_from_keys",
+    "SeriesDetector", "measure_generations", "select_budget", "select_dataset", "watch_from_keys",
 ]

@@ -1,10 +1,11 @@
-"""The ``qdc`` command line: ``qdc train``, ``qdc profile`` and ``qdc report``.
+"""The ``qdc`` command line: ``qdc train``, ``qdc profile``, ``qdc report`` and ``qdc self-improve``.
 
 ::
 
     qdc train --config recipes/arithmetic/sft_qdc.yaml [--any_field value ...]
     qdc profile --config recipes/arithmetic/sft_qdc.yaml     # QDC profile of the recipe's training data
     qdc report runs/sft_qdc [runs/sft_baseline ...]          # plots of one run, or several on the same axes
+    qdc self-improve --config recipes/arithmetic/self_improve.yaml   # the self-improvement experiment
 
 Every recipe key can be given as a flag after the file (flags win). ``qdc train --help``
 lists every key with its default; an unknown key or a bad value is an error that names it.
@@ -28,6 +29,14 @@ gets the model, trainer_state.json, qdc_generations.jsonl, results.json and repo
 """
 
 
+SELF_IMPROVE_HELP = """Run the self-improvement experiment: rounds of (the model writes whole examples, the verifier
+checks them, a selection rule keeps a fixed budget, the model trains on it), one arm per selection rule
+(quality: most confident verified; qdc: budgeted QDC selection + QDCSampler; reservoir; fixed_pool),
+for several seeds. The run folder gets results.md, results.json, one PNG per metric and overview.png.
+A finished seed and arm is reused when the same command runs again (--overwrite true starts afresh).
+"""
+
+
 def _settings_help(trainer: str = "qdc") -> str:
     from .config import config_parser
 
@@ -46,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 a configuration error)."""
     parser = argparse.ArgumentParser(prog="qdc", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{train,profile,report}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,profile,report,self-improve}")
     train = _add_config_command(sub, "train", "train with a recipe", TRAIN_HELP)
     profile = _add_config_command(
         sub, "profile", "QDC profile of a recipe's training data",
@@ -54,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "figures (distributions, cluster sizes, a quality-diversity scatter with its frontier) and a page\n"
         "to <output_dir>/profile. Takes the same keys as `qdc train`.",
     )
+    improve = _add_config_command(sub, "self-improve", "the self-improvement experiment", SELF_IMPROVE_HELP)
     report = sub.add_parser("report", help="plots of one or more runs", description=(
         "Plot the qdc/... series of runs from their logs (trainer_state.json): diversity, complexity,\n"
         "sampler telemetry, with collapse warnings marked. Several folders are compared on the same axes."),
@@ -71,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest:
             report.error(f"unrecognized arguments: {' '.join(rest)}")
         return _report(args)
+    if args.command == "self-improve" or (args.command == "train" and not args.help and args.config
+                                           and _recipe_kind(args.config) == "self_improve"):
+        return _self_improve(improve, args, rest)
     command = train if args.command == "train" else profile
     if args.help:
         command.print_help()
@@ -98,6 +111,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"qdc {args.command}: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _recipe_kind(path: str) -> str:
+    from .config import ConfigError, recipe_kind
+
+    try:
+        return recipe_kind(path)
+    except ConfigError:
+        return "train"  # load_config reports the problem
+
+
+def _self_improve(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:
+    from .config import ConfigError, load_self_improve_config, self_improve_parser
+
+    if args.help:
+        parser.print_help()
+        print("\nrecipe keys (YAML keys, or flags after the file):")
+        print(self_improve_parser().format_help().split("\n", 2)[-1])
+        return 0
+    try:
+        cfg = load_self_improve_config(args.config, rest)
+    except ConfigError as err:
+        print(f"qdc self-improve: error: {err}", file=sys.stderr)
+        return 2
+    from .self_improve import run_self_improvement
+
+    try:
+        result = run_self_improvement(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"qdc self-improve: error: {err}", file=sys.stderr)
+        return 2
+    print(f"run folder: {result['output_dir']}")
     return 0
 
 

@@ -14,7 +14,10 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["ConfigError", "DataArguments", "ModelArguments", "QDCArguments", "RecipeConfig", "load_config", "config_parser"]
+__all__ = [
+    "ConfigError", "DataArguments", "ModelArguments", "QDCArguments", "RecipeConfig", "config_parser", "load_config",
+    "load_self_improve_config", "recipe_kind", "self_improve_parser",
+]
 
 
 class ConfigError(ValueError):
@@ -180,27 +183,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     (3, 4, 'arithmetic')
     """
     overrides = list(overrides or [])
-    mapping: dict[str, Any] = {}
-    where = "the command line"
-    if path is not None:
-        import yaml
-
-        where = str(path)
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path} does not exist")
-        with open(path, encoding="utf-8") as f:
-            try:
-                loaded = yaml.safe_load(f)
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a flat mapping of key: value, not a {type(loaded).__name__}")
-        nested = [k for k, v in loaded.items() if isinstance(v, dict) and k not in ("fsdp_config", "model_init_kwargs")]
-        if nested:
-            raise ConfigError(f"{path}: recipes are flat key: value files; {nested[0]!r} holds a nested mapping")
-        mapping = loaded
+    mapping, where = _read_yaml(path)
+    if mapping.get("experiment") == "self_improve":
+        raise ConfigError(f"{where} is a self-improvement recipe (experiment: self_improve): run it with "
+                          "`qdc self-improve --config ...` or `qdc train --config ...`")
     trainer = str(mapping.get("trainer", "qdc"))
     if "--trainer" in overrides:
         trainer = overrides[overrides.index("--trainer") + 1] if overrides.index("--trainer") + 1 < len(overrides) else trainer
@@ -208,12 +194,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         raise ConfigError(f"trainer={trainer!r} is not one of ('qdc', 'plain', 'trl_sft')")
     known = _known_keys(trainer)
     flags = _to_flags(mapping, where, known)
-    for token in overrides:
-        if token.startswith("--") and token[2:].split("=")[0] not in known and token[2:].split("=")[0].removeprefix("no_") not in known:
-            name = token[2:].split("=")[0]
-            close = difflib.get_close_matches(name, sorted(known), n=3)
-            hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else ""
-            raise ConfigError(f"unknown flag --{name}{hint}")
+    _check_overrides(overrides, known)
     if "output_dir" not in mapping and "--output_dir" not in overrides:
         flags += ["--output_dir", os.path.join("runs", os.path.splitext(os.path.basename(str(path)))[0] if path else "qdc")]
     parser = config_parser(trainer)
@@ -227,6 +208,86 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     if qdc.smoke:
         _shrink(data, qdc, training)
     return RecipeConfig(model=model, data=data, qdc=qdc, training=training, source=str(path) if path else None)
+
+
+def _read_yaml(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
+    """The flat mapping of a recipe file (empty without a file) and where it came from, for messages."""
+    if path is None:
+        return {}, "the command line"
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        try:
+            loaded = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a flat mapping of key: value, not a {type(loaded).__name__}")
+    nested = [k for k, v in loaded.items() if isinstance(v, dict) and k not in ("fsdp_config", "model_init_kwargs")]
+    if nested:
+        raise ConfigError(f"{path}: recipes are flat key: value files; {nested[0]!r} holds a nested mapping")
+    return loaded, str(path)
+
+
+def _check_overrides(overrides: list[str], known: set[str]) -> None:
+    for token in overrides:
+        if token.startswith("--") and token[2:].split("=")[0] not in known and token[2:].split("=")[0].removeprefix("no_") not in known:
+            name = token[2:].split("=")[0]
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else ""
+            raise ConfigError(f"unknown flag --{name}{hint}")
+
+
+def recipe_kind(path: str | os.PathLike | None) -> str:
+    """``"self_improve"`` for a recipe with ``experiment: self_improve`` (run by ``qdc self-improve``, or by
+    ``qdc train``, which hands it over), else ``"train"``."""
+    mapping, where = _read_yaml(path)
+    kind = mapping.get("experiment", "train")
+    if kind not in ("train", "self_improve"):
+        raise ConfigError(f"{where}: experiment={kind!r} must be 'self_improve' (or left out for a training recipe)")
+    return kind
+
+
+def self_improve_parser() -> Any:
+    """The ``HfArgumentParser`` of ``qdc self-improve`` (one group: :class:`~qdc_trainer.self_improve.SelfImproveConfig`)."""
+    from transformers import HfArgumentParser
+
+    from .self_improve import SelfImproveConfig
+
+    parser = HfArgumentParser([SelfImproveConfig])
+
+    def error(message: str) -> None:
+        raise ConfigError(message)
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
+def load_self_improve_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Any:
+    """Read a flat YAML self-improvement recipe with ``--key value`` overrides into a ``SelfImproveConfig``.
+
+    >>> cfg = load_self_improve_config(None, ["--rounds", "3", "--arms", "quality", "qdc"])
+    >>> cfg.rounds, cfg.arms
+    (3, ['quality', 'qdc'])
+    """
+    from .self_improve import SelfImproveConfig
+
+    overrides = list(overrides or [])
+    mapping, where = _read_yaml(path)
+    known = {f.name for f in fields(SelfImproveConfig)}
+    flags = _to_flags(mapping, where, known)
+    _check_overrides(overrides, known)
+    try:
+        (cfg,) = self_improve_parser().parse_args_into_dataclasses(args=flags + overrides)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
 
 
 def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, where: str) -> None:

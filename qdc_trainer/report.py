@@ -74,7 +74,9 @@ COLLAPSE_STYLE = dict(linestyle="-.", linewidth=2.0, alpha=0.9)
 
 TRAINING_KEYS = ("loss", "eval_loss", "qdc/train/entropy", "entropy")
 DIVERSITY_METRICS = ("distinct_1", "distinct_2", "self_bleu", "compression_ratio", "vendi", "cosine_distance")
-GENERATION_KEYS = ("qdc/gen/length", "qdc/gen/entropy", "qdc/gen/repetition", "qdc/gen/empty_rate", "qdc/gen/quality")
+GENERATION_KEYS = (
+    "qdc/gen/length", "qdc/gen/entropy", "qdc/gen/repetition", "qdc/gen/empty_rate", "qdc/gen/quality", "qdc/gen/seconds",
+)
 SAMPLER_KEYS = ("ess_ratio", "weight_entropy", "cluster_coverage", "quality", "complexity", "loss_ema", "updates")
 GROUPS = ("training", "diversity", "generation", "sampler", "collapse", "other")
 
@@ -88,6 +90,7 @@ TITLES = {
     "qdc/gen/repetition": "repeated word 3-grams within a sample",
     "qdc/gen/empty_rate": "share of empty samples",
     "qdc/gen/quality": "generation quality (scorer)",
+    "qdc/gen/seconds": "seconds per monitor evaluation",
     "distinct_1": "distinct-1 (higher = more diverse)",
     "distinct_2": "distinct-2 (higher = more diverse)",
     "self_bleu": "self-BLEU (higher = more repetitive)",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from qdc_trainer.cli import main
-from qdc_trainer.config import ConfigError, load_config
+from qdc_trainer.config import ConfigError, load_config, load_self_improve_config, recipe_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -25,9 +25,13 @@ def test_there_are_recipes_for_every_trainer():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_every_recipe_parses_and_validates(recipe, tmp_path):
-    cfg = load_config(recipe, ON_CPU.get(recipe.name, []) + ["--output_dir", str(tmp_path)])
-    assert cfg.training.output_dir == str(tmp_path)
-    assert cfg.source == str(recipe)
+    if recipe_kind(recipe) == "self_improve":
+        cfg = load_self_improve_config(recipe, ["--output_dir", str(tmp_path)])
+        assert cfg.output_dir == str(tmp_path) and cfg.experiment == "self_improve"
+    else:
+        cfg = load_config(recipe, ON_CPU.get(recipe.name, []) + ["--output_dir", str(tmp_path)])
+        assert cfg.training.output_dir == str(tmp_path)
+        assert cfg.source == str(recipe)
     text = recipe.read_text()
     assert text.lstrip().startswith("#")  # every recipe says what it is for
 
@@ -86,7 +90,7 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
     assert "no_such_run" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["profile"], ["report"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["profile"], ["report"], ["self-improve"]])
 def test_every_help_exits_0(command):
     result = subprocess.run([sys.executable, "-m", "qdc_trainer.cli", *command, "--help"], capture_output=True, text=True,
                             timeout=120, cwd=ROOT)
@@ -94,6 +98,23 @@ def test_every_help_exits_0(command):
     assert "usage" in result.stdout.lower()
     if command in (["train"], ["profile"]):
         assert "--max_steps" in result.stdout and "--tradeoff" in result.stdout  # every recipe key is listed
+    if command == ["self-improve"]:
+        assert "--rounds" in result.stdout and "--budget" in result.stdout and "--arms" in result.stdout
+
+
+def test_train_hands_a_self_improvement_recipe_over(tmp_path, capsys):
+    recipe = ROOT / "recipes" / "arithmetic" / "self_improve.yaml"
+    assert recipe_kind(recipe) == "self_improve"
+    # The error comes from the self-improvement settings, so train handed the recipe over.
+    assert main(["train", "--config", str(recipe), "--budget", "999999"]) == 2
+    err = capsys.readouterr().err
+    assert "qdc self-improve: error" in err and "larger than candidates" in err
+    with pytest.raises(ConfigError, match="self-improvement recipe"):
+        load_config(recipe)  # what `qdc profile` reads
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: evolve\n")
+    with pytest.raises(ConfigError, match="experiment='evolve'"):
+        recipe_kind(bad)
 
 
 def test_console_script_is_declared():

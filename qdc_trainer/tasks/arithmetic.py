@@ -761,7 +761,7 @@ def _vocabulary() -> list[str]:
 
 
 def build_tokenizer(model_max_length: int = MAX_LENGTH) -> Any:
-    """A word-level ``PreTrainedTokenizerFast`` over the task's fixed vocabulary (about 110 tokens), built locally.
+    """A word-level ``PreTrainedTokenizerFast`` over the task's fixed vocabulary (136 tokens), built locally.
 
     Numbers are split into single digits, a space is part of the token after it
     (``" 57"`` is ``'▁5', '7'``) and decoding joins the tokens back, so
@@ -884,13 +884,14 @@ DEFAULT_MAX_NEW_TOKENS = 120
 
 def generate_completions(
     model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    batch_size: int = 64,
+    batch_size: int = 64, progress: bool | None = None,
 ) -> list[str]:
     """Greedy completions of ``prompts``, decoded up to the first end-of-sequence token.
 
     Prompts are left-padded in batches of ``batch_size`` (the completions are the
     same as one prompt at a time). Runs in eval mode under ``torch.inference_mode``
-    on the model's device and restores the model's mode.
+    on the model's device and restores the model's mode. ``progress``: a progress
+    bar over the batches (None: when there are two or more).
 
     >>> tok = build_tokenizer()
     >>> completions = generate_completions(build_model(tok), tok, ["What is 2 + 3?\\n", "Compute 4 * 2.\\n"], max_new_tokens=4)
@@ -910,7 +911,8 @@ def generate_completions(
     try:
         with torch.inference_mode():
             starts = range(0, len(prompts), batch_size)
-            for start in tqdm(starts, desc="generating", leave=False, disable=len(starts) < 2):
+            show = len(starts) >= 2 if progress is None else progress
+            for start in tqdm(starts, desc="generating", leave=False, disable=not show):
                 ids = tokenizer(list(prompts[start : start + batch_size]))["input_ids"]
                 width = max(len(x) for x in ids)
                 input_ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in ids], device=device)

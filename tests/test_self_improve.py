@@ -1,0 +1,284 @@
+"""The self-improvement experiment: candidate sampling and scoring, the arms' selection rules, the summary's
+claims, the table and plots, the configuration, and a whole run through ``qdc self-improve`` in smoke mode."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qdc_trainer.config import ConfigError, load_self_improve_config
+from qdc_trainer.self_improve import (
+    METRICS,
+    SelfImproveConfig,
+    _split_example,
+    choose,
+    probe_prompts,
+    sample_examples,
+    summarize,
+    write_results,
+)
+from qdc_trainer.tasks.arithmetic import ArithmeticConfig, build_model, build_tokenizer, generate_examples, verify
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "arithmetic" / "self_improve.yaml"
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def test_split_example():
+    assert _split_example("What is 2 + 3?\n2 + 3 = 5\nThe answer is 5.") == ("What is 2 + 3?\n", "2 + 3 = 5\nThe answer is 5.")
+    assert _split_example("What is 2") == ("What is 2", "")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = build_tokenizer()
+    return build_model(tok, seed=0, n_layer=1, n_embd=32), tok
+
+
+def test_sample_examples_is_seeded(tiny):
+    model, tok = tiny
+    state = torch.random.get_rng_state()
+    rows = sample_examples(model, tok, ["", "", "What is 2 + 3?\n"], max_new_tokens=12, seed=3)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global random state is untouched
+    assert rows == sample_examples(model, tok, ["", "", "What is 2 + 3?\n"], max_new_tokens=12, seed=3)
+    assert rows != sample_examples(model, tok, ["", "", "What is 2 + 3?\n"], max_new_tokens=12, seed=4)
+    assert rows[2]["prompt"] == "What is 2 + 3?\n"
+    assert all(r["valid"] == 0.0 for r in rows)  # an untrained model writes nothing correct
+
+
+def test_sample_examples_scores_and_confidence(tiny, monkeypatch):
+    """With generate scripted to known continuations, every field is checked by hand; confidence is the mean
+    log-likelihood of the generated tokens up to and including end-of-sequence, from a plain forward pass."""
+    model, tok = tiny
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    prompts = ["", "What is 2 + 3?\n", ""]
+    continuations = [
+        "Compute (4 + 3) * 2.\nStep 1: 4 + 3 = 7.\nStep 2: 7 * 2 = 14.\nAnswer: 14",  # a correct whole example
+        "2 + 3 = 6\nThe answer is 6.",  # a wrong solution to a given prompt
+    ]
+    gen_ids = [tok(c, add_special_tokens=False)["input_ids"] + [eos] for c in continuations]
+    width = max(len(g) for g in gen_ids)
+    # The third runs into max_new_tokens before its answer: no end-of-sequence token, no padding.
+    long = tok("What is (7 - 2) * 3 + 1?\n7 - 2 = 5\n5 * 3 = 15\n15 + 1 = 16\nThe answer is 16.", add_special_tokens=False)["input_ids"]
+    assert len(long) > width
+    gen_ids.append(long[:width])
+    scripted = torch.tensor([g + [pad] * (width - len(g)) for g in gen_ids])
+    monkeypatch.setattr(model, "generate", lambda input_ids, **kw: torch.cat([input_ids, scripted[: len(input_ids)]], 1))
+    rows = sample_examples(model, tok, prompts, max_new_tokens=width)
+    assert [r["valid"] for r in rows] == [1.0, 0.0, 0.0]
+    assert [r["num_ops"] for r in rows] == [2, 1, 3]
+    assert rows[0]["prompt"] == "Compute (4 + 3) * 2.\n" and rows[0]["completion"].startswith("Step 1: 4 + 3 = 7.")
+    assert rows[2]["prompt"] == "What is (7 - 2) * 3 + 1?\n" and rows[2]["text"] == tok.decode(long[:width])
+    assert rows[0]["key"] != rows[2]["key"]
+    for row, prompt, ids in zip(rows, prompts, gen_ids):
+        p_ids = tok(prompt)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p_ids + ids])).logits[0].float(), -1)
+        expected = np.mean([float(logp[len(p_ids) - 1 + i, t]) for i, t in enumerate(ids)])
+        assert row["confidence"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_sample_examples_scores_written_examples():
+    class Scripted:
+        """Stands in for a model: sample_examples only needs the verifier's view of the text."""
+
+    # The scoring path (split, verify, ops, key) on known texts, through the public row format.
+    good = generate_examples(1, ArithmeticConfig(noise=0.0, min_ops=2, max_ops=2), seed=1)[0]
+    prompt, completion = _split_example(good["text"])
+    assert verify(prompt, completion) == 1.0
+    from qdc_trainer.self_improve import _num_ops, _problem_key, _safe_verify
+
+    assert _safe_verify("garbage without a problem\n", "x") == 0.0
+    assert _num_ops(prompt) == 2 and _num_ops("no problem here") == 0
+    # The key names the problem, not its phrasing.
+    from qdc_trainer.tasks.arithmetic import Problem, render
+
+    p = Problem(4, (("+", 3), ("*", 2)))
+    assert _problem_key(render(p, 0)[0]) == _problem_key(render(p, 2)[0]) != _problem_key(render(Problem(4, (("+", 3),)), 0)[0])
+
+
+# --------------------------------------------------------------------------- the arms' selection rules
+
+
+def _candidates(n: int = 120, seed: int = 0) -> list[dict]:
+    """Arithmetic examples as sample_examples writes them: some corrupted, with made-up confidences that favour
+    one-operation problems (as a model's likelihood does)."""
+    from qdc_trainer.self_improve import _num_ops, _problem_key
+
+    rng = random.Random(seed)
+    rows = []
+    for ex in generate_examples(n, ArithmeticConfig(noise=0.3), seed=seed):
+        rows.append({"prompt": ex["prompt"], "completion": ex["completion"], "text": ex["text"],
+                     "valid": verify(ex["prompt"], ex["completion"]), "num_ops": _num_ops(ex["prompt"]),
+                     "key": _problem_key(ex["prompt"]), "confidence": -ex["num_ops"] + 0.1 * rng.random()})
+    return rows
+
+
+def test_quality_arm_keeps_the_most_confident_verified():
+    cands = _candidates()
+    picked = choose("quality", cands, 30)
+    valid = sorted((r for r in cands if r["valid"] == 1.0), key=lambda r: -r["confidence"])
+    assert [r["prompt"] for r in picked] == [r["prompt"] for r in valid[:30]]
+    assert all(r["num_ops"] == 1 for r in picked[:10])  # confidence favours the easy problems
+    assert choose("fixed_pool", cands, 30) == picked
+    assert len(choose("quality", cands, 10_000)) == len(valid)  # never more than the verified ones
+
+
+def test_reservoir_arm_mixes_in_the_original_data():
+    cands = _candidates()
+    original = [dict(r, prompt=f"original {i}") for i, r in enumerate(_candidates(50, seed=9))]
+    picked = choose("reservoir", cands, 40, original=original, reservoir_share=0.25, seed=1)
+    assert len(picked) == 40
+    assert sum(r["prompt"].startswith("original") for r in picked) == 10
+    assert [r["prompt"] for r in picked[:30]] == [r["prompt"] for r in choose("quality", cands, 30)]
+    with pytest.raises(ValueError, match="original data"):
+        choose("reservoir", cands, 40)
+
+
+def test_qdc_arm_is_verified_distinct_and_balanced():
+    cands = _candidates(200)
+    cands += [dict(cands[0]) for _ in range(20)]  # a repeated problem
+    quality_pick = choose("quality", cands, 50)
+    picked = choose("qdc", cands, 50, n_clusters=8, seed=0)
+    assert len(picked) == 50
+    assert all(verify(r["prompt"], r["completion"]) == 1.0 for r in picked)
+    assert len({r["key"] for r in picked}) == 50  # one per problem
+    assert {"quality", "complexity", "cluster"} <= set(picked[0])
+    # Against the most-confident rule: more complex, more distinct.
+    assert np.mean([r["num_ops"] for r in picked]) > np.mean([r["num_ops"] for r in quality_pick]) + 0.5
+    assert len({r["key"] for r in quality_pick}) < 50
+    assert choose("qdc", [], 5) == []
+    with pytest.raises(ValueError, match="arm="):
+        choose("best", cands, 5)
+
+
+# --------------------------------------------------------------------------- summary, table, plots
+
+
+def _rows(collapse: bool) -> list[dict]:
+    """Two seeds, rounds 0..2: the quality arm collapses (or not), the QDC arm holds."""
+    rows = []
+    for seed in (0, 1):
+        for arm in ("quality", "qdc"):
+            for r in range(3):
+                bad = collapse and arm == "quality"
+                row = {m: 0.5 for m in METRICS}
+                row.update(seed=seed, arm=arm, round=r, valid=0.5 + (0.2 * r if bad else 0.05 * r),
+                           data_ops=2.0 - (0.4 * r if bad else 0.0), data_unique=0.9 - (0.3 * r if bad else 0.0),
+                           acc_id=0.8 - (0.3 * r if bad else 0.02 * r), acc_ood=0.3 - (0.1 * r if bad else 0.0),
+                           detector=int(bad and r >= 1))
+                rows.append(row)
+    return rows
+
+
+def test_summary_claims():
+    held = summarize(_rows(collapse=True), ["quality", "qdc"])["claims"]
+    assert held["quality_collapses"]["held"] and held["quality_collapses"]["acc_id"] == pytest.approx([0.8, 0.2])
+    assert held["qdc_beats_quality_id"]["held"] and held["qdc_beats_quality_id"]["seeds_won"] == "2/2"
+    assert held["qdc_beats_quality_ood"]["held"]
+    # Accuracy fell 30 points at round 1, and the detector warned at round 1.
+    assert held["detector_early"]["held"] and held["detector_early"]["warning_round"] == {0: 1, 1: 1}
+    not_held = summarize(_rows(collapse=False), ["quality", "qdc"])["claims"]
+    assert not not_held["quality_collapses"]["held"]
+    assert not not_held["qdc_beats_quality_id"]["held"]
+    assert not not_held["detector_early"]["held"]  # no accuracy drop to detect: nothing to claim
+
+
+def test_table_and_plots(tmp_path):
+    rows = _rows(collapse=True)
+    table, figures = write_results(rows, tmp_path, arms=["quality", "qdc"], summary=summarize(rows, ["quality", "qdc"]))
+    text = table.read_text()
+    # Round 2 of the quality arm: acc_id 0.2 in both seeds, every seed warned.
+    line = next(l for l in text.splitlines() if l.startswith("| 2 | quality |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    header = [c.strip() for c in next(l for l in text.splitlines() if l.startswith("| round")).strip("|").split("|")]
+    assert cells[header.index("acc_id")] == "0.200 ± 0.000"
+    assert cells[header.index("detector")] == "2/2"
+    assert "claim quality_collapses: held" in text
+    names = {f.name for f in figures}
+    assert {"overview.png", "acc_id.png", "valid.png", "data_unique.png"} <= names
+    assert all(f.stat().st_size > 1000 for f in figures)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_recipe_parses():
+    cfg = load_self_improve_config(RECIPE, [])
+    assert {"quality", "qdc"} <= set(cfg.arms) and len(cfg.seeds) >= 3 and cfg.rounds >= 3
+    assert cfg.budget < cfg.candidates
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--arms", "quality", "best"], "arms="),
+        (["--budget", "5000"], "larger than candidates"),
+        (["--seeds", "1", "1"], "seeds="),
+        (["--rounds", "0"], "rounds=0"),
+        (["--probe_samples", "1"], "probe_samples"),
+        (["--reservoir_share", "1.5"], "reservoir_share"),
+        (["--roundz", "3"], "did you mean --rounds"),
+        (["--rounds", "three"], "invalid int value"),
+    ],
+)
+def test_bad_settings(flags, match):
+    with pytest.raises(ConfigError, match=match):
+        load_self_improve_config(RECIPE, flags)
+
+
+def test_smoke_shrinks():
+    cfg = SelfImproveConfig(smoke=True)
+    assert cfg.rounds == 2 and cfg.candidates < 100 and cfg.seeds == [0]
+
+
+def test_probes_are_template_openings():
+    probes = probe_prompts()
+    assert len(probes) == 8 and probes[0] == "What is" and all("{" not in p for p in probes)
+
+
+# --------------------------------------------------------------------------- a whole run
+
+
+def _qdc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "qdc"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_smoke_run_through_the_cli(tmp_path):
+    out = tmp_path / "run"
+    args = ["self-improve", "--config", str(RECIPE), "--smoke", "true", "--output_dir", str(out),
+            "--arms", "quality", "qdc", "reservoir", "fixed_pool"]
+    first = _qdc(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "claim quality_collapses" in first.stdout and "table:" in first.stdout
+    rows = json.loads((out / "results.json").read_text())
+    assert {(r["arm"], r["round"]) for r in rows} == {(a, k) for a in ("quality", "qdc", "reservoir", "fixed_pool") for k in range(3)}
+    assert all(set(METRICS) <= set(r) for r in rows)
+    assert (out / "results.md").is_file() and (out / "overview.png").is_file() and (out / "acc_id.png").is_file()
+    assert (out / "seed0" / "qdc" / "round2_data.jsonl").is_file() and (out / "seed0" / "qdc" / "model").is_dir()
+    # Round 0 is the same first model in every arm.
+    round0 = {json.dumps({k: v for k, v in r.items() if k not in ("arm", "detector")}, sort_keys=True)
+              for r in rows if r["round"] == 0}
+    assert len(round0) == 1
+    # The same command again reuses every finished seed and arm.
+    again = _qdc(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text()) == rows
+    assert "round 1:" not in again.stdout  # nothing was trained again
+    # Other settings into the same folder are refused, naming what changed.
+    changed = _qdc(*args, "--temperature", "0.7", cwd=tmp_path)
+    assert changed.returncode == 2 and "temperature" in changed.stderr
