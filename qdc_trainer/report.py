@@ -302,7 +302,7 @@ def key_group(key: str) -> str | None:
     """The figure a logged key belongs to: one of ``GROUPS``, or None (not plotted, e.g. ``grad_norm``).
 
     >>> [key_group(k) for k in ("loss", "qdc/gen/per_input/vendi", "qdc/gen/length", "qdc/sampler/ess_ratio",
-    ...                         "qdc/collapse/level", "qdc/gen/seconds", "grad_norm")]
+    ...                         "qdc/collapse/level", "qdc/probe/score", "grad_norm")]
     ['training', 'diversity', 'generation', 'sampler', 'collapse', 'other', None]
     """
     if key in TRAINING_KEYS:

@@ -48,6 +48,7 @@ def synthetic_history(narrowing: bool) -> list[dict]:
             "qdc/gen/per_input/self_bleu": 1 - d2, "qdc/gen/across_input/self_bleu": 0.95 - d2,
             "qdc/gen/length": 12.0, "qdc/gen/entropy": 3 * d2, "qdc/gen/repetition": 0.0,
             "qdc/gen/empty_rate": 0.0, "qdc/gen/quality": 0.8, "qdc/gen/seconds": 0.25,
+            "qdc/probe/score": 0.5,  # a key of no known group: the "other" figure
         })
         level = 0.0
         if narrowing and step >= WARNING_STEP:
@@ -428,3 +429,10 @@ def test_profile_with_no_usable_column_is_a_clear_error(tmp_path):
         write_profile_report({"quality": ["good", "bad"]}, tmp_path)
     with pytest.raises(TypeError, match="DataFrame or a dict of lists"):
         write_profile_report([1, 2, 3], tmp_path)
+
+
+def test_monitor_timing_is_a_generation_series():
+    from qdc_trainer.report import key_group
+
+    assert key_group("qdc/gen/seconds") == "generation"
+    assert key_group("qdc/probe/score") == "other"
