@@ -43,3 +43,9 @@ def test_calibrate_collapse_smoke():
     out = run_smoke("calibrate_collapse.py")
     assert "collapse detector calibration" in out
     assert "the shipped defaults" in out and "false alarms" in out
+
+
+def test_bench_selection_smoke():
+    out = run_smoke("bench_selection.py")
+    assert "no keys" in out and "with keys" in out
+    assert "100000" in out
