@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -799,7 +798,7 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, arms: 
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += [
         "", "## Every round", "",
-        f"Means over the seeds, ± the standard deviation between seeds. `data_*` describe the data each round "
+        "Means over the seeds, ± the standard deviation between seeds. `data_*` describe the data each round "
         "trained on. `detector`: seeds whose collapse detector had warned (or declared collapse) by that round.", "",
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
     ]

@@ -4,7 +4,6 @@ claims, the table and plots, the configuration, and a whole run through ``qdc se
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import subprocess
@@ -89,11 +88,8 @@ def test_sample_examples_scores_and_confidence(tiny, monkeypatch):
         assert row["confidence"] == pytest.approx(expected, abs=1e-4)
 
 
-def test_sample_examples_scores_written_examples():
-    class Scripted:
-        """Stands in for a model: sample_examples only needs the verifier's view of the text."""
-
-    # The scoring path (split, verify, ops, key) on known texts, through the public row format.
+def test_scoring_helpers():
+    # The scoring path of a generated example (split, verify, operations, problem key) on known texts.
     good = generate_examples(1, ArithmeticConfig(noise=0.0, min_ops=2, max_ops=2), seed=1)[0]
     prompt, completion = _split_example(good["text"])
     assert verify(prompt, completion) == 1.0
