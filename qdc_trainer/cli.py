@@ -37,12 +37,6 @@ A finished seed and arm is reused when the same command runs again (--overwrite 
 """
 
 
-def _settings_help(trainer: str = "qdc") -> str:
-    from .config import config_parser
-
-    return config_parser(trainer).format_help().split("\n", 2)[-1]
-
-
 def _add_config_command(sub: argparse._SubParsersAction, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=description, add_help=False,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,18 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            and _recipe_kind(args.config) == "self_improve"):
         return _self_improve(improve, args, rest)
     command = train if args.command == "train" else profile
+    from .config import ConfigError, config_parser, load_config
+
     if args.help:
-        command.print_help()
-        print("\nrecipe keys (YAML keys, or flags after the file):")
-        print(_settings_help())
-        return 0
-    from .config import ConfigError, load_config
+        return _help(command, config_parser())
 
     try:
         cfg = load_config(args.config, rest)
     except ConfigError as err:
-        print(f"qdc {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _error(args.command, err)
     from .run import profile_recipe, train_recipe
 
     try:
@@ -109,9 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             page = profile_recipe(cfg)
             print(f"profile: {page}")
     except (ValueError, FileNotFoundError) as err:
-        print(f"qdc {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _error(args.command, err)
     return 0
+
+
+def _help(command: argparse.ArgumentParser, settings: argparse.ArgumentParser) -> int:
+    """A subcommand's help, then every recipe key of its settings parser."""
+    command.print_help()
+    print("\nrecipe keys (YAML keys, or flags after the file):")
+    print(settings.format_help().split("\n", 2)[-1])
+    return 0
+
+
+def _error(command: str, err: Exception | str) -> int:
+    print(f"qdc {command}: error: {err}", file=sys.stderr)
+    return 2
 
 
 def _recipe_kind(path: str) -> str:
@@ -127,22 +130,17 @@ def _self_improve(parser: argparse.ArgumentParser, args: argparse.Namespace, res
     from .config import ConfigError, load_self_improve_config, self_improve_parser
 
     if args.help:
-        parser.print_help()
-        print("\nrecipe keys (YAML keys, or flags after the file):")
-        print(self_improve_parser().format_help().split("\n", 2)[-1])
-        return 0
+        return _help(parser, self_improve_parser())
     try:
         cfg = load_self_improve_config(args.config, rest)
     except ConfigError as err:
-        print(f"qdc self-improve: error: {err}", file=sys.stderr)
-        return 2
+        return _error("self-improve", err)
     from .self_improve import run_self_improvement
 
     try:
         result = run_self_improvement(cfg)
     except (ValueError, FileNotFoundError) as err:
-        print(f"qdc self-improve: error: {err}", file=sys.stderr)
-        return 2
+        return _error("self-improve", err)
     print(f"run folder: {result['output_dir']}")
     return 0
 
@@ -153,14 +151,12 @@ def _report(args: argparse.Namespace) -> int:
     from .report import write_run_report
 
     if args.labels and len(args.labels) != len(args.runs):
-        print(f"qdc report: error: {len(args.labels)} labels for {len(args.runs)} runs", file=sys.stderr)
-        return 2
+        return _error("report", f"{len(args.labels)} labels for {len(args.runs)} runs")
     out = args.out or (os.path.join(args.runs[0], "report") if len(args.runs) == 1 else "qdc_report")
     try:
         page = write_run_report(args.runs, out, labels=args.labels)
     except (ValueError, FileNotFoundError) as err:
-        print(f"qdc report: error: {err}", file=sys.stderr)
-        return 2
+        return _error("report", err)
     print(f"report: {page}")
     return 0
 

@@ -135,17 +135,32 @@ def _training_class(trainer: str) -> type:
     return TrainingArguments
 
 
-def config_parser(trainer: str = "qdc") -> Any:
-    """The ``HfArgumentParser`` over the four groups; its ``error`` raises :class:`ConfigError` instead of exiting."""
+def _hf_parser(groups: list[type]) -> Any:
+    """An ``HfArgumentParser`` over ``groups`` whose ``error`` raises :class:`ConfigError` instead of exiting."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser([ModelArguments, DataArguments, QDCArguments, _training_class(trainer)])
+    parser = HfArgumentParser(groups)
 
     def error(message: str) -> None:
         raise ConfigError(message)
 
     parser.error = error  # type: ignore[method-assign]
     return parser
+
+
+def _parse(parser: Any, args: list[str], where: str) -> tuple:
+    """The parsed dataclasses; a bad value becomes a :class:`ConfigError` that says where it came from."""
+    try:
+        return parser.parse_args_into_dataclasses(args=args)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def config_parser(trainer: str = "qdc") -> Any:
+    """The ``HfArgumentParser`` over the four groups; its ``error`` raises :class:`ConfigError` instead of exiting."""
+    return _hf_parser([ModelArguments, DataArguments, QDCArguments, _training_class(trainer)])
 
 
 def _known_keys(trainer: str) -> set[str]:
@@ -197,13 +212,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     _check_overrides(overrides, known)
     if "output_dir" not in mapping and "--output_dir" not in overrides:
         flags += ["--output_dir", os.path.join("runs", os.path.splitext(os.path.basename(str(path)))[0] if path else "qdc")]
-    parser = config_parser(trainer)
-    try:
-        model, data, qdc, training = parser.parse_args_into_dataclasses(args=flags + overrides)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"{where}: {e}") from None
+    model, data, qdc, training = _parse(config_parser(trainer), flags + overrides, where)
     _validate(model, data, qdc, where)
     if qdc.smoke:
         _shrink(data, qdc, training)
@@ -254,17 +263,9 @@ def recipe_kind(path: str | os.PathLike | None) -> str:
 
 def self_improve_parser() -> Any:
     """The ``HfArgumentParser`` of ``qdc self-improve`` (one group: :class:`~qdc_trainer.self_improve.SelfImproveConfig`)."""
-    from transformers import HfArgumentParser
-
     from .self_improve import SelfImproveConfig
 
-    parser = HfArgumentParser([SelfImproveConfig])
-
-    def error(message: str) -> None:
-        raise ConfigError(message)
-
-    parser.error = error  # type: ignore[method-assign]
-    return parser
+    return _hf_parser([SelfImproveConfig])
 
 
 def load_self_improve_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Any:
@@ -281,12 +282,7 @@ def load_self_improve_config(path: str | os.PathLike | None, overrides: list[str
     known = {f.name for f in fields(SelfImproveConfig)}
     flags = _to_flags(mapping, where, known)
     _check_overrides(overrides, known)
-    try:
-        (cfg,) = self_improve_parser().parse_args_into_dataclasses(args=flags + overrides)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"{where}: {e}") from None
+    (cfg,) = _parse(self_improve_parser(), flags + overrides, where)
     return cfg
 
 

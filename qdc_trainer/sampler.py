@@ -122,6 +122,33 @@ def _column(values: Any, name: str, n: int | None, *, integer: bool = False) -> 
     return arr
 
 
+def _dataset_columns(dataset: Any, spec: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    """Score columns of a ``datasets.Dataset`` by argument name; ``spec`` maps an argument to (the parameter that
+    named its column, the column or None to leave it out). ``keys`` comes back as a list, any other column as a
+    numeric array."""
+    names = dataset.column_names
+    out: dict[str, Any] = {}
+    for arg, (param, column) in spec.items():
+        if column is None:
+            continue
+        if column not in names:
+            raise ValueError(
+                f"{arg}: column {column!r} is not in the dataset (columns: {names}); pass {param}=None to "
+                "leave it out, or compute it with qdc_trainer.metrics.score_dataset"
+            )
+        if arg == "keys":
+            out[arg] = list(dataset[column])
+            continue
+        try:
+            values = np.asarray(dataset.with_format("numpy")[column])
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"column {column!r} is not numeric: {err}") from None
+        if values.dtype == object:
+            raise TypeError(f"column {column!r} is not numeric (mixed or missing values)")
+        out[arg] = values
+    return out
+
+
 def _moments(x: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation in float64, a chunk at a time (no N-sized float64 copy)."""
     total, total_sq = 0.0, 0.0
@@ -267,24 +294,10 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         names = getattr(dataset, "column_names", None)
         if names is None:
             raise TypeError(f"from_dataset needs a datasets.Dataset with named columns, got {type(dataset).__name__}")
-        columns = {}
-        for arg, column in (
-            ("quality", quality_column), ("complexity", complexity_column),
-            ("clusters", cluster_column), ("base_weights", weight_column),
-        ):
-            if column is None:
-                continue
-            if column not in names:
-                raise ValueError(
-                    f"{arg}: column {column!r} is not in the dataset (columns: {names}); pass {arg}_column=None to "
-                    "leave it out, or compute it with qdc_trainer.metrics.score_dataset"
-                )
-            try:
-                columns[arg] = np.asarray(dataset.with_format("numpy")[column])
-            except (TypeError, ValueError) as err:
-                raise TypeError(f"column {column!r} is not numeric: {err}") from None
-            if columns[arg].dtype == object:
-                raise TypeError(f"column {column!r} is not numeric (mixed or missing values)")
+        columns = _dataset_columns(dataset, {
+            "quality": ("quality_column", quality_column), "complexity": ("complexity_column", complexity_column),
+            "clusters": ("cluster_column", cluster_column), "base_weights": ("weight_column", weight_column),
+        })
         try:
             return cls(len(dataset), **columns, **kwargs)
         except (TypeError, ValueError) as err:

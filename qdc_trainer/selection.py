@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .sampler import QDCSamplerConfig, _column, _dense_ids, _moments, _zscore
+from .sampler import QDCSamplerConfig, _column, _dataset_columns, _dense_ids, _moments, _zscore
 
 __all__ = ["select_budget", "select_dataset", "cluster_quotas"]
 
@@ -207,15 +207,8 @@ def select_dataset(
     names = getattr(dataset, "column_names", None)
     if names is None or not hasattr(dataset, "select"):
         raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}")
-    columns: dict[str, Any] = {}
-    for arg, column in (("quality", quality_column), ("complexity", complexity_column),
-                        ("clusters", cluster_column), ("keys", key_column)):
-        if column is None:
-            continue
-        if column not in names:
-            raise ValueError(
-                f"{arg}: column {column!r} is not in the dataset (columns: {names}); pass {arg if arg != 'clusters' else 'cluster'}"
-                f"_column=None to leave it out, or compute it with qdc_trainer.metrics.score_dataset"
-            )
-        columns[arg] = list(dataset[column]) if arg == "keys" else np.asarray(dataset.with_format("numpy")[column])
+    columns = _dataset_columns(dataset, {
+        "quality": ("quality_column", quality_column), "complexity": ("complexity_column", complexity_column),
+        "clusters": ("cluster_column", cluster_column), "keys": ("key_column", key_column),
+    })
     return dataset.select(select_budget(len(dataset), budget, **columns, **kwargs).tolist())

@@ -87,6 +87,7 @@ METRICS: dict[str, str] = {
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
 CONFIG_FILE = "config.json"
+CANDIDATES_FILE = "round0_candidates.jsonl"
 DETECTOR_WATCH = ("qdc/gen/per_input/distinct_2", "qdc/gen/across_input/distinct_2", "qdc/gen/per_input/self_bleu",
                   "gen_unique:decrease")
 """What the collapse detector watches, one observation per round: the probe series with their calibrated
@@ -501,7 +502,8 @@ def _base_job(cfg_dict: dict[str, Any], seed: int) -> dict[str, Any]:
     _train(model, tokenizer, splits["original"], steps=cfg.base_steps, learning_rate=cfg.base_learning_rate, cfg=cfg,
            seed=seed, output_dir=str(folder / "trainer"))
     model.save_pretrained(folder / "base")
-    stats, _ = _measure(model, tokenizer, cfg, splits, seed, 0, "quality")
+    stats, candidates = _measure(model, tokenizer, cfg, splits, seed, 0, "quality")
+    _write_jsonl(folder / CANDIDATES_FILE, candidates)  # round 1's candidates in every arm but fixed_pool
     stats.update(_data_stats(splits["original"], cfg.budget, seed))
     row = {"seed": seed, "round": 0, **stats, "seconds": time.perf_counter() - start}
     done.write_text(json.dumps(row, indent=1))
@@ -527,11 +529,14 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str) -> list[dict[str, An
     base = json.loads((folder / "base.json").read_text())
     detectors = watch_from_keys(list(DETECTOR_WATCH))
     rows = [{**base, "arm": arm, "detector": _detect(detectors, base, 0)}]
-    # The first model's candidates (the same samples in every arm but fixed_pool, which asks for solutions only).
-    candidates = sample_examples(
-        model, tokenizer, _candidate_prompts(arm, cfg, splits, seed, 0), temperature=cfg.temperature,
-        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size, seed=_stream(seed, 0, 1),
-    )
+    # The first model's candidates: written by _base_job, except for fixed_pool, which asks for solutions only.
+    if arm == "fixed_pool":
+        candidates = sample_examples(
+            model, tokenizer, _candidate_prompts(arm, cfg, splits, seed, 0), temperature=cfg.temperature,
+            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size, seed=_stream(seed, 0, 1),
+        )
+    else:
+        candidates = _read_jsonl(folder / CANDIDATES_FILE)
     for round_ in range(1, cfg.rounds + 1):
         start = time.perf_counter()
         data = choose(arm, candidates, cfg.budget, original=splits["original"], reservoir_share=cfg.reservoir_share,
@@ -552,10 +557,17 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str) -> list[dict[str, An
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows without their ``text`` (it is ``prompt + completion``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps({k: v for k, v in row.items() if k != "text"}) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [dict(row, text=row["prompt"] + row["completion"]) for row in rows]
 
 
 def _detect(detectors: list, row: dict[str, Any], round_: int) -> int:
@@ -584,9 +596,9 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignored}
     stored = out / CONFIG_FILE
     if stored.is_file() and not cfg.overwrite:
-        previous = json.loads(stored.read_text())
-        if previous != json.loads(json.dumps(settings)):
-            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != json.loads(json.dumps(settings)).get(k))
+        previous, current = json.loads(stored.read_text()), json.loads(json.dumps(settings))
+        if previous != current:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)}); choose another "
                              "output_dir or pass --overwrite true")
     if cfg.overwrite and out.exists():
@@ -674,6 +686,11 @@ def _first_round(rows: Sequence[dict[str, Any]], arm: str, seed: int, test: Call
     return None
 
 
+def _first_warnings(rows: Sequence[dict[str, Any]], arm: str, seeds: Sequence[int]) -> dict[int, int | None]:
+    """Per seed, the first round in which the arm's collapse detector warned (None: never)."""
+    return {s: _first_round(rows, arm, s, lambda r: r.get("detector", 0) >= 1) for s in seeds}
+
+
 def summarize(rows: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[str, Any]:
     """Per arm: the first and last round's means over seeds, when the detector warned, and which claims held.
 
@@ -695,7 +712,7 @@ def summarize(rows: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[str, 
             continue
         first = {m: _mean(arm_rows, 0, m) for m in METRICS if m != "detector"}
         final = {m: _mean(arm_rows, last, m) for m in METRICS if m != "detector"}
-        warned = {s: _first_round(rows, arm, s, lambda r: r.get("detector", 0) >= 1) for s in seeds}
+        warned = _first_warnings(rows, arm, seeds)
         per_arm[arm] = {"round_0": first, "final": final, "warned": warned}
     claims: dict[str, Any] = {}
     if "quality" in per_arm:
@@ -772,6 +789,7 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, arms: 
     out.mkdir(parents=True, exist_ok=True)
     seeds = sorted({r["seed"] for r in rows})
     rounds = sorted({r["round"] for r in rows})
+    firsts = {arm: _first_warnings(rows, arm, seeds) for arm in arms}
     header = ["round", "arm", *TABLE_COLUMNS]
     last = rounds[-1]
     lines = [
@@ -793,7 +811,7 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, arms: 
             end = np.array([r[m] for r in sel if r["round"] == last and r.get(m) is not None and math.isfinite(r[m])])
             spread = f" ± {end.std():.2f}" if len(end) > 1 else ""
             cells.append(f"{_fmt(start)} → {_fmt(float(end.mean())) if len(end) else 'n/a'}{spread}")
-        warned = [_first_round(rows, arm, seed, lambda r: r.get("detector", 0) >= 1) for seed in seeds]
+        warned = firsts[arm].values()
         cells.append(", ".join("–" if w is None else str(w) for w in warned))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += [
@@ -810,8 +828,7 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, arms: 
             cells = [str(round_), arm]
             for m in TABLE_COLUMNS:
                 if m == "detector":
-                    warned = sum(any(r2.get("detector", 0) >= 1 for r2 in rows if r2.get("arm") == arm and
-                                     r2["seed"] == r["seed"] and r2["round"] <= round_) for r in sel)
+                    warned = sum(firsts[arm][r["seed"]] is not None and firsts[arm][r["seed"]] <= round_ for r in sel)
                     cells.append(f"{warned}/{len(sel)}")
                     continue
                 values = np.array([r[m] for r in sel if r.get(m) is not None and math.isfinite(r[m])])
@@ -834,6 +851,8 @@ def _plot(rows: Sequence[dict[str, Any]], out: Path, arms: Sequence[str]) -> lis
     Figure = _figure_class()
     figures = []
     metrics = [m for m in METRICS if m != "detector" and any(m in r for r in rows)]
+    seeds = sorted({r["seed"] for r in rows})
+    firsts = {arm: sorted({w for w in _first_warnings(rows, arm, seeds).values() if w is not None}) for arm in arms}
     grid = Figure(figsize=(16, 3.2 * math.ceil(len(metrics) / 4)))
     axes = grid.subplots(math.ceil(len(metrics) / 4), 4, squeeze=False).ravel()
     for i, metric in enumerate(metrics):
@@ -845,12 +864,9 @@ def _plot(rows: Sequence[dict[str, Any]], out: Path, arms: Sequence[str]) -> lis
                     continue
                 ax.plot(rounds, mean, marker="o", color=_color(j), label=arm)
                 ax.fill_between(rounds, lo, hi, color=_color(j), alpha=0.15, linewidth=0)
-                warned = [r["round"] for r in rows if r.get("arm") == arm and r.get("detector", 0) >= 1]
+                warned = firsts[arm]
                 if warned:  # the first warning round of each seed, on the mean curve
-                    firsts = sorted({min(r2["round"] for r2 in rows if r2.get("arm") == arm and r2["seed"] == s
-                                         and r2.get("detector", 0) >= 1)
-                                     for s in {r["seed"] for r in rows if r.get("arm") == arm and r.get("detector", 0) >= 1}})
-                    ax.scatter(firsts, np.interp(firsts, rounds, mean), marker="v", s=60, color=_color(j), zorder=5)
+                    ax.scatter(warned, np.interp(warned, rounds, mean), marker="v", s=60, color=_color(j), zorder=5)
             ax.set_title(METRICS[metric], fontsize=9)
             ax.set_xlabel("round")
             ax.grid(alpha=0.3)
