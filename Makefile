@@ -1,5 +1,6 @@
 # One-command setup for a fresh clone.
 #   make demo   create .venv, install qdc-trainer, run the main job (recipes/arithmetic/sft_qdc.yaml)
+#               (DEMO_ARGS adds flags, e.g. make demo DEMO_ARGS="--smoke true")
 #   make test   create .venv, install qdc-trainer with its dev tools, run the tests
 #
 # torch is installed first, on its own, so that no CUDA build is pulled in.
@@ -11,6 +12,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
+DEMO_ARGS ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
@@ -23,15 +25,15 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.demo: $(VENV)/.torch pyproject.toml
-	$(PIP) install --quiet -e ".[embeddings,plot]"
+	$(PIP) install --quiet -e ".[embeddings,plot,tensorboard]"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.torch pyproject.toml
-	$(PIP) install --quiet -e ".[embeddings,trl,plot,dev]"
+	$(PIP) install --quiet -e ".[embeddings,trl,plot,tensorboard,dev]"
 	touch $@
 
 demo: $(VENV)/.demo
-	$(VENV)/bin/qdc train --config recipes/arithmetic/sft_qdc.yaml
+	$(VENV)/bin/qdc train --config recipes/arithmetic/sft_qdc.yaml $(DEMO_ARGS)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest tests qdc_trainer -q
