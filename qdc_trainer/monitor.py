@@ -139,6 +139,9 @@ def measure_generations(
         matrix = np.asarray(embeddings, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[0] != len(flat):
             raise ValueError(f"embeddings must have one row per sample ({len(flat)}), got shape {matrix.shape}")
+        if not np.isfinite(matrix).all():  # checked here: a NaN row must not pass for an all-zero one
+            bad = np.unique(np.nonzero(~np.isfinite(matrix))[0])[:5].tolist()
+            raise ValueError(f"embeddings contain NaN or inf (rows {bad}); fix the embedder")
         rows = [matrix[p * k : (p + 1) * k] for p in range(len(groups))]
         for name, metric in EMBEDDING_METRICS.items():
             add(name, metric, rows)

@@ -93,6 +93,7 @@ def test_zero_embedding_rows_are_left_out_of_the_embedding_measures():
         ([["a", "b"], ["c"]], {}, ValueError),
         ([["a", 3]], {}, TypeError),
         ([["a", "b"]], {"embeddings": np.zeros((3, 2))}, ValueError),
+        ([["a", "b"]], {"embeddings": np.array([[1.0, 0.0], [np.nan, np.nan]])}, ValueError),
         ([["a", "b"]], {"scores": [1.0]}, ValueError),
         ([["a", "b"]], {"num_tokens": [[1, 2, 3]]}, ValueError),
     ],
