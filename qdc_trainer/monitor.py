@@ -436,7 +436,7 @@ class GenerationMonitorCallback(TrainerCallback):
                 "measure": "measuring the samples", "save": f"writing {SAMPLES_FILE}"}[kind]
         message = f"GenerationMonitorCallback: {what} failed at step {step} ({type(err).__name__}: {err})"
         if self.failures[kind] == 1:
-            logger.warning(f"{message}; the values it gives are NaN (or absent) and training goes on. "
+            logger.warning(f"{message}; what it should give is logged as NaN and training goes on. "
                            "Later failures of this kind in this run are logged at debug level only.",
                            exc_info=err if err.__traceback__ is not None else None)
         else:
