@@ -63,6 +63,26 @@ TEXT_METRICS: dict[str, Callable[[list[str]], float]] = {
 }
 
 
+def _without_zero_rows(metric: Callable[[np.ndarray], float], min_rows: int) -> Callable[[np.ndarray], float]:
+    """The metric over the rows that have a direction; NaN when fewer than ``min_rows`` of them are left.
+
+    An empty sample embedded by a lexical embedder (``HashingEmbedder``, or a mean over no
+    tokens) is an all-zero row: it has no direction, so no cosine or Vendi value.
+    """
+
+    def wrapped(matrix: np.ndarray) -> float:
+        rows = matrix[np.abs(matrix).max(axis=1) > 0] if len(matrix) else matrix
+        return metric(rows) if len(rows) >= min_rows else float("nan")
+
+    return wrapped
+
+
+EMBEDDING_METRICS: dict[str, Callable[[np.ndarray], float]] = {
+    "vendi": _without_zero_rows(vendi_score, 1),
+    "cosine_distance": _without_zero_rows(mean_pairwise_cosine_distance, 2),
+}
+
+
 def measure_generations(
     samples: Sequence[Sequence[str]],
     *,
@@ -79,7 +99,10 @@ def measure_generations(
     plus ``.../vendi`` and ``.../cosine_distance`` when ``embeddings`` (one row per
     sample, prompt-major) are given. Higher self-BLEU and compression ratio mean
     *less* diverse. A collection whose texts are all empty has no value (NaN) and is
-    left out of the mean.
+    left out of the mean. All-zero embedding rows (what a lexical embedder such as
+    ``HashingEmbedder`` gives an empty sample: no direction) are left out of the
+    embedding measures; a collection with no row left (Vendi) or fewer than two
+    (cosine distance) is NaN and left out of the mean.
 
     Complexity: ``length`` (mean generated tokens, from ``num_tokens``, else words),
     ``repetition`` (mean share of repeated word 3-grams within a sample),
@@ -116,9 +139,12 @@ def measure_generations(
         matrix = np.asarray(embeddings, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[0] != len(flat):
             raise ValueError(f"embeddings must have one row per sample ({len(flat)}), got shape {matrix.shape}")
+        if not np.isfinite(matrix).all():  # checked here: a NaN row must not pass for an all-zero one
+            bad = np.unique(np.nonzero(~np.isfinite(matrix))[0])[:5].tolist()
+            raise ValueError(f"embeddings contain NaN or inf (rows {bad}); fix the embedder")
         rows = [matrix[p * k : (p + 1) * k] for p in range(len(groups))]
-        add("vendi", vendi_score, rows)
-        add("cosine_distance", mean_pairwise_cosine_distance, rows)
+        for name, metric in EMBEDDING_METRICS.items():
+            add(name, metric, rows)
 
     if num_tokens is not None:
         counts = np.asarray([list(c) for c in num_tokens], dtype=np.float64)
@@ -158,7 +184,11 @@ class GenerationMonitorConfig:
     top_k: int = field(default=0, metadata={"help": "top-k sampling (0: off)"})
     seed: int = field(default=0, metadata={"help": "sampling seed; the training RNG streams are left untouched"})
     at_start: bool = field(default=True, metadata={"help": "also generate before the first step (the baseline)"})
-    save_samples: bool = field(default=True, metadata={"help": f"append the samples to <output_dir>/{SAMPLES_FILE}"})
+    save_samples: bool = field(
+        default=True,
+        metadata={"help": f"write the samples to <output_dir>/{SAMPLES_FILE} (a fresh run starts it anew, a resumed one "
+                          "keeps the steps its checkpoint covers)"},
+    )
     generation_kwargs: dict[str, Any] | None = field(
         default=None, metadata={"help": "extra keyword arguments for model.generate (override the ones above)"}
     )
@@ -217,14 +247,29 @@ class GenerationMonitorCallback(TrainerCallback):
     the generated tokens, in nats), ``qdc/gen/repetition``, ``qdc/gen/empty_rate``,
     ``qdc/gen/quality`` (with a scorer) and ``qdc/gen/seconds`` (wall time of the evaluation).
 
-    The samples are appended to ``<output_dir>/qdc_generations.jsonl`` (``step``,
+    Each evaluation's samples are appended to ``<output_dir>/qdc_generations.jsonl`` (``step``,
     ``prompt_index``, ``prompt``, ``sample``, ``completion``, ``num_tokens``) and logged as a
-    W&B table (``qdc/gen/samples``) when W&B is among ``report_to``.
+    W&B table (``qdc/gen/samples``) when W&B is among ``report_to``. The file holds one run:
+    a fresh ``train()`` (step 0) starts it anew (with a warning when it held samples), as the
+    Trainer overwrites what it writes in ``output_dir``; a run resumed from a checkpoint at
+    step N keeps the records of steps <= N and drops later ones (rewritten atomically), so it
+    ends up as an uninterrupted run's file. With ``save_samples=False`` the file is not touched.
+
+    A monitor never stops training: when generating, embedding, scoring, measuring or
+    writing the samples fails, training goes on, the values that could not be computed are
+    logged as NaN (the collapse detector skips NaN), the samples are still written (they are
+    written before they are measured), and the first failure of each kind in a run is logged
+    as a warning (later ones at debug level; ``failures`` counts them). Set-up errors (no
+    trainer, no tokenizer, prompts that cannot fit the context) still raise in ``on_train_begin``.
 
     Several processes: prompts are split over ranks and every rank makes the same number
     of ``generate`` calls (short ranks repeat a prompt and drop the result), as ZeRO-3 and
     FSDP require; the samples are gathered, measured once on the main process and the
-    numbers broadcast, so every rank logs the same values.
+    numbers broadcast, so every rank logs the same values. A failure on one rank does not
+    change the collective calls: that rank joins the gather with no samples, the evaluation
+    is then not measured (NaN everywhere), and the main process always broadcasts. (Under
+    ZeRO-3 / FSDP an error inside ``generate`` on one rank can still leave the others waiting
+    in the sharded forward pass; nothing outside ``generate`` can prevent that.)
     """
 
     def __init__(
@@ -266,6 +311,8 @@ class GenerationMonitorCallback(TrainerCallback):
         self.evaluations = 0
         self.total_seconds = 0.0
         self.last_metrics: dict[str, float] = {}
+        self.failures: dict[str, int] = {}
+        """How many evaluations of this run hit an error, by kind (``generate``, ``embed``, ``score``, ``measure``, ``save``)."""
         self._encoded: list[list[int]] | None = None
         self._last_step: int | None = None
 
@@ -291,6 +338,12 @@ class GenerationMonitorCallback(TrainerCallback):
             self.every = max(1, int(state.logging_steps or args.logging_steps or 1))
         self._encoded = self._encode_prompts()
         self._last_step = None
+        self.failures = {}
+        if cfg.save_samples and self.trainer.accelerator.is_main_process:
+            try:
+                self._start_samples_file(args.output_dir, state.global_step)
+            except Exception as err:  # a monitoring callback never stops the run
+                self._failed("save", err, state.global_step)
         if cfg.at_start and state.global_step == 0:
             self.evaluate(state.global_step)
         return control
@@ -316,16 +369,23 @@ class GenerationMonitorCallback(TrainerCallback):
         start = time.perf_counter()
         trainer = self.trainer
         accelerator = trainer.accelerator
-        records = self._generate_local(accelerator.process_index, accelerator.num_processes, step)
+        # Errors never leave this method, and every rank makes the same collective calls whatever fails where:
+        # a rank whose generation fails still joins the gather (with no records and its error), and the main
+        # process measures inside try and broadcasts what it got, NaN included.
+        error = None
+        try:
+            records = self._generate_local(accelerator.process_index, accelerator.num_processes, step)
+        except Exception as err:
+            records, error = [], f"{type(err).__name__}: {err}"
+            logger.debug(f"process {accelerator.process_index}: generation failed at step {step}", exc_info=True)
+        parts = [(records, error)]
         if accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list, gather_object
 
-            records = gather_object(records)
+            parts = gather_object(parts)
         metrics: dict[str, float] = {}
         if accelerator.is_main_process:
-            records.sort(key=lambda r: r["prompt_index"])
-            metrics = self._measure(records)
-            self._save(records, step)
+            metrics = self._main_process_evaluation(parts, step)
         if accelerator.num_processes > 1:
             box = [metrics]
             broadcast_object_list(box)
@@ -342,6 +402,83 @@ class GenerationMonitorCallback(TrainerCallback):
             trainer.control.should_log = keep
         self.total_seconds += time.perf_counter() - start  # with the logging and the callbacks behind it
         return logs
+
+    def _main_process_evaluation(self, parts: list[tuple[list[dict[str, Any]], str | None]], step: int) -> dict[str, float]:
+        """Save, then measure, the gathered records; an error leaves NaN values and one warning per kind."""
+        metrics = dict.fromkeys(self.metric_keys(), float("nan"))
+        records = sorted((r for recs, _ in parts for r in recs), key=lambda r: r["prompt_index"])
+        errors = [e for _, e in parts if e is not None]
+        if records:  # the samples are saved first, whatever the measuring does
+            try:
+                self._save(records, step)
+            except Exception as err:
+                self._failed("save", err, step)
+        if errors:  # an incomplete set of samples is not comparable with the other evaluations: not measured
+            self._failed("generate", RuntimeError(f"{len(errors)} process(es) failed to generate; first: {errors[0]}"), step)
+            return metrics
+        try:
+            metrics.update(self._measure(records, step))
+        except Exception as err:
+            self._failed("measure", err, step)
+        return metrics
+
+    def metric_keys(self) -> list[str]:
+        """The keys (without the ``qdc/gen/`` prefix, without ``seconds``) every evaluation logs, NaN when not computed."""
+        scopes = ["per_input"] + (["across_input"] if len(self.prompts) >= 2 else [])
+        names = list(TEXT_METRICS) + (list(EMBEDDING_METRICS) if self.embedder is not None else [])
+        keys = [f"{scope}/{name}" for name in names for scope in scopes]
+        return keys + ["length", "repetition", "empty_rate", "entropy"] + (["quality"] if self.scorer is not None else [])
+
+    def _failed(self, kind: str, err: BaseException, step: int) -> None:
+        """Count a failure; warn the first time a kind fails in a run (with the traceback), then only at debug level."""
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+        what = {"generate": "generating the samples", "embed": "the embedder", "score": "the scorer",
+                "measure": "measuring the samples", "save": f"writing {SAMPLES_FILE}"}[kind]
+        message = f"GenerationMonitorCallback: {what} failed at step {step} ({type(err).__name__}: {err})"
+        if self.failures[kind] == 1:
+            logger.warning(f"{message}; what it should give is logged as NaN and training goes on. "
+                           "Later failures of this kind in this run are logged at debug level only.",
+                           exc_info=err if err.__traceback__ is not None else None)
+        else:
+            logger.debug(message)
+
+    def _start_samples_file(self, output_dir: str, step: int) -> None:
+        """A run's samples file holds only that run's samples (main process only).
+
+        A fresh run (``global_step`` 0) starts the file anew, as the Trainer overwrites what it
+        writes into ``output_dir``; a run resumed at step N keeps the records of steps <= N (those
+        the checkpoint already covers) and drops later ones, which the resumed run writes again.
+        The file is rewritten atomically (a temporary file, then ``os.replace``).
+        """
+        path = os.path.join(output_dir, SAMPLES_FILE)
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f if line.strip()]
+        if step == 0:
+            os.remove(path)
+            if lines:
+                logger.warning(f"{path} held {len(lines)} sample(s) of an earlier run; this fresh run (step 0) starts it anew")
+            return
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short when the earlier run was killed
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if len(kept) == len(lines):
+            return
+        temporary = f"{path}.tmp-{os.getpid()}"
+        try:
+            with open(temporary, "w", encoding="utf-8") as f:
+                f.writelines(kept)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        logger.info(f"resuming at step {step}: dropped {len(lines) - len(kept)} record(s) after it from {path}")
 
     def _tokenizer(self) -> Any:
         tok = getattr(self.trainer, "processing_class", None)
@@ -474,7 +611,7 @@ class GenerationMonitorCallback(TrainerCallback):
             })
         return records
 
-    def _measure(self, records: list[dict[str, Any]]) -> dict[str, float]:
+    def _measure(self, records: list[dict[str, Any]], step: int) -> dict[str, float]:
         k = self.config.num_samples
         by_prompt: dict[int, list[dict[str, Any]]] = {}
         for r in records:
@@ -485,11 +622,26 @@ class GenerationMonitorCallback(TrainerCallback):
         count = sum(r["entropy_count"] for r in records)
         entropy = sum(r["entropy_sum"] for r in records) / count if count else float("nan")
         flat = [t for g in groups for t in g]
-        embeddings = np.asarray(self.embedder(flat)) if self.embedder is not None else None
-        scores = None
+        embeddings = scores = None
+        if self.embedder is not None:
+            try:
+                embeddings = np.asarray(self.embedder(flat), dtype=np.float64)
+                if embeddings.ndim != 2 or embeddings.shape[0] != len(flat):
+                    raise ValueError(f"the embedder returned shape {embeddings.shape} for {len(flat)} samples")
+                if not np.isfinite(embeddings).all():
+                    raise ValueError("the embedder returned NaN or inf")
+            except Exception as err:
+                self._failed("embed", err, step)
+                embeddings = None
         if self.scorer is not None:
-            prompt_texts = [self._prompt_text(p) for p in order for _ in range(k)]
-            scores = np.asarray(self.scorer(prompt_texts, flat), dtype=np.float64)
+            try:
+                prompt_texts = [self._prompt_text(p) for p in order for _ in range(k)]
+                scores = np.asarray(self.scorer(prompt_texts, flat), dtype=np.float64).reshape(-1)
+                if len(scores) != len(flat):
+                    raise ValueError(f"the scorer returned {len(scores)} scores for {len(flat)} samples")
+            except Exception as err:
+                self._failed("score", err, step)
+                scores = None
         return measure_generations(groups, num_tokens=counts, entropy=entropy, embeddings=embeddings, scores=scores)
 
     def _prompt_text(self, index: int) -> str:

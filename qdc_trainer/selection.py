@@ -114,7 +114,8 @@ def select_budget(
         clusters: one integer cluster id per candidate, e.g. from
             :func:`qdc_trainer.metrics.score_dataset`; None is a single cluster.
         keys: one hashable per candidate; candidates with equal keys are duplicates.
-        min_quality: drop candidates below this quality before choosing.
+        min_quality: drop candidates below this quality before choosing; a number
+            (``-inf`` keeps every candidate; NaN and ``+inf``, which would keep none, raise).
         greedy: take the highest utilities instead of drawing by weight.
         config: a :class:`QDCSamplerConfig`; ``tradeoff``, ``quality_strength``,
             ``diversity_strength``, ``complexity_strength`` and ``seed`` are read from it,
@@ -137,20 +138,28 @@ def select_budget(
         raise TypeError(f"unknown selection option(s) {sorted(unknown)}; choose from {list(_KNOBS)}")
     cfg = QDCSamplerConfig(**{**(asdict(config) if config is not None else {}), **overrides})
     n = int(num_candidates)
-    if n == 0 or budget == 0:
-        return np.zeros(0, dtype=np.int64)
+    # Every input is checked before anything is chosen, also when there is nothing to choose (n or budget 0).
     q = None if quality is None else _column(quality, "quality", n).astype(np.float64)
     c = None if complexity is None else _column(complexity, "complexity", n).astype(np.float64)
-    k = np.zeros(n, dtype=np.int64) if clusters is None else _dense_ids(_column(clusters, "clusters", n, integer=True))
+    cluster_ids = None if clusters is None else _column(clusters, "clusters", n, integer=True)
     if keys is not None:
         keys = list(keys)
         if len(keys) != n:
             raise ValueError(f"keys has {len(keys)} values but there are {n} candidates")
+    if min_quality is not None:
+        if isinstance(min_quality, bool) or not isinstance(min_quality, (int, float, np.integer, np.floating)):
+            raise TypeError(f"min_quality must be a number, got {type(min_quality).__name__}")
+        if math.isnan(min_quality) or min_quality == math.inf:
+            # NaN compares false with everything and no finite score reaches +inf: either would drop every candidate.
+            raise ValueError(f"min_quality={min_quality!r} would drop every candidate; pass a finite threshold (or None)")
+        if q is None:
+            raise ValueError("min_quality needs the quality scores")
+    if n == 0 or budget == 0:
+        return np.zeros(0, dtype=np.int64)
+    k = np.zeros(n, dtype=np.int64) if cluster_ids is None else _dense_ids(cluster_ids)
 
     keep = np.ones(n, dtype=bool)
     if min_quality is not None:
-        if q is None:
-            raise ValueError("min_quality needs the quality scores")
         keep &= q >= min_quality
     eligible = np.flatnonzero(keep)
     if len(eligible) == 0:

@@ -19,6 +19,7 @@ from qdc_trainer.metrics import (
     grouped_diversity,
     mean_nearest_neighbor_distance,
     mean_pairwise_cosine_distance,
+    nearest_neighbor_distances,
     ngram_entropy,
     self_bleu,
     vendi_score,
@@ -105,6 +106,16 @@ def test_ead_hand_value_and_limits():
         ead(texts, 2)  # vocab_size is required
     with pytest.raises(ValueError, match="vocab_size"):
         ead(texts, 2, vocab_size=0)
+
+
+def test_ead_rejects_a_vocabulary_smaller_than_the_tokens_seen():
+    # "a b" and "a c" hold 3 distinct tokens: a vocabulary of 2 cannot have produced them.
+    with pytest.raises(ValueError, match=r"vocab_size=2 is smaller than the 3 distinct tokens"):
+        ead(["a b", "a c"], 2, vocab_size=2)
+    with pytest.raises(ValueError, match=r"vocab_size=1 is smaller than the 2 distinct tokens"):
+        ead([[7, 9]], 3, vocab_size=1)  # also when there is no 3-gram to count
+    # exactly the tokens seen: D = 3 of C = 4 unigrams, expected 3 * (1 - (2/3)^4) = 195/81 (as above)
+    assert ead(["a b", "a c"], 1, vocab_size=3) == pytest.approx(3 * 81 / 195)
 
 
 def test_ead_corrects_for_length():
@@ -241,6 +252,17 @@ def test_vendi_hand_values():
     assert vendi_score(x, q=math.inf) == pytest.approx(1.5)
     assert vendi_score(x, q=0) == 2.0  # rank
     assert vendi_score(np.eye(6), q=0) == 6.0
+
+
+def test_embedding_measures_survive_huge_and_tiny_rows():
+    # Orthogonal directions whose norms overflow (1e300 * sqrt 2 > float max) or underflow when squared.
+    for scale in (1e300, 1e-300, 1e-320):
+        x = np.array([[1.0, 1.0], [1.0, -1.0]]) * scale
+        assert vendi_score(x) == pytest.approx(2.0)
+        assert mean_pairwise_cosine_distance(x) == pytest.approx(1.0)
+        assert nearest_neighbor_distances(x).tolist() == pytest.approx([1.0, 1.0])
+    same = np.array([[1e300, 1e300], [3e300, 3e300]])  # one direction
+    assert vendi_score(same) == pytest.approx(1.0) and mean_pairwise_cosine_distance(same) == pytest.approx(0.0)
 
 
 def test_vendi_q0_ignores_numerical_noise():

@@ -63,6 +63,14 @@ def test_embedder_keeps_zero_rows_zero():
     np.testing.assert_array_equal(out, [[0.0, 0.0], [1.0, 0.0]])
 
 
+def test_embedder_normalises_huge_and_tiny_rows():
+    # float32 norms of these rows overflow (1e20² > 3.4e38) or underflow (1e-30² < 1e-45)
+    out = Embedder(lambda texts: np.array([[1e20, 1e20], [1e-30, -1e-30], [3e-40, 4e-40]]))(["a", "b", "c"])
+    np.testing.assert_allclose(out, [[1 / math.sqrt(2), 1 / math.sqrt(2)], [1 / math.sqrt(2), -1 / math.sqrt(2)], [0.6, 0.8]],
+                               rtol=1e-6)
+    assert out.dtype == np.float32
+
+
 def test_embedder_accepts_torch_output():
     out = Embedder(lambda texts: torch.tensor([[float(len(t)), 1.0] for t in texts], requires_grad=True))(["ab", "abcd"])
     np.testing.assert_allclose(out, unit([[2.0, 1.0], [4.0, 1.0]]), atol=1e-6)

@@ -15,7 +15,7 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArgum
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, GenerationMonitorConfig, QDCTrainer
 from qdc_trainer.metrics import HashingEmbedder, VerifierScorer, compression_ratio, self_bleu, vendi_score
-from qdc_trainer.monitor import SAMPLES_FILE, measure_generations
+from qdc_trainer.monitor import PREFIX, SAMPLES_FILE, measure_generations
 
 WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 PROMPTS = ["the cat", "a dog ran", "first add 2 and 3"]
@@ -66,6 +66,25 @@ def test_empty_generations_are_undefined_not_diverse():
     assert math.isnan(everything_empty["per_input/distinct_2"]) and math.isnan(everything_empty["across_input/self_bleu"])
 
 
+def test_zero_embedding_rows_are_left_out_of_the_embedding_measures():
+    # the issue's reproduction: an empty sample is an all-zero row under HashingEmbedder
+    texts = ["", "a b", "c d", "e f"]
+    m = measure_generations([texts[:2], texts[2:]], embeddings=HashingEmbedder()(texts))
+    assert m["per_input/vendi"] == pytest.approx((1.0 + 2.0) / 2)  # prompt 0: the one non-empty row; prompt 1: two
+    assert m["per_input/cosine_distance"] == pytest.approx(1.0)  # prompt 0 has one row left: NaN, left out
+    # by hand: rows [0 0], [1 0] | [1 0], [0 1]
+    e = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    m = measure_generations([["", "x"], ["y", "z"]], embeddings=e)
+    assert m["per_input/vendi"] == pytest.approx(1.5) and m["per_input/cosine_distance"] == pytest.approx(1.0)
+    # across inputs: sample 0 = ([0 0], [1 0]) -> vendi 1, cosine NaN; sample 1 = ([1 0], [0 1]) -> vendi 2, cosine 1
+    assert m["across_input/vendi"] == pytest.approx(1.5) and m["across_input/cosine_distance"] == pytest.approx(1.0)
+    nothing = measure_generations([["", ""], ["", ""]], embeddings=np.zeros((4, 3)))
+    assert math.isnan(nothing["per_input/vendi"]) and math.isnan(nothing["across_input/cosine_distance"])
+    assert nothing["empty_rate"] == 1.0
+    one_prompt = measure_generations([["", "x", "y"]], embeddings=np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+    assert one_prompt["per_input/vendi"] == pytest.approx(2.0) and one_prompt["per_input/cosine_distance"] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(
     "samples, kwargs, error",
     [
@@ -74,6 +93,7 @@ def test_empty_generations_are_undefined_not_diverse():
         ([["a", "b"], ["c"]], {}, ValueError),
         ([["a", 3]], {}, TypeError),
         ([["a", "b"]], {"embeddings": np.zeros((3, 2))}, ValueError),
+        ([["a", "b"]], {"embeddings": np.array([[1.0, 0.0], [np.nan, np.nan]])}, ValueError),
         ([["a", "b"]], {"scores": [1.0]}, ValueError),
         ([["a", "b"]], {"num_tokens": [[1, 2, 3]]}, ValueError),
     ],
@@ -292,3 +312,171 @@ def test_the_monitor_needs_a_trainer_and_a_tokenizer(tokenizer, tmp_path):
     monitor.bind(trainer)
     with pytest.raises(ValueError, match="needs a tokenizer"):
         trainer.train()
+
+
+# --------------------------------------------------------------------------- failures never stop training
+
+
+def test_empty_samples_with_a_lexical_embedder_do_not_stop_training(tokenizer, tmp_path):
+    """Every sample is empty: HashingEmbedder gives all-zero rows; vendi and cosine are NaN, the run goes on."""
+    eos = tokenizer.eos_token_id
+    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=1, every_n_steps=2,
+                                        embedder=HashingEmbedder(n_features=64),
+                                        generation_kwargs={"forced_eos_token_id": eos})
+    trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=2)
+    trainer.train()
+    logs = gen_logs(trainer)
+    assert [e["step"] for e in logs] == [0, 2] and trainer.state.global_step == 2
+    assert all(math.isnan(e[f"qdc/gen/{s}/{m}"]) for e in logs for s in ("per_input", "across_input")
+               for m in ("vendi", "cosine_distance"))
+    assert all(e["qdc/gen/empty_rate"] == 1.0 for e in logs) and monitor.failures == {}
+    assert len((tmp_path / SAMPLES_FILE).read_text().splitlines()) == 2 * len(PROMPTS) * 2
+
+
+def failing(message, calls=None):
+    def fn(*args, **kwargs):
+        if calls is not None:
+            calls.append(1)
+        raise RuntimeError(message)
+
+    return fn
+
+
+def test_a_failing_embedder_and_scorer_give_nan_and_one_warning_each(tokenizer, tmp_path, caplog):
+    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2,
+                                        embedder=failing("embedder down"), scorer=failing("scorer down"))
+    trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
+        trainer.train()
+    logs = gen_logs(trainer)
+    assert [e["step"] for e in logs] == [0, 2, 4] and trainer.state.global_step == 4
+    for e in logs:
+        assert math.isnan(e["qdc/gen/per_input/vendi"]) and math.isnan(e["qdc/gen/across_input/cosine_distance"])
+        assert math.isnan(e["qdc/gen/quality"])
+        assert 0 < e["qdc/gen/length"] <= 4 and not math.isnan(e["qdc/gen/per_input/distinct_1"])  # the rest is measured
+    assert monitor.failures == {"embed": 3, "score": 3}
+    assert caplog.text.count("the embedder failed") == 1 and caplog.text.count("the scorer failed") == 1
+    assert "RuntimeError: embedder down" in caplog.text
+    assert len((tmp_path / SAMPLES_FILE).read_text().splitlines()) == 3 * len(PROMPTS) * 2
+
+
+def test_a_measuring_error_still_saves_the_samples(tokenizer, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("qdc_trainer.monitor.measure_generations", failing("cannot measure"))
+    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
+        trainer.train()
+    logs = gen_logs(trainer)
+    assert [e["step"] for e in logs] == [0, 2, 4]
+    assert set(logs[0]) >= {PREFIX + k for k in monitor.metric_keys()} | {"qdc/gen/seconds"}
+    assert all(math.isnan(e[PREFIX + k]) for e in logs for k in monitor.metric_keys())
+    assert caplog.text.count("measuring the samples failed") == 1 and monitor.failures == {"measure": 3}
+    rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    assert sorted({r["step"] for r in rows}) == [0, 2, 4] and len(rows) == 3 * len(PROMPTS) * 2
+
+
+def test_a_generation_error_is_a_warning_and_training_goes_on(tokenizer, tmp_path, caplog):
+    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
+    generate = trainer.model.generate
+
+    def flaky(*args, **kwargs):  # fails during the step-2 evaluation only
+        if trainer.state.global_step == 2:
+            raise torch.cuda.OutOfMemoryError("pretend out of memory")
+        return generate(*args, **kwargs)
+
+    trainer.model.generate = flaky
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
+        trainer.train()
+    logs = {e["step"]: e for e in gen_logs(trainer)}
+    assert sorted(logs) == [0, 2, 4] and trainer.state.global_step == 4
+    assert all(math.isnan(logs[2][PREFIX + k]) for k in monitor.metric_keys())
+    assert logs[4]["qdc/gen/length"] > 0 and not math.isnan(logs[4]["qdc/gen/entropy"])
+    assert "generating the samples failed at step 2" in caplog.text and "pretend out of memory" in caplog.text
+    assert monitor.failures == {"generate": 1} and trainer.model.training
+    rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    assert sorted({r["step"] for r in rows}) == [0, 4]
+
+
+class FakeAccelerator:
+    def __init__(self, rank):
+        self.process_index, self.num_processes, self.is_main_process = rank, 2, rank == 0
+
+
+def test_every_rank_makes_the_same_collective_calls_when_one_fails(monkeypatch, tmp_path):
+    """Two simulated ranks: rank 1's generation fails, rank 0 measures; both gather once and broadcast once."""
+    import accelerate.utils
+
+    calls = []
+    sample = {"completion": "a b", "num_tokens": 2, "entropy_sum": 0.0, "entropy_count": 0}
+    rank0 = [(dict(sample, prompt_index=0), dict(sample, prompt_index=0, completion="c d"))]
+
+    def gather_object(parts):
+        calls.append("gather")
+        (records, error), = parts
+        return [(list(rank0[0]), None), (records, error)] if error else parts + [([], "RuntimeError: rank 1 down")]
+
+    def broadcast_object_list(box):
+        calls.append("broadcast")
+        if box[0] == {}:  # not the main process: receives the main process's numbers
+            box[0] = {"per_input/distinct_1": float("nan")}
+
+    monkeypatch.setattr(accelerate.utils, "gather_object", gather_object)
+    monkeypatch.setattr(accelerate.utils, "broadcast_object_list", broadcast_object_list)
+    logged = []
+    for rank in (1, 0):
+        monitor = GenerationMonitorCallback(["p"], num_samples=2)
+        monitor.trainer = type("T", (), {"accelerator": FakeAccelerator(rank), "log": staticmethod(logged.append),
+                                         "args": training_args(tmp_path), "control": None})()
+        monitor._encoded = [[1]]
+        if rank == 1:
+            monitor._generate_local = failing("rank 1 down")
+        else:
+            monitor._generate_local = lambda rank, world, step: list(rank0[0])
+        calls.clear()
+        logs = monitor.evaluate(step=3)
+        assert calls == ["gather", "broadcast"]
+        assert math.isnan(logs["qdc/gen/per_input/distinct_1"])  # an incomplete evaluation is not measured
+    assert monitor.failures == {"generate": 1}
+    rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    assert [(r["step"], r["completion"]) for r in rows] == [(3, "a b"), (3, "c d")]  # rank 0's samples are kept
+
+
+# --------------------------------------------------------------------------- one run per samples file
+
+
+def test_a_fresh_run_starts_the_samples_file_anew(tokenizer, tmp_path, caplog):
+    for run in range(2):
+        monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+        trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
+        with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
+            trainer.train()
+        rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+        assert sorted((r["step"], r["prompt_index"], r["sample"]) for r in rows) == [
+            (s, p, j) for s in (0, 2, 4) for p in range(3) for j in range(2)
+        ]  # this run's samples only, once each
+    assert caplog.text.count("held 18 sample(s) of an earlier run") == 1
+    # save_samples=False leaves the file alone
+    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2, save_samples=False)
+    make_trainer(tokenizer, tmp_path, [monitor], max_steps=2).train()
+    assert len((tmp_path / SAMPLES_FILE).read_text().splitlines()) == 18
+
+
+def test_a_resumed_run_keeps_the_samples_its_checkpoint_covers(tokenizer, tmp_path):
+    def run(folder, **kwargs):
+        monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+        trainer = make_trainer(tokenizer, folder, [monitor], model=build_gpt2(tokenizer, seed=2), max_steps=6,
+                               save_strategy="steps", save_steps=2)
+        trainer.train(**kwargs)
+        return (folder / SAMPLES_FILE).read_text().splitlines()
+
+    uninterrupted = run(tmp_path / "a")
+    first = run(tmp_path / "b")  # then, as if the run had died after step 6, resume it from step 4
+    with open(tmp_path / "b" / SAMPLES_FILE, "a", encoding="utf-8") as f:
+        f.write('{"step": 6, "prompt_index": 0, "comp')  # a line cut short by the crash
+    resumed = run(tmp_path / "b", resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-4"))
+    steps = [json.loads(line)["step"] for line in resumed]
+    assert steps == [0] * 6 + [2] * 6 + [4] * 6 + [6] * 6  # step 6 once, from the resumed run
+    assert resumed[:18] == first[:18]  # the records the checkpoint covers are kept as they were
+    assert resumed == uninterrupted == first  # the resumed run's file is the uninterrupted run's file
+    assert not list((tmp_path / "b").glob(SAMPLES_FILE + ".tmp*"))

@@ -142,6 +142,13 @@ def test_seed_and_config():
         (dict(tradeoff=2.0), ValueError, "tradeoff"),
         (dict(quality=[1.0, float("nan"), 0.0]), ValueError, "NaN"),
         (dict(clusters=[0.5, 1, 2]), TypeError, "integer cluster ids"),
+        (dict(quality=[1.0, 0.0, 1.0], min_quality=float("nan")), ValueError, r"min_quality=nan would drop every"),
+        (dict(quality=[1.0, 0.0, 1.0], min_quality=math.inf), ValueError, r"min_quality=inf would drop every"),
+        (dict(quality=[1.0, 0.0, 1.0], min_quality="0.5"), TypeError, "min_quality must be a number"),
+        (dict(quality=[1.0, float("nan"), 0.0], min_quality=0.5), ValueError, r"quality has NaN or inf at rows \[1\]"),
+        (dict(complexity=[1.0, 2.0, float("nan")]), ValueError, r"complexity has NaN or inf at rows \[2\]"),
+        (dict(budget=0, quality=[1.0, float("nan"), 0.0]), ValueError, "NaN"),  # checked with nothing to choose too
+        (dict(budget=0, quality=[1.0, 0.0, 1.0], min_quality=float("nan")), ValueError, "min_quality"),
     ],
 )
 def test_bad_input(kwargs, error, match):
@@ -150,6 +157,12 @@ def test_bad_input(kwargs, error, match):
     budget = args.pop("budget")
     with pytest.raises(error, match=match):
         select_budget(3, budget, **args)
+
+
+def test_min_quality_minus_infinity_keeps_every_candidate():
+    kwargs = dict(quality=[1.0, 0.0, 2.0], greedy=True)
+    assert select_budget(3, 2, min_quality=-math.inf, **kwargs).tolist() == select_budget(3, 2, **kwargs).tolist() == [0, 2]
+    assert select_budget(0, 2, quality=[], clusters=[], min_quality=0.0).tolist() == []
 
 
 def test_select_dataset():

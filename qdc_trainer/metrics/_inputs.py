@@ -189,9 +189,18 @@ def as_matrix(x: Any, name: str = "embeddings", *, min_rows: int = 1) -> np.ndar
 
 
 def l2_normalize(x: np.ndarray, name: str = "embeddings") -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    zero = norms[:, 0] == 0
+    """Rows scaled to unit length; raises on all-zero rows (they have no direction).
+
+    Each row is first divided by its largest absolute value, so the norm neither
+    overflows (``[1e300, 1e300]``) nor underflows (``[1e-300, 1e-300]``).
+
+    >>> l2_normalize(np.array([[1e300, -1e300], [3e-320, 4e-320]])).round(6).tolist()
+    [[0.707107, -0.707107], [0.6, 0.8]]
+    """
+    scale = np.abs(x).max(axis=1, keepdims=True)
+    zero = scale[:, 0] == 0
     if zero.any():
         rows = np.nonzero(zero)[0][:5].tolist()
         raise ValueError(f"{name} has all-zero rows {rows}: cosine similarity is undefined for them")
-    return x / norms
+    x = x / scale
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

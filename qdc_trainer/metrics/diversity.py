@@ -69,13 +69,22 @@ def ead(texts: Sequence[TextLike], n: int = 2, *, vocab_size: int) -> float:
     ids, or a fixed vocabulary size for words. Values are comparable only
     between collections measured with the same ``vocab_size`` (with the
     collection's own vocabulary the expectation saturates and the value means
-    little). Returns 0.0 when there is no n-gram (as ``distinct_n``).
+    little). Returns 0.0 when there is no n-gram (as ``distinct_n``). A
+    ``vocab_size`` smaller than the number of distinct tokens in ``texts`` cannot
+    be the vocabulary they were drawn from, and raises ``ValueError``.
 
     >>> round(ead(["a b", "a c"], n=1, vocab_size=3), 4)
     1.2462
     """
     v = check_order(vocab_size, "vocab_size")
-    doc, key = Corpus.from_texts(texts).ngram_keys(n)
+    corpus = Corpus.from_texts(texts)
+    seen = count_distinct(corpus.tokens)
+    if seen > v:
+        raise ValueError(
+            f"vocab_size={v} is smaller than the {seen} distinct tokens in texts; pass the size of the vocabulary "
+            "the texts come from (for token ids, len(tokenizer))"
+        )
+    doc, key = corpus.ngram_keys(n)
     if len(key) == 0:
         return 0.0
     unique = count_distinct(key)

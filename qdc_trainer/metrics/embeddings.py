@@ -56,12 +56,15 @@ class Embedder:
             out = self.encode([strings[i] for i in idx])
             if hasattr(out, "detach"):
                 out = out.detach().float().cpu().numpy()
-            parts.append(np.asarray(out, dtype=np.float32))
+            parts.append(np.asarray(out, dtype=np.float64))
         x = np.concatenate(parts)
         if x.ndim != 2 or x.shape[0] != len(strings):
             raise ValueError(f"the encoder returned shape {x.shape} for {len(strings)} texts; expected (n, dim)")
+        # Divide by the largest entry first, so the norm neither overflows nor underflows; zero rows stay zero.
+        scale = np.abs(x).max(axis=1, keepdims=True) if x.shape[1] else np.ones((len(x), 1))
+        x = x / np.where(scale > 0, scale, 1.0)
         norms = np.linalg.norm(x, axis=1, keepdims=True)
-        return x / np.where(norms > 0, norms, 1.0)
+        return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
     @classmethod
     def sentence_transformers(
