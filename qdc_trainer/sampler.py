@@ -481,6 +481,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             np.cumsum(w, dtype=np.float64, out=self._cdf[lo:hi])
             self._cdf[lo:hi] += total
             total = float(self._cdf[hi - 1])
+        self._device_np: torch.Tensor | None = None  # loss_weights_tensor's device copy of N p, now stale
         if not math.isfinite(total) or total <= 0:
             raise FloatingPointError(f"QDCSampler weights sum to {total}; lower the strengths or check the score columns")
         # p_i = (1 - floor) w_i / W + floor / N, folded into the running sum: cdf_i = (1 - floor) C_i / W + (i + 1) floor / N.
@@ -525,6 +526,27 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         if mode == "importance":
             return 1.0 / (p * self.num_examples)
         raise ValueError(f"loss weighting {mode!r} is not one of 'none', 'sampler', 'importance'")
+
+    def loss_weights_tensor(self, indices: torch.Tensor, mode: str) -> torch.Tensor:
+        """:meth:`loss_weights` as a float32 tensor on the device of ``indices``, without a copy to the host.
+
+        A device copy of ``N p`` (4 bytes per example) is made at the first call after each weight refresh,
+        so the training step itself never synchronises with the host.
+
+        >>> s = QDCSampler(4, example_loss_strength=0.0, cluster_loss_strength=0.0)
+        >>> s.loss_weights_tensor(torch.tensor([0, 3]), "importance").tolist()
+        [1.0, 1.0]
+        """
+        if mode not in ("none", "sampler", "importance"):
+            raise ValueError(f"loss weighting {mode!r} is not one of 'none', 'sampler', 'importance'")
+        if mode == "none":
+            return torch.ones(indices.shape, dtype=torch.float32, device=indices.device)
+        cached = self._device_np
+        if cached is None or cached.device != indices.device:
+            n_p = (np.diff(self._cdf, prepend=0.0) * self.num_examples).astype(np.float32)
+            cached = self._device_np = torch.from_numpy(n_p).to(indices.device)
+        n_p = cached[indices.long().reshape(-1)]
+        return n_p if mode == "sampler" else 1.0 / n_p
 
     # ------------------------------------------------------------------ telemetry
 

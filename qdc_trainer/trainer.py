@@ -39,15 +39,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.loss.loss_utils import LOSS_MAPPING
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import logging
 
 from .collator import INDEX_KEY, IndexedDataset, QDCDataCollator
-from .losses import per_example_loss, token_entropy_sum
+from .losses import ENTROPY_POSITIONS, CausalLMLossTap, per_example_loss, strided_entropy
 from .sampler import QDCSampler
 
 __all__ = ["QDCTrainerMixin", "QDCTrainer", "SAMPLER_STATE_FILE", "LOSS_WEIGHTINGS"]
@@ -59,21 +61,29 @@ SAMPLER_STATE_FILE = "qdc_sampler.npz"
 
 LOSS_WEIGHTINGS = ("none", "sampler", "importance")
 
+_UNSET = object()
+
 
 class _SamplerCallback(TrainerCallback):
     """Epoch bookkeeping, weight refreshes and checkpointing of the sampler (identical on every rank)."""
 
-    def __init__(self, sampler: QDCSampler) -> None:
+    def __init__(self, sampler: QDCSampler, flush: Callable[[], None]) -> None:
         self.sampler = sampler
+        self.flush = flush  # records the losses kept on the device since the last flush
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.sampler.set_epoch(int(math.floor(state.epoch or 0.0)))
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.sampler.config.update_every == 0:
+            self.flush()
             self.sampler.update()
 
+    def on_train_end(self, args, state, control, **kwargs):
+        self.flush()
+
     def on_save(self, args, state, control, **kwargs):
+        self.flush()  # on every process: the gather is collective
         if args.should_save:
             folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
             if os.path.isdir(folder):
@@ -106,6 +116,7 @@ class QDCTrainerMixin:
         self.loss_weighting = loss_weighting
         self.log_entropy = bool(log_entropy)
         self._qdc_entropy: torch.Tensor | None = None  # (sum, count) on the device, since the last log
+        self._qdc_pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (index, loss) per micro-step, on the device
         for callback in self.callback_handler.callbacks:
             if callable(getattr(callback, "bind", None)) and getattr(callback, "trainer", False) is None:
                 callback.bind(self)
@@ -124,7 +135,7 @@ class QDCTrainerMixin:
                 )
         if not isinstance(self.data_collator, QDCDataCollator):
             self.data_collator = QDCDataCollator(self.data_collator)
-        self.add_callback(_SamplerCallback(qdc_sampler))
+        self.add_callback(_SamplerCallback(qdc_sampler, self._flush_feedback))
 
     # ------------------------------------------------------------------ data
 
@@ -179,8 +190,35 @@ class QDCTrainerMixin:
         labels = inputs.get("labels")
         if sampler is not None and labels is None:
             raise KeyError("QDC loss feedback needs 'labels' in the batch (use a collator that creates them)")
+        weights = None
+        if sampler is not None and self.loss_weighting != "none":
+            weights = sampler.loss_weights_tensor(indices.to(labels.device), self.loss_weighting)
+        tap = self._install_loss_tap(model, weights) if sampler is not None else None
+        if tap is not None:
+            # One pass: the model's own loss call computes the per-token loss once, reduces it as the model
+            # would (weighted or not) and keeps the per-example sums and the entropy sample.
+            try:
+                result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            finally:
+                self._remove_loss_tap(model)
+            if tap.calls == 1:
+                if self.log_entropy and tap.entropy is not None:
+                    self._add_entropy(tap.entropy)
+                if sampler is not None:
+                    self._feed_back(indices, tap.sums, tap.counts)
+                return result
+            if weights is not None:
+                raise RuntimeError("the model did not compute its loss through its loss_function; loss_weighting needs it")
+            # The base class computed the loss without the model's loss function (a label smoother, a custom
+            # compute_loss_func): fall back to a second pass over the logits, caught by a forward hook below.
+        return self._compute_loss_second_pass(model, inputs, labels, indices, weights, return_outputs, num_items_in_batch)
+
+    def _compute_loss_second_pass(self, model, inputs, labels, indices, weights, return_outputs, num_items_in_batch):
+        """The general path (sequence classifiers, fused LM heads, custom losses): per-example losses from a
+        second, chunked pass over the logits the model returned."""
+        sampler = self.qdc_sampler
         attention_mask = inputs.get("attention_mask")
-        if sampler is None or self.loss_weighting == "none":
+        if weights is None:
             # The base class computes the loss its own way (TRL's fused LM head included); a forward hook
             # catches the model outputs on the way, so no second forward pass is needed.
             captured: dict[str, Any] = {}
@@ -197,17 +235,44 @@ class QDCTrainerMixin:
         else:
             outputs = seen = model(**inputs)
             sums, counts = self._per_example(outputs, labels)
-            weights = torch.as_tensor(
-                sampler.loss_weights(indices.cpu().numpy(), self.loss_weighting), dtype=sums.dtype, device=sums.device
-            )
             token_level = labels.dim() == 2 and not labels.is_floating_point()  # not multi-label classification
-            loss = self._reduce_weighted(weights * sums, counts, num_items_in_batch, token_level)
+            loss = self._reduce_weighted(weights.to(sums.dtype) * sums, counts, num_items_in_batch, token_level)
         if self.log_entropy:
             with torch.no_grad():
                 self._record_entropy(seen, labels, attention_mask)
         if sampler is not None:
             self._feed_back(indices, sums.detach(), counts)
         return (loss, outputs) if return_outputs else loss
+
+    def _loss_module(self, model) -> Any:
+        """The module whose forward calls ``self.loss_function`` (unwrapped from DDP/FSDP and PEFT)."""
+        module = self.accelerator.unwrap_model(model)
+        get_base = getattr(module, "get_base_model", None)
+        return get_base() if callable(get_base) and hasattr(module, "peft_config") else module
+
+    def _install_loss_tap(self, model, weights: torch.Tensor | None) -> CausalLMLossTap | None:
+        """Put a :class:`CausalLMLossTap` in place of a causal LM's standard loss function (None if it has another)."""
+        if self.args.label_smoothing_factor or self.compute_loss_func is not None:
+            return None
+        module = self._loss_module(model)
+        if getattr(module, "loss_function", None) is not LOSS_MAPPING["ForCausalLM"]:
+            return None
+        tap = CausalLMLossTap(weights, ENTROPY_POSITIONS if self.log_entropy else 0)
+        self._qdc_saved_loss = module.__dict__.get("_loss_function", _UNSET)
+        module.loss_function = tap
+        return tap
+
+    def _remove_loss_tap(self, model) -> None:
+        module = self._loss_module(model)
+        saved = getattr(self, "_qdc_saved_loss", _UNSET)
+        if saved is _UNSET:
+            module.__dict__.pop("_loss_function", None)
+        else:
+            module.loss_function = saved
+
+    def _add_entropy(self, pair: torch.Tensor) -> None:
+        pair = pair.detach().float()
+        self._qdc_entropy = pair if self._qdc_entropy is None else self._qdc_entropy + pair
 
     def _record_entropy(self, outputs: Any, labels: torch.Tensor | None, attention_mask: torch.Tensor | None) -> None:
         """Add the predictive entropy at the scored positions of a token-level batch to the running (sum, count)."""
@@ -223,9 +288,9 @@ class QDCTrainerMixin:
             mask = attention_mask.bool()
         else:
             mask = None
-        total, count = token_entropy_sum(logits.detach(), mask)
-        pair = torch.stack([total, count.to(total.dtype)])
-        self._qdc_entropy = pair if self._qdc_entropy is None else self._qdc_entropy + pair
+        flat = logits.detach().reshape(-1, logits.shape[-1])
+        rows = torch.ones(flat.shape[0], dtype=torch.bool, device=flat.device) if mask is None else mask.reshape(-1)
+        self._add_entropy(strided_entropy(flat, rows))
 
     def _per_example(self, outputs: Any, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed loss, scored items) per example, from logits or from TRL's fused per-token log-probabilities."""
@@ -264,23 +329,43 @@ class QDCTrainerMixin:
         return weighted_sums.sum() / counts.sum().clamp(min=1)
 
     def _feed_back(self, indices: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor) -> None:
-        """Gather (index, mean loss) from every process and record them in the sampler, in stream order."""
+        """Keep (index, mean loss) of this micro-step on the device until the next flush (no host sync here)."""
         device = sums.device
         idx = indices.to(device).long().reshape(-1)
-        loss = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
-        if self.accelerator.num_processes > 1:
-            idx = self.accelerator.pad_across_processes(idx, dim=0, pad_index=-1)
-            loss = self.accelerator.pad_across_processes(loss, dim=0, pad_index=0)
-            idx, loss = self.accelerator.gather(idx), self.accelerator.gather(loss)
-            keep = idx >= 0
-            idx, loss = idx[keep], loss[keep]
-        self.qdc_sampler.record(idx.cpu().numpy(), loss.float().cpu().numpy())
+        loss = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan"))).float()
+        width = max(self._train_batch_size, idx.numel())
+        if idx.numel() < width:  # equal widths, so the micro-steps stack (a short last batch)
+            idx = torch.nn.functional.pad(idx, (0, width - idx.numel()), value=-1)
+            loss = torch.nn.functional.pad(loss, (0, width - loss.numel()), value=0.0)
+        self._qdc_pending.append((idx, loss))
+
+    def _flush_feedback(self) -> None:
+        """Gather the pending (index, loss) pairs of every process once and record them in the sampler, in the
+        order of the index stream (micro-step by micro-step, rank by rank). Called on every process at the same
+        points: before a weight refresh, a log and a checkpoint, and at the end of training."""
+        pending, self._qdc_pending = self._qdc_pending, []
+        if not pending or self.qdc_sampler is None:
+            return
+        width = max(idx.numel() for idx, _ in pending)
+        idx = torch.stack([torch.nn.functional.pad(i, (0, width - i.numel()), value=-1) for i, _ in pending])
+        loss = torch.stack([torch.nn.functional.pad(v, (0, width - v.numel()), value=0.0) for _, v in pending])
+        world = self.accelerator.num_processes
+        if world > 1:
+            idx = self.accelerator.pad_across_processes(idx, dim=1, pad_index=-1)
+            loss = self.accelerator.pad_across_processes(loss, dim=1, pad_index=0)
+            steps = idx.shape[0]
+            idx = self.accelerator.gather(idx).reshape(world, steps, -1).transpose(0, 1)
+            loss = self.accelerator.gather(loss).reshape(world, steps, -1).transpose(0, 1)
+        idx, loss = idx.reshape(-1).cpu().numpy(), loss.reshape(-1).cpu().numpy()
+        keep = idx >= 0
+        self.qdc_sampler.record(idx[keep], loss[keep])
 
     # ------------------------------------------------------------------ logging and resume
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:  # a training log, made on every process at the same step
             if getattr(self, "qdc_sampler", None) is not None:
+                self._flush_feedback()
                 logs = {**logs, **self.qdc_sampler.telemetry()}
             if getattr(self, "log_entropy", False):
                 pair = self._qdc_entropy

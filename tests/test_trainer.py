@@ -170,8 +170,10 @@ def test_exact_resume_single_process(tokenizer, tmp_path):
     checkpoint = full_dir / "checkpoint-3"  # 3 steps x 8 examples = 24 of 64: mid-epoch, mid-block
     assert (checkpoint / SAMPLER_STATE_FILE).is_file()
     trained_resumed, sampler_resumed = run(tmp_path / "resumed", resume=str(checkpoint))
-    micro_batches_before = 3 * 2
-    assert trained_resumed == trained_full[micro_batches_before:]
+    examples_before = 3 * 2 * 4  # steps x micro-batches x batch size (feedback is recorded in chunks at refreshes)
+    flat_full, flat_resumed = sum(trained_full, []), sum(trained_resumed, [])
+    assert flat_resumed == flat_full[examples_before:]
+    assert len(flat_full) == 10 * 2 * 4
     assert np.array_equal(sampler_resumed.probabilities(), sampler_full.probabilities())
     assert np.array_equal(sampler_resumed.loss_ema, sampler_full.loss_ema, equal_nan=True)
 
