@@ -58,7 +58,7 @@ def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
     assert all(baseline == first for baseline, first in baselines)  # each run's baseline is its own step 0
     assert monitor.evaluations == 6
     rows = (tmp_path / SAMPLES_FILE).read_text().splitlines()
-    assert len(rows) == 2 * 3 * len(PROMPTS) * 2  # the samples file is appended to, not overwritten
+    assert len(rows) == 3 * len(PROMPTS) * 2  # each fresh train() starts the samples file anew
 
 
 def test_logged_scalars_are_read_back_from_tensorboard(tokenizer, tmp_path):
