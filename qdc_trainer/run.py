@@ -254,6 +254,8 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
         from ._optional import require
 
         require("matplotlib", "plot", "the report (report: true)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"output_dir {out} is a file, not a folder: choose another output_dir")
     resume = _resume_point(cfg)
     cfg.training.resume_from_checkpoint = resume
     if resume is None:

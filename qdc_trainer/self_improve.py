@@ -598,6 +598,8 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
     ignored = ("experiment", "workers", "threads", "report", "overwrite")  # they do not change the results
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignored}
     stored = out / CONFIG_FILE
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {str(out)!r} is a file, not a folder: choose another output_dir")
     if stored.is_file() and not cfg.overwrite:
         previous, current = json.loads(stored.read_text()), json.loads(json.dumps(settings))
         if previous != current:

@@ -233,3 +233,9 @@ def test_a_fresh_run_replaces_the_earlier_run_and_its_report(tmp_path):
     page = (run / "report" / "report.md").read_text()
     assert "sampler.png" not in page and "qdc/sampler" not in page and "qdc/gen" not in page
     assert json.loads((run / "results.json").read_text())["global_step"] == 1
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    code, err = _train(tmp_path, _data(tmp_path, ROWS), "--max_steps", "1", "--report", "false")
+    _fails_cleanly(code, err, "is a file, not a folder")

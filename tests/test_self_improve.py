@@ -370,3 +370,14 @@ def test_smoke_lets_a_flag_win(tmp_path):
     assert cfg.smoke and cfg.rounds == 3 and cfg.candidates == 48  # the flag wins, smoke sets the rest
     with pytest.raises(ConfigError, match="budget=100 is larger than candidates=48"):
         load_self_improve_config(RECIPE, ["--smoke", "true", "--budget", "100"])
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "run").write_text("not a folder")
+    for overwrite in ("false", "true"):
+        from qdc_trainer.cli import main
+
+        code = main(["self-improve", "--config", str(RECIPE), "--smoke", "true", "--report", "false",
+                     "--output_dir", str(tmp_path / "run"), "--overwrite", overwrite])
+        assert code == 2 and "is a file, not a folder" in capsys.readouterr().err
+        assert (tmp_path / "run").read_text() == "not a folder"
