@@ -25,7 +25,10 @@ Keys: the model (model_name_or_path, or a tiny model: n_layer, n_embd, n_head), 
 (task: arithmetic or dataset; dataset_name, data_files, prompt_field, completion_field, ...),
 QDC (trainer: qdc, plain or trl_sft; sampler, tradeoff, monitor, probes, detector, ...) and every
 transformers TrainingArguments field (output_dir, max_steps, learning_rate, ...). The run folder
-gets the model, trainer_state.json, qdc_generations.jsonl, results.json and report/.
+gets the model, trainer_state.json, qdc_generations.jsonl, results.json and report/. A fresh run into
+a folder that holds an earlier run replaces it; a folder with checkpoint-* folders is refused unless
+resume_from_checkpoint is set (true: the last checkpoint in output_dir). With smoke: true, a flag on the
+command line wins over smoke's settings.
 """
 
 
@@ -33,7 +36,9 @@ SELF_IMPROVE_HELP = """Run the self-improvement experiment: rounds of (the model
 checks them, a selection rule keeps a fixed budget, the model trains on it), one arm per selection rule
 (quality: most confident verified; qdc: budgeted QDC selection + QDCSampler; reservoir; fixed_pool),
 for several seeds. The run folder gets results.md, results.json, one PNG per metric and overview.png.
-A finished seed and arm is reused when the same command runs again (--overwrite true starts afresh).
+A finished seed and arm is reused when the same command runs again; --overwrite true starts afresh, deleting
+only what an earlier run wrote there (a folder without its config.json, the current folder, its parents, home
+and / are refused).
 """
 
 

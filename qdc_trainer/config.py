@@ -9,6 +9,7 @@ missing file raises :class:`ConfigError` with a message that names the problem.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field, fields
@@ -107,7 +108,8 @@ class QDCArguments:
     final_eval_size: int = field(default=100, metadata={"help": "problems per split in the final greedy evaluation"})
     report: bool = field(default=True, metadata={"help": "write the report (PNG figures and a page) at the end"})
     smoke: bool = field(
-        default=False, metadata={"help": "a few steps on little data (checks that the recipe runs; says nothing of its results)"}
+        default=False, metadata={"help": "a few steps on little data (checks that the recipe runs; says nothing of its "
+                                         "results); it overrides the recipe's values, a flag on the command line wins"}
     )
 
 
@@ -215,7 +217,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     model, data, qdc, training = _parse(config_parser(trainer), flags + overrides, where)
     _validate(model, data, qdc, where)
     if qdc.smoke:
-        _shrink(data, qdc, training)
+        _shrink(data, qdc, training, keep=_flag_names(overrides))
     return RecipeConfig(model=model, data=data, qdc=qdc, training=training, source=str(path) if path else None)
 
 
@@ -283,6 +285,17 @@ def load_self_improve_config(path: str | os.PathLike | None, overrides: list[str
     flags = _to_flags(mapping, where, known)
     _check_overrides(overrides, known)
     (cfg,) = _parse(self_improve_parser(), flags + overrides, where)
+    from .self_improve import SMOKE as SELF_IMPROVE_SMOKE
+
+    given = _flag_names(overrides) & set(SELF_IMPROVE_SMOKE)
+    if cfg.smoke and given:  # a flag on the command line wins over smoke's setting
+        (plain,) = _parse(self_improve_parser(), flags + overrides + ["--smoke", "false"], where)
+        values = {**dataclasses.asdict(cfg), **{k: getattr(plain, k) for k in given}, "smoke": False}
+        try:
+            cfg = SelfImproveConfig(**values)  # checked again, with the flags' values
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: {e}") from None
+        cfg.smoke = True
     return cfg
 
 
@@ -322,9 +335,23 @@ SMOKE = {"train_size": 64, "eval_size": 8, "ood_size": 8, "max_train_examples": 
 """What ``smoke: true`` sets: a run of a few steps on a little data."""
 
 
-def _shrink(data: DataArguments, qdc: QDCArguments, training: Any) -> None:
+def _flag_names(overrides: list[str]) -> set[str]:
+    """The keys given as flags on the command line (``--max_steps 2``, ``--max_steps=2``, ``--no_sampler``)."""
+    names = set()
+    for token in overrides:
+        if token.startswith("--"):
+            name = token[2:].split("=")[0]
+            names |= {name, name.removeprefix("no_")}
+    return names
+
+
+def _shrink(data: DataArguments, qdc: QDCArguments, training: Any, keep: set[str] = frozenset()) -> None:
+    """Apply :data:`SMOKE` over the recipe's values; a key given as a flag on the command line (``keep``) wins."""
     for group in (data, qdc, training):
         for name, value in SMOKE.items():
+            if name in keep:
+                continue
             if hasattr(group, name) and (name != "max_train_examples" or data.task == "dataset"):
                 setattr(group, name, value)
-    training.num_train_epochs = 1
+    if "num_train_epochs" not in keep:
+        training.num_train_epochs = 1

@@ -69,10 +69,7 @@ def load_splits(cfg: RecipeConfig) -> dict[str, Any]:
         )
         out = {name: splits[name] for name in splits}
     else:
-        from datasets import load_dataset
-
-        kwargs = {"data_files": d.data_files} if d.data_files else {}
-        loaded = load_dataset(d.dataset_name, d.dataset_config, **kwargs)
+        loaded = _load_dataset(d)
         if d.train_split not in loaded:
             raise ValueError(f"{d.dataset_name} has no split {d.train_split!r}; it has {sorted(loaded)}")
         for column in (d.prompt_field, d.completion_field):
@@ -85,18 +82,64 @@ def load_splits(cfg: RecipeConfig) -> dict[str, Any]:
             ds = ds.select_columns([d.prompt_field, d.completion_field])
             return ds.rename_columns({k: v for k, v in rename.items() if k != v})
 
-        train = tidy(loaded[d.train_split])
+        train = _check_text(tidy(loaded[d.train_split]), d, d.train_split)
         if d.eval_split:
             if d.eval_split not in loaded:
                 raise ValueError(f"{d.dataset_name} has no split {d.eval_split!r}; it has {sorted(loaded)}")
-            validation = tidy(loaded[d.eval_split])
+            validation = _check_text(tidy(loaded[d.eval_split]), d, d.eval_split)
         else:
+            if len(train) < 2:
+                raise ValueError(f"{_source(d)}: the {d.train_split!r} split has {len(train)} row(s); at least 2 are "
+                                 "needed to keep some for evaluation and probe prompts. Add rows, or name a split "
+                                 "for them with eval_split")
             parts = train.train_test_split(test_size=min(0.1, max(1, cfg.qdc.probes) / max(len(train), 1) * 4), seed=0)
             train, validation = parts["train"], parts["test"]
         out = {"train": train, "validation": validation}
     if d.max_train_examples is not None:
         out["train"] = out["train"].select(range(min(d.max_train_examples, len(out["train"]))))
     return out
+
+
+def _source(d: Any) -> str:
+    """The data files of a recipe, or its dataset name, for messages."""
+    return f"data_files {d.data_files}" if d.data_files else f"dataset {d.dataset_name}"
+
+
+def _load_dataset(d: Any) -> Any:
+    """``load_dataset`` with its failures on unreadable data turned into a ``ValueError`` that names the files."""
+    from datasets import load_dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    kwargs = {"data_files": d.data_files} if d.data_files else {}
+    try:
+        loaded = load_dataset(d.dataset_name, d.dataset_config, **kwargs)
+    except DatasetGenerationError as err:
+        cause = err.__cause__ or err
+        raise ValueError(f"{_source(d)} cannot be read with the {d.dataset_name!r} loader: {cause}. Check that the "
+                         f"file is in that format (json: one JSON object per line, or one JSON list of objects), "
+                         "or set dataset_name to the loader of its format (csv, parquet, text, ...)") from None
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{_source(d)}: {err}") from None
+    except StopIteration:  # what the json loader raises for an empty file
+        raise ValueError(f"{_source(d)} holds no rows: add training examples") from None
+    if not all(len(split) for split in loaded.values()):
+        empty = [name for name, split in loaded.items() if not len(split)]
+        raise ValueError(f"{_source(d)}: split(s) {empty} hold no rows: add training examples")
+    return loaded
+
+
+def _check_text(ds: Any, d: Any, split: str) -> Any:
+    """Every prompt and completion must be a string: name the first row that is not (counting from 1)."""
+    for column, key in (("prompt", "prompt_field"), ("completion", "completion_field")):
+        values = ds[column]
+        bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+        if bad:
+            name = getattr(d, key)
+            raise ValueError(
+                f"{_source(d)}: {len(bad)} row(s) of the {split!r} split have no text in column {name!r} ({key}); "
+                f"row {bad[0] + 1} (counting from 1) holds {values[bad[0]]!r}. Every row needs a string prompt and "
+                "completion: fix or remove those rows")
+    return ds
 
 
 def _quality_scorer(cfg: RecipeConfig) -> Any:
@@ -211,6 +254,12 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
         from ._optional import require
 
         require("matplotlib", "plot", "the report (report: true)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"output_dir {out} is a file, not a folder: choose another output_dir")
+    resume = _resume_point(cfg)
+    cfg.training.resume_from_checkpoint = resume
+    if resume is None:
+        _start_afresh(out)
     if _is_main():
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, RUN_FILE), "w") as f:
@@ -222,7 +271,7 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     probes = list(validation["prompt"][: cfg.qdc.probes]) if validation is not None else list(train["prompt"][: cfg.qdc.probes])
     callbacks = build_callbacks(cfg, probes)
     trainer = build_trainer(cfg, model, tokenizer, train, validation, callbacks)
-    trainer.train(resume_from_checkpoint=cfg.training.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     results: dict[str, Any] = {"global_step": trainer.state.global_step}
     detector = next((c for c in callbacks if hasattr(c, "warned_at")), None)
     if detector is not None:
@@ -247,6 +296,68 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
 
             report = str(write_run_report([out], os.path.join(out, "report")))
     return {"output_dir": out, "results": results, "report": report}
+
+
+_YES, _NO = ("true", "yes", "last"), ("", "false", "no", "none")
+
+
+def _resume_point(cfg: RecipeConfig) -> str | None:
+    """The checkpoint folder to resume from: ``resume_from_checkpoint`` as a folder, or ``true`` for the last
+    ``checkpoint-<step>`` in ``output_dir`` (as ``trainer.train(resume_from_checkpoint=True)``); None for a fresh run.
+    Raises ``ValueError`` naming the folder when there is nothing to resume."""
+    value = cfg.training.resume_from_checkpoint
+    out = cfg.training.output_dir
+    if value is None or str(value).strip().lower() in _NO:
+        return None
+    if str(value).strip().lower() in _YES:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(out) if os.path.isdir(out) else None
+        if last is None:
+            raise ValueError(f"resume_from_checkpoint: {value}, but output_dir {out} holds no checkpoint-<step> folder "
+                             "to resume from. Leave resume_from_checkpoint out for a first run, or point output_dir at "
+                             "the run to continue")
+        return last
+    if not os.path.isdir(str(value)):
+        raise ValueError(f"resume_from_checkpoint: {value} is not a folder. Name a checkpoint-<step> folder, or say "
+                         f"true for the last one in output_dir ({out})")
+    return str(value)
+
+
+def _start_afresh(out: str) -> None:
+    """A fresh run (no ``resume_from_checkpoint``) into ``out`` replaces the run there.
+
+    Refuses (``ValueError``) a folder holding ``checkpoint-<step>`` folders: the Trainer would mix them with this
+    run's (its checkpoint rotation, ``resume_from_checkpoint: true`` and the report read the highest step).
+    Otherwise the main process removes what an earlier run left that would be read as this run's: its
+    ``trainer_state.json``, ``results.json``, the monitor's samples and the ``report/`` pages and figures.
+    The model and tokenizer files are overwritten when this run saves; other files are left alone.
+    """
+    import re
+
+    if not os.path.isdir(out):
+        return
+    checkpoints = sorted((n for n in os.listdir(out) if re.fullmatch(r"checkpoint-\d+", n)
+                          and os.path.isdir(os.path.join(out, n))), key=lambda n: int(n.split("-")[1]))
+    if checkpoints:
+        shown = ", ".join(checkpoints[:3]) + (f" and {len(checkpoints) - 3} more" if len(checkpoints) > 3 else "")
+        raise ValueError(f"output_dir {out} holds checkpoints of an earlier run ({shown}). To continue that run, set "
+                         "resume_from_checkpoint: true (flag --resume_from_checkpoint true); to start afresh, choose "
+                         "another output_dir or delete those checkpoint folders")
+    if not _is_main():
+        return
+    import logging
+
+    from .report import FIGURES, RUN_PAGE, SAMPLES_FILE, STATE_FILE
+
+    stale = [STATE_FILE, RESULTS_FILE, SAMPLES_FILE,
+             *(os.path.join("report", name) for name in (f"{RUN_PAGE}.html", f"{RUN_PAGE}.md", *(f[0] for f in FIGURES)))]
+    removed = [name for name in stale if os.path.isfile(os.path.join(out, name))]
+    for name in removed:
+        os.remove(os.path.join(out, name))
+    if removed:
+        logging.getLogger(__name__).warning("output_dir %s held an earlier run; this fresh run replaces it (removed %s)",
+                                            out, ", ".join(removed))
 
 
 def profile_recipe(cfg: RecipeConfig) -> str:

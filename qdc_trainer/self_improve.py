@@ -130,8 +130,11 @@ class SelfImproveConfig:
     workers: int = field(default=2, metadata={"help": "processes running seeds and arms in parallel (one torch thread each)"})
     threads: int = field(default=0, metadata={"help": "torch threads per process (0: 1 with several workers, else torch's default)"})
     report: bool = field(default=True, metadata={"help": "write the PNG plots (needs the plot extra)"})
-    overwrite: bool = field(default=False, metadata={"help": "discard a previous run in output_dir instead of resuming it"})
-    smoke: bool = field(default=False, metadata={"help": "a tiny run that only checks the machinery"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "discard a previous run in output_dir instead of resuming it (only what qdc self-improve wrote there; "
+                "a folder without its config.json, the current folder, its parents, home and / are refused)"})
+    smoke: bool = field(default=False, metadata={
+        "help": "a tiny run that only checks the machinery (a flag on the command line wins over its settings)"})
 
     def __post_init__(self) -> None:
         bad = [a for a in self.arms if a not in ARMS]
@@ -595,6 +598,8 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
     ignored = ("experiment", "workers", "threads", "report", "overwrite")  # they do not change the results
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignored}
     stored = out / CONFIG_FILE
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {str(out)!r} is a file, not a folder: choose another output_dir")
     if stored.is_file() and not cfg.overwrite:
         previous, current = json.loads(stored.read_text()), json.loads(json.dumps(settings))
         if previous != current:
@@ -602,9 +607,7 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
             raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)}); choose another "
                              "output_dir or pass --overwrite true")
     if cfg.overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
+        _remove_previous_run(out)
     if cfg.report:
         from ._optional import require
 
@@ -625,6 +628,64 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
     print(f"\ntable: {table}")
     return {"rows": rows, "summary": summary, "table": str(table), "figures": [str(f) for f in figures],
             "output_dir": str(out)}
+
+
+_RUN_KEYS = ("arms", "seeds", "rounds", "candidates", "budget")
+"""Keys every ``config.json`` written by :func:`run_self_improvement` holds: its run marker."""
+
+
+def _is_run_folder(out: Path) -> bool:
+    """Whether ``out`` holds a run of :func:`run_self_improvement`: its ``config.json`` is a JSON object with the
+    experiment's settings (a model folder's ``config.json`` is not)."""
+    try:
+        stored = json.loads((out / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(stored, dict) and all(k in stored for k in _RUN_KEYS)
+
+
+def _run_outputs(out: Path) -> list[Path]:
+    """What a run wrote into ``out``, by name: its settings, results, table and figures, and its ``seed<k>`` folders."""
+    import re
+
+    names = {CONFIG_FILE, RESULTS_FILE, TABLE_FILE, "overview.png", *(f"{m}.png" for m in METRICS)}
+    return sorted(p for p in out.iterdir()
+                  if (p.name in names and p.is_file()) or (re.fullmatch(r"seed\d+", p.name) and p.is_dir()))
+
+
+def _remove_previous_run(out: Path) -> None:
+    """``--overwrite true``: delete what an earlier run wrote into ``out``, and nothing else.
+
+    Refuses (``ValueError``) the current folder, any folder above it, the home folder and its parents, the
+    filesystem root, a path that is not a folder, and a non-empty folder without the run marker (``config.json``
+    with the experiment's settings). Other files in a run folder are kept (and logged).
+    """
+    import logging
+    import shutil
+
+    where = out.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    protected = [(where == Path(where.anchor), "the filesystem root"),
+                 (cwd == where or where in cwd.parents, "the current folder or a folder above it"),
+                 (home == where or where in home.parents, "the home folder or a folder above it")]
+    for hit, what in protected:
+        if hit:
+            raise ValueError(f"--overwrite true: output_dir {str(out)!r} is {what}; qdc self-improve never deletes "
+                             "it. Choose a folder of its own (e.g. --output_dir runs/self_improve)")
+    if not out.is_dir():
+        raise ValueError(f"--overwrite true: output_dir {str(out)!r} is not a folder; choose another output_dir")
+    if not any(out.iterdir()):
+        return
+    if not _is_run_folder(out):
+        raise ValueError(f"--overwrite true: {str(out)!r} holds no self-improvement run (no {CONFIG_FILE} written by "
+                         "qdc self-improve), so nothing in it was written by this tool; refusing to delete it. "
+                         "Choose a new or empty output_dir, or delete the folder yourself")
+    log = logging.getLogger(__name__)
+    for path in _run_outputs(out):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    kept = sorted(p.name for p in out.iterdir())
+    log.warning("--overwrite true: removed the earlier run in %s%s", out,
+                f"; kept what it did not write: {', '.join(kept)}" if kept else "")
 
 
 def _run_jobs(cfg_dict: dict[str, Any], seeds: Sequence[int], arms: Sequence[str], workers: int) -> list[list[dict]]:

@@ -122,3 +122,11 @@ def test_console_script_is_declared():
 
     (entry,) = [e for e in entry_points(group="console_scripts") if e.name == "qdc"]
     assert entry.value == "qdc_trainer.cli:main"
+
+
+def test_smoke_lets_an_explicit_flag_win():
+    recipe = ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml"
+    cfg = load_config(recipe, ["--smoke", "true", "--max_steps", "2", "--probes=3"])
+    assert cfg.training.max_steps == 2 and cfg.qdc.probes == 3  # the flags win
+    assert cfg.qdc.monitor_samples == 2 and cfg.data.train_size == 64  # smoke sets the rest, over the recipe's values
+    assert load_config(recipe, ["--smoke", "true"]).training.max_steps == 4

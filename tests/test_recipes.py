@@ -123,3 +123,119 @@ def test_the_trl_recipe_runs(tmp_path):
     assert result["results"]["global_step"] == 4
     keys = {k for e in json.loads((tmp_path / "trainer_state.json").read_text())["log_history"] for k in e}
     assert {"qdc/gen/per_input/distinct_2", "qdc/sampler/ess_ratio"} <= keys
+
+
+# --------------------------------------------------------------------------- bad data and run folders: exit 2, a message
+
+
+def _data(tmp_path, rows, name="data.jsonl"):
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+ROWS = [{"prompt": f"{i} + 1 =", "completion": f" {i + 1}"} for i in range(12)]
+
+
+def _train(tmp_path, data, *flags):
+    """``qdc train`` in this process on a local JSON file with the tiny model; returns (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from qdc_trainer.cli import main
+
+    args = ["train", "--task", "dataset", "--dataset_name", "json", "--data_files", str(data), "--quality", "none",
+            "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--n_clusters", "2", "--probes", "2",
+            "--monitor_samples", "2", "--monitor_max_new_tokens", "4", "--monitor_every", "2", "--max_tokens", "16",
+            "--logging_steps", "1", "--per_device_train_batch_size", "4", "--use_cpu", "true", "--report_to", "none",
+            "--output_dir", str(tmp_path / "run"), *flags]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, err.getvalue()
+
+
+def _fails_cleanly(code, err, *parts):
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    for part in parts:
+        assert part in err, err[-2000:]
+
+
+def test_a_data_file_that_is_not_json_is_named(tmp_path):
+    data = tmp_path / "data.json"
+    data.write_text("prompt,completion\n1 + 1,2\n")
+    code, err = _train(tmp_path, data, "--max_steps", "1", "--report", "false")
+    _fails_cleanly(code, err, str(data), "cannot be read with the 'json' loader", "JSON parse error")
+
+
+def test_an_empty_data_file_is_named(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("")
+    code, err = _train(tmp_path, data, "--max_steps", "1", "--report", "false")
+    _fails_cleanly(code, err, str(data), "holds no rows")
+
+
+def test_rows_without_text_are_named(tmp_path):
+    rows = [dict(r) for r in ROWS]
+    rows[3]["completion"] = None
+    code, err = _train(tmp_path, _data(tmp_path, rows), "--max_steps", "1", "--report", "false")
+    _fails_cleanly(code, err, "data.jsonl", "column 'completion' (completion_field)", "row 4 (counting from 1) holds None")
+
+
+def test_a_single_row_is_too_few(tmp_path):
+    code, err = _train(tmp_path, _data(tmp_path, ROWS[:1]), "--max_steps", "1", "--report", "false")
+    _fails_cleanly(code, err, "data.jsonl", "has 1 row(s); at least 2", "eval_split")
+    assert "test_size" not in err
+
+
+def test_resume_true_takes_the_last_checkpoint_and_a_fresh_run_does_not_mix_with_it(tmp_path):
+    data = _data(tmp_path, ROWS)
+    code, err = _train(tmp_path, data, "--max_steps", "2", "--save_steps", "1", "--report", "false",
+                       "--resume_from_checkpoint", "true")
+    _fails_cleanly(code, err, "resume_from_checkpoint: true", "holds no checkpoint-<step> folder")
+    code, err = _train(tmp_path, data, "--max_steps", "2", "--save_steps", "1", "--report", "false")
+    assert code == 0, err[-3000:]
+    run = tmp_path / "run"
+    assert (run / "checkpoint-2").is_dir()
+    # A fresh run into the folder would mix its checkpoints with the earlier run's: refused, saying what to do.
+    code, err = _train(tmp_path, data, "--max_steps", "3", "--save_steps", "1", "--report", "false")
+    _fails_cleanly(code, err, "checkpoint-1, checkpoint-2", "resume_from_checkpoint: true", "another output_dir")
+    # resume_from_checkpoint: true in a recipe continues from the last checkpoint.
+    recipe = tmp_path / "resume.yaml"
+    recipe.write_text("resume_from_checkpoint: true\n")
+    code, err = _train(tmp_path, data, "--max_steps", "3", "--save_steps", "1", "--report", "false", "--config", str(recipe))
+    assert code == 0, err[-3000:]
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]  # steps 1-2 come from the checkpoint
+    described = json.loads((run / "qdc_run.json").read_text())
+    assert described["training"]["resume_from_checkpoint"] == str(run / "checkpoint-2")
+
+
+def test_a_fresh_run_replaces_the_earlier_run_and_its_report(tmp_path):
+    data = _data(tmp_path, ROWS)
+    code, err = _train(tmp_path, data, "--max_steps", "2", "--save_strategy", "no")
+    assert code == 0, err[-3000:]
+    run = tmp_path / "run"
+    assert (run / "report" / "sampler.png").is_file() and (run / "qdc_generations.jsonl").is_file()
+    # Into the same folder: the plain Trainer (no sampler), no monitor, one step.
+    code, err = _train(tmp_path, data, "--max_steps", "1", "--save_strategy", "no", "--trainer", "plain",
+                       "--monitor", "false", "--detector", "false")
+    assert code == 0, err[-3000:]
+    from qdc_trainer.report import load_run
+
+    log = load_run(run)
+    assert log.global_step == 1 and log.samples == []  # nothing of the first run's log or samples
+    assert not any(k.startswith("qdc/sampler/") or k.startswith("qdc/gen/") for k in log.series)
+    assert not (run / "qdc_generations.jsonl").exists()
+    assert sorted(p.name for p in (run / "report").iterdir()) == ["report.html", "report.md", "training.png"]
+    page = (run / "report" / "report.md").read_text()
+    assert "sampler.png" not in page and "qdc/sampler" not in page and "qdc/gen" not in page
+    assert json.loads((run / "results.json").read_text())["global_step"] == 1
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "run").write_text("not a folder")
+    code, err = _train(tmp_path, _data(tmp_path, ROWS), "--max_steps", "1", "--report", "false")
+    _fails_cleanly(code, err, "is a file, not a folder")

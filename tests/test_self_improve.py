@@ -3,6 +3,7 @@ claims, the table and plots, the configuration, and a whole run through ``qdc se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -278,3 +279,105 @@ def test_smoke_run_through_the_cli(tmp_path):
     # Other settings into the same folder are refused, naming what changed.
     changed = _qdc(*args, "--temperature", "0.7", cwd=tmp_path)
     assert changed.returncode == 2 and "temperature" in changed.stderr
+
+
+# --------------------------------------------------------------------------- --overwrite deletes only its own run
+
+
+@pytest.fixture
+def no_rmtree(monkeypatch):
+    """Deleting a whole folder is never right in these tests: fail instead (and delete nothing)."""
+    import shutil
+
+    calls = []
+
+    def refuse(path, *args, **kwargs):
+        calls.append(path)
+        raise AssertionError(f"rmtree({path!r})")
+
+    monkeypatch.setattr(shutil, "rmtree", refuse)
+    return calls
+
+
+def _overwrite(output_dir, capsys) -> tuple[int, str]:
+    from qdc_trainer.cli import main
+
+    code = main(["self-improve", "--config", str(RECIPE), "--smoke", "true", "--report", "false", "--workers", "1",
+                 "--output_dir", str(output_dir), "--overwrite", "true"])
+    return code, capsys.readouterr().err
+
+
+def test_overwrite_refuses_a_folder_it_did_not_write(tmp_path, capsys, no_rmtree, monkeypatch):
+    import qdc_trainer.self_improve as si
+
+    monkeypatch.setattr(si, "_run_jobs", lambda *a, **k: pytest.fail("the run started"))
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "important.txt").write_text("keep me")
+    (folder / "config.json").write_text('{"model_type": "gpt2"}')  # a model folder's config.json is no run marker
+    code, err = _overwrite(folder, capsys)
+    assert code == 2 and "holds no self-improvement run" in err and "refusing to delete it" in err
+    assert (folder / "important.txt").read_text() == "keep me" and not no_rmtree
+
+
+@pytest.mark.parametrize("where", ["cwd", "parent", "home", "root"])
+def test_overwrite_refuses_the_current_folder_its_parents_home_and_root(where, tmp_path, capsys, no_rmtree, monkeypatch):
+    import qdc_trainer.self_improve as si
+
+    monkeypatch.setattr(si, "_run_jobs", lambda *a, **k: pytest.fail("the run started"))
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    target = {"cwd": Path("."), "parent": Path(".."), "home": tmp_path / "home", "root": Path("/")}[where]
+    if where != "root":  # even a folder holding a run of its own
+        (target / "config.json").write_text(json.dumps(dataclasses.asdict(SelfImproveConfig())))
+        (target / "important.txt").write_text("keep me")
+    code, err = _overwrite(target, capsys)
+    assert code == 2 and "never deletes it" in err, err
+    assert not no_rmtree
+    if where != "root":
+        assert (target / "important.txt").is_file() and (target / "config.json").is_file()
+
+
+def test_overwrite_removes_only_what_its_run_wrote(tmp_path, capsys, monkeypatch):
+    import qdc_trainer.self_improve as si
+
+    class Started(Exception):
+        pass
+
+    def started(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(si, "_run_jobs", started)
+    run = tmp_path / "run"
+    (run / "seed0" / "quality").mkdir(parents=True)
+    (run / "seed0" / "base.json").write_text("{}")
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(SelfImproveConfig(temperature=0.5))))
+    for name in ("results.json", "results.md", "overview.png", "acc_id.png"):
+        (run / name).write_text("x")
+    (run / "important.txt").write_text("keep me")
+    (run / "notes").mkdir()
+    with pytest.raises(Started):
+        si.run_self_improvement(SelfImproveConfig(smoke=True, report=False, workers=1, output_dir=str(run), overwrite=True))
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "important.txt", "notes"]
+    assert json.loads((run / "config.json").read_text())["temperature"] == 1.0  # this run's settings
+
+
+def test_smoke_lets_a_flag_win(tmp_path):
+    cfg = load_self_improve_config(RECIPE, ["--smoke", "true", "--rounds", "3"])
+    assert cfg.smoke and cfg.rounds == 3 and cfg.candidates == 48  # the flag wins, smoke sets the rest
+    with pytest.raises(ConfigError, match="budget=100 is larger than candidates=48"):
+        load_self_improve_config(RECIPE, ["--smoke", "true", "--budget", "100"])
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "run").write_text("not a folder")
+    for overwrite in ("false", "true"):
+        from qdc_trainer.cli import main
+
+        code = main(["self-improve", "--config", str(RECIPE), "--smoke", "true", "--report", "false",
+                     "--output_dir", str(tmp_path / "run"), "--overwrite", overwrite])
+        assert code == 2 and "is a file, not a folder" in capsys.readouterr().err
+        assert (tmp_path / "run").read_text() == "not a folder"
