@@ -72,6 +72,7 @@ class _SamplerCallback(TrainerCallback):
         self.flush = flush  # records the losses kept on the device since the last flush
 
     def on_epoch_begin(self, args, state, control, **kwargs):
+        self.flush()  # the last epoch's feedback counts in that epoch
         self.sampler.set_epoch(int(math.floor(state.epoch or 0.0)))
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -278,17 +278,17 @@ def test_two_ranks_train_disjoint_shards_in_stream_order(two_process_a, scenario
             assert a != b
             assert a + b == s["indices"][8 * j : 8 * j + 8]
 
-    # The feedback after the gather is exactly the union of the two shards, in stream order, on every rank.
+    # The feedback after the gather is exactly the union of the two shards, micro-batch by micro-batch in
+    # stream order, on every rank. It stays on the device until a weight refresh (or a log or a checkpoint)
+    # and is recorded then, in one piece per flush.
     for result in ranks:
         recorded = result["recorded"]
-        assert len(recorded) == len(t0)
-        for rec, a, b in zip(recorded, t0, t1):
-            assert rec["step"] == a["step"] == b["step"]
-            assert rec["indices"] == a["indices"] + b["indices"]
-            assert all(v is not None for v in rec["losses"])
+        assert len(recorded) < len(t0)
+        assert sum((rec["indices"] for rec in recorded), []) == sum((a["indices"] + b["indices"] for a, b in zip(t0, t1)), [])
+        assert all(v is not None for rec in recorded for v in rec["losses"])
     # ... and the sampler counted it: consumed = examples fed back in the last epoch.
     last_epoch = r0["final"]["epoch"]
-    assert r0["final"]["consumed"] == sum(len(r["indices"]) for r, a in zip(r0["recorded"], t0) if a["epoch"] == last_epoch)
+    assert r0["final"]["consumed"] == sum(len(a["indices"]) + len(b["indices"]) for a, b in zip(t0, t1) if a["epoch"] == last_epoch)
 
 
 # ---------------------------------------------------------------------------------------------- 3. exact resume
@@ -329,10 +329,12 @@ def _assert_exact_resume(a_ranks: list[dict], b_ranks: list[dict], k: int) -> No
         )
     for rank, (a, b) in enumerate(zip(a_ranks, b_ranks)):
         where = f"rank {rank} of {len(a_ranks)}, resumed from checkpoint-{k}"
-        a_rec, b_rec = _by_step(a["recorded"], k), b["recorded"]
-        assert [r["indices"] for r in a_rec] == [r["indices"] for r in b_rec], where
+        # Feedback is recorded at flushes (refreshes, logs, checkpoints); run A flushed what it had at the
+        # checkpoint, run B restored it as pending, so compare what each recorded after step k.
+        a_rec, b_rec = _by_step(a["recorded"], k + 1), b["recorded"]
+        assert sum((r["indices"] for r in a_rec), []) == sum((r["indices"] for r in b_rec), []), where
         # Same model too: the per-example losses fed back are bit-identical.
-        assert [r["losses"] for r in a_rec] == [r["losses"] for r in b_rec], where
+        assert sum((r["losses"] for r in a_rec), []) == sum((r["losses"] for r in b_rec), []), where
         # Blocks drawn after the resume come from the same weights as in the uninterrupted run.
         a_draws = {(d["epoch"], d["block"]): d for d in a["draws"]}
         for d in b["draws"]:
