@@ -105,16 +105,19 @@ def test_resume_from_a_checkpoint_without_sampler_state_is_refused(tokenizer, tm
 
 def test_ignore_data_skip_draws_fresh_batches_instead_of_the_skipped_positions(tokenizer, tmp_path):
     ds = make_dataset(tokenizer)
-    qdc_run(tokenizer, ds, tmp_path, max_steps=3)
+    qdc_run(tokenizer, ds, tmp_path, max_steps=7, save_steps=7)  # 56 of 64 examples, in blocks of 16
     expected = QDCSampler.from_dataset(ds, complexity_column=None, update_every=2, seed=3)
-    expected.load(tmp_path / "checkpoint-3" / SAMPLER_STATE_FILE)
+    expected.load(tmp_path / "checkpoint-7" / SAMPLER_STATE_FILE)
+    assert expected.consumed == 56 and 1 not in expected._replay  # block 1 was trained on and forgotten
     expected.reset_position()
-    first_block = list(expected)[:8]
-    trained, _, _ = qdc_run(tokenizer, ds, tmp_path, resume=True, max_steps=6, ignore_data_skip=True)
-    # The Trainer does not skip the 24 examples already trained on, so the sampler must not hand out placeholders
-    # for them (index 0, 24 times): it draws the epoch anew from the checkpoint's weights.
-    assert trained[0] + trained[1] == first_block
-    assert sum(batch.count(0) for batch in trained) < 8
+    fresh = list(expected)[:24]
+    trained, _, _ = qdc_run(tokenizer, ds, tmp_path, resume=True, max_steps=10, ignore_data_skip=True)
+    # The Trainer does not skip the 56 examples already trained on, so the sampler must not hand out its
+    # placeholders for skipped positions (index 0, positions 16-31): it draws the epoch anew from the
+    # checkpoint's weights.
+    flat = [i for batch in trained for i in batch]
+    assert flat[16:24] != [0] * 8  # the earlier code trained on example 0 eight times here
+    assert flat == fresh
 
 
 # ---------------------------------------------------------------------------------------------- atomic writes
