@@ -625,6 +625,12 @@ class QDCSampler(torch.utils.data.Sampler[int]):
                 raise SamplerStateError(f"{key} is infinite at {bad[:5].tolist()} (NaN marks unseen; inf is never stored)")
         if math.isnan(global_loss_ema) and (not np.isnan(loss_ema).all() or not np.isnan(cluster_loss_ema).all()):
             raise SamplerStateError("global_loss_ema is NaN (nothing seen) but some example or cluster loss EMAs are set")
+        unseen_cluster = np.isnan(cluster_loss_ema)[self.clusters[~np.isnan(loss_ema)]]
+        if unseen_cluster.any():
+            raise SamplerStateError(
+                f"{int(unseen_cluster.sum())} examples have a loss EMA but their cluster has none: were the clusters "
+                "computed differently for this run?"
+            )
         num_updates = _scalar(state, "num_updates", int)
         epoch = _scalar(state, "epoch", int)
         consumed = _scalar(state, "consumed", int)

@@ -228,6 +228,7 @@ def _rewrite(path, **changes):
         (dict(loss_ema=np.full(30, np.inf, dtype=np.float32)), r"loss_ema is infinite at \[0, 1, 2, 3, 4\]"),
         (dict(loss_ema=np.zeros(29, dtype=np.float32)), r"loss_ema has 29 values, expected 30"),
         (dict(block_lengths=np.array([5])), r"block_lengths \[5\]... do not split the 6 saved indices"),
+        (dict(cluster_loss_ema=np.full(3, np.nan)), r"examples have a loss EMA but their cluster has none"),
     ],
 )
 def test_an_out_of_range_or_incomplete_state_is_rejected_and_named(tmp_path, changes, match):
@@ -355,3 +356,33 @@ def test_detector_load_names_a_damaged_file_and_reads_the_old_file(tmp_path):
     legacy.write_text(json.dumps(state))
     with pytest.raises(ValueError, match=r"lacks \['streak'\]"):
         other.load(str(tmp_path))
+
+
+def test_two_detectors_share_the_checkpoint_entry_and_a_changed_watch_takes_a_new_baseline(caplog):
+    from types import SimpleNamespace
+
+    def event(cb, state, step, logs):
+        state.global_step = step
+        cb.on_log(SimpleNamespace(output_dir="unused"), state, SimpleNamespace(should_save=False, should_training_stop=False),
+                  logs=logs)
+
+    a = CollapseDetectorCallback(watch=[SeriesDetector("x", ema=1.0)], actions=())
+    b = CollapseDetectorCallback(watch=[SeriesDetector("y", ema=1.0)], actions=())
+    state = SimpleNamespace(global_step=0, stateful_callbacks={})
+    for cb in (a, b):
+        cb.on_train_begin(None, state, None)
+    for step, (x, y) in enumerate([(1.0, 5.0), (0.5, 5.0)], start=1):
+        for cb in (a, b):
+            event(cb, state, step, {"x": x, "y": y})
+    saved = json.loads(json.dumps(state.stateful_callbacks))  # as trainer_state.json holds it
+    assert sorted(saved[ENTRY]) == ['["x"]', '["y"]'] and saved[ENTRY]['["x"]']["detectors"]["x"]["baseline"] == 1.0
+
+    resumed_state = SimpleNamespace(global_step=2, stateful_callbacks=saved)
+    a2 = CollapseDetectorCallback(watch=[SeriesDetector("x", ema=1.0)], actions=())
+    a2.on_train_begin(SimpleNamespace(output_dir="unused"), resumed_state, None)
+    assert a2.detectors["x"].baseline == 1.0 and a2.detectors["x"].smoothed == 0.5
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
+        z = CollapseDetectorCallback(watch=[SeriesDetector("z", ema=1.0)], actions=())
+        z.on_train_begin(SimpleNamespace(output_dir="unused"), SimpleNamespace(global_step=2, stateful_callbacks=saved), None)
+    assert "holds collapse detector states for [['x'], ['y']], this detector watches ['z']: it takes a new baseline" in caplog.text
+    assert z.detectors["z"].baseline is None
