@@ -619,7 +619,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         loss_ema = _array(state, "loss_ema", np.float32, n)
         cluster_loss_ema = _array(state, "cluster_loss_ema", np.float64, n_clusters)
         global_loss_ema = _scalar(state, "global_loss_ema", float)
-        for key, values in (("loss_ema", loss_ema), ("cluster_loss_ema", cluster_loss_ema), ("global_loss_ema", np.array([global_loss_ema]))):
+        emas = (("loss_ema", loss_ema), ("cluster_loss_ema", cluster_loss_ema), ("global_loss_ema", np.array([global_loss_ema])))
+        for key, values in emas:
             bad = np.flatnonzero(np.isinf(values))
             if len(bad):
                 raise SamplerStateError(f"{key} is infinite at {bad[:5].tolist()} (NaN marks unseen; inf is never stored)")

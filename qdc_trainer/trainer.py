@@ -366,9 +366,8 @@ def _earlier_checkpoint_hint(checkpoint: str) -> str:
         for entry in os.listdir(parent):
             match = _CHECKPOINT_RE.fullmatch(entry)
             folder = os.path.join(parent, entry)
-            if match and (below is None or int(match.group(1)) < below) and os.path.isfile(os.path.join(folder, TRAINER_STATE_NAME)) and os.path.isfile(
-                os.path.join(folder, SAMPLER_STATE_FILE)
-            ):
+            complete = all(os.path.isfile(os.path.join(folder, f)) for f in (TRAINER_STATE_NAME, SAMPLER_STATE_FILE))
+            if match and (below is None or int(match.group(1)) < below) and complete:
                 candidates.append((int(match.group(1)), folder))
     if candidates:
         return f"Resume from {max(candidates)[1]} instead (or delete {checkpoint} and resume_from_checkpoint=True picks it)."
