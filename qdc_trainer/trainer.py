@@ -39,6 +39,7 @@ The mixin
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -336,6 +337,14 @@ class QDCTrainerMixin:
                 f"checkpoint {checkpoint} is incomplete: it has no {TRAINER_STATE_NAME}, the last file a save writes "
                 f"(a run interrupted while saving?). {_earlier_checkpoint_hint(checkpoint)}"
             )
+        try:
+            with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as f:
+                json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:  # transformers writes it in place, not atomically
+            raise ValueError(
+                f"{os.path.join(checkpoint, TRAINER_STATE_NAME)} is damaged ({err}): a run killed while writing it? "
+                f"{_earlier_checkpoint_hint(checkpoint)}"
+            ) from None
         if os.path.isfile(state_file):
             sampler.load(state_file)
             if skip_data:  # the Trainer will not skip the batches already trained on: nor may the sampler

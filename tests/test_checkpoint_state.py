@@ -81,6 +81,15 @@ def test_a_kill_while_the_sampler_state_is_saved_leaves_the_previous_checkpoint_
     with pytest.raises(ValueError, match=r"checkpoint-6 is incomplete: it has no trainer_state\.json.*Resume from .*checkpoint-3"):
         qdc_run(tokenizer, ds, out, resume=True)
 
+    # A trainer_state.json cut short (transformers writes it in place) is named too.
+    (out / "checkpoint-6").rename(tmp_path / "incomplete")
+    state_file = out / "checkpoint-3" / "trainer_state.json"
+    whole = state_file.read_text()
+    state_file.write_text(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"checkpoint-3/trainer_state\.json is damaged .*a run killed while writing it"):
+        qdc_run(tokenizer, ds, out, resume=True)
+    state_file.write_text(whole)
+
     # Resuming from checkpoint-3 trains on exactly the indices of the uninterrupted run and ends with its weights.
     trained, sampler, trainer = qdc_run(tokenizer, ds, out, resume=str(out / "checkpoint-3"))
     assert trained == trained_full[3 * 2:]
