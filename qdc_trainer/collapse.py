@@ -183,22 +183,78 @@ class SeriesDetector:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the configuration must be the same."""
-        if state["config"] != asdict(self):
-            raise ValueError(f"saved detector for {state['config'].get('key')!r} was configured differently")
-        self._warmup_values = list(state["warmup_values"])
-        self.baseline, self.smoothed = state["baseline"], state["smoothed"]
-        self._recent = list(state["recent"])
-        self.streak, self.skipped = state["streak"], state["skipped"]
-        self.first_warning_step, self.first_collapse_step = state["first_warning_step"], state["first_collapse_step"]
-        self.signal = CollapseSignal(**state["signal"])
+        """Restore :meth:`state_dict`; the configuration must be the same (a ``ValueError`` names each setting
+        that differs, with the saved and the current value). On an error the detector is left as it was."""
+        if not isinstance(state, dict):
+            raise ValueError(f"a saved series detector state must be a dict, got {type(state).__name__}")
+        missing = [k for k in _SERIES_STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"saved detector state for {self.key!r} lacks {missing}: incomplete or not a SeriesDetector state")
+        saved, mine = state["config"], asdict(self)
+        if not isinstance(saved, dict):
+            raise ValueError(f"saved detector config for {self.key!r} is not a dict: {saved!r}")
+        differing = [(k, saved.get(k), mine.get(k)) for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
+        if differing:
+            raise ValueError(
+                f"saved detector for {saved.get('key', self.key)!r} was configured differently: "
+                + "; ".join(f"{k}={a!r} saved, {b!r} now" for k, a, b in differing)
+                + ". Use the saved settings to continue from its baseline"
+            )
+        try:
+            warmup_values = [_finite(v, "warmup_values") for v in state["warmup_values"]]
+            recent = [_finite(v, "recent") for v in state["recent"]]
+            baseline = _finite_or_none(state["baseline"], "baseline")
+            smoothed = _finite_or_none(state["smoothed"], "smoothed")
+            streak, skipped = _count(state["streak"], "streak"), _count(state["skipped"], "skipped")
+            first_warning = _step_or_none(state["first_warning_step"], "first_warning_step")
+            first_collapse = _step_or_none(state["first_collapse_step"], "first_collapse_step")
+            signal = CollapseSignal(**state["signal"])
+        except TypeError as err:  # wrong types, or unknown / missing signal fields
+            raise ValueError(f"saved detector state for {self.key!r} is malformed: {err}") from None
+        if (baseline is None) != (smoothed is None) or len(warmup_values) > self.warmup or signal.level not in (0, 1, 2):
+            raise ValueError(f"saved detector state for {self.key!r} is inconsistent (baseline, EMA, warm-up or level)")
+        self._warmup_values, self._recent = warmup_values, recent
+        self.baseline, self.smoothed = baseline, smoothed
+        self.streak, self.skipped = streak, skipped
+        self.first_warning_step, self.first_collapse_step = first_warning, first_collapse
+        self.signal = signal
+
+
+_SERIES_STATE_KEYS = (
+    "config", "warmup_values", "baseline", "smoothed", "recent", "streak", "skipped", "first_warning_step",
+    "first_collapse_step", "signal",
+)
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"saved {name} holds {value!r}, not a finite number")
+    return float(value)
+
+
+def _finite_or_none(value: Any, name: str) -> float | None:
+    return None if value is None else _finite(value, name)
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"saved {name}={value!r} is not an int >= 0")
+    return value
+
+
+def _step_or_none(value: Any, name: str) -> int | None:
+    return None if value is None else _count(value, name)
 
 
 # --------------------------------------------------------------------------- the Trainer callback
 
 ACTIONS = ("log", "warn", "checkpoint", "stop")
 STATE_FILE = "qdc_collapse_detector.json"
-"""File name of the detector state inside a checkpoint folder."""
+"""File name of the detector state in checkpoints of earlier qdc-trainer versions (read for compatibility only)."""
+
+STATE_KEY = "qdc_trainer.CollapseDetectorCallback"
+"""Entry of ``TrainerState.stateful_callbacks`` (saved in each checkpoint's ``trainer_state.json``) that holds
+the detector states, one per watched set of series."""
 
 
 DEFAULT_WATCH: dict[str, dict[str, Any]] = {
@@ -270,10 +326,10 @@ class CollapseDetectorCallback(TrainerCallback):
             are maximally diverse, and learning anything looks like collapse next to them.
 
     The decision is the same on every process (the highest level over processes), so no
-    rank stops alone. Its state is saved as ``qdc_collapse_detector.json`` in each
-    checkpoint and restored when training resumes from a checkpoint in ``output_dir``
-    (:meth:`load` restores one saved elsewhere: call it before ``train``). A fresh
-    ``train()`` starts from nothing.
+    rank stops alone. Its state is saved in each checkpoint's ``trainer_state.json``
+    (``stateful_callbacks``, entry :data:`STATE_KEY`), written before the Trainer deletes
+    older checkpoints, and restored when training resumes from any checkpoint (wherever
+    it lies). A fresh ``train()`` starts from nothing.
 
     Logged keys: ``qdc/collapse/level`` (0 healthy, 1 warning, 2 collapse) and, per watched
     series, ``qdc/collapse/<key>/level`` and ``qdc/collapse/<key>/change``.
@@ -326,23 +382,68 @@ class CollapseDetectorCallback(TrainerCallback):
     def _start_run(self, args, state) -> None:
         """At the first event of a ``train()`` call (a new ``TrainerState``): a fresh run starts from
         nothing; a resumed one restores the state saved with its checkpoint. A callback placed before
-        this one may log during ``on_train_begin``; that is why ``on_log`` checks too."""
+        this one may log during ``on_train_begin``; that is why ``on_log`` checks too.
+
+        The state travels in ``state.stateful_callbacks`` (see :meth:`_export`), which the Trainer loads
+        from the ``trainer_state.json`` of the checkpoint it resumes from, wherever that lies."""
         if self._run_state is state:
             return
         self._run_state = state
         if state.global_step == 0:
             self.reset()
-            return
-        if self._restored:  # load(checkpoint) was called before train()
-            return
-        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if os.path.isfile(os.path.join(folder, STATE_FILE)):
-            self.load(folder)
-        else:
-            logger.warning(
-                f"resuming at step {state.global_step} without {STATE_FILE} in {folder}: the collapse detector "
-                "takes a new baseline (call load(checkpoint) before train() for a checkpoint saved elsewhere)"
-            )
+        elif not self._restored:  # load(checkpoint) was not called before train()
+            saved = self._saved_state(getattr(state, "stateful_callbacks", None))
+            if saved is not None:
+                try:
+                    self.load_state_dict(saved)
+                except ValueError as err:
+                    raise ValueError(
+                        f"collapse detector state in the trainer_state.json of the checkpoint resumed at step "
+                        f"{state.global_step} ({STATE_KEY}): {err}"
+                    ) from None
+            else:
+                legacy = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", STATE_FILE)
+                if os.path.isfile(legacy):  # a checkpoint of an earlier version, in output_dir
+                    self._load_json(legacy)
+                else:
+                    logger.warning(
+                        f"resuming at step {state.global_step} from a checkpoint without a collapse detector state for "
+                        f"{sorted(self.detectors)}: the collapse detector takes a new baseline"
+                    )
+        self._export(state)
+
+    def _state_id(self) -> str:
+        """The key of this detector's state in the checkpoint entry: its watched series."""
+        return json.dumps(sorted(self.detectors))
+
+    def _saved_state(self, stateful_callbacks: Any) -> dict[str, Any] | None:
+        """This detector's state in a ``stateful_callbacks`` mapping, or None (a warning says when the
+        checkpoint holds states for other watched series only)."""
+        entry = stateful_callbacks.get(STATE_KEY) if isinstance(stateful_callbacks, dict) else None
+        if not isinstance(entry, dict) or not entry:
+            return None
+        if self._state_id() in entry:
+            return entry[self._state_id()]
+        logger.warning(
+            f"the checkpoint holds collapse detector states for {[json.loads(k) for k in entry]}, this detector "
+            f"watches {sorted(self.detectors)}: it takes a new baseline"
+        )
+        return None
+
+    def _export(self, state: Any) -> None:
+        """Put the current state into ``state.stateful_callbacks``, which the Trainer writes into each checkpoint's
+        ``trainer_state.json`` before it deletes older checkpoints. Called whenever the saved state changes.
+
+        This callback is deliberately no ``ExportableState``: with ``restore_callback_states_from_checkpoint=True``
+        the Trainer would replace it by ``CollapseDetectorCallback(**args)``, a new instance without its Trainer
+        (no more logging), its thresholds or the user's reference; under :data:`STATE_KEY`, no callback class
+        name, that setting leaves it alone."""
+        stateful = getattr(state, "stateful_callbacks", None)
+        if isinstance(stateful, dict):
+            entry = stateful.get(STATE_KEY)
+            if not isinstance(entry, dict):
+                entry = stateful[STATE_KEY] = {}
+            entry[self._state_id()] = self.state_dict()
 
     def reset(self) -> None:
         """Forget every observation and decision."""
@@ -398,14 +499,7 @@ class CollapseDetectorCallback(TrainerCallback):
             self.stopped_at = step
             control.should_training_stop = True
         self.level = max(self.level, level)
-        return control
-
-    def on_save(self, args, state, control, **kwargs):
-        if args.should_save:
-            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            if os.path.isdir(folder):
-                with open(os.path.join(folder, STATE_FILE), "w") as f:
-                    json.dump(self.state_dict(), f)
+        self._export(state)
         return control
 
     # ------------------------------------------------------------------ helpers
@@ -436,20 +530,72 @@ class CollapseDetectorCallback(TrainerCallback):
         self._reported_missing = True
 
     def state_dict(self) -> dict[str, Any]:
+        """Decisions and every watched series' observations (JSON-serialisable)."""
         return {
             "level": self.level, "warned_at": self.warned_at, "stopped_at": self.stopped_at,
             "detectors": {key: d.state_dict() for key, d in self.detectors.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`. The watched series and their settings must be the same; a ``ValueError``
+        says what differs. On an error the callback is left as it was."""
+        if not isinstance(state, dict) or not isinstance(state.get("detectors"), dict):
+            raise ValueError("a saved collapse detector state must be a dict with a 'detectors' dict")
         if set(state["detectors"]) != set(self.detectors):
             raise ValueError(f"saved detector watches {sorted(state['detectors'])}, this one {sorted(self.detectors)}")
-        for key, detector_state in state["detectors"].items():
-            self.detectors[key].load_state_dict(detector_state)
-        self.level, self.warned_at, self.stopped_at = state["level"], state["warned_at"], state["stopped_at"]
+        level, warned_at, stopped_at = state.get("level"), state.get("warned_at"), state.get("stopped_at")
+        if level not in (0, 1, 2) or isinstance(level, bool):
+            raise ValueError(f"saved collapse level={level!r} is not 0, 1 or 2")
+        warned_at, stopped_at = _step_or_none(warned_at, "warned_at"), _step_or_none(stopped_at, "stopped_at")
+        backup = {key: d.state_dict() for key, d in self.detectors.items()}
+        try:
+            for key, detector_state in state["detectors"].items():
+                self.detectors[key].load_state_dict(detector_state)
+        except ValueError:
+            for key, detector_state in backup.items():
+                self.detectors[key].load_state_dict(detector_state)
+            raise
+        self.level, self.warned_at, self.stopped_at = level, warned_at, stopped_at
 
     def load(self, checkpoint: str) -> None:
-        """Restore the state saved in a checkpoint folder."""
-        with open(os.path.join(checkpoint, STATE_FILE)) as f:
-            self.load_state_dict(json.load(f))
+        """Restore the state saved in a checkpoint folder (from its ``trainer_state.json``, or the
+        ``qdc_collapse_detector.json`` of earlier versions). ``train(resume_from_checkpoint=...)`` does this
+        by itself; call it before ``train`` to continue another run's detector."""
+        trainer_state = os.path.join(checkpoint, "trainer_state.json")
+        if os.path.isfile(trainer_state):
+            saved = self._saved_state(self._read_json(trainer_state).get("stateful_callbacks"))
+            if saved is not None:
+                self._load_checked(saved, trainer_state)
+                return
+        legacy = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.isfile(legacy):
+            raise FileNotFoundError(
+                f"{checkpoint} holds no collapse detector state for {sorted(self.detectors)} (neither in "
+                f"trainer_state.json nor in {STATE_FILE})"
+            )
+        self._load_json(legacy)
+
+    def _load_json(self, path: str) -> None:
+        """Restore from a JSON file holding :meth:`state_dict`."""
+        self._load_checked(self._read_json(path), path)
+
+    def _load_checked(self, state: Any, path: str) -> None:
+        try:
+            self.load_state_dict(state)
+        except ValueError as err:
+            raise ValueError(f"collapse detector state in {path}: {err}") from None
         self._restored = True
+
+    @staticmethod
+    def _read_json(path: str) -> dict[str, Any]:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{path} is not valid JSON ({err}): truncated or damaged (a run killed while saving?); resume from an "
+                "earlier checkpoint"
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} holds {type(data).__name__}, not a JSON object")
+        return data

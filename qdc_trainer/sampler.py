@@ -39,7 +39,10 @@ example, so with 100 million examples choose ``update_every`` so that a refresh
 
 from __future__ import annotations
 
+import ast
+import json
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -47,7 +50,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["QDCSampler", "QDCSamplerConfig"]
+from ._io import atomic_savez
+
+__all__ = ["QDCSampler", "QDCSamplerConfig", "SamplerStateError"]
 
 _CHUNK = 1 << 20  # examples per vectorised chunk of a refresh
 _MAX_WINDOW = 1 << 20  # telemetry keeps at most this many recent trained indices
@@ -577,11 +582,11 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         pending_idx = np.concatenate(self._pending_idx) if self._pending_idx else np.zeros(0, np.int64)
         pending_loss = np.concatenate(self._pending_loss) if self._pending_loss else np.zeros(0)
         return {
-            "version": np.int64(1),
+            "version": np.int64(_STATE_VERSION),
             "num_examples": np.int64(self.num_examples),
             "num_samples": np.int64(self.num_samples),
             "block_size": np.int64(self.block_size or 0),
-            "config": np.array(repr(sorted(asdict(self.config).items()))),
+            "config": np.array(json.dumps(asdict(self.config), sort_keys=True)),
             "loss_ema": self.loss_ema,
             "cluster_loss_ema": self.cluster_loss_ema,
             "global_loss_ema": np.float64(self.global_loss_ema),
@@ -596,37 +601,172 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the next iteration replays the undrained blocks and continues exactly."""
-        for key, mine in (("num_examples", self.num_examples), ("num_samples", self.num_samples)):
-            if int(state[key]) != mine:
-                raise ValueError(f"checkpoint sampler has {key}={int(state[key])}, this one {mine}: different dataset?")
-        config = str(np.asarray(state["config"]))
-        if config != repr(sorted(asdict(self.config).items())):
-            raise ValueError(f"checkpoint sampler was configured differently: {config}")
-        saved_block = int(state["block_size"]) or None
+        """Restore :meth:`state_dict`; the next iteration replays the undrained blocks and continues exactly.
+
+        The state is checked before anything changes: a :class:`SamplerStateError` names a missing key, a
+        value out of range (an index outside ``[0, num_examples)``, a negative position, an infinite loss
+        EMA; NaN is how an unseen example, cluster or run is stored) or each setting that differs from
+        this sampler's, with both values. On an error the sampler is left as it was.
+        """
+        missing = [key for key in _STATE_KEYS if key not in state]
+        if missing:
+            raise SamplerStateError(
+                f"the state lacks {missing}: it is incomplete or was not written by QDCSampler.save"
+            )
+        n, n_clusters = self.num_examples, self.num_clusters
+        for key, mine in (("num_examples", n), ("num_samples", self.num_samples)):
+            saved = _scalar(state, key, int)
+            if saved != mine:
+                raise SamplerStateError(
+                    f"the checkpoint's sampler has {key}={saved}, this one {mine}: a different dataset? Build the sampler "
+                    "over the dataset the checkpoint was trained on, or start a new run"
+                )
+        differing = _config_differences(_saved_config(state["config"]), asdict(self.config))
+        if differing:
+            raise SamplerStateError(
+                "the checkpoint's sampler was configured differently: "
+                + "; ".join(f"{key}={saved!r} in the checkpoint, {mine!r} now" for key, saved, mine in differing)
+                + ". Build the sampler with the checkpoint's settings to resume exactly, or start a new run"
+            )
+        saved_block = _scalar(state, "block_size", int)
+        if saved_block < 0:
+            raise SamplerStateError(f"block_size={saved_block} is negative")
+        saved_block = saved_block or None
         if self.block_size is not None and saved_block is not None and saved_block != self.block_size:
-            raise ValueError(f"checkpoint block_size={saved_block} differs from this run's {self.block_size}")
+            raise SamplerStateError(
+                f"block_size={saved_block} in the checkpoint, {self.block_size} now: leave block_size unset (QDCTrainer "
+                "derives it from the batch size, accumulation and world size, which must match the checkpoint's run)"
+            )
+
+        loss_ema = _array(state, "loss_ema", np.float32, n)
+        cluster_loss_ema = _array(state, "cluster_loss_ema", np.float64, n_clusters)
+        global_loss_ema = _scalar(state, "global_loss_ema", float)
+        emas = (("loss_ema", loss_ema), ("cluster_loss_ema", cluster_loss_ema), ("global_loss_ema", np.array([global_loss_ema])))
+        for key, values in emas:
+            bad = np.flatnonzero(np.isinf(values))
+            if len(bad):
+                raise SamplerStateError(f"{key} is infinite at {bad[:5].tolist()} (NaN marks unseen; inf is never stored)")
+        if math.isnan(global_loss_ema) and (not np.isnan(loss_ema).all() or not np.isnan(cluster_loss_ema).all()):
+            raise SamplerStateError("global_loss_ema is NaN (nothing seen) but some example or cluster loss EMAs are set")
+        unseen_cluster = np.isnan(cluster_loss_ema)[self.clusters[~np.isnan(loss_ema)]]
+        if unseen_cluster.any():
+            raise SamplerStateError(
+                f"{int(unseen_cluster.sum())} examples have a loss EMA but their cluster has none: were the clusters "
+                "computed differently for this run?"
+            )
+        num_updates = _scalar(state, "num_updates", int)
+        epoch = _scalar(state, "epoch", int)
+        consumed = _scalar(state, "consumed", int)
+        for key, value in (("num_updates", num_updates), ("epoch", epoch)):
+            if value < 0:
+                raise SamplerStateError(f"{key}={value} is negative")
+        if not 0 <= consumed <= self.num_samples:
+            raise SamplerStateError(f"consumed={consumed} is outside [0, num_samples={self.num_samples}]")
+        pending_idx = _indices(state, "pending_idx", n)
+        pending_loss = _array(state, "pending_loss", np.float64, len(pending_idx))
+        ids = _array(state, "block_ids", np.int64, None)
+        lengths = _array(state, "block_lengths", np.int64, len(ids))
+        blocks = _indices(state, "blocks", n)
+        block = saved_block or self.block_size or min(self.num_samples, 4096)
+        n_blocks = -(-self.num_samples // block)
+        if len(ids) and (ids.min() < 0 or ids.max() >= n_blocks or len(np.unique(ids)) != len(ids)):
+            raise SamplerStateError(f"block_ids {ids[:5].tolist()}... are not distinct blocks in [0, {n_blocks})")
+        if (lengths < 0).any() or lengths.sum() != len(blocks) or (lengths > block).any():
+            raise SamplerStateError(
+                f"block_lengths {lengths[:5].tolist()}... do not split the {len(blocks)} saved indices into blocks of <= {block}"
+            )
+
         self.block_size = saved_block or self.block_size
-        self.loss_ema = np.asarray(state["loss_ema"], dtype=np.float32).copy()
-        self.cluster_loss_ema = np.asarray(state["cluster_loss_ema"], dtype=np.float64).copy()
-        self.global_loss_ema = float(state["global_loss_ema"])
-        self.num_updates = int(state["num_updates"])
-        self._pending_idx = [np.asarray(state["pending_idx"], dtype=np.int64)]
-        self._pending_loss = [np.asarray(state["pending_loss"], dtype=np.float64)]
-        self.epoch = int(state["epoch"])
-        self.consumed = int(state["consumed"])
-        ids = np.asarray(state["block_ids"]).tolist()
-        pieces = np.split(np.asarray(state["blocks"], dtype=np.int64), np.cumsum(state["block_lengths"])[:-1]) if ids else []
+        self.loss_ema = loss_ema.copy()
+        self.cluster_loss_ema = cluster_loss_ema.copy()
+        self.global_loss_ema = global_loss_ema
+        self.num_updates = num_updates
+        self._pending_idx = [pending_idx.copy()]
+        self._pending_loss = [pending_loss.copy()]
+        self.epoch = epoch
+        self.consumed = consumed
+        pieces = np.split(blocks.copy(), np.cumsum(lengths)[:-1]) if len(ids) else []
         self._blocks = {}
-        self._replay = dict(zip(ids, pieces))
+        self._replay = dict(zip(ids.tolist(), pieces))
         self._skip_below = self.consumed
         self._refresh()
 
-    def save(self, path: str) -> None:
-        """Write :meth:`state_dict` to an ``.npz`` file."""
-        np.savez(path, **self.state_dict())
+    def save(self, path: str | os.PathLike) -> None:
+        """Write :meth:`state_dict` to ``path`` (an ``.npz`` file, written whole or not at all: through a
+        temporary file in the same folder and an atomic rename)."""
+        atomic_savez(path, **self.state_dict())
 
-    def load(self, path: str) -> None:
-        """Read a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as data:
-            self.load_state_dict({k: data[k] for k in data.files})
+    def load(self, path: str | os.PathLike) -> None:
+        """Read a file written by :meth:`save`; a damaged or mismatched file raises a :class:`SamplerStateError`
+        that names it (the sampler is then left as it was)."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: data[k] for k in data.files}
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # BadZipFile, EOFError, zlib.error, ValueError (not an npz, pickled data), OSError
+            raise SamplerStateError(
+                f"QDC sampler state {path} cannot be read ({type(err).__name__}: {err}): it is truncated, empty or not "
+                "written by QDCSampler.save (a run killed while saving it?). Resume from an earlier checkpoint"
+            ) from err
+        try:
+            self.load_state_dict(state)
+        except SamplerStateError as err:
+            raise SamplerStateError(f"QDC sampler state {path}: {err}") from None
+
+
+class SamplerStateError(ValueError):
+    """A saved sampler state cannot be restored: damaged, incomplete, out of range or configured differently."""
+
+
+_STATE_VERSION = 2  # 1: config stored as repr(sorted(items)); 2: as JSON
+_STATE_KEYS = (
+    "num_examples", "num_samples", "block_size", "config", "loss_ema", "cluster_loss_ema", "global_loss_ema",
+    "num_updates", "pending_idx", "pending_loss", "epoch", "consumed", "block_ids", "blocks", "block_lengths",
+)
+
+
+def _scalar(state: dict[str, Any], key: str, kind: type) -> Any:
+    """A scalar entry as ``int`` or ``float``, or a :class:`SamplerStateError` naming the key."""
+    value = np.asarray(state[key])
+    if value.shape != () or value.dtype.kind not in ("biu" if kind is int else "biuf"):
+        raise SamplerStateError(f"{key} should be one {kind.__name__}, got {value.dtype} of shape {value.shape}")
+    return kind(value)
+
+
+def _array(state: dict[str, Any], key: str, dtype: Any, length: int | None) -> np.ndarray:
+    """A 1-D numeric entry of the expected length, converted to ``dtype``."""
+    value = np.asarray(state[key])
+    kinds = "iu" if np.dtype(dtype).kind in "iu" else "iuf"
+    if value.ndim != 1 or (value.dtype.kind not in kinds and len(value)):
+        raise SamplerStateError(f"{key} should be a 1-D numeric array, got {value.dtype} of shape {value.shape}")
+    if length is not None and len(value) != length:
+        raise SamplerStateError(f"{key} has {len(value)} values, expected {length}")
+    return value.astype(dtype, copy=False)
+
+
+def _indices(state: dict[str, Any], key: str, n: int) -> np.ndarray:
+    """A 1-D array of example indices, all in ``[0, n)``."""
+    idx = _array(state, key, np.int64, None)
+    if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        bad = np.flatnonzero((idx < 0) | (idx >= n))
+        raise SamplerStateError(f"{key} has indices outside [0, {n}): {idx[bad[:5]].tolist()} ({len(bad)} in all)")
+    return idx
+
+
+def _saved_config(value: Any) -> dict[str, Any]:
+    """The configuration stored in a state: JSON (version 2) or ``repr`` of the sorted items (version 1)."""
+    text = str(np.asarray(value))
+    try:
+        config = json.loads(text) if text.startswith("{") else dict(ast.literal_eval(text))
+    except (ValueError, SyntaxError, TypeError) as err:
+        raise SamplerStateError(f"config {text[:80]!r} cannot be parsed ({err})") from None
+    if not isinstance(config, dict):
+        raise SamplerStateError(f"config {text[:80]!r} is not a mapping of settings")
+    return config
+
+
+def _config_differences(saved: dict[str, Any], mine: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, current value) for every setting that differs (a missing one counts as None)."""
+    return [(key, saved.get(key), mine.get(key)) for key in sorted(set(saved) | set(mine)) if saved.get(key) != mine.get(key)]

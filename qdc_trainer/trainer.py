@@ -24,8 +24,10 @@ The mixin
   own loss, unchanged), ``"sampler"`` (``N p_i``) or ``"importance"``
   (``1 / (N p_i)``: unbiased for the uniform-sampling loss);
 - sets the sampler's epoch itself (the resume path never calls ``set_epoch`` on a
-  custom sampler), saves the sampler state into every checkpoint folder and
-  restores it in ``train(resume_from_checkpoint=...)``;
+  custom sampler), saves the sampler state into every checkpoint folder before
+  the Trainer's own files (so no checkpoint looks complete without it) and
+  restores it in ``train(resume_from_checkpoint=...)``, refusing a checkpoint
+  that lacks it;
 - adds the sampler's telemetry (``qdc/sampler/...``) to the training logs, so it
   reaches TensorBoard, W&B and MLflow;
 - logs ``qdc/train/entropy``, the mean entropy (nats) of the model's next-token
@@ -37,14 +39,17 @@ The mixin
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.loss.loss_utils import LOSS_MAPPING
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import logging
 
@@ -62,10 +67,12 @@ SAMPLER_STATE_FILE = "qdc_sampler.npz"
 LOSS_WEIGHTINGS = ("none", "sampler", "importance")
 
 _UNSET = object()
+_CHECKPOINT_RE = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
 
 
 class _SamplerCallback(TrainerCallback):
-    """Epoch bookkeeping, weight refreshes and checkpointing of the sampler (identical on every rank)."""
+    """Epoch bookkeeping and weight refreshes of the sampler (identical on every rank); the mixin's
+    ``_save_checkpoint`` writes its state."""
 
     def __init__(self, sampler: QDCSampler, flush: Callable[[], None]) -> None:
         self.sampler = sampler
@@ -82,13 +89,6 @@ class _SamplerCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.flush()
-
-    def on_save(self, args, state, control, **kwargs):
-        self.flush()  # on every process: the gather is collective
-        if args.should_save:
-            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            if os.path.isdir(folder):
-                self.sampler.save(os.path.join(folder, SAMPLER_STATE_FILE))
 
 
 class QDCTrainerMixin:
@@ -379,19 +379,94 @@ class QDCTrainerMixin:
                 self._qdc_entropy = None
         super().log(logs, *args, **kwargs)
 
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write the sampler state into the checkpoint folder first, then let the Trainer save the rest.
+
+        ``Trainer._save_checkpoint`` writes the model, optimizer, scheduler, RNG state and, last,
+        ``trainer_state.json`` (without which the Trainer cannot resume from the folder), and only then
+        deletes older checkpoints (``save_total_limit``). Writing the sampler state before all of it means
+        a run killed at any point of a save leaves no checkpoint that looks complete without the sampler
+        state, and the previous checkpoints are still there.
+        """
+        if getattr(self, "qdc_sampler", None) is not None:
+            self._flush_feedback()  # on every process (the gather is collective), so the state is complete
+        if getattr(self, "qdc_sampler", None) is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            self.qdc_sampler.save(os.path.join(folder, SAMPLER_STATE_FILE))
+        super()._save_checkpoint(model, trial)
+
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """``Trainer.train``; with a sampler, a resume first restores the sampler state saved in the checkpoint.
+
+        Every process reads the same file. A checkpoint without ``trainer_state.json`` (a save that was
+        interrupted) or without the sampler state is refused with an error that names it, unless
+        ``args.ignore_data_skip`` is set: then the run gives up the exact data order anyway, and the sampler
+        keeps its current weights (or the checkpoint's, when present) and starts the epoch afresh.
+        """
         if self.qdc_sampler is not None:
             checkpoint = resume_from_checkpoint
             if isinstance(checkpoint, bool):
                 checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
-            state_file = os.path.join(checkpoint, SAMPLER_STATE_FILE) if checkpoint else None
-            if state_file and os.path.isfile(state_file):
-                self.qdc_sampler.load(state_file)
+            if checkpoint:
+                self._restore_sampler(os.fspath(checkpoint))
             else:
-                if checkpoint:
-                    logger.warning(f"{checkpoint} holds no {SAMPLER_STATE_FILE}: the QDC sampler starts from its current weights")
                 self.qdc_sampler.reset_position()
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _restore_sampler(self, checkpoint: str) -> None:
+        """Load the sampler state of ``checkpoint`` or explain why it cannot be."""
+        sampler, skip_data = self.qdc_sampler, bool(self.args.ignore_data_skip)
+        state_file = os.path.join(checkpoint, SAMPLER_STATE_FILE)
+        if not os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+            raise ValueError(
+                f"checkpoint {checkpoint} is incomplete: it has no {TRAINER_STATE_NAME}, the last file a save writes "
+                f"(a run interrupted while saving?). {_earlier_checkpoint_hint(checkpoint)}"
+            )
+        try:
+            with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as f:
+                json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:  # transformers writes it in place, not atomically
+            raise ValueError(
+                f"{os.path.join(checkpoint, TRAINER_STATE_NAME)} is damaged ({err}): a run killed while writing it? "
+                f"{_earlier_checkpoint_hint(checkpoint)}"
+            ) from None
+        if os.path.isfile(state_file):
+            sampler.load(state_file)
+            if skip_data:  # the Trainer will not skip the batches already trained on: nor may the sampler
+                sampler.reset_position()
+            return
+        if not skip_data:
+            raise ValueError(
+                f"checkpoint {checkpoint} has no {SAMPLER_STATE_FILE}, the QDC sampler state, so training cannot "
+                "resume on the same examples (it was saved without a sampler, or by a version that wrote the state "
+                f"after the checkpoint). {_earlier_checkpoint_hint(checkpoint)} To go on from this checkpoint with "
+                "the sampler's current weights and a new data order, set TrainingArguments(ignore_data_skip=True)"
+            )
+        logger.warning(
+            f"{checkpoint} holds no {SAMPLER_STATE_FILE}: with ignore_data_skip=True the QDC sampler keeps its current "
+            "weights and starts the epoch afresh"
+        )
+        sampler.reset_position()
+
+
+def _earlier_checkpoint_hint(checkpoint: str) -> str:
+    """Where to resume from instead: the newest earlier checkpoint next to ``checkpoint`` that is complete and has
+    its sampler state."""
+    parent = os.path.dirname(os.path.abspath(checkpoint))
+    own = _CHECKPOINT_RE.fullmatch(os.path.basename(os.path.abspath(checkpoint)))
+    below = int(own.group(1)) if own else None
+    candidates = []
+    if os.path.isdir(parent):
+        for entry in os.listdir(parent):
+            match = _CHECKPOINT_RE.fullmatch(entry)
+            folder = os.path.join(parent, entry)
+            complete = all(os.path.isfile(os.path.join(folder, f)) for f in (TRAINER_STATE_NAME, SAMPLER_STATE_FILE))
+            if match and (below is None or int(match.group(1)) < below) and complete:
+                candidates.append((int(match.group(1)), folder))
+    if candidates:
+        return f"Resume from {max(candidates)[1]} instead (or delete {checkpoint} and resume_from_checkpoint=True picks it)."
+    return "Resume from an earlier checkpoint that has it, or start a new run."
 
 
 class QDCTrainer(QDCTrainerMixin, Trainer):

@@ -169,7 +169,8 @@ def test_callback_checkpoints_at_the_first_warning_and_stops_at_collapse(tmp_pat
     assert detector.warned_at == 5 and detector.stopped_at == 7
     assert trainer.state.global_step == 7  # stopped, 3 steps before max_steps
     assert (tmp_path / "checkpoint-5" / "model.safetensors").is_file()
-    assert (tmp_path / "checkpoint-5" / "qdc_collapse_detector.json").is_file()
+    saved = json.loads((tmp_path / "checkpoint-5" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert saved["qdc_trainer.CollapseDetectorCallback"]['["qdc/gen/per_input/distinct_2"]']["warned_at"] == 5
     levels = [e["qdc/collapse/level"] for e in trainer.state.log_history if "qdc/collapse/level" in e]
     assert levels == [0, 0, 0, 0, 1, 1, 2]
     changes = [e for e in trainer.state.log_history if "qdc/collapse/qdc/gen/per_input/distinct_2/change" in e]
@@ -204,8 +205,11 @@ def test_callback_state_restores_itself_on_resume_and_resets_on_a_fresh_run(tmp_
     assert resumed.warned_at == 5 and d.baseline == pytest.approx(0.8)  # not a new baseline from steps 6-8
     assert d.state_dict() == s.state_dict() and resumed.level == straight.level
 
-    # without the state file the detector says so and takes a new baseline
-    (tmp_path / "checkpoint-5" / "qdc_collapse_detector.json").unlink()
+    # without its state in the checkpoint the detector says so and takes a new baseline
+    state_path = tmp_path / "checkpoint-5" / "trainer_state.json"
+    trainer_state = json.loads(state_path.read_text())
+    del trainer_state["stateful_callbacks"]["qdc_trainer.CollapseDetectorCallback"]
+    state_path.write_text(json.dumps(trainer_state))
     with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
         _, fresh = _train_with_series(tmp_path, tokenizer, values, actions=("log",), resume=str(tmp_path / "checkpoint-5"))
     assert "takes a new baseline" in caplog.text
