@@ -38,9 +38,15 @@ def make_dataset(tokenizer, n: int = 64) -> Dataset:
 def qdc_run(tokenizer, ds, output_dir, resume=None, save_hook=None, **arg_overrides):
     """A QDC run of 9 optimizer steps (2 micro-batches each), checkpoints every 3, only the last one kept."""
     sampler = QDCSampler.from_dataset(ds, complexity_column=None, update_every=2, seed=3)
-    trained: list[list[int]] = []
+    trained: list[list[int]] = []  # the micro-batches fed back (feedback is recorded in pieces at refreshes)
     record = sampler.record
-    sampler.record = lambda idx, loss: (trained.append(np.asarray(idx).tolist()), record(idx, loss))[1]
+
+    def recording(idx, loss):
+        idx = np.asarray(idx).tolist()
+        trained.extend(idx[k : k + 4] for k in range(0, len(idx), 4))
+        record(idx, loss)
+
+    sampler.record = recording
     if save_hook is not None:
         save = sampler.save
         sampler.save = lambda path: (save_hook(path), save(path))[1]
