@@ -216,6 +216,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         flags += ["--output_dir", os.path.join("runs", os.path.splitext(os.path.basename(str(path)))[0] if path else "qdc")]
     model, data, qdc, training = _parse(config_parser(trainer), flags + overrides, where)
     _validate(model, data, qdc, where)
+    _check_reporting(training, where)
     if qdc.smoke:
         _shrink(data, qdc, training, keep=_flag_names(overrides))
     return RecipeConfig(model=model, data=data, qdc=qdc, training=training, source=str(path) if path else None)
@@ -326,6 +327,23 @@ def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, whe
         raise ConfigError(f"{where}: noise={data.noise} must be in [0, 1]")
     if not 0.0 <= qdc.tradeoff <= 1.0:
         raise ConfigError(f"{where}: tradeoff={qdc.tradeoff} must be in [0, 1]")
+
+
+def _check_reporting(training: Any, where: str) -> None:
+    """Fail before training when ``report_to`` names an integration whose package is not installed (the Trainer
+    would raise only once it starts, after the data are scored)."""
+    from transformers.integrations import integration_utils
+
+    missing = []
+    for name in [r for r in (training.report_to or []) if r not in ("all", "none")]:
+        check = getattr(integration_utils, f"is_{name.replace('-', '_')}_available", None)
+        if check is not None and not check():
+            missing.append(name)
+    if missing:
+        hint = "pip install 'qdc-trainer[tensorboard]'" if missing == ["tensorboard"] else f"pip install {' '.join(missing)}"
+        raise ConfigError(
+            f"{where}: report_to {missing} is not installed; {hint}, or set report_to: none (or another backend)"
+        )
 
 
 SMOKE = {"train_size": 64, "eval_size": 8, "ood_size": 8, "max_train_examples": 64, "probes": 2, "monitor_samples": 2,

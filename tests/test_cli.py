@@ -130,3 +130,15 @@ def test_smoke_lets_an_explicit_flag_win():
     assert cfg.training.max_steps == 2 and cfg.qdc.probes == 3  # the flags win
     assert cfg.qdc.monitor_samples == 2 and cfg.data.train_size == 64  # smoke sets the rest, over the recipe's values
     assert load_config(recipe, ["--smoke", "true"]).training.max_steps == 4
+
+
+def test_a_reporting_backend_that_is_not_installed_is_named_before_training(monkeypatch, capsys):
+    from transformers.integrations import integration_utils
+
+    monkeypatch.setattr(integration_utils, "is_tensorboard_available", lambda: False)
+    recipe = str(Path(__file__).parent.parent / "recipes" / "arithmetic" / "sft_qdc.yaml")
+    with pytest.raises(ConfigError, match=r"report_to \['tensorboard'\] is not installed; pip install 'qdc-trainer\[tensorboard\]'"):
+        load_config(recipe)
+    assert main(["train", "--config", recipe, "--smoke", "true"]) == 2
+    assert "qdc-trainer[tensorboard]" in capsys.readouterr().err
+    assert load_config(recipe, ["--report_to", "none"]).training.report_to in ([], ["none"], "none")
