@@ -111,6 +111,13 @@ class QDCTrainerMixin:
                 callback.bind(self)
         if qdc_sampler is None:
             return
+        packed = [name for name in ("packing", "padding_free") if getattr(self.args, name, False) is True]
+        if packed:
+            raise ValueError(
+                f"QDC sampling does not support packed batches yet ({' and '.join(f'{n}=True' for n in packed)} in the "
+                "TRL config): a packed row holds several examples, so their losses cannot be fed back one per example. "
+                "Set packing=False and padding_free=False, or leave qdc_sampler unset"
+            )
         if loss_weighting != "none" and (self.args.label_smoothing_factor or self.compute_loss_func is not None):
             raise ValueError("loss_weighting needs the default loss: unset label_smoothing_factor / compute_loss_func")
         train_dataset = self.train_dataset
@@ -179,6 +186,14 @@ class QDCTrainerMixin:
         labels = inputs.get("labels")
         if sampler is not None and labels is None:
             raise KeyError("QDC loss feedback needs 'labels' in the batch (use a collator that creates them)")
+        if sampler is not None and labels.shape[0] != indices.numel():
+            packed = any(k in inputs for k in ("position_ids", "cu_seq_lens_q", "cu_seq_lens_k"))
+            raise ValueError(
+                f"the training batch has {labels.shape[0]} rows but {indices.numel()} example indices"
+                + (": packed or padding-free batches (TRL's packing=True / padding_free=True) are not supported by QDC "
+                   "sampling yet; set packing=False and padding_free=False" if packed else
+                   ": the collator must keep one row per example")
+            )
         attention_mask = inputs.get("attention_mask")
         if sampler is None or self.loss_weighting == "none":
             # The base class computes the loss its own way (TRL's fused LM head included); a forward hook
