@@ -101,6 +101,14 @@ class QDCTrainerMixin:
             raise TypeError(f"qdc_sampler must be a QDCSampler, got {type(qdc_sampler).__name__}")
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting={loss_weighting!r} is not one of {LOSS_WEIGHTINGS}")
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)  # Trainer(model, args, ...)
+        packed = [name for name in ("packing", "padding_free") if getattr(training_args, name, False) is True]
+        if qdc_sampler is not None and packed:  # before the base class packs the dataset
+            raise ValueError(
+                f"QDC sampling does not support packed batches yet ({' and '.join(f'{n}=True' for n in packed)} in the "
+                "TRL config): a packed row holds several examples, so their losses cannot be fed back one per example. "
+                "Set packing=False and padding_free=False, or leave qdc_sampler unset"
+            )
         super().__init__(*args, **kwargs)
         self.qdc_sampler = qdc_sampler
         self.loss_weighting = loss_weighting
@@ -111,13 +119,6 @@ class QDCTrainerMixin:
                 callback.bind(self)
         if qdc_sampler is None:
             return
-        packed = [name for name in ("packing", "padding_free") if getattr(self.args, name, False) is True]
-        if packed:
-            raise ValueError(
-                f"QDC sampling does not support packed batches yet ({' and '.join(f'{n}=True' for n in packed)} in the "
-                "TRL config): a packed row holds several examples, so their losses cannot be fed back one per example. "
-                "Set packing=False and padding_free=False, or leave qdc_sampler unset"
-            )
         if loss_weighting != "none" and (self.args.label_smoothing_factor or self.compute_loss_func is not None):
             raise ValueError("loss_weighting needs the default loss: unset label_smoothing_factor / compute_loss_func")
         train_dataset = self.train_dataset
