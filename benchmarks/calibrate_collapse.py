@@ -5,6 +5,9 @@ Run from the repository root::
     python benchmarks/calibrate_collapse.py                  # seeds 0-4 x 3 arms, about 2 minutes on 2 cores
     python benchmarks/calibrate_collapse.py --first-seed 5   # seeds 5-9: the check on runs not used to choose
     python benchmarks/calibrate_collapse.py --smoke          # 1 seed, few steps (CI)
+    python benchmarks/calibrate_collapse.py --probes 8 --samples 4 --seeds 10   # fewer probe samples
+    python benchmarks/calibrate_collapse.py --arms healthy shift --pretrained /tmp/pre   # false alarms only;
+                                                             # pretrained models reused across probe settings
 
 No paper gives a collapse threshold, so this script measures one. The task is a
 synthetic language: a prompt ``topic <w> :`` is followed by a random walk over a
@@ -30,7 +33,10 @@ every observation). Afterwards the logged series are replayed offline through
 a pure function of the series, so the replay is exact), counting planted runs
 flagged (a warning after the narrowing starts) and healthy or shifted runs with a
 false alarm; then the shipped defaults (``DEFAULT_WATCH``) are replayed run by
-run. The defaults were chosen on seeds 0-4 and checked on seeds 5-9.
+run, with the thresholds as set and, below 16 x 4 probe samples, widened as the callback widens them
+(see ``reference_samples``). The defaults were chosen on seeds 0-4 and checked on seeds 5-9.
+Last, each series of ``KNOWN_SERIES`` alone (the rates ``empty_rate`` and ``repetition`` too):
+its false alarms and largest healthy drift.
 The detection delay is the first warning step minus ``--narrow-start``; it is
 printed beside the step where the evaluation loss first shows the narrowing
 (its first evaluation above the value at ``--narrow-start`` by more than the
@@ -45,6 +51,7 @@ import argparse
 import itertools
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -73,7 +80,7 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCTrainer, SeriesDetector  # noqa: E402
-from qdc_trainer.collapse import DEFAULT_WATCH, _default_watch  # noqa: E402
+from qdc_trainer.collapse import DEFAULT_WATCH, KNOWN_SERIES, REFERENCE_SAMPLES, _default_watch  # noqa: E402
 from qdc_trainer.metrics import VerifierScorer  # noqa: E402
 
 WORDS = [f"w{i:02d}" for i in range(48)]
@@ -166,6 +173,8 @@ def pretrain(tokenizer, chain: Chain, seed: int, steps: int, out: str) -> GPT2LM
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=64, n_layer=4, n_head=4,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = GPT2LMHeadModel(config)
+    if steps == 0:
+        return model
     rng = np.random.default_rng(seed + 1000)
     trainer = QDCTrainer(model=model, args=base_args(out, max_steps=steps, learning_rate=3e-3, warmup_steps=steps // 10,
                                                      logging_steps=steps, seed=seed),
@@ -178,7 +187,7 @@ def pretrain(tokenizer, chain: Chain, seed: int, steps: int, out: str) -> GPT2LM
 
 def finetune(model, tokenizer, texts, eval_texts, chain: Chain, args, seed: int, out: str) -> list[dict]:
     probes = [f"topic {WORDS[i]} :" for i in range(0, len(WORDS), len(WORDS) // args.probes)][: args.probes]
-    monitor = GenerationMonitorCallback(probes, num_samples=4, max_new_tokens=16, every_n_steps=args.every, seed=seed,
+    monitor = GenerationMonitorCallback(probes, num_samples=args.samples, max_new_tokens=16, every_n_steps=args.every, seed=seed,
                                         save_samples=False, scorer=VerifierScorer(chain.validity, progress=False))
     detector = CollapseDetectorCallback(actions=("log",))
     trainer = QDCTrainer(model=model, args=base_args(out, max_steps=args.steps, learning_rate=1e-3, logging_steps=args.every,
@@ -197,7 +206,15 @@ def run_seed(seed: int, args, tokenizer) -> dict[str, list[dict]]:
     chain, other = Chain.random(rng), Chain.random(rng)
     eval_texts = [example(t, chain.walk(rng, t)) for t in rng.integers(len(WORDS), size=128)]
     with tempfile.TemporaryDirectory() as tmp:
-        base = pretrain(tokenizer, chain, seed, args.pretrain_steps, os.path.join(tmp, "pre"))
+        cached = Path(args.pretrained, f"seed{seed}_{args.pretrain_steps}.pt") if args.pretrained else None
+        if cached is not None and cached.is_file():  # the same pretrained model for several probe settings
+            base = pretrain(tokenizer, chain, seed, 0, os.path.join(tmp, "pre"))
+            base.load_state_dict(torch.load(cached))
+        else:
+            base = pretrain(tokenizer, chain, seed, args.pretrain_steps, os.path.join(tmp, "pre"))
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(base.state_dict(), cached)
         state = {k: v.clone() for k, v in base.state_dict().items()}
         targets = [chain.walk(rng, int(t)) for t in rng.integers(len(WORDS), size=NUM_TARGETS)]
         streams = {
@@ -208,6 +225,8 @@ def run_seed(seed: int, args, tokenizer) -> dict[str, list[dict]]:
         }
         histories = {}
         for arm, texts in streams.items():
+            if arm not in args.arms:
+                continue
             base.load_state_dict(state)
             histories[arm] = finetune(base, tokenizer, texts, eval_texts, chain, args, seed, os.path.join(tmp, arm))
     return histories
@@ -291,6 +310,33 @@ def evaluate(histories, make, start) -> dict:
     return {"flagged": flagged, "false_alarms": false_alarms, "delays": delays, "collapses": collapses, "worst": worst}
 
 
+def report_defaults(histories, args, eval_steps, planted: int, quiet_runs: int, widen: float) -> None:
+    """The shipped defaults run by run, with the monitor's thresholds widened by ``widen`` (as the callback does for
+    fewer than ``REFERENCE_SAMPLES`` samples per evaluation)."""
+    def make():
+        return [d.widen(widen) if d.key.startswith("qdc/gen/") else d for d in _default_watch()]
+
+    label = "as set" if widen == 1 else f"widened x{widen:.2f}, as the callback does for {args.probes * args.samples} samples"
+    print(f"\nthe shipped defaults (CollapseDetectorCallback() watching DEFAULT_WATCH, thresholds {label}), per run:")
+    print(f"  {'seed':>4s} {'arm':8s} {'warning':>8s} {'collapse':>8s} {'first series':34s} {'eval loss shows it':>18s}")
+    for seed, h in histories.items():
+        for arm, history in h.items():
+            warn, collapse, first = replay(history, make())
+            shown = str(eval_steps[seed]) if arm == "planted" else ""
+            print(f"  {seed:4d} {arm:8s} {str(warn):>8s} {str(collapse):>8s} {str(first):34s} {shown:>18s}")
+    r = evaluate(histories, make, args.narrow_start)
+    eval_delays = [eval_steps[s] - args.narrow_start for s in histories if eval_steps[s] is not None]
+    margins = ", ".join(f"{k.removeprefix('qdc/gen/')} {v:+.3f} (warns at {DEFAULT_WATCH[k]['warn_change'] * (widen if k.startswith('qdc/gen/') else 1):.3g})"
+                        for k, v in r["worst"].items())
+    print(f"\n  defaults ({label}): {r['flagged']}/{planted} planted runs flagged (collapse declared in {r['collapses']}), "
+          f"{r['false_alarms']} false alarms in {quiet_runs} healthy and shifted runs  "
+          f"{'PASS' if r['flagged'] == planted and r['false_alarms'] == 0 else 'MISS'}")
+    if r["delays"]:
+        print(f"  detection delay after the narrowing starts: mean {np.mean(r['delays']):.0f}, max {max(r['delays'])} steps; "
+              f"the evaluation loss: mean {np.mean(eval_delays) if eval_delays else float('nan'):.0f} steps")
+    print(f"  worst change in a healthy or shifted run: {margins}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -301,7 +347,12 @@ def main() -> None:
     parser.add_argument("--narrow-start", type=int, default=80)
     parser.add_argument("--narrow-steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--probes", type=int, default=16, help="probe prompts (4 samples each)")
+    parser.add_argument("--probes", type=int, default=16, help="probe prompts")
+    parser.add_argument("--samples", type=int, default=4, help="samples per probe prompt")
+    parser.add_argument("--arms", nargs="+", default=["healthy", "shift", "planted"], choices=["healthy", "shift", "planted"],
+                        help="fine-tuning arms to run (healthy and shift alone measure false alarms)")
+    parser.add_argument("--pretrained", help="folder caching each seed's pretrained model, reused by later runs with "
+                                             "other probe settings")
     parser.add_argument("--save", help="write the runs' logged series to this JSON file")
     parser.add_argument("--load", help="report on the series saved by --save instead of training")
     parser.add_argument("--smoke", action="store_true", help="1 seed, 40 + 30 steps (checks the code paths, not the figures)")
@@ -318,31 +369,37 @@ def main() -> None:
     if args.load:
         saved = json.loads(Path(args.load).read_text())
         histories = {int(seed): h for seed, h in saved["histories"].items()}
-        for name in ("steps", "every", "narrow_start", "narrow_steps", "probes"):
-            setattr(args, name, saved["args"][name])
+        for name in ("steps", "every", "narrow_start", "narrow_steps", "probes", "samples"):
+            setattr(args, name, saved["args"].get(name, getattr(args, name)))
         args.seeds = len(histories)
     for seed in range(args.first_seed, args.first_seed + args.seeds) if not args.load else []:
         t0 = time.perf_counter()
         histories[seed] = run_seed(seed, args, tokenizer)
-        print(f"seed {seed}: 3 arms in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"seed {seed}: {len(args.arms)} arms in {time.perf_counter() - t0:.0f} s", flush=True)
     if args.save:
         Path(args.save).write_text(json.dumps({"args": vars(args), "histories": histories}))
 
-    print(f"\n== collapse detector calibration: {args.seeds} seeds ({', '.join(map(str, histories))}) x (healthy, shift, planted), {args.steps} steps, "
+    arms = [a for a in ("healthy", "shift", "planted") if all(a in h for h in histories.values())]
+    planted = args.seeds if "planted" in arms else 0
+    quiet_runs = args.seeds * len([a for a in arms if a != "planted"])
+    print(f"\n== collapse detector calibration: {args.seeds} seeds ({', '.join(map(str, histories))}) x ({', '.join(arms)}), "
+          f"{args.steps} steps, {args.probes} probes x {args.samples} samples, "
           f"narrowing from step {args.narrow_start} over {args.narrow_steps} steps ==")
     print("\nseries at the start / end of fine-tuning (mean over seeds; quality: share of valid transitions in the "
           "generations under the original chain):")
     for key, _ in [*SERIES, ("qdc/gen/quality", "decrease"), ("eval_loss", "increase")]:
         cells = []
-        for arm in ("healthy", "shift", "planted"):
+        for arm in arms:
             first = np.mean([series(h[arm], key)[0][1] for h in histories.values()])
             last = np.mean([series(h[arm], key)[-1][1] for h in histories.values()])
             cells.append(f"{arm} {first:.3f}->{last:.3f}")
         print(f"  {key:34s} " + "   ".join(cells))
 
-    eval_steps, margin = eval_detection(histories, args.narrow_start)
-    print(f"\nevaluation loss: a planted run shows the narrowing when it rises by more than {margin:.1%} over its value at "
-          f"step {args.narrow_start} (the largest rise of any healthy run)")
+    eval_steps, margin = {seed: None for seed in histories}, 0.0
+    if planted and "healthy" in arms:
+        eval_steps, margin = eval_detection(histories, args.narrow_start)
+        print(f"\nevaluation loss: a planted run shows the narrowing when it rises by more than {margin:.1%} over its value at "
+              f"step {args.narrow_start} (the largest rise of any healthy run)")
 
     print("\neach series alone, over a grid of settings (warm-up, EMA, warning level, relative or absolute change): "
           "settings that warn in every planted run after the narrowing starts and in no healthy or shifted run")
@@ -350,34 +407,26 @@ def main() -> None:
         good = []
         for setting in grid():
             r = evaluate(histories, lambda: [SeriesDetector(key, direction, **setting)], args.narrow_start)
-            if r["flagged"] == args.seeds and r["false_alarms"] == 0:
-                good.append((np.mean(r["delays"]), setting, r))
+            if r["flagged"] == planted and r["false_alarms"] == 0:
+                good.append((np.mean(r["delays"]) if r["delays"] else 0.0, setting, r))
         good.sort(key=lambda g: (g[0], -g[1]["warn_change"]))
         line = f"  {key:34s} {len(good):3d} of {len(grid())}"
         if good:
             delay, setting, r = good[0]
             kind = "relative" if setting["relative"] else "absolute"
-            line += (f"; earliest: warn at {setting['warn_change']} {kind}, warm-up {setting['warmup']}, EMA {setting['ema']}: "
-                     f"delay {delay:.0f} steps (max {max(r['delays'])})")
+            line += f"; earliest: warn at {setting['warn_change']} {kind}, warm-up {setting['warmup']}, EMA {setting['ema']}"
+            line += f": delay {delay:.0f} steps (max {max(r['delays'])})" if r["delays"] else ""
         print(line)
 
-    print("\nthe shipped defaults (CollapseDetectorCallback() watching DEFAULT_WATCH), per run:")
-    print(f"  {'seed':>4s} {'arm':8s} {'warning':>8s} {'collapse':>8s} {'first series':34s} {'eval loss shows it':>18s}")
-    for seed, h in histories.items():
-        for arm, history in h.items():
-            warn, collapse, first = replay(history, _default_watch())
-            shown = str(eval_steps[seed]) if arm == "planted" else ""
-            print(f"  {seed:4d} {arm:8s} {str(warn):>8s} {str(collapse):>8s} {str(first):34s} {shown:>18s}")
-    r = evaluate(histories, _default_watch, args.narrow_start)
-    eval_delays = [eval_steps[s] - args.narrow_start for s in histories if eval_steps[s] is not None]
-    margins = ", ".join(f"{k.removeprefix('qdc/gen/')} {v:+.3f} (warns at {DEFAULT_WATCH[k]['warn_change']})" for k, v in r["worst"].items())
-    print(f"\n  defaults: {r['flagged']}/{args.seeds} planted runs flagged (collapse declared in {r['collapses']}), "
-          f"{r['false_alarms']} false alarms in {2 * args.seeds} healthy and shifted runs  "
-          f"{'PASS' if r['flagged'] == args.seeds and r['false_alarms'] == 0 else 'MISS'}")
-    if r["delays"]:
-        print(f"  detection delay after the narrowing starts: mean {np.mean(r['delays']):.0f}, max {max(r['delays'])} steps; "
-              f"the evaluation loss: mean {np.mean(eval_delays) if eval_delays else float('nan'):.0f} steps")
-    print(f"  worst change in a healthy or shifted run: {margins}")
+    factor = max(1.0, math.sqrt(REFERENCE_SAMPLES / (args.probes * args.samples)))
+    for widen in sorted({1.0, factor}):
+        report_defaults(histories, args, eval_steps, planted, quiet_runs, widen)
+    print("\neach series of KNOWN_SERIES alone, with its known settings: false alarms in healthy and shifted runs, worst change")
+    for key, settings in KNOWN_SERIES.items():
+        if all(series(h[arm], key) for h in histories.values() for arm in arms):
+            k = evaluate(histories, lambda: [SeriesDetector(key, **settings)], args.narrow_start)
+            print(f"  {key:34s} {k['false_alarms']}/{quiet_runs} false alarms, worst change {k['worst'][key]:+.3f} "
+                  f"(warns at {settings['warn_change']})")
     print(f"\ntotal {time.perf_counter() - start_time:.0f} s")
 
 

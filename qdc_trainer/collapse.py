@@ -7,7 +7,11 @@ takes a baseline; after that each observation updates an exponential moving
 average (EMA) and three signals, all signed so that positive means worse:
 
 - ``change``: ``(EMA - baseline) / max(|baseline|, min_scale)`` (or the plain
-  difference with ``relative=False``);
+  difference with ``relative=False``). ``min_scale`` (default 0.1) keeps a baseline
+  at or near 0 from blowing a tiny change up into a collapse (it warns when that
+  happens): a rate or share that starts at 0 (``qdc/gen/empty_rate``,
+  ``qdc/gen/repetition``) needs absolute thresholds, ``relative=False``, as
+  :data:`KNOWN_SERIES` gives it;
 - ``slope``: the least-squares slope of the last ``slope_window`` EMA values per
   observation, on the same scale;
 - ``streak``: how many observations in a row moved the EMA the bad way.
@@ -39,7 +43,11 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-__all__ = ["CollapseDetectorCallback", "CollapseSignal", "DEFAULT_WATCH", "KNOWN_SERIES", "SeriesDetector", "watch_from_keys"]
+from ._logging import log_record
+
+__all__ = [
+    "CollapseDetectorCallback", "CollapseSignal", "DEFAULT_WATCH", "KNOWN_SERIES", "SeriesDetector", "series_name", "watch_from_keys",
+]
 
 logger = logging.get_logger(__name__)
 
@@ -85,7 +93,9 @@ class SeriesDetector:
     slope_window: int = field(default=4, metadata={"help": "EMA values in the slope fit"})
     warn_slope: float = field(default=0.03, metadata={"help": "worsening per observation that warns after patience"})
     relative: bool = field(default=True, metadata={"help": "scale by the baseline (False: plain differences)"})
-    min_scale: float = field(default=1e-3, metadata={"help": "smallest |baseline| used as the relative scale"})
+    min_scale: float = field(
+        default=0.1, metadata={"help": "smallest |baseline| used as the relative scale (a baseline near 0 does not blow changes up)"}
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not self.key:
@@ -98,13 +108,37 @@ class SeriesDetector:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "slope_window" else 1):
                 raise ValueError(f"{name}={value!r} for {self.key!r} must be an int >= {2 if name == 'slope_window' else 1}")
+        for name in ("ema", "warn_change", "collapse_change", "warn_slope", "min_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name}={value!r} for {self.key!r} must be a number")
+            if not math.isfinite(value):
+                raise ValueError(f"{name}={value!r} for {self.key!r} must be a finite number")
+        if not isinstance(self.relative, (bool, np.bool_)):
+            raise TypeError(f"relative={self.relative!r} for {self.key!r} must be True or False")
         if not 0 < self.ema <= 1:
             raise ValueError(f"ema={self.ema!r} for {self.key!r} must be in (0, 1]")
         if not 0 < self.warn_change <= self.collapse_change:
             raise ValueError(f"need 0 < warn_change <= collapse_change for {self.key!r}")
         if self.warn_slope <= 0 or self.min_scale <= 0:
             raise ValueError(f"warn_slope and min_scale for {self.key!r} must be > 0")
+        self.threshold_factor = 1.0
         self.reset()
+
+    def widen(self, factor: float) -> SeriesDetector:
+        """Multiply ``warn_change`` and ``collapse_change`` by ``factor`` (>= 1) when judging, for a noisier series
+        than the thresholds were set for; the configuration (and so :meth:`state_dict`) is unchanged. Returns self.
+
+        >>> d = SeriesDetector("x", ema=1.0, relative=False, warn_change=0.1, collapse_change=0.25).widen(1.5)
+        >>> [d.update(step, v).level for step, v in enumerate([0.8, 0.68, 0.62, 0.4])]
+        [0, 0, 1, 2]
+        >>> d.signal.reason
+        'fell by 0.4 from baseline 0.8 (collapse at 0.375)'
+        """
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 1:
+            raise ValueError(f"factor={factor!r} for {self.key!r} must be a finite number >= 1")
+        self.threshold_factor = float(factor)
+        return self
 
     def reset(self) -> None:
         """Forget every observation."""
@@ -125,6 +159,15 @@ class SeriesDetector:
     def _scale(self) -> float:
         return max(abs(self.baseline), self.min_scale) if self.relative else 1.0
 
+    def _amount(self, change: float) -> str:
+        """A change in words' units: a percentage of the baseline when relative, else the plain difference."""
+        return f"{abs(change):.1%}" if self.relative else f"{abs(change):.3g}"
+
+    def _moved(self, change: float) -> str:
+        """``change`` (signed so that positive is worse) as a movement of the series: 'fell by 0.162', 'rose by 12.0%'."""
+        falling = (change > 0) == (self.direction == "decrease")
+        return f"{'fell' if falling else 'rose'} by {self._amount(change)}"
+
     def update(self, step: int, value: Any) -> CollapseSignal:
         """Add one observation; returns the current signal (unchanged for a NaN or inf value)."""
         try:
@@ -141,6 +184,12 @@ class SeriesDetector:
                 return self.signal
             self.baseline = float(np.mean(self._warmup_values))
             self.smoothed = self.baseline
+            if self.relative and abs(self.baseline) < self.min_scale:
+                logger.warning(
+                    f"{self.key!r}: baseline {self.baseline:.3g} is below min_scale={self.min_scale:g}, so changes are "
+                    f"measured in units of {self.min_scale:g}, not relative to the baseline; for a rate or share that "
+                    "starts near 0, use relative=False"
+                )
             self._recent = [self.baseline]
             self.signal = CollapseSignal(self.key, 0, step, x, self.smoothed, self.baseline, reason="baseline set")
             return self.signal
@@ -152,12 +201,14 @@ class SeriesDetector:
         slope = 0.0
         if len(self._recent) >= 2:
             slope = self._sign * float(np.polyfit(np.arange(len(self._recent)), self._recent, 1)[0]) / self._scale()
-        if change >= self.collapse_change:
-            level, reason = 2, f"changed {change:+.1%} from baseline (collapse at {self.collapse_change:.0%})"
-        elif change >= self.warn_change:
-            level, reason = 1, f"changed {change:+.1%} from baseline (warning at {self.warn_change:.0%})"
+        warn_change, collapse_change = self.warn_change * self.threshold_factor, self.collapse_change * self.threshold_factor
+        if change >= collapse_change:
+            level, reason = 2, f"{self._moved(change)} from baseline {self.baseline:.3g} (collapse at {self._amount(collapse_change)})"
+        elif change >= warn_change:
+            level, reason = 1, f"{self._moved(change)} from baseline {self.baseline:.3g} (warning at {self._amount(warn_change)})"
         elif self.patience is not None and self.streak >= self.patience and slope >= self.warn_slope:
-            level, reason = 1, f"worsened {self.streak} times in a row, {slope:+.1%} per observation"
+            per = " of the baseline" if self.relative else ""
+            level, reason = 1, f"worsened {self.streak} times in a row: {self._moved(slope)}{per} per observation"
         else:
             level, reason = 0, "healthy"
         if level >= 1 and self.first_warning_step is None:
@@ -257,6 +308,9 @@ STATE_KEY = "qdc_trainer.CollapseDetectorCallback"
 the detector states, one per watched set of series."""
 
 
+REFERENCE_SAMPLES = 64
+"""Samples per generation-monitor evaluation (16 probe prompts x 4) that the calibrated thresholds were set for."""
+
 DEFAULT_WATCH: dict[str, dict[str, Any]] = {
     # bounded in [0, 1]: absolute changes; entropy (nats): relative. Calibrated in benchmarks/calibrate_collapse.py.
     "qdc/gen/per_input/distinct_2": dict(direction="decrease", relative=False, warn_change=0.1, collapse_change=0.25),
@@ -269,8 +323,24 @@ DEFAULT_WATCH: dict[str, dict[str, Any]] = {
 KNOWN_SERIES: dict[str, dict[str, Any]] = {
     **DEFAULT_WATCH,
     "qdc/gen/across_input/self_bleu": dict(direction="increase", relative=False, warn_change=0.15, collapse_change=0.3),
+    # rates in [0, 1] that start at (or near) 0: only absolute changes mean anything
+    "qdc/gen/empty_rate": dict(direction="increase", relative=False, warn_change=0.1, collapse_change=0.25),
+    "qdc/gen/repetition": dict(direction="increase", relative=False, warn_change=0.1, collapse_change=0.25),
 }
-"""Settings :func:`watch_from_keys` uses for a key named alone (calibrated in benchmarks/calibrate_collapse.py)."""
+"""Settings :func:`watch_from_keys` uses for a key named alone (the diversity series and entropy calibrated in
+benchmarks/calibrate_collapse.py; the two rates, which start at 0 on a healthy model, with absolute thresholds
+that no healthy or shifted calibration run came near)."""
+
+
+def series_name(key: str) -> str:
+    """The name of a watched series inside the detector's logged keys: ``key`` without a leading ``qdc/``.
+
+    >>> series_name("qdc/gen/per_input/distinct_2"), series_name("entropy")
+    ('gen/per_input/distinct_2', 'entropy')
+    >>> f"qdc/collapse/{series_name('qdc/gen/entropy')}/level"
+    'qdc/collapse/gen/entropy/level'
+    """
+    return key[len("qdc/"):] if key.startswith("qdc/") else key
 
 
 def _default_watch() -> list[SeriesDetector]:
@@ -304,9 +374,12 @@ class CollapseDetectorCallback(TrainerCallback):
     """Watch logged series and flag collapse: log it, warn, checkpoint the last healthy model, stop.
 
     Args:
-        trainer: the Trainer to log through (``trainer.log`` reaches TensorBoard, W&B and
-            MLflow; keys added to ``logs`` by a callback would not). Set it later with
-            :meth:`bind` if the callback is created before the Trainer.
+        trainer: the Trainer to log through (its base ``Trainer.log`` reaches TensorBoard, W&B
+            and MLflow; keys added to ``logs`` by a callback would not). Set it later with
+            :meth:`bind` if the callback is created before the Trainer; ``QDCTrainer`` and
+            ``QDCTrainerMixin`` bind it themselves. Callback events do not receive the Trainer,
+            so with ``"log"`` in ``actions`` an unbound detector raises at ``on_train_begin``
+            (as the generation monitor does) instead of staying silent.
         watch: :class:`SeriesDetector` objects (each with its own thresholds), or
             ``{key: direction}`` (default thresholds); default: :data:`DEFAULT_WATCH`, the
             generation monitor's distinct-2 per input and across inputs (a drop of 0.1 warns,
@@ -314,11 +387,19 @@ class CollapseDetectorCallback(TrainerCallback):
             entropy (a 10% / 35% drop). Add TRL's ``entropy`` or ``qdc/train/entropy`` with
             ``SeriesDetector(key, "decrease", ...)``: per-step training entropy also falls while a
             model adapts to a new domain, so give it wide thresholds (see the README).
-        actions: any of ``"log"`` (``qdc/collapse/<key>/level``, ``.../change`` and
+        actions: any of ``"log"`` (``qdc/collapse/<name>/level``, ``.../change`` and
             ``qdc/collapse/level``), ``"warn"`` (a warning naming the series, its baseline and
             current value), ``"checkpoint"`` (save at the first warning: the last healthy model),
-            ``"stop"`` (stop training at the first collapse).
-        missing_after: logs after which a watched key that never appeared is reported (once).
+            ``"stop"`` (stop training at the first collapse); a single string is one action.
+        missing_after: logs (an int >= 1) after which a watched key that never appeared is
+            reported (once).
+        reference_samples: the samples per evaluation (probe prompts x samples per prompt) that the
+            thresholds of the monitor's series (``qdc/gen/...``) are meant for; default 64, the 16 x 4 of
+            the calibration. When the trainer's :class:`~qdc_trainer.GenerationMonitorCallback` draws
+            n < 64 per evaluation, those thresholds are widened by sqrt(64 / n) at ``on_train_begin``
+            (x1.41 at 8 x 4), with a warning: fewer samples are noisier, and with the 16 x 4 thresholds
+            the calibration measured 1 false alarm in 20 healthy runs at 8 x 4, none once widened (see
+            the README). None: use the thresholds as given.
         start_step: observations logged before this optimizer step are ignored, so the baseline
             comes from the first one at or after it. Leave it at 0 when fine-tuning a trained model
             (the baseline is then the model before fine-tuning); when training from scratch, set it
@@ -332,16 +413,25 @@ class CollapseDetectorCallback(TrainerCallback):
     it lies). A fresh ``train()`` starts from nothing.
 
     Logged keys: ``qdc/collapse/level`` (0 healthy, 1 warning, 2 collapse) and, per watched
-    series, ``qdc/collapse/<key>/level`` and ``qdc/collapse/<key>/change``.
+    series, ``qdc/collapse/<name>/level`` and ``qdc/collapse/<name>/change``, where ``<name>`` is
+    the watched key without a leading ``qdc/`` (:func:`series_name`: ``qdc/gen/entropy`` logs
+    ``qdc/collapse/gen/entropy/level``, TRL's ``entropy`` ``qdc/collapse/entropy/level``). The
+    change is in the series' bad direction (> 0 is worse): absolute, or a fraction of the baseline
+    for a relative series. The records go through the base ``Trainer.log``, so a subclass's
+    ``log()`` (TRL's metric buffer) never moves the trainer's own metrics onto them.
+
+    >>> CollapseDetectorCallback(actions="warn").actions
+    ('warn',)
     """
 
     def __init__(
         self,
         trainer: Any = None,
         watch: list[SeriesDetector] | dict[str, str] | None = None,
-        actions: tuple[str, ...] = ("log", "warn", "checkpoint", "stop"),
+        actions: tuple[str, ...] | str = ("log", "warn", "checkpoint", "stop"),
         missing_after: int = 20,
         start_step: int = 0,
+        reference_samples: int | None = REFERENCE_SAMPLES,
     ) -> None:
         if watch is None:
             detectors = _default_watch()
@@ -354,15 +444,29 @@ class CollapseDetectorCallback(TrainerCallback):
         keys = [d.key for d in detectors]
         if len(set(keys)) != len(keys):
             raise ValueError(f"a series is watched twice: {keys}")
+        names = [series_name(key) for key in keys]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two watched series would log under the same qdc/collapse/<name>/... keys: {keys}")
+        if isinstance(actions, str):  # one action named alone
+            actions = (actions,)
+        if not isinstance(actions, (list, tuple, set, frozenset)) or not all(isinstance(a, str) for a in actions):
+            raise TypeError(f"actions must be a tuple of action names from {ACTIONS}, got {actions!r}")
         unknown = set(actions) - set(ACTIONS)
         if unknown:
             raise ValueError(f"unknown action(s) {sorted(unknown)}; choose from {ACTIONS}")
+        if isinstance(missing_after, bool) or not isinstance(missing_after, int) or missing_after < 1:
+            raise ValueError(f"missing_after={missing_after!r} must be an int >= 1 (logs before a missing key is reported)")
         self.detectors = {d.key: d for d in detectors}
-        self.actions = tuple(actions)
+        self.actions = tuple(a for a in ACTIONS if a in actions)
         self.missing_after = missing_after
         if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
             raise ValueError(f"start_step={start_step!r} must be an int >= 0")
         self.start_step = start_step
+        if reference_samples is not None and (
+            isinstance(reference_samples, bool) or not isinstance(reference_samples, int) or reference_samples < 1
+        ):
+            raise ValueError(f"reference_samples={reference_samples!r} must be an int >= 1 or None")
+        self.reference_samples = reference_samples
         self.trainer = trainer
         self._logging = False
         self._run_state: Any = None
@@ -376,8 +480,42 @@ class CollapseDetectorCallback(TrainerCallback):
     # ------------------------------------------------------------------ events
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self._require_trainer()
+        self._fit_to_monitor()
         self._start_run(args, state)
         return control
+
+    def _fit_to_monitor(self) -> None:
+        """Widen the thresholds of the monitor's series (``qdc/gen/...``) when it draws fewer samples per
+        evaluation (probe prompts x samples per prompt) than ``reference_samples``: the sampling noise of a mean
+        over n samples grows as 1 / sqrt(n), so the thresholds grow by sqrt(reference_samples / n)."""
+        from .monitor import PREFIX, GenerationMonitorCallback
+
+        handler = getattr(self.trainer, "callback_handler", None)
+        monitors = [cb for cb in getattr(handler, "callbacks", []) if isinstance(cb, GenerationMonitorCallback)]
+        factor = 1.0
+        if self.reference_samples is not None and len(monitors) == 1:
+            drawn = len(monitors[0].prompts) * monitors[0].config.num_samples
+            factor = max(1.0, math.sqrt(self.reference_samples / drawn))
+        widened = []
+        for key, detector in self.detectors.items():
+            if key.startswith(PREFIX):
+                detector.widen(factor)
+                widened.append(key)
+        if factor > 1 and widened:
+            logger.warning(
+                f"the generation monitor draws {drawn} samples per evaluation, fewer than the {self.reference_samples} "
+                f"the collapse thresholds were set for: the thresholds of {widened} are widened x{factor:.2f} "
+                "(more probe prompts or samples detect collapse sooner; reference_samples=None turns this off)"
+            )
+
+    def _require_trainer(self) -> None:
+        """Logging needs the Trainer, which callback events do not receive: fail at the start, not silently."""
+        if "log" in self.actions and self.trainer is None:
+            raise ValueError(
+                "CollapseDetectorCallback needs the trainer to log qdc/collapse/*: pass trainer=... or call "
+                "bind(trainer) (QDCTrainer and QDCTrainerMixin bind it themselves), or leave 'log' out of actions"
+            )
 
     def _start_run(self, args, state) -> None:
         """At the first event of a ``train()`` call (a new ``TrainerState``): a fresh run starts from
@@ -473,23 +611,24 @@ class CollapseDetectorCallback(TrainerCallback):
         self._report_missing()
         if not changed:
             return control
-        level = self._agree(max(d.signal.level for d in self.detectors.values()))
-        if "log" in self.actions and self.trainer is not None:
+        level = self._agree(max(d.signal.level for d in self.detectors.values()), args)
+        if "log" in self.actions:
+            self._require_trainer()
             entry = {"qdc/collapse/level": float(level)}
             for key, signal in changed.items():
-                entry[f"qdc/collapse/{key}/level"] = float(signal.level)
-                entry[f"qdc/collapse/{key}/change"] = float(signal.change)
+                entry[f"qdc/collapse/{series_name(key)}/level"] = float(signal.level)
+                entry[f"qdc/collapse/{series_name(key)}/change"] = float(signal.change)
             self._logging = True
             try:
-                self.trainer.log(entry)
+                log_record(self.trainer, entry)  # not trainer.log: TRL's would take its metric buffer onto this record
             finally:
                 self._logging = False
         if level > self.level and "warn" in self.actions:
             worst = max(self.detectors.values(), key=lambda d: d.signal.level).signal
             name = "collapse" if level == 2 else "collapse warning"
             logger.warning(
-                f"qdc {name} at step {step}: {worst.key} {worst.reason}; baseline {worst.baseline:.4g}, "
-                f"now {worst.smoothed:.4g} (last value {worst.value:.4g})"
+                f"qdc {name} at step {step}: {worst.key} {worst.reason}; now {worst.smoothed:.4g} "
+                f"(moving average), last value {worst.value:.4g}"
             )
         if level >= 1 and self.warned_at is None:
             self.warned_at = step
@@ -504,13 +643,13 @@ class CollapseDetectorCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ helpers
 
-    def _agree(self, level: int) -> int:
+    def _agree(self, level: int, args: Any = None) -> int:
         """The highest level over all processes, so that every rank takes the same decision."""
         import torch
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            device = getattr(getattr(self.trainer, "args", None), "device", None) if self.trainer is not None else None
+            device = getattr(args if args is not None else getattr(self.trainer, "args", None), "device", None)
             if device is None or dist.get_backend() == "gloo":
                 device = torch.device("cpu")
             t = torch.tensor([level], dtype=torch.int64, device=device)

@@ -397,7 +397,9 @@ class GenerationMonitorCallback(TrainerCallback):
         self._last_step = step
         control = getattr(trainer, "control", None)
         keep = getattr(control, "should_log", None)
-        trainer.log(logs)  # its on_log event clears should_log: keep the Trainer's own decision for this step
+        from ._logging import log_record  # TRL's log() would take its metric buffer onto this record
+
+        log_record(trainer, logs)  # its on_log event clears should_log: keep the Trainer's own decision for this step
         if keep is not None:
             trainer.control.should_log = keep
         self.total_seconds += time.perf_counter() - start  # with the logging and the callbacks behind it

@@ -385,7 +385,7 @@ def _collapse_panels(keys: Sequence[str]) -> list[_Panel]:
     if COLLAPSE_KEY in keys:
         panels.append(_Panel("collapse detector level", (COLLAPSE_KEY,), ylabel=COLLAPSE_KEY, levels=True))
     for key in sorted(k for k in keys if k.startswith("qdc/collapse/") and k.endswith("/change")):
-        watched = key[len("qdc/collapse/"):-len("/change")]
+        watched = _watched_key(key[len("qdc/collapse/"):-len("/change")], keys)
         panels.append(_Panel(f"{watched}\nchange from its baseline (bad direction > 0)", (key,), ylabel="change"))
     return panels
 
@@ -604,15 +604,25 @@ def _collapse_text(run: RunLog, step: int | None) -> str:
     return "none" if COLLAPSE_KEY in run.series else "not logged"
 
 
+def _watched_key(name: str, keys: Any) -> str:
+    """The watched series behind ``qdc/collapse/<name>/...``: the detector drops a leading ``qdc/`` of the key
+    (``qdc/collapse/gen/entropy/level`` watches ``qdc/gen/entropy``); runs logged before that kept it.
+
+    >>> _watched_key("gen/entropy", {"qdc/gen/entropy"}), _watched_key("entropy", {"entropy"})
+    ('qdc/gen/entropy', 'entropy')
+    """
+    return f"qdc/{name}" if name not in keys and f"qdc/{name}" in keys else name
+
+
 def collapse_culprits(run: RunLog, step: int | None, level: int) -> list[str]:
-    """The watched series whose own level (``qdc/collapse/<key>/level``) was at least ``level`` at ``step``."""
+    """The watched series whose own level (``qdc/collapse/<name>/level``) was at least ``level`` at ``step``."""
     if step is None:
         return []
     found = []
     for key, (steps, values) in run.series.items():
         match = re.fullmatch(r"qdc/collapse/(.+)/level", key)
         if match and np.any((steps == step) & (values >= level)):
-            found.append(match.group(1))
+            found.append(_watched_key(match.group(1), run.series))
     return sorted(found)
 
 

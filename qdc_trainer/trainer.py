@@ -112,6 +112,14 @@ class QDCTrainerMixin:
             raise TypeError(f"qdc_sampler must be a QDCSampler, got {type(qdc_sampler).__name__}")
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting={loss_weighting!r} is not one of {LOSS_WEIGHTINGS}")
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)  # Trainer(model, args, ...)
+        packed = [name for name in ("packing", "padding_free") if getattr(training_args, name, False) is True]
+        if qdc_sampler is not None and packed:  # before the base class packs the dataset
+            raise ValueError(
+                f"QDC sampling does not support packed batches yet ({' and '.join(f'{n}=True' for n in packed)} in the "
+                "TRL config): a packed row holds several examples, so their losses cannot be fed back one per example. "
+                "Set packing=False and padding_free=False, or leave qdc_sampler unset"
+            )
         super().__init__(*args, **kwargs)
         self.qdc_sampler = qdc_sampler
         self.loss_weighting = loss_weighting
@@ -191,6 +199,14 @@ class QDCTrainerMixin:
         labels = inputs.get("labels")
         if sampler is not None and labels is None:
             raise KeyError("QDC loss feedback needs 'labels' in the batch (use a collator that creates them)")
+        if sampler is not None and labels.shape[0] != indices.numel():
+            packed = any(k in inputs for k in ("position_ids", "cu_seq_lens_q", "cu_seq_lens_k"))
+            raise ValueError(
+                f"the training batch has {labels.shape[0]} rows but {indices.numel()} example indices"
+                + (": packed or padding-free batches (TRL's packing=True / padding_free=True) are not supported by QDC "
+                   "sampling yet; set packing=False and padding_free=False" if packed else
+                   ": the collator must keep one row per example")
+            )
         weights = None
         if sampler is not None and self.loss_weighting != "none":
             weights = sampler.loss_weights_tensor(indices.to(labels.device), self.loss_weighting)

@@ -77,7 +77,7 @@ def test_logged_scalars_are_read_back_from_tensorboard(tokenizer, tmp_path):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     for key in ("qdc/gen/per_input/distinct_2", "qdc/gen/across_input/self_bleu", "qdc/gen/entropy",
-                "qdc/train/entropy", "qdc/collapse/level", "qdc/collapse/qdc/gen/per_input/distinct_1/change"):
+                "qdc/train/entropy", "qdc/collapse/level", "qdc/collapse/gen/per_input/distinct_1/change"):
         assert key in tags or f"train/{key}" in tags, (key, sorted(tags))
 
     def series(key):
@@ -113,6 +113,41 @@ def test_sft_trainer_with_the_callbacks(tokenizer, tmp_path):
         assert any("entropy" in e for e in history)  # TRL's own per-step entropy reaches the detector
         first_entropy = next(e["entropy"] for e in history if "entropy" in e)
         assert detector.detectors["entropy"].baseline == pytest.approx(first_entropy)  # this run's, TRL's own series
+
+
+TRL_KEYS = ("entropy", "mean_token_accuracy", "num_tokens")
+
+
+@pytest.mark.parametrize("with_mixin", [False, True])
+def test_trl_metrics_stay_on_the_trainers_own_records(tokenizer, tmp_path, with_mixin):
+    """TRL's log() empties its metric buffer on every call: the callbacks' records must not take it."""
+    from trl import SFTConfig, SFTTrainer
+
+    class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
+        pass
+
+    ds = text_dataset(32).remove_columns(["quality", "cluster"])
+    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=1)
+    detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"}, actions=("log",))
+    config = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=6, logging_steps=3, report_to=[],
+                       save_strategy="no", use_cpu=True, disable_tqdm=True, max_length=32, dataset_text_field="text")
+    trainer = (QDCSFTTrainer if with_mixin else SFTTrainer)(model=build_gpt2(tokenizer), args=config, train_dataset=ds,
+                                                            processing_class=tokenizer, callbacks=[monitor, detector])
+    if not with_mixin:
+        monitor.bind(trainer), detector.bind(trainer)
+    trainer.train()
+    history = trainer.state.log_history
+    loss_records = [e for e in history if "loss" in e]
+    assert [e["step"] for e in loss_records] == [3, 6]
+    for e in loss_records:  # every loss record has TRL's metrics of its whole window
+        assert all(k in e for k in TRL_KEYS), e
+        assert e["num_tokens"] > 0 and 0 <= e["mean_token_accuracy"] <= 1 and e["entropy"] > 0
+    assert loss_records[1]["num_tokens"] > loss_records[0]["num_tokens"]  # TRL counts tokens over the run
+    others = [e for e in history if "loss" not in e and "train_runtime" not in e]
+    assert [e["step"] for e in others if "qdc/gen/length" in e] == [0, 1, 2, 3, 4, 5, 6]  # logged in between
+    assert [e["step"] for e in others if "qdc/collapse/entropy/level" in e] == [3, 6]  # reacting to TRL's entropy
+    assert not [k for e in others for k in e if k in TRL_KEYS]  # and never on the callbacks' records
+    assert detector.detectors["entropy"].baseline == pytest.approx(loss_records[0]["entropy"])
 
 
 def test_train_entropy_is_the_mean_predictive_entropy_at_the_scored_positions(tokenizer, tmp_path):
@@ -172,3 +207,39 @@ def test_samples_reach_a_wandb_table(tokenizer, tmp_path, monkeypatch):
         assert len(content["data"]) == 2 * 2
         step = content["data"][0][0]
         assert [r[4] for r in content["data"]] == [r["completion"] for r in rows if r["step"] == step]
+
+
+@pytest.mark.parametrize("setting", ["packing", "padding_free"])
+def test_packed_batches_are_refused_at_construction_with_a_sampler(tokenizer, tmp_path, setting):
+    from trl import SFTConfig, SFTTrainer
+
+    class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
+        pass
+
+    ds = text_dataset(16).remove_columns(["quality", "cluster"])
+    config = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, logging_steps=1, report_to=[], save_strategy="no",
+                       use_cpu=True, disable_tqdm=True, dataset_text_field="text", **{setting: True},
+                       max_length=None if setting == "padding_free" else 32)  # TRL: padding-free does not truncate
+    with pytest.raises(ValueError, match=f"does not support packed batches yet \\({setting}=True.*Set packing=False and padding_free=False"):
+        QDCSFTTrainer(model=build_gpt2(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer,
+                      qdc_sampler=QDCSampler(len(ds)))
+    # without a sampler there is no per-example feedback, and the mixin trains packed batches
+    trainer = QDCSFTTrainer(model=build_gpt2(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer)
+    trainer.train()
+    assert trainer.state.global_step == 2 and any("loss" in e for e in trainer.state.log_history)
+
+
+def test_a_batch_with_fewer_rows_than_indices_fails_with_a_clear_message(tokenizer, tmp_path):
+    """A padding-free collator flattens the examples into one row; the check in compute_loss names the cause."""
+    from qdc_trainer.collator import INDEX_KEY
+
+    ds = text_dataset(8).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
+    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path), train_dataset=ds,
+                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), qdc_sampler=QDCSampler(len(ds)))
+    ids = torch.tensor([ds[i]["input_ids"] for i in range(2)][0] + [ds[i]["input_ids"] for i in range(2)][1])[None]
+    position_ids = torch.cat([torch.arange(len(ds[0]["input_ids"])), torch.arange(len(ds[1]["input_ids"]))])[None]
+    batch = {"input_ids": ids, "labels": ids.clone(), "position_ids": position_ids, INDEX_KEY: torch.tensor([0, 1])}
+    trainer.model.train()
+    with pytest.raises(ValueError, match="1 rows but 2 example indices: packed or padding-free batches .* not supported"):
+        trainer.compute_loss(trainer.model, batch)
+    assert trainer.qdc_sampler.consumed == 0  # nothing was recorded

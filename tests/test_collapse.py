@@ -173,8 +173,10 @@ def test_callback_checkpoints_at_the_first_warning_and_stops_at_collapse(tmp_pat
     assert saved["qdc_trainer.CollapseDetectorCallback"]['["qdc/gen/per_input/distinct_2"]']["warned_at"] == 5
     levels = [e["qdc/collapse/level"] for e in trainer.state.log_history if "qdc/collapse/level" in e]
     assert levels == [0, 0, 0, 0, 1, 1, 2]
-    changes = [e for e in trainer.state.log_history if "qdc/collapse/qdc/gen/per_input/distinct_2/change" in e]
-    assert changes[-1]["qdc/collapse/qdc/gen/per_input/distinct_2/change"] == pytest.approx(0.5)
+    changes = [e for e in trainer.state.log_history if "qdc/collapse/gen/per_input/distinct_2/change" in e]
+    assert changes[-1]["qdc/collapse/gen/per_input/distinct_2/change"] == pytest.approx(0.5)
+    assert [e["qdc/collapse/gen/per_input/distinct_2/level"] for e in changes] == levels
+    assert not any(k.startswith("qdc/collapse/qdc/") for e in trainer.state.log_history for k in e)  # no repeated prefix
 
 
 def test_callback_healthy_run_trains_to_the_end(tmp_path, tokenizer):
@@ -272,3 +274,183 @@ def test_callback_bad_configuration(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         CollapseDetectorCallback(**kwargs)
+
+
+# ----------------------------------------------------------------------------- messages, rates near 0, API edges
+
+
+def test_messages_say_absolute_changes_in_units_and_relative_ones_in_percent():
+    absolute = SeriesDetector("qdc/gen/per_input/distinct_2", ema=1.0, relative=False, warn_change=0.1, collapse_change=0.25)
+    absolute.update(0, 0.8)
+    s = absolute.update(1, 0.638)
+    assert s.level == 1 and s.change == pytest.approx(0.162)
+    assert s.reason == "fell by 0.162 from baseline 0.8 (warning at 0.1)"  # was "changed +16.2% from baseline"
+    assert absolute.update(2, 0.5).reason == "fell by 0.3 from baseline 0.8 (collapse at 0.25)"
+    relative = SeriesDetector("qdc/gen/entropy", ema=1.0, warn_change=0.1, collapse_change=0.35)
+    relative.update(0, 2.0)
+    assert relative.update(1, 1.7).reason == "fell by 15.0% from baseline 2 (warning at 10.0%)"
+    rising = SeriesDetector("self_bleu", "increase", ema=1.0, relative=False)
+    rising.update(0, 0.2)
+    assert rising.update(1, 0.4).reason == "rose by 0.2 from baseline 0.2 (warning at 0.15)"
+    slope = SeriesDetector("div", ema=1.0, relative=False, warn_change=0.5, collapse_change=0.9, patience=2, warn_slope=0.03)
+    levels = run(slope, [1.0, 0.96, 0.92])
+    assert levels[-1] == 1 and slope.signal.reason == "worsened 2 times in a row: fell by 0.04 per observation"
+
+
+def test_the_warning_names_the_series_with_its_baseline_in_words(monkeypatch):
+    from types import SimpleNamespace
+
+    from qdc_trainer import collapse
+    from qdc_trainer.collapse import CollapseDetectorCallback
+
+    warnings = []
+    monkeypatch.setattr(collapse.logger, "warning", lambda msg: warnings.append(msg))
+    key = "qdc/gen/per_input/distinct_2"
+    cb = CollapseDetectorCallback(watch=[SeriesDetector(key, ema=1.0, relative=False, warn_change=0.1, collapse_change=0.25)],
+                                  actions="warn")
+    state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_save=False, should_training_stop=False)
+    for step, value in enumerate([0.8, 0.8, 0.638]):
+        state.global_step = step
+        cb.on_log(None, state, control, logs={key: value})
+    assert warnings == [f"qdc collapse warning at step 2: {key} fell by 0.162 from baseline 0.8 (warning at 0.1); "
+                        "now 0.638 (moving average), last value 0.638"]
+
+
+def test_series_name_and_logged_keys_drop_the_leading_qdc():
+    from qdc_trainer.collapse import CollapseDetectorCallback, series_name
+
+    assert series_name("qdc/gen/per_input/distinct_2") == "gen/per_input/distinct_2"
+    assert series_name("entropy") == "entropy" and series_name("my/qdc/x") == "my/qdc/x"
+    with pytest.raises(ValueError, match="same qdc/collapse"):
+        CollapseDetectorCallback(watch={"qdc/train/entropy": "decrease", "train/entropy": "decrease"})
+
+
+def test_rates_that_start_at_zero_do_not_declare_collapse_on_the_first_rise(caplog):
+    from qdc_trainer.collapse import KNOWN_SERIES, watch_from_keys
+
+    rise = [0.0, 0.0, 1 / 64]  # one empty sample out of 64
+    for key in ("qdc/gen/empty_rate", "qdc/gen/repetition"):
+        assert KNOWN_SERIES[key]["relative"] is False and KNOWN_SERIES[key]["direction"] == "increase"
+        (d,) = watch_from_keys([key])
+        assert run(d, rise) == [0, 0, 0] and d.signal.change == pytest.approx(1 / 128)  # EMA 0.5: half of 1/64
+        (d,) = watch_from_keys([key])
+        assert run(d, [0.0, 0.2, 0.2, 0.4]) == [0, 1, 1, 2]  # EMA 0.1, 0.15, 0.275: absolute warning 0.1, collapse 0.25
+    # a relative series whose baseline is 0 is scaled by min_scale (0.1), not blown up (it was level 2, change 7.8)
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
+        d = SeriesDetector("gen_unique", "increase")
+        assert run(d, rise) == [0, 0, 0] and d.signal.change == pytest.approx((1 / 128) / 0.1)
+    assert "below min_scale=0.1" in caplog.text and "relative=False" in caplog.text
+    assert run(SeriesDetector("gen_unique", "increase"), [0.0, 0.1, 0.1]) == [0, 2, 2]  # a real rise still counts
+
+
+def test_actions_named_alone_and_bad_callback_arguments():
+    from qdc_trainer.collapse import CollapseDetectorCallback
+
+    assert CollapseDetectorCallback(actions="log").actions == ("log",)  # not ['g', 'l', 'o']
+    assert CollapseDetectorCallback(actions=["stop", "log"]).actions == ("log", "stop")
+    with pytest.raises(TypeError, match="actions must be"):
+        CollapseDetectorCallback(actions=3)
+    with pytest.raises(TypeError, match="actions must be"):
+        CollapseDetectorCallback(actions=("log", None))
+    for bad in ("x", 0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="missing_after"):
+            CollapseDetectorCallback(missing_after=bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(min_scale=float("nan")), ValueError, "min_scale=nan .* finite"),
+        (dict(min_scale=float("inf")), ValueError, "min_scale=inf .* finite"),
+        (dict(ema=float("nan")), ValueError, "ema=nan"),
+        (dict(warn_change=float("nan")), ValueError, "warn_change=nan"),
+        (dict(collapse_change=float("inf")), ValueError, "collapse_change=inf"),
+        (dict(warn_slope=float("nan")), ValueError, "warn_slope=nan"),
+        (dict(warn_change="0.1"), TypeError, "warn_change='0.1' .* must be a number"),
+        (dict(ema=True), TypeError, "ema=True"),
+        (dict(relative="no"), TypeError, "relative='no'"),
+    ],
+)
+def test_bad_numbers_fail_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SeriesDetector(**{"key": "x", **kwargs})
+
+
+def test_an_unbound_detector_that_logs_raises_at_train_begin(tmp_path, tokenizer):
+    from conftest import build_gpt2
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from qdc_trainer.collapse import CollapseDetectorCallback
+
+    ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 8}).map(lambda b: tokenizer(b["text"]), batched=True)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, report_to=[],
+                             save_strategy="no", use_cpu=True, disable_tqdm=True)
+    make = lambda detector: Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds.remove_columns(["text"]),  # noqa: E731
+                                    data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[detector])
+    trainer = make(CollapseDetectorCallback())
+    with pytest.raises(ValueError, match="needs the trainer to log qdc/collapse"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    # without "log" the detector needs no trainer: warn, checkpoint and stop work unbound
+    quiet = CollapseDetectorCallback(actions=("warn", "stop"))
+    make(quiet).train()
+    assert quiet.trainer is None
+
+
+def _monitored_trainer(tmp_path, tokenizer, prompts: int, samples: int, **detector_kwargs):
+    from conftest import build_gpt2
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from qdc_trainer import GenerationMonitorCallback
+    from qdc_trainer.collapse import CollapseDetectorCallback
+
+    ds = Dataset.from_dict({"input_ids": [[4, 5, 6]] * 4})
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no", use_cpu=True)
+    monitor = GenerationMonitorCallback(["the cat"] * prompts, num_samples=samples, max_new_tokens=2)
+    trainer = Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds, processing_class=tokenizer)
+    detector = CollapseDetectorCallback(trainer, **detector_kwargs)
+    trainer.add_callback(monitor)
+    trainer.add_callback(detector)
+    detector.on_train_begin(trainer.args, trainer.state, trainer.control)
+    return trainer, detector
+
+
+def test_thresholds_widen_with_fewer_probe_samples_than_the_calibration(tmp_path, tokenizer, caplog):
+    from types import SimpleNamespace
+
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
+        trainer, detector = _monitored_trainer(tmp_path, tokenizer, prompts=8, samples=4, watch=watch_default_and("entropy"))
+    assert "draws 32 samples per evaluation, fewer than the 64" in caplog.text and "x1.41" in caplog.text
+    factors = {key: d.threshold_factor for key, d in detector.detectors.items()}
+    assert factors.pop("entropy") == 1.0  # not the monitor's series
+    assert factors == pytest.approx({key: math.sqrt(2) for key in factors})
+
+    def levels(cb, values):
+        state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_save=False, should_training_stop=False)
+        for step, value in enumerate(values):
+            state.global_step = step
+            cb.on_log(trainer.args, state, control, logs={"qdc/gen/entropy": value})
+        return cb.detectors["qdc/gen/entropy"].signal
+
+    # a 10% drift of the probes' entropy, the size of the false alarm at 8 x 4: a warning with the 16 x 4 thresholds only
+    drift = [2.0] + [1.79] * 6
+    signal = levels(detector, drift)
+    assert signal.level == 0 and signal.change == pytest.approx(0.1033, abs=1e-3)
+    _, as_given = _monitored_trainer(tmp_path, tokenizer, prompts=8, samples=4, reference_samples=None)
+    assert levels(as_given, drift).level == 1
+    # a larger fall still warns, with the widened threshold in the message
+    _, again = _monitored_trainer(tmp_path, tokenizer, prompts=8, samples=4)
+    assert levels(again, [2.0] + [1.68] * 6).reason == "fell by 15.7% from baseline 2 (warning at 14.1%)"
+    # 16 x 4 or more: the thresholds as calibrated
+    _, enough = _monitored_trainer(tmp_path, tokenizer, prompts=16, samples=4)
+    assert {d.threshold_factor for d in enough.detectors.values()} == {1.0}
+    with pytest.raises(ValueError, match="reference_samples"):
+        _monitored_trainer(tmp_path, tokenizer, prompts=1, samples=2, reference_samples=0)
+
+
+def watch_default_and(key: str) -> list[SeriesDetector]:
+    from qdc_trainer.collapse import _default_watch
+
+    return [*_default_watch(), SeriesDetector(key)]

@@ -54,8 +54,8 @@ def synthetic_history(narrowing: bool) -> list[dict]:
         if narrowing and step >= WARNING_STEP:
             level = 2.0 if step >= COLLAPSE_STEP else 1.0
         history.append({"epoch": step / 100, "step": step, "qdc/collapse/level": level,
-                        "qdc/collapse/qdc/gen/per_input/distinct_2/change": 0.9 - d2,
-                        "qdc/collapse/qdc/gen/per_input/distinct_2/level": level})
+                        "qdc/collapse/gen/per_input/distinct_2/change": 0.9 - d2,
+                        "qdc/collapse/gen/per_input/distinct_2/level": level})
         if step:
             history.append({"epoch": step / 100, "step": step, "loss": 3.0 - step / 50, "grad_norm": 1.0,
                             "learning_rate": 1e-3, "qdc/train/entropy": 3.5 - step / 100,
