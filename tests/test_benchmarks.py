@@ -49,3 +49,13 @@ def test_bench_selection_smoke():
     out = run_smoke("bench_selection.py")
     assert "no keys" in out and "with keys" in out
     assert "100000" in out
+
+
+def test_bench_trainer_smoke(tmp_path):
+    import json
+
+    out = run_smoke("bench_trainer.py", "--json", str(tmp_path / "rows.json"))
+    assert "median ms" in out and "qdc_importance" in out
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["arm"] for r in rows] == ["plain", "qdc", "qdc_no_entropy", "qdc_importance", "entropy_only"]
+    assert rows[0]["ratio"] == 1.0 and all(r["median_ms"] > 0 and r["steps"] == 2 for r in rows)
