@@ -17,9 +17,13 @@ The mixin
   index is popped before ``model(**inputs)``;
 - hands the sampler to the dataloader (``_get_train_sampler``) with a block size
   of ``update_every`` optimizer steps;
-- computes per-example losses in ``compute_loss``, gathers (index, loss) from
-  every process, feeds them to the sampler and refreshes its weights every
-  ``update_every`` optimizer steps, so the weights are identical on every rank;
+- computes per-example losses in ``compute_loss`` from the same pass over the logits
+  as the loss itself (for causal LMs a :class:`~qdc_trainer.losses.CausalLMLossTap`
+  stands in for the model's ``loss_function``), keeps (index, loss) on the device,
+  gathers them from every process once per weight refresh (and before a log, a
+  checkpoint or a new epoch), feeds them to the sampler and refreshes its weights
+  every ``update_every`` optimizer steps, so the weights are identical on every rank
+  and no micro-step waits for the host;
 - optionally weights the loss (``loss_weighting``): ``"none"`` (the Trainer's
   own loss, unchanged), ``"sampler"`` (``N p_i``) or ``"importance"``
   (``1 / (N p_i)``: unbiased for the uniform-sampling loss);
@@ -32,7 +36,8 @@ The mixin
   reaches TensorBoard, W&B and MLflow;
 - logs ``qdc/train/entropy``, the mean entropy (nats) of the model's next-token
   distribution at the scored positions of the training batches since the last log,
-  from the logits the loss already needed (no extra forward pass; ``log_entropy``);
+  from the logits the loss already needed, on 256 evenly spaced positions per
+  micro-batch (no extra forward pass; ``log_entropy``);
 - binds itself to callbacks that need the trainer (``GenerationMonitorCallback``,
   ``CollapseDetectorCallback``) when they were created without one.
 """
@@ -98,8 +103,8 @@ class QDCTrainerMixin:
         qdc_sampler: the :class:`~qdc_trainer.QDCSampler` over ``train_dataset``
             (None: the subclass behaves exactly like its base).
         loss_weighting: ``"none"`` (default), ``"sampler"`` or ``"importance"``.
-        log_entropy: log ``qdc/train/entropy`` (default True; costs one chunked
-            softmax over the logits of each training batch).
+        log_entropy: log ``qdc/train/entropy`` (default True; a softmax over 256 evenly spaced
+            positions of each micro-batch, whatever its size).
 
     All other arguments go to the base Trainer. The data collator is wrapped in
     :class:`~qdc_trainer.QDCDataCollator` if it is not one already.
