@@ -215,55 +215,48 @@ class QDCTrainerMixin:
         weights = None
         if sampler is not None and self.loss_weighting != "none":
             weights = sampler.loss_weights_tensor(indices.to(labels.device), self.loss_weighting)
+        # Causal LMs: a tap in the model's own loss call computes the per-token loss once, reduces it as the
+        # model would (weighted or not) and keeps the per-example sums and the entropy sample: one pass.
         tap = self._install_loss_tap(model, weights) if sampler is not None else None
-        if tap is not None:
-            # One pass: the model's own loss call computes the per-token loss once, reduces it as the model
-            # would (weighted or not) and keeps the per-example sums and the entropy sample.
-            try:
-                result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-            finally:
+        if tap is None and weights is not None:
+            return self._weighted_loss(model, inputs, labels, indices, weights, return_outputs, num_items_in_batch)
+        # Otherwise the base class computes the loss its own way (TRL's included); a forward hook catches the
+        # model outputs on the way, for a second pass over the logits when the tap was not used.
+        captured: dict[str, Any] = {}
+        handle = model.register_forward_hook(lambda module, args, output: captured.__setitem__("out", output))
+        try:
+            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        finally:
+            handle.remove()
+            if tap is not None:
                 self._remove_loss_tap(model)
-            if tap.calls == 1:
-                if self.log_entropy and tap.entropy is not None:
-                    self._add_entropy(tap.entropy)
-                if sampler is not None:
-                    self._feed_back(indices, tap.sums, tap.counts)
-                return result
-            if weights is not None:
-                raise RuntimeError("the model did not compute its loss through its loss_function; loss_weighting needs it")
-            # The base class computed the loss without the model's loss function (a label smoother, a custom
-            # compute_loss_func): fall back to a second pass over the logits, caught by a forward hook below.
-        return self._compute_loss_second_pass(model, inputs, labels, indices, weights, return_outputs, num_items_in_batch)
-
-    def _compute_loss_second_pass(self, model, inputs, labels, indices, weights, return_outputs, num_items_in_batch):
-        """The general path (sequence classifiers, fused LM heads, custom losses): per-example losses from a
-        second, chunked pass over the logits the model returned."""
-        sampler = self.qdc_sampler
-        attention_mask = inputs.get("attention_mask")
-        if weights is None:
-            # The base class computes the loss its own way (TRL's fused LM head included); a forward hook
-            # catches the model outputs on the way, so no second forward pass is needed.
-            captured: dict[str, Any] = {}
-            handle = model.register_forward_hook(lambda module, args, output: captured.__setitem__("out", output))
-            try:
-                result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-            finally:
-                handle.remove()
-            loss, outputs = result if return_outputs else (result, captured.get("out"))
-            seen = captured.get("out")
+        if tap is not None and tap.calls == 1:
+            if self.log_entropy and tap.entropy is not None:
+                self._add_entropy(tap.entropy)
+            self._feed_back(indices, tap.sums, tap.counts)
+            return result
+        if weights is not None:  # a label smoother or compute_loss_func took over: refused at construction
+            raise RuntimeError("the model did not compute its loss through its loss_function; loss_weighting needs it")
+        seen = captured.get("out")
+        with torch.no_grad():
+            if self.log_entropy:
+                self._record_entropy(seen, labels, inputs.get("attention_mask"))
             if sampler is not None:
-                with torch.no_grad():
-                    sums, counts = self._per_example(seen, labels)
-        else:
-            outputs = seen = model(**inputs)
-            sums, counts = self._per_example(outputs, labels)
-            token_level = labels.dim() == 2 and not labels.is_floating_point()  # not multi-label classification
-            loss = self._reduce_weighted(weights.to(sums.dtype) * sums, counts, num_items_in_batch, token_level)
+                sums, counts = self._per_example(seen, labels)
+                self._feed_back(indices, sums, counts)
+        return result
+
+    def _weighted_loss(self, model, inputs, labels, indices, weights, return_outputs, num_items_in_batch):
+        """Weighted loss for models without a causal LM loss function (sequence classifiers, fused LM heads):
+        per-example losses from a second pass over the logits, reduced as the model's own loss would be."""
+        outputs = model(**inputs)
+        sums, counts = self._per_example(outputs, labels)
+        token_level = labels.dim() == 2 and not labels.is_floating_point()  # not multi-label classification
+        loss = self._reduce_weighted(weights.to(sums.dtype) * sums, counts, num_items_in_batch, token_level)
         if self.log_entropy:
             with torch.no_grad():
-                self._record_entropy(seen, labels, attention_mask)
-        if sampler is not None:
-            self._feed_back(indices, sums.detach(), counts)
+                self._record_entropy(outputs, labels, inputs.get("attention_mask"))
+        self._feed_back(indices, sums.detach(), counts)
         return (loss, outputs) if return_outputs else loss
 
     def _loss_module(self, model) -> Any:

@@ -106,3 +106,16 @@ def test_the_micro_step_copies_nothing_to_the_host(tokenizer, tmp_path, weightin
     assert len(trainer._qdc_pending) == 3  # kept on the device until the next refresh
     trainer._flush_feedback()
     assert trainer.qdc_sampler.consumed == 12 and trainer._qdc_pending == []
+
+
+def test_a_loss_computed_without_the_tap_is_read_from_the_same_forward_pass(tokenizer, tmp_path):
+    trainer, inputs = _trainer(tokenizer, tmp_path, batch=4, length=16)
+    trainer.args.label_smoothing_factor = 0.1  # the Trainer's label smoother computes the loss, not the model
+    trainer.label_smoother = __import__("transformers").trainer_pt_utils.LabelSmoother(epsilon=0.1)
+    calls = []
+    handle = trainer.model.register_forward_hook(lambda *a: calls.append(1))
+    loss = trainer.compute_loss(trainer.model, dict(inputs))
+    handle.remove()
+    assert len(calls) == 1 and torch.isfinite(loss)
+    trainer._flush_feedback()
+    assert trainer.qdc_sampler.consumed == 4  # per-example losses from the outputs of that one pass
