@@ -300,6 +300,10 @@ def _step_or_none(value: Any, name: str) -> int | None:
 # --------------------------------------------------------------------------- the Trainer callback
 
 ACTIONS = ("log", "warn", "checkpoint", "stop")
+LOG_PREFIX = "qdc/collapse/"
+"""Prefix of the logged keys: ``qdc/collapse/level`` and ``qdc/collapse/<series_name(key)>/{level,change}``."""
+LEVEL_KEY = LOG_PREFIX + "level"
+"""The overall level logged at each update: 0 healthy, 1 warning, 2 collapse."""
 STATE_FILE = "qdc_collapse_detector.json"
 """File name of the detector state in checkpoints of earlier qdc-trainer versions (read for compatibility only)."""
 
@@ -614,10 +618,10 @@ class CollapseDetectorCallback(TrainerCallback):
         level = self._agree(max(d.signal.level for d in self.detectors.values()), args)
         if "log" in self.actions:
             self._require_trainer()
-            entry = {"qdc/collapse/level": float(level)}
+            entry = {LEVEL_KEY: float(level)}
             for key, signal in changed.items():
-                entry[f"qdc/collapse/{series_name(key)}/level"] = float(signal.level)
-                entry[f"qdc/collapse/{series_name(key)}/change"] = float(signal.change)
+                entry[f"{LOG_PREFIX}{series_name(key)}/level"] = float(signal.level)
+                entry[f"{LOG_PREFIX}{series_name(key)}/change"] = float(signal.change)
             self._logging = True
             try:
                 log_record(self.trainer, entry)  # not trainer.log: TRL's would take its metric buffer onto this record

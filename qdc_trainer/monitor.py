@@ -82,6 +82,13 @@ EMBEDDING_METRICS: dict[str, Callable[[np.ndarray], float]] = {
     "cosine_distance": _without_zero_rows(mean_pairwise_cosine_distance, 2),
 }
 
+SCOPES = ("per_input", "across_input")
+"""The diversity views: ``qdc/gen/<scope>/<metric>`` for ``<metric>`` in :data:`DIVERSITY_METRICS`."""
+DIVERSITY_METRICS = (*TEXT_METRICS, *EMBEDDING_METRICS)
+"""The diversity measures logged per scope (the embedding ones only with an embedder)."""
+GENERATION_METRICS = ("length", "entropy", "repetition", "empty_rate", "quality", "seconds")
+"""The other keys an evaluation logs, ``qdc/gen/<name>`` (``quality`` only with a scorer)."""
+
 
 def measure_generations(
     samples: Sequence[Sequence[str]],

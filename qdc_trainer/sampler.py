@@ -54,6 +54,11 @@ from ._io import atomic_savez
 
 __all__ = ["QDCSampler", "QDCSamplerConfig", "SamplerStateError"]
 
+TELEMETRY_PREFIX = "qdc/sampler/"
+"""Prefix of :meth:`QDCSampler.telemetry`'s keys (``QDCTrainer`` logs them)."""
+TELEMETRY_KEYS = ("ess_ratio", "weight_entropy", "cluster_coverage", "quality", "complexity", "loss_ema", "updates")
+"""The telemetry's names under the prefix; ``quality`` and ``complexity`` are logged as ``<name>_trained`` and
+``<name>_dataset``."""
 _CHUNK = 1 << 20  # examples per vectorised chunk of a refresh
 _MAX_WINDOW = 1 << 20  # telemetry keeps at most this many recent trained indices
 _MAX_OPEN_BLOCKS = 16  # drawn blocks kept for a checkpoint (prefetching reaches only a few ahead)

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from .monitor import PREFIX as GEN_PREFIX
+
 __all__ = [
     "ARMS",
     "METRICS",
@@ -88,8 +90,8 @@ RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
 CONFIG_FILE = "config.json"
 CANDIDATES_FILE = "round0_candidates.jsonl"
-DETECTOR_WATCH = ("qdc/gen/per_input/distinct_2", "qdc/gen/across_input/distinct_2", "qdc/gen/per_input/self_bleu",
-                  "gen_unique:decrease")
+DETECTOR_WATCH = (f"{GEN_PREFIX}per_input/distinct_2", f"{GEN_PREFIX}across_input/distinct_2",
+                  f"{GEN_PREFIX}per_input/self_bleu", "gen_unique:decrease")
 """What the collapse detector watches, one observation per round: the probe series with their calibrated
 thresholds (:data:`~qdc_trainer.collapse.KNOWN_SERIES`), and the share of distinct problems among the valid
 generated examples (a relative drop of 15% warns, 35% is collapse). No accuracy or verifier signal is used."""
@@ -576,7 +578,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def _detect(detectors: list, row: dict[str, Any], round_: int) -> int:
     level = 0
     for d in detectors:
-        name = d.key.removeprefix("qdc/gen/").replace("/", "_")
+        name = d.key.removeprefix(GEN_PREFIX).replace("/", "_")
         level = max(level, d.update(round_, row[name]).level)
     return level
 
@@ -907,9 +909,9 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, arms: 
 
 
 def _plot(rows: Sequence[dict[str, Any]], out: Path, arms: Sequence[str]) -> list[Path]:
-    from .report import _color, _figure_class
+    from .report import color, figure_class
 
-    Figure = _figure_class()
+    Figure = figure_class()
     figures = []
     metrics = [m for m in METRICS if m != "detector" and any(m in r for r in rows)]
     seeds = sorted({r["seed"] for r in rows})
@@ -923,11 +925,11 @@ def _plot(rows: Sequence[dict[str, Any]], out: Path, arms: Sequence[str]) -> lis
                 rounds, mean, lo, hi = _aggregate(rows, arm, metric)
                 if not len(rounds):
                     continue
-                ax.plot(rounds, mean, marker="o", color=_color(j), label=arm)
-                ax.fill_between(rounds, lo, hi, color=_color(j), alpha=0.15, linewidth=0)
+                ax.plot(rounds, mean, marker="o", color=color(j), label=arm)
+                ax.fill_between(rounds, lo, hi, color=color(j), alpha=0.15, linewidth=0)
                 warned = firsts[arm]
                 if warned:  # the first warning round of each seed, on the mean curve
-                    ax.scatter(warned, np.interp(warned, rounds, mean), marker="v", s=60, color=_color(j), zorder=5)
+                    ax.scatter(warned, np.interp(warned, rounds, mean), marker="v", s=60, color=color(j), zorder=5)
             ax.set_title(METRICS[metric], fontsize=9)
             ax.set_xlabel("round")
             ax.grid(alpha=0.3)

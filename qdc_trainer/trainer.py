@@ -68,6 +68,8 @@ logger = logging.get_logger(__name__)
 
 SAMPLER_STATE_FILE = "qdc_sampler.npz"
 """File name of the sampler state inside a checkpoint folder."""
+ENTROPY_KEY = "qdc/train/entropy"
+"""The logged mean next-token entropy (nats) of the training batches (``log_entropy``)."""
 
 LOSS_WEIGHTINGS = ("none", "sampler", "importance")
 
@@ -389,7 +391,7 @@ class QDCTrainerMixin:
                 if self.accelerator.num_processes > 1:
                     pair = self.accelerator.reduce(pair, reduction="sum")
                 if float(pair[1]) > 0:
-                    logs = {**logs, "qdc/train/entropy": float(pair[0] / pair[1])}
+                    logs = {**logs, ENTROPY_KEY: float(pair[0] / pair[1])}
                 self._qdc_entropy = None
         super().log(logs, *args, **kwargs)
 

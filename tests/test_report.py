@@ -436,3 +436,28 @@ def test_monitor_timing_is_a_generation_series():
 
     assert key_group("qdc/gen/seconds") == "generation"
     assert key_group("qdc/probe/score") == "other"
+
+
+def test_key_groups_come_from_the_modules_that_log_them():
+    """The report's key groups are the constants of the monitor and the sampler: every key they log is placed."""
+    from qdc_trainer import GenerationMonitorCallback, QDCSampler
+    from qdc_trainer.monitor import DIVERSITY_METRICS, PREFIX, SCOPES
+    from qdc_trainer.report import key_group
+    from qdc_trainer.sampler import TELEMETRY_KEYS, TELEMETRY_PREFIX
+
+    monitor = GenerationMonitorCallback(["a", "b"], num_samples=2, max_new_tokens=2,
+                                        scorer=lambda prompts, completions: [1.0] * len(completions))
+    for key in [PREFIX + k for k in monitor.metric_keys()] + [PREFIX + "seconds"]:
+        group = key_group(key)
+        assert group in ("diversity", "generation"), key
+        if group == "diversity":
+            scope, name = key[len(PREFIX):].split("/", 1)
+            assert scope in SCOPES and name in DIVERSITY_METRICS, key
+    sampler = QDCSampler(12, quality=np.arange(12.0), complexity=np.ones(12), clusters=np.arange(12) % 3)
+    sampler.record(np.arange(6), np.ones(6))
+    sampler.update()
+    logged = sampler.telemetry()
+    assert {"qdc/sampler/cluster_coverage", "qdc/sampler/quality_trained", "qdc/sampler/loss_ema"} <= set(logged)
+    for key in logged:
+        name = key.removeprefix(TELEMETRY_PREFIX).removesuffix("_trained").removesuffix("_dataset")
+        assert key_group(key) == "sampler" and name in TELEMETRY_KEYS, key

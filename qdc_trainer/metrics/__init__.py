@@ -11,6 +11,8 @@ Quality scorers, ``scorer(prompts, completions) -> floats``:
     VerifierScorer, RewardModelScorer, PerplexityScorer, JudgeScorer.
 Embeddings and dataset scoring:
     Embedder, HashingEmbedder, score_dataset, cluster_embeddings.
+Quality against diversity (the dataset profile's measures):
+    pareto_frontier, cluster_quality_diversity.
 Text metrics accept a list of texts or a ``Corpus`` (texts tokenized once, for
 computing several metrics on the same texts). The text measurements also load with ``evaluate.load(evaluate_module_path(...))``.
 
@@ -53,6 +55,7 @@ from ._inputs import Corpus
 from .embeddings import Embedder, HashingEmbedder, default_sentence_model_path
 from .quality import JudgeScorer, PerplexityScorer, RewardModelScorer, Scorer, VerifierScorer, extract_final_answer
 from .scoring import COMPLEXITY_MEASURES, cluster_embeddings, score_dataset
+from .tradeoff import cluster_quality_diversity, pareto_frontier
 
 EVALUATE_MODULES = ("qdc_diversity", "qdc_complexity")
 
@@ -81,6 +84,7 @@ __all__ = [
     "Scorer",
     "VerifierScorer",
     "cluster_embeddings",
+    "cluster_quality_diversity",
     "compression_complexity",
     "compression_ratio",
     "default_sentence_model_path",
@@ -96,6 +100,7 @@ __all__ = [
     "nearest_neighbor_distances",
     "mean_pairwise_cosine_distance",
     "ngram_entropy",
+    "pareto_frontier",
     "reasoning_steps",
     "repetition_rate",
     "score_dataset",
