@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -182,9 +183,10 @@ def _encode(tokenizer: Any, prompts: Sequence[str | Sequence[int]]) -> list[list
             encoded[i] = list(ids)
     for i, prompt in enumerate(prompts):
         if encoded[i] is None:
-            if not isinstance(prompt, Sequence) or not all(isinstance(t, int) for t in prompt):
+            ids = prompt.tolist() if callable(getattr(prompt, "tolist", None)) else prompt  # a tensor or an array
+            if not isinstance(ids, Sequence) or not all(isinstance(t, numbers.Integral) for t in ids):
                 raise TypeError(f"prompt {i} is {type(prompt).__name__}: give a string or a list of token ids")
-            encoded[i] = list(prompt)
+            encoded[i] = [int(t) for t in ids]
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:
         raise ValueError(f"prompt(s) {empty[:5]} encode to no tokens: nothing to continue from")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 from conftest import build_gpt2, build_tokenizer
@@ -58,7 +59,9 @@ def test_strings_and_token_ids_are_the_same_prompts(model, tok):
     as_text = generate(model, tok, PROMPTS, max_new_tokens=6)
     as_ids = generate(model, tok, ids_of(tok, PROMPTS), max_new_tokens=6)
     mixed = generate(model, tok, [PROMPTS[0], *ids_of(tok, PROMPTS[1:])], max_new_tokens=6)
-    assert as_text == as_ids == mixed
+    tensors = generate(model, tok, [torch.tensor(ids) for ids in ids_of(tok, PROMPTS)], max_new_tokens=6)
+    arrays = generate(model, tok, [np.array(ids) for ids in ids_of(tok, PROMPTS)], max_new_tokens=6)
+    assert as_text == as_ids == mixed == tensors == arrays
 
 
 def test_the_tokenizer_is_never_modified(model, tok):
