@@ -94,7 +94,10 @@ from qdc_trainer import (  # noqa: E402
     GenerationMonitorConfig,
     QDCTrainer,
 )
+from qdc_trainer import generation  # noqa: E402
 from qdc_trainer.monitor import SAMPLES_FILE  # noqa: E402
+
+_DECODE_BATCH = generation._decode_batch
 
 SEED = 20240601
 TARGET_SHARE_PERCENT = 5.0  # monitor.total_seconds / train() wall time, below
@@ -193,7 +196,8 @@ def instrument_monitor(monitor: GenerationMonitorCallback, model: Any) -> Clock:
     clock.wrap("evaluate", monitor, "evaluate")
     clock.wrap("generate_local", monitor, "_generate_local")
     clock.wrap("generate", model, "generate")
-    clock.wrap("decode", monitor, "_decode")
+    generation._decode_batch = _DECODE_BATCH  # one clock per run around the original, not a stack of wrappers
+    clock.wrap("decode", generation, "_decode_batch")  # the shared sampling loop's per-batch decoding
     clock.wrap("measure", monitor, "_measure")
     clock.wrap("save", monitor, "_save")
     return clock

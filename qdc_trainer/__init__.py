@@ -12,6 +12,8 @@
 - :func:`select_budget` / :func:`select_dataset` choose a fixed budget of scored candidates that balances
   quality, diversity and complexity (for synthetic-data and self-improvement pipelines);
 - :mod:`qdc_trainer.metrics` holds the measurements;
+- :mod:`qdc_trainer.generation` holds the one sampling loop (left-padded batches, forked RNG, entropy and
+  log-probabilities) that the monitor, the task's evaluation and the experiment share;
 - :mod:`qdc_trainer.tasks` holds the built-in synthetic arithmetic task (generator, verifier, splits,
   tiny tokenizer and model);
 - :mod:`qdc_trainer.report` writes reports with plots of runs and of datasets;

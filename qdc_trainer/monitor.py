@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -20,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from .generation import fit_to_context, generate, split_prompts
 from .metrics.complexity import repetition_rate
 from .metrics.diversity import (
     compression_ratio,
@@ -504,15 +503,6 @@ class GenerationMonitorCallback(TrainerCallback):
             raise TypeError(f"{type(model).__name__} has no generate(): the generation monitor needs a generative model")
         return model
 
-    def _context_length(self, model: Any, tok: Any) -> int | None:
-        config = model.config
-        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-            value = getattr(getattr(config, "get_text_config", lambda: config)(), name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        limit = getattr(tok, "model_max_length", None)
-        return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
-
     def _encode_prompts(self) -> list[list[int]]:
         tok = self._tokenizer()
         model = self._model()
@@ -526,99 +516,29 @@ class GenerationMonitorCallback(TrainerCallback):
         empty = [i for i, ids in enumerate(encoded) if not ids]
         if empty:
             raise ValueError(f"probe prompt(s) {empty[:5]} encode to no tokens")
-        context = self._context_length(model, tok)
-        if context is not None:
-            room = context - self.config.max_new_tokens
-            if room < 1:
-                raise ValueError(
-                    f"max_new_tokens={self.config.max_new_tokens} leaves no room for a prompt in the model's context of {context} tokens"
-                )
-            long = [i for i, ids in enumerate(encoded) if len(ids) > room]
-            if long:
-                logger.warning(
-                    f"{len(long)} probe prompt(s) (first: {long[0]}) exceed the model's context ({context}) minus "
-                    f"max_new_tokens ({self.config.max_new_tokens}); their first tokens are cut, the last {room} are kept"
-                )
-                encoded = [ids[-room:] if len(ids) > room else ids for ids in encoded]
-        return encoded
+        return fit_to_context(encoded, model, tok, self.config.max_new_tokens)
 
     def _generate_local(self, rank: int, world: int, step: int) -> list[dict[str, Any]]:
         """Generate for this rank's share of prompts; every rank makes the same number of generate calls."""
         cfg = self.config
-        tok = self._tokenizer()
-        model = self._model()
-        mine = list(range(rank, len(self.prompts), world))
-        per_rank = math.ceil(len(self.prompts) / world)
-        padding = per_rank - len(mine)
-        jobs = mine + [mine[0] if mine else 0] * padding  # repeated prompts are generated and dropped
-        keep = [True] * len(mine) + [False] * padding
-        per_call = max(1, cfg.batch_size // cfg.num_samples)
-        eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tok.eos_token_id
-        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        pad = tok.pad_token_id if tok.pad_token_id is not None else (eos_ids[0] if eos_ids else 0)
-        kwargs = {
-            "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
-            "max_new_tokens": cfg.max_new_tokens, "num_return_sequences": cfg.num_samples,
-            "use_cache": True, "pad_token_id": pad, **(cfg.generation_kwargs or {}),
-        }
-        device = next(model.parameters()).device
-        records: list[dict[str, Any]] = []
-        entropies: list[torch.Tensor] = []
-
-        def capture(module, args, output):
-            logits = output["logits"] if isinstance(output, dict) else getattr(output, "logits", None)
-            if logits is not None:
-                logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
-                entropies.append(-(logp.exp() * logp).nan_to_num().sum(-1))
-
-        # Eval mode switches dropout off and, in transformers models, activation (gradient) checkpointing
-        # too: it only acts in training mode, so the KV cache works and the user's checkpointing settings
-        # (every_n_layers, offload) are never touched.
-        was_training = model.training
-        handle = model.register_forward_hook(capture)
-        devices = [device] if device.type == "cuda" else []
-        try:
-            model.eval()
-            with torch.no_grad(), torch.random.fork_rng(devices=devices):
-                torch.random.default_generator.manual_seed(cfg.seed + step)
-                if device.type == "cuda":
-                    torch.cuda.manual_seed(cfg.seed + step)
-                for start in range(0, len(jobs), per_call):
-                    chunk = jobs[start : start + per_call]
-                    ids = [self._encoded[i] for i in chunk]
-                    width = max(len(x) for x in ids)
-                    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-                    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-                    entropies.clear()
-                    out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-                    records.extend(self._decode(tok, chunk, keep[start : start + per_call], out[:, width:], entropies, eos_ids, pad))
-        finally:
-            handle.remove()
-            model.train(was_training)
-        return records
-
-    def _decode(self, tok, chunk, keep, generated, entropies, eos_ids, pad) -> list[dict[str, Any]]:
-        k = self.config.num_samples
-        steps = generated.shape[1]
-        measured = bool(steps) and len(entropies) >= steps  # a model without logits in its output has no entropy
-        ent = torch.stack(entropies[:steps], dim=1) if measured else None
-        is_eos = torch.isin(generated, torch.tensor(eos_ids, device=generated.device)) if eos_ids else torch.zeros_like(generated, dtype=torch.bool)
-        ended_before = (is_eos.long().cumsum(1) - is_eos.long()) > 0  # positions after the first end-of-sequence
-        active = ~ended_before  # the model chose a token here (the end token included)
-        content = active & ~is_eos & (generated != pad)
-        records = []
-        for row, (prompt_index, kept) in enumerate((p, kp) for p, kp in zip(chunk, keep) for _ in range(k)):
-            if not kept:
-                continue
-            tokens = generated[row][content[row]].tolist()
-            records.append({
-                "prompt_index": prompt_index,
-                "completion": tok.decode(tokens, skip_special_tokens=True),
-                "num_tokens": len(tokens),
-                "entropy_sum": float((ent[row] * active[row]).sum()) if measured else 0.0,
-                "entropy_count": int(active[row].sum()) if measured else 0,
-            })
-        return records
+        jobs, kept = split_prompts(len(self.prompts), rank, world)  # repeated prompts are generated and dropped
+        samples = generate(
+            self._model(), self._tokenizer(), [self._encoded[i] for i in jobs], num_samples=cfg.num_samples,
+            max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+            top_k=cfg.top_k, batch_size=cfg.batch_size, seed=cfg.seed + step, return_entropy=True, progress=False,
+            generation_kwargs=cfg.generation_kwargs,
+        )
+        return [
+            {
+                "prompt_index": jobs[s.prompt_index],
+                "completion": s.text,
+                "num_tokens": s.num_tokens,
+                "entropy_sum": s.entropy_sum if s.entropy is not None else 0.0,
+                "entropy_count": len(s.entropy) if s.entropy is not None else 0,
+            }
+            for s in samples
+            if s.prompt_index < kept
+        ]
 
     def _measure(self, records: list[dict[str, Any]], step: int) -> dict[str, float]:
         k = self.config.num_samples

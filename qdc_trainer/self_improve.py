@@ -230,45 +230,21 @@ def sample_examples(
     >>> len(rows), sorted(rows[0])
     (2, ['completion', 'confidence', 'key', 'num_ops', 'prompt', 'text', 'valid'])
     """
-    import torch
+    from .generation import generate
 
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings (use [''] * n for n whole examples), not one string")
-    device = next(model.parameters()).device
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    prompts = list(prompts)
+    samples = generate(
+        model, tokenizer, prompts, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+        max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, eos_token_id=tokenizer.eos_token_id,
+        return_logprobs=True, progress=False,
+    )
     rows: list[dict[str, Any]] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            torch.manual_seed(seed)
-            for start in range(0, len(prompts), batch_size):
-                chunk = list(prompts[start : start + batch_size])
-                ids = tokenizer(chunk)["input_ids"]
-                width = max(len(x) for x in ids)
-                input_ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in ids], device=device)
-                mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-                out = model.generate(
-                    input_ids=input_ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0,
-                    top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
-                )
-                new = out[:, width:]
-                # Generated tokens up to and including the first end-of-sequence token.
-                is_eos = (new == eos).long()
-                keep = is_eos.cumsum(1) - is_eos == 0  # generate pads the rows after their end-of-sequence token
-                full_mask = torch.cat([mask, keep.long()], dim=1)
-                positions = (full_mask.cumsum(1) - 1).clamp(min=0)  # left padding: positions count real tokens only
-                logits = model(input_ids=out, attention_mask=full_mask, position_ids=positions).logits[:, width - 1 : -1].float()
-                logp = torch.log_softmax(logits, -1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-                confidence = (logp * keep).sum(1) / keep.sum(1).clamp(min=1)
-                for prompt, row, conf in zip(chunk, new.tolist(), confidence.tolist()):
-                    row = row[: row.index(eos)] if eos in row else row
-                    generated = tokenizer.decode(row, skip_special_tokens=True)
-                    p, c = _split_example(generated) if not prompt else (prompt, generated)
-                    rows.append({"prompt": p, "completion": c, "text": p + c, "valid": _safe_verify(p, c),
-                                 "num_ops": _num_ops(p), "key": _problem_key(p), "confidence": float(conf)})
-    finally:
-        model.train(was_training)
+    for prompt, sample in zip(prompts, samples):
+        p, c = _split_example(sample.text) if not prompt else (prompt, sample.text)
+        rows.append({"prompt": p, "completion": c, "text": p + c, "valid": _safe_verify(p, c),
+                     "num_ops": _num_ops(p), "key": _problem_key(p), "confidence": float(sample.mean_logprob)})
     return rows
 
 

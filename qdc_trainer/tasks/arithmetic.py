@@ -56,8 +56,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from tqdm.auto import tqdm
-
 __all__ = [
     "OPERATORS",
     "OOD_KINDS",
@@ -889,44 +887,23 @@ def generate_completions(
     """Greedy completions of ``prompts``, decoded up to the first end-of-sequence token.
 
     Prompts are left-padded in batches of ``batch_size`` (the completions are the
-    same as one prompt at a time). Runs in eval mode under ``torch.inference_mode``
-    on the model's device and restores the model's mode. ``progress``: a progress
-    bar over the batches (None: when there are two or more).
+    same as one prompt at a time) by :func:`qdc_trainer.generation.generate`, in eval
+    mode under ``torch.no_grad`` on the model's device, and the model's mode is
+    restored. ``progress``: a progress bar over the batches (None: when there are two
+    or more).
 
     >>> tok = build_tokenizer()
     >>> completions = generate_completions(build_model(tok), tok, ["What is 2 + 3?\\n", "Compute 4 * 2.\\n"], max_new_tokens=4)
     >>> len(completions), all(isinstance(c, str) for c in completions)
     (2, True)
     """
-    import torch
+    from ..generation import generate
 
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not one string")
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-    eos = tokenizer.eos_token_id
-    out: list[str] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            starts = range(0, len(prompts), batch_size)
-            show = len(starts) >= 2 if progress is None else progress
-            for start in tqdm(starts, desc="generating", leave=False, disable=not show):
-                ids = tokenizer(list(prompts[start : start + batch_size]))["input_ids"]
-                width = max(len(x) for x in ids)
-                input_ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in ids], device=device)
-                mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-                gen = model.generate(
-                    input_ids=input_ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                    pad_token_id=pad, eos_token_id=eos,
-                )
-                for row in gen[:, width:].tolist():
-                    row = row[: row.index(eos)] if eos in row else row
-                    out.append(tokenizer.decode(row, skip_special_tokens=True))
-    finally:
-        model.train(was_training)
-    return out
+    samples = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       eos_token_id=tokenizer.eos_token_id, progress=progress)
+    return [s.text for s in samples]
 
 
 def evaluate_accuracy(
