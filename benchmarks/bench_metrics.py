@@ -284,25 +284,43 @@ def load_diversity_package(install: bool) -> DiversityPackage | None:
     package_dir = BENCH_DEPS / "diversity"
     if not package_dir.is_dir():
         if not install:
-            print(f"note: {package_dir.relative_to(REPO_ROOT)} is missing and --no-install was given; "
-                  "skipping the comparisons with the diversity package", file=sys.stderr)
+            print(
+                f"note: {package_dir.relative_to(REPO_ROOT)} is missing and --no-install was given; "
+                "skipping the comparisons with the diversity package",
+                file=sys.stderr,
+            )
             return None
         progress(f"installing {DIVERSITY_REQUIREMENT} (no dependencies) into {BENCH_DEPS.relative_to(REPO_ROOT)}/")
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(BENCH_DEPS),
-                   DIVERSITY_REQUIREMENT]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(BENCH_DEPS),
+            DIVERSITY_REQUIREMENT,
+        ]
         completed = subprocess.run(command, capture_output=True, text=True)
         if completed.returncode != 0 or not package_dir.is_dir():
-            print(f"note: could not install {DIVERSITY_REQUIREMENT} into {BENCH_DEPS.relative_to(REPO_ROOT)}/ "
-                  f"(pip exit code {completed.returncode}); skipping the comparisons with the diversity package.\n"
-                  f"      To install it by hand: python -m pip install --no-deps --target .bench-deps "
-                  f"{DIVERSITY_REQUIREMENT}\n      pip said: {completed.stderr.strip()[-500:]}", file=sys.stderr)
+            print(
+                f"note: could not install {DIVERSITY_REQUIREMENT} into {BENCH_DEPS.relative_to(REPO_ROOT)}/ "
+                f"(pip exit code {completed.returncode}); skipping the comparisons with the diversity package.\n"
+                f"      To install it by hand: python -m pip install --no-deps --target .bench-deps "
+                f"{DIVERSITY_REQUIREMENT}\n      pip said: {completed.stderr.strip()[-500:]}",
+                file=sys.stderr,
+            )
             return None
     try:
         compression = load_module("_bench_diversity_compression", package_dir / "compression.py")
         ngram = load_module("_bench_diversity_ngram", package_dir / "ngram_diversity.py")
     except Exception as error:  # a broken or partial install: report it, skip those rows
-        print(f"note: could not load the diversity package from {package_dir.relative_to(REPO_ROOT)}/: {error!r}; "
-              "skipping the comparisons with it", file=sys.stderr)
+        print(
+            f"note: could not load the diversity package from {package_dir.relative_to(REPO_ROOT)}/: {error!r}; "
+            "skipping the comparisons with it",
+            file=sys.stderr,
+        )
         return None
     return DiversityPackage(compression.compression_ratio, ngram.ngram_diversity_score)
 
@@ -317,8 +335,18 @@ def bench_self_bleu(sizes: Sizes, single: float) -> list[Row]:
     progress(f"NLTK leave-one-out self-BLEU at {n:,} texts (O(N^2): a minute or two at 1,000 texts)")
     reference = timed(lambda: nltk_self_bleu(texts, max_n=4), single_run_above=single)
     values, ok = agreement(ours.value, reference.value)
-    return [Row("self_bleu max_n=4 vs NLTK", texts_label(n), ours, reference, TARGET_SELF_BLEU, values, ok,
-                note="NLTK run in full (every text vs all others); means compared")]
+    return [
+        Row(
+            "self_bleu max_n=4 vs NLTK",
+            texts_label(n),
+            ours,
+            reference,
+            TARGET_SELF_BLEU,
+            values,
+            ok,
+            note="NLTK run in full (every text vs all others); means compared",
+        )
+    ]
 
 
 def bench_vendi(sizes: Sizes, single: float) -> list[Row]:
@@ -359,12 +387,28 @@ def bench_ngram_package(sizes: Sizes, package: DiversityPackage | None, single: 
         progress(f"distinct-n and compression vs the diversity package at {label}")
         ours = timed(lambda: sum_distinct_n(texts), single_run_above=single)
         reference = timed(lambda: package.ngram_diversity_score(texts, 4), single_run_above=single)
-        rows.append(Row("distinct_n n=1..4 (sum) vs diversity", label, ours, reference, TARGET_NGRAM,
-                        side_by_side(ours.value, reference.value)))
+        rows.append(
+            Row(
+                "distinct_n n=1..4 (sum) vs diversity",
+                label,
+                ours,
+                reference,
+                TARGET_NGRAM,
+                side_by_side(ours.value, reference.value),
+            )
+        )
         ours = timed(lambda: compression_ratio(texts), single_run_above=single)
         reference = timed(lambda: package.compression_ratio(texts, "gzip"), single_run_above=single)
-        rows.append(Row("compression_ratio vs diversity", label, ours, reference, TARGET_NGRAM,
-                        side_by_side(ours.value, reference.value)))
+        rows.append(
+            Row(
+                "compression_ratio vs diversity",
+                label,
+                ours,
+                reference,
+                TARGET_NGRAM,
+                side_by_side(ours.value, reference.value),
+            )
+        )
     return rows
 
 
@@ -427,8 +471,10 @@ def print_table(rows: list[Row]) -> None:
     for cells in table:
         print(line(cells))
     print()
-    print("ours/ref: best of 3 wall-clock seconds (time.perf_counter); * = a single run (one call took over "
-          "the --single-run-above limit). ratio = ref / ours.")
+    print(
+        "ours/ref: best of 3 wall-clock seconds (time.perf_counter); * = a single run (one call took over "
+        "the --single-run-above limit). ratio = ref / ours."
+    )
     for row in rows:
         if row.values and row.note:
             print(f"{row.metric} ({row.size}): {row.note}")
@@ -436,14 +482,20 @@ def print_table(rows: list[Row]) -> None:
 
 def print_notes() -> None:
     print("Reference definitions:")
-    print("  self_bleu: NLTK sentence_bleu(all other texts, text_i, weights=(0.25,)*4, method1 smoothing), mean "
-          "over texts; time includes whitespace splitting on both sides.")
-    print("  vendi q=1: vendi_score.vendi.score_K(Xn Xn^T); reference time includes normalising rows and "
-          "building the n x n kernel. q=2 and q=inf: direct formulas on the eigenvalues of K/n.")
-    print("  diversity package (0.3.1): ngram_diversity_score joins the whole corpus with spaces, so its "
-          "n-grams cross text boundaries (ours never do), and rounds to 3 decimals; our side sums distinct_n "
-          "over n=1..4 to do the same work. Its compression_ratio writes temp files, gzips twice (gzip.compress "
-          "inside a GzipFile) and rounds to 3 decimals; ours gzips once, in memory.")
+    print(
+        "  self_bleu: NLTK sentence_bleu(all other texts, text_i, weights=(0.25,)*4, method1 smoothing), mean "
+        "over texts; time includes whitespace splitting on both sides."
+    )
+    print(
+        "  vendi q=1: vendi_score.vendi.score_K(Xn Xn^T); reference time includes normalising rows and "
+        "building the n x n kernel. q=2 and q=inf: direct formulas on the eigenvalues of K/n."
+    )
+    print(
+        "  diversity package (0.3.1): ngram_diversity_score joins the whole corpus with spaces, so its "
+        "n-grams cross text boundaries (ours never do), and rounds to 3 decimals; our side sums distinct_n "
+        "over n=1..4 to do the same work. Its compression_ratio writes temp files, gzips twice (gzip.compress "
+        "inside a GzipFile) and rounds to 3 decimals; ours gzips once, in memory."
+    )
 
 
 def print_summary(rows: list[Row], smoke: bool) -> bool:
@@ -470,12 +522,21 @@ def print_summary(rows: list[Row], smoke: bool) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes, a few seconds: checks the benchmark still runs")
-    parser.add_argument("--no-install", action="store_true",
-                        help=f"do not pip-install {DIVERSITY_REQUIREMENT} into .bench-deps/ when it is missing")
-    parser.add_argument("--single-run-above", type=float, default=5.0, metavar="SECONDS",
-                        help="time a call once instead of best of 3 when it takes longer than this (default 5)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, a few seconds: checks the benchmark still runs"
+    )
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help=f"do not pip-install {DIVERSITY_REQUIREMENT} into .bench-deps/ when it is missing",
+    )
+    parser.add_argument(
+        "--single-run-above",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="time a call once instead of best of 3 when it takes longer than this (default 5)",
+    )
     args = parser.parse_args(argv)
 
     sizes = SMOKE if args.smoke else FULL
@@ -490,8 +551,10 @@ def main(argv: list[str] | None = None) -> int:
         *bench_without_reference(sizes, single),
     ]
 
-    print(f"QDC diversity metrics benchmark ({'smoke' if args.smoke else 'full'} sizes, seed {SEED}, "
-          f"numpy {np.__version__}, Python {sys.version.split()[0]})")
+    print(
+        f"QDC diversity metrics benchmark ({'smoke' if args.smoke else 'full'} sizes, seed {SEED}, "
+        f"numpy {np.__version__}, Python {sys.version.split()[0]})"
+    )
     print()
     print_table(rows)
     print()

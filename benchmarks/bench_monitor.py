@@ -75,7 +75,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -93,8 +92,8 @@ from qdc_trainer import (  # noqa: E402
     GenerationMonitorCallback,
     GenerationMonitorConfig,
     QDCTrainer,
+    generation,  # noqa: E402
 )
-from qdc_trainer import generation  # noqa: E402
 from qdc_trainer.monitor import SAMPLES_FILE  # noqa: E402
 
 _DECODE_BATCH = generation._decode_batch
@@ -121,10 +120,32 @@ class Sizes:
     repeats: int  # alternating evaluations of each kind
 
 
-FULL = Sizes(steps=500, cadence=500, prompts=16, train_new_tokens=None, rounds=2, warmup_steps=10, texts=400,
-             text_words=32, batch_size=8, eval_new_tokens=(32, 128), repeats=7)
-SMOKE = Sizes(steps=8, cadence=4, prompts=2, train_new_tokens=8, rounds=1, warmup_steps=2, texts=32,
-              text_words=16, batch_size=8, eval_new_tokens=(4, 8), repeats=2)
+FULL = Sizes(
+    steps=500,
+    cadence=500,
+    prompts=16,
+    train_new_tokens=None,
+    rounds=2,
+    warmup_steps=10,
+    texts=400,
+    text_words=32,
+    batch_size=8,
+    eval_new_tokens=(32, 128),
+    repeats=7,
+)
+SMOKE = Sizes(
+    steps=8,
+    cadence=4,
+    prompts=2,
+    train_new_tokens=8,
+    rounds=1,
+    warmup_steps=2,
+    texts=32,
+    text_words=16,
+    batch_size=8,
+    eval_new_tokens=(4, 8),
+    repeats=2,
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -265,15 +286,18 @@ class TrainRun:
 KINDS = ("bare", "entropy", "monitored")
 
 
-def bench_training(sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_name: str,
-                   prompts: list[str]) -> list[TrainRun]:
+def bench_training(
+    sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_name: str, prompts: list[str]
+) -> list[TrainRun]:
     import datasets
     from transformers import DataCollatorForLanguageModeling, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     words = [w for w in tokenizer.get_vocab() if not (w.startswith("<") and w.endswith(">"))]
     encoded = tokenizer(make_texts(sizes.texts, words, sizes.text_words, SEED))
-    dataset = datasets.Dataset.from_dict({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]})
+    dataset = datasets.Dataset.from_dict(
+        {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    )
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
     def run(kind: str, steps: int) -> TrainRun:
@@ -288,13 +312,30 @@ def bench_training(sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_nam
             callbacks += [monitor, detector]
         with tempfile.TemporaryDirectory() as output_dir:
             args = TrainingArguments(
-                output_dir=output_dir, max_steps=steps, per_device_train_batch_size=sizes.batch_size,
-                learning_rate=1e-3, logging_strategy="steps", logging_steps=sizes.cadence, save_strategy="no",
-                eval_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
-                dataloader_num_workers=0, dataloader_pin_memory=False,
+                output_dir=output_dir,
+                max_steps=steps,
+                per_device_train_batch_size=sizes.batch_size,
+                learning_rate=1e-3,
+                logging_strategy="steps",
+                logging_steps=sizes.cadence,
+                save_strategy="no",
+                eval_strategy="no",
+                report_to="none",
+                use_cpu=True,
+                disable_tqdm=True,
+                seed=0,
+                dataloader_num_workers=0,
+                dataloader_pin_memory=False,
             )
-            trainer = QDCTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                                 processing_class=tokenizer, callbacks=callbacks, log_entropy=kind != "bare")
+            trainer = QDCTrainer(
+                model=model,
+                args=args,
+                train_dataset=dataset,
+                data_collator=collator,
+                processing_class=tokenizer,
+                callbacks=callbacks,
+                log_entropy=kind != "bare",
+            )
             trainer.remove_callback(PrinterCallback)  # it prints every log
             out = TrainRun(kind, 0.0, np.zeros(0))
             if monitor is not None:
@@ -338,7 +379,7 @@ def bench_training(sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_nam
 
 
 def best_per_step(runs: list[TrainRun], warmup: int) -> float:
-    steady = np.stack([r.intervals[max(warmup - 1, 0):] for r in runs])  # rounds x steady steps
+    steady = np.stack([r.intervals[max(warmup - 1, 0) :] for r in runs])  # rounds x steady steps
     return float(steady.min(axis=0).mean())
 
 
@@ -375,19 +416,44 @@ def training_report(runs: list[TrainRun], sizes: Sizes) -> TrainingSummary:
 
     rows = [
         ["train() wall, no callbacks (s)", f"{med['entropy']:.2f}", "-", "-", "-", "-", runs_of("entropy")],
-        ["train() wall, monitor + collapse detector (s)", f"{med['monitored']:.2f}", f"{med['entropy']:.2f}",
-         f"{med['monitored'] / med['entropy']:.3f}x", "-", "-",
-         f"{overhead:+.1f}%, +{med['monitored'] - med['entropy']:.2f} s; {runs_of('monitored')}"],
-        ["  same, best run of each (s)", f"{best['monitored']:.2f}", f"{best['entropy']:.2f}",
-         f"{best['monitored'] / best['entropy']:.3f}x", "-", "-", pct(best["monitored"], best["entropy"])],
-        ["time inside the monitor, total_seconds (s)", f"{middle.monitor_seconds:.3f}", f"{middle.wall:.2f}",
-         f"{share:.2f}%", f"<{TARGET_SHARE_PERCENT:g}%", "PASS" if share < TARGET_SHARE_PERCENT else "MISS",
-         f"share of that run's train() wall; {evaluations} evaluations, {per_evaluation * 1e3:.1f} ms each; "
-         "all runs " + ", ".join(f"{s:.2f}%" for s in shares)],
-        ["qdc/train/entropy: ms/step (log_entropy on)", f"{step['entropy'] * 1e3:.3f}", f"{step['bare'] * 1e3:.3f}",
-         f"{step['entropy'] / step['bare']:.3f}x", "-", "-",
-         f"{entropy_cost:+.2f}% per step vs log_entropy=False (no callbacks); train() wall "
-         f"{med['entropy']:.2f} vs {med['bare']:.2f} s ({pct(med['entropy'], med['bare'])})"],
+        [
+            "train() wall, monitor + collapse detector (s)",
+            f"{med['monitored']:.2f}",
+            f"{med['entropy']:.2f}",
+            f"{med['monitored'] / med['entropy']:.3f}x",
+            "-",
+            "-",
+            f"{overhead:+.1f}%, +{med['monitored'] - med['entropy']:.2f} s; {runs_of('monitored')}",
+        ],
+        [
+            "  same, best run of each (s)",
+            f"{best['monitored']:.2f}",
+            f"{best['entropy']:.2f}",
+            f"{best['monitored'] / best['entropy']:.3f}x",
+            "-",
+            "-",
+            pct(best["monitored"], best["entropy"]),
+        ],
+        [
+            "time inside the monitor, total_seconds (s)",
+            f"{middle.monitor_seconds:.3f}",
+            f"{middle.wall:.2f}",
+            f"{share:.2f}%",
+            f"<{TARGET_SHARE_PERCENT:g}%",
+            "PASS" if share < TARGET_SHARE_PERCENT else "MISS",
+            f"share of that run's train() wall; {evaluations} evaluations, {per_evaluation * 1e3:.1f} ms each; "
+            "all runs " + ", ".join(f"{s:.2f}%" for s in shares),
+        ],
+        [
+            "qdc/train/entropy: ms/step (log_entropy on)",
+            f"{step['entropy'] * 1e3:.3f}",
+            f"{step['bare'] * 1e3:.3f}",
+            f"{step['entropy'] / step['bare']:.3f}x",
+            "-",
+            "-",
+            f"{entropy_cost:+.2f}% per step vs log_entropy=False (no callbacks); train() wall "
+            f"{med['entropy']:.2f} vs {med['bare']:.2f} s ({pct(med['entropy'], med['bare'])})",
+        ],
     ]
     parts: list[list[str]] = []
     clock = middle.clock
@@ -395,16 +461,42 @@ def training_report(runs: list[TrainRun], sizes: Sizes) -> TrainingSummary:
         per_eval = max(middle.evaluations, 1)
         wall_eval = clock.get("evaluate")
         for name, seconds in breakdown(clock, middle.monitor_seconds):
-            parts.append([f"  {name}", f"{seconds / per_eval * 1e3:.2f}", f"{seconds / wall_eval * 100:.1f}%",
-                          f"{seconds / middle.wall * 100:.2f}% of train() wall"])
-        parts.append(["  whole evaluate() call", f"{wall_eval / per_eval * 1e3:.2f}", "100.0%",
-                      f"{wall_eval / middle.wall * 100:.2f}% of train() wall"])
-        parts.append(["collapse detector on_log (per call)",
-                      f"{middle.detector_seconds / max(middle.detector_calls, 1) * 1e3:.3f}", "-",
-                      f"{middle.detector_calls} calls (every log), {middle.detector_seconds * 1e3:.1f} ms in all; "
-                      f"level {middle.detector_level} at the end"])
-    return TrainingSummary(rows, parts, share, overhead, entropy_cost, evaluations, per_evaluation,
-                           med["entropy"] / sizes.steps, max(r.detector_level for r in monitored))
+            parts.append(
+                [
+                    f"  {name}",
+                    f"{seconds / per_eval * 1e3:.2f}",
+                    f"{seconds / wall_eval * 100:.1f}%",
+                    f"{seconds / middle.wall * 100:.2f}% of train() wall",
+                ]
+            )
+        parts.append(
+            [
+                "  whole evaluate() call",
+                f"{wall_eval / per_eval * 1e3:.2f}",
+                "100.0%",
+                f"{wall_eval / middle.wall * 100:.2f}% of train() wall",
+            ]
+        )
+        parts.append(
+            [
+                "collapse detector on_log (per call)",
+                f"{middle.detector_seconds / max(middle.detector_calls, 1) * 1e3:.3f}",
+                "-",
+                f"{middle.detector_calls} calls (every log), {middle.detector_seconds * 1e3:.1f} ms in all; "
+                f"level {middle.detector_level} at the end",
+            ]
+        )
+    return TrainingSummary(
+        rows,
+        parts,
+        share,
+        overhead,
+        entropy_cost,
+        evaluations,
+        per_evaluation,
+        med["entropy"] / sizes.steps,
+        max(r.detector_level for r in monitored),
+    )
 
 
 # --------------------------------------------------------------------------- 2. one evaluation vs a plain loop
@@ -423,8 +515,9 @@ class EvalResult:
     generated_tokens: int = 0  # new tokens per sequence in the last plain run
 
 
-def plain_loop(model: Any, tokenizer: Any, prompts: list[str], k: int, per_call: int, new_tokens: int,
-               seed: int) -> tuple[list[str], float, float, int]:
+def plain_loop(
+    model: Any, tokenizer: Any, prompts: list[str], k: int, per_call: int, new_tokens: int, seed: int
+) -> tuple[list[str], float, float, int]:
     """The generation done by hand; returns the texts (prompt-major), generate and decode seconds, new length."""
     torch.manual_seed(seed)
     was_training = model.training
@@ -435,16 +528,22 @@ def plain_loop(model: Any, tokenizer: Any, prompts: list[str], k: int, per_call:
     try:
         with torch.no_grad():
             for start in range(0, len(prompts), per_call):
-                batch = tokenizer(prompts[start:start + per_call], padding=True, padding_side="left",
-                                  return_tensors="pt")
+                batch = tokenizer(
+                    prompts[start : start + per_call], padding=True, padding_side="left", return_tensors="pt"
+                )
                 t0 = time.perf_counter()
                 out = model.generate(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], do_sample=True, top_k=0,
-                    max_new_tokens=new_tokens, num_return_sequences=k, use_cache=True,
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    do_sample=True,
+                    top_k=0,
+                    max_new_tokens=new_tokens,
+                    num_return_sequences=k,
+                    use_cache=True,
                     pad_token_id=tokenizer.pad_token_id,
                 )
                 t1 = time.perf_counter()
-                new = out[:, batch["input_ids"].shape[1]:]
+                new = out[:, batch["input_ids"].shape[1] :]
                 texts += tokenizer.batch_decode(new, skip_special_tokens=True)
                 decode += time.perf_counter() - t1
                 generate += t1 - t0
@@ -454,16 +553,18 @@ def plain_loop(model: Any, tokenizer: Any, prompts: list[str], k: int, per_call:
     return texts, generate, decode, length
 
 
-def bench_evaluation(sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_name: str, prompts: list[str],
-                     new_tokens: int) -> EvalResult:
+def bench_evaluation(
+    sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_name: str, prompts: list[str], new_tokens: int
+) -> EvalResult:
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     result = EvalResult(new_tokens)
     model = build_model(conftest, tokenizer, model_name)
     with tempfile.TemporaryDirectory() as output_dir:
-        args = TrainingArguments(output_dir=output_dir, report_to="none", save_strategy="no", use_cpu=True,
-                                 disable_tqdm=True, seed=0)
+        args = TrainingArguments(
+            output_dir=output_dir, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0
+        )
         trainer = Trainer(model=model, args=args, processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)
         monitor = GenerationMonitorCallback(prompts, trainer=trainer, at_start=False, max_new_tokens=new_tokens)
@@ -487,8 +588,9 @@ def bench_evaluation(sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_n
 
         def plain_once(step: int) -> tuple[float, list[str]]:
             start = time.perf_counter()
-            texts, generate, decode, length = plain_loop(model, tokenizer, prompts, cfg.num_samples, per_call,
-                                                         new_tokens, cfg.seed + step)
+            texts, generate, decode, length = plain_loop(
+                model, tokenizer, prompts, cfg.num_samples, per_call, new_tokens, cfg.seed + step
+            )
             seconds = time.perf_counter() - start
             result.plain_generate.append(generate)
             result.plain_decode.append(decode)
@@ -512,8 +614,10 @@ def bench_evaluation(sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_n
                     seconds, texts = plain_once(step)
                     result.plain.append(seconds)
             rows = [json.loads(line) for line in samples_file.read_text(encoding="utf-8").splitlines()]
-            mine = [r["completion"] for r in sorted((r for r in rows if r["step"] == step),
-                                                    key=lambda r: (r["prompt_index"], r["sample"]))]
+            mine = [
+                r["completion"]
+                for r in sorted((r for r in rows if r["step"] == step), key=lambda r: (r["prompt_index"], r["sample"]))
+            ]
             result.compared = len(texts)
             result.same = sum(a == b for a, b in zip(mine, texts)) if len(mine) == len(texts) else 0
     del trainer, model
@@ -533,11 +637,21 @@ def evaluation_rows(res: EvalResult) -> tuple[list[list[str]], float]:
         return "runs " + ", ".join(f"{v * 1e3:.0f}" for v in values)
 
     rows = [
-        [f"plain generate loop, {label}", f"{plain * 1e3:.1f}", "-", "-",
-         f"generate {res.plain_generate[i_plain] * 1e3:.1f} + batch_decode {res.plain_decode[i_plain] * 1e3:.2f} "
-         f"ms; {runs(res.plain)}"],
-        [f"monitor.evaluate, {label}", f"{mon * 1e3:.1f}", f"{plain * 1e3:.1f}", f"{ratio:.3f}x",
-         f"+{(mon - plain) * 1e3:.1f} ms; same samples as the plain loop: {res.same}/{res.compared}; {runs(res.monitor)}"],
+        [
+            f"plain generate loop, {label}",
+            f"{plain * 1e3:.1f}",
+            "-",
+            "-",
+            f"generate {res.plain_generate[i_plain] * 1e3:.1f} + batch_decode {res.plain_decode[i_plain] * 1e3:.2f} "
+            f"ms; {runs(res.plain)}",
+        ],
+        [
+            f"monitor.evaluate, {label}",
+            f"{mon * 1e3:.1f}",
+            f"{plain * 1e3:.1f}",
+            f"{ratio:.3f}x",
+            f"+{(mon - plain) * 1e3:.1f} ms; same samples as the plain loop: {res.same}/{res.compared}; {runs(res.monitor)}",
+        ],
     ]
     clock = Clock()
     clock.seconds = part
@@ -545,9 +659,15 @@ def evaluation_rows(res: EvalResult) -> tuple[list[list[str]], float]:
         rows.append([f"  {name}", f"{seconds * 1e3:.2f}", "-", f"{seconds / mon * 100:.1f}%", ""])
     generate_extra = part.get("generate", 0.0) - res.plain_generate[i_plain]
     decode_extra = part.get("decode", 0.0) - res.plain_decode[i_plain]
-    rows.append(["  extra model.generate time over the plain loop's", f"{generate_extra * 1e3:.2f}", "-",
-                 f"{generate_extra / mon * 100:.1f}%",
-                 f"entropy hook, forked RNG, and noise; decoding extra {decode_extra * 1e3:.2f} ms"])
+    rows.append(
+        [
+            "  extra model.generate time over the plain loop's",
+            f"{generate_extra * 1e3:.2f}",
+            "-",
+            f"{generate_extra / mon * 100:.1f}%",
+            f"entropy hook, forked RNG, and noise; decoding extra {decode_extra * 1e3:.2f} ms",
+        ]
+    )
     return rows, ratio
 
 
@@ -556,25 +676,44 @@ def evaluation_rows(res: EvalResult) -> tuple[list[list[str]], float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes, well under a minute: checks the benchmark still runs")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, well under a minute: checks the benchmark still runs"
+    )
     parser.add_argument("--rounds", type=int, help="training runs of each kind (default 2, smoke 1)")
     parser.add_argument("--repeats", type=int, help="evaluations of each kind per size (default 7, smoke 2)")
     parser.add_argument("--steps", type=int, help="optimizer steps per training run (default 500)")
-    parser.add_argument("--every", type=int, metavar="N",
-                        help="logging_steps, which the monitor follows (default 500, the Trainer's default)")
+    parser.add_argument(
+        "--every",
+        type=int,
+        metavar="N",
+        help="logging_steps, which the monitor follows (default 500, the Trainer's default)",
+    )
     parser.add_argument("--prompts", type=int, help="probe prompts (default 16, smoke 2)")
-    parser.add_argument("--train-threads", type=int, default=1, metavar="T",
-                        help="torch threads during all timed runs, training and generation (default 1: on a small "
-                             "shared machine intra-op threads make step times jump by milliseconds)")
-    parser.add_argument("--model", choices=sorted(MODELS), default="small",
-                        help="GPT-2: small = 4 layers x 128 wide (default), tiny = 2 layers x 32 wide (the tests' model)")
+    parser.add_argument(
+        "--train-threads",
+        type=int,
+        default=1,
+        metavar="T",
+        help="torch threads during all timed runs, training and generation (default 1: on a small "
+        "shared machine intra-op threads make step times jump by milliseconds)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default="small",
+        help="GPT-2: small = 4 layers x 128 wide (default), tiny = 2 layers x 32 wide (the tests' model)",
+    )
     parser.add_argument("--skip-training", action="store_true", help="only the evaluation comparison")
     args = parser.parse_args(argv)
 
     sizes = SMOKE if args.smoke else FULL
-    changes = {"rounds": args.rounds, "repeats": args.repeats, "steps": args.steps, "cadence": args.every,
-               "prompts": args.prompts}
+    changes = {
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "steps": args.steps,
+        "cadence": args.every,
+        "prompts": args.prompts,
+    }
     sizes = Sizes(**{**sizes.__dict__, **{k: v for k, v in changes.items() if v is not None}})
     started = time.perf_counter()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -596,46 +735,58 @@ def main(argv: list[str] | None = None) -> int:
         training = None
         if not args.skip_training:
             training = training_report(bench_training(sizes, conftest, tokenizer, args.model, prompts), sizes)
-        evaluations = [bench_evaluation(sizes, conftest, tokenizer, args.model, prompts, n)
-                       for n in sizes.eval_new_tokens]
+        evaluations = [
+            bench_evaluation(sizes, conftest, tokenizer, args.model, prompts, n) for n in sizes.eval_new_tokens
+        ]
     finally:
         torch.set_num_threads(saved_threads)
 
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
     layers, width, heads = MODELS[args.model]
     train_tokens = sizes.train_new_tokens or GenerationMonitorConfig().max_new_tokens
-    print(f"GenerationMonitorCallback benchmark ({'smoke' if args.smoke else 'full'} sizes, seed {SEED}, torch "
-          f"{torch.__version__}, transformers {transformers.__version__}, Python {sys.version.split()[0]}, "
-          f"{args.train_threads} torch thread(s), {os.cpu_count()} CPUs"
-          + (f", 1-min load average {load[0]:.2f} at start, {load_end[0]:.2f} at end" if load and load_end else "")
-          + ")")
-    print(f"Model: random-weight GPT-2, {layers} layers x {width} wide x {heads} heads, context {CONTEXT}, "
-          f"vocabulary {len(tokenizer)}; {sizes.prompts} probe prompts of {PROMPT_WORDS[0]}-{PROMPT_WORDS[1]} words; CPU.")
+    print(
+        f"GenerationMonitorCallback benchmark ({'smoke' if args.smoke else 'full'} sizes, seed {SEED}, torch "
+        f"{torch.__version__}, transformers {transformers.__version__}, Python {sys.version.split()[0]}, "
+        f"{args.train_threads} torch thread(s), {os.cpu_count()} CPUs"
+        + (f", 1-min load average {load[0]:.2f} at start, {load_end[0]:.2f} at end" if load and load_end else "")
+        + ")"
+    )
+    print(
+        f"Model: random-weight GPT-2, {layers} layers x {width} wide x {heads} heads, context {CONTEXT}, "
+        f"vocabulary {len(tokenizer)}; {sizes.prompts} probe prompts of {PROMPT_WORDS[0]}-{PROMPT_WORDS[1]} words; CPU."
+    )
 
     defaults = GenerationMonitorConfig()
     if training is not None:
         print()
-        print(f"1. Training: QDCTrainer, {sizes.steps} steps, batch {sizes.batch_size} x {sizes.text_words} tokens, "
-              f"logging_steps {sizes.cadence}; the monitor at default settings (at step 0 and every {sizes.cadence} "
-              f"steps, {defaults.num_samples} samples x {train_tokens} new tokens per prompt, {defaults.batch_size} "
-              "sequences per generate call) + the collapse detector")
+        print(
+            f"1. Training: QDCTrainer, {sizes.steps} steps, batch {sizes.batch_size} x {sizes.text_words} tokens, "
+            f"logging_steps {sizes.cadence}; the monitor at default settings (at step 0 and every {sizes.cadence} "
+            f"steps, {defaults.num_samples} samples x {train_tokens} new tokens per prompt, {defaults.batch_size} "
+            "sequences per generate call) + the collapse detector"
+        )
         print()
-        print_table(["metric", "value", "baseline", "ratio", "target", "result", "notes"], training.rows,
-                    numeric={1, 2, 3, 4})
+        print_table(
+            ["metric", "value", "baseline", "ratio", "target", "result", "notes"], training.rows, numeric={1, 2, 3, 4}
+        )
         print()
-        print(f"Medians over {sizes.rounds} run(s) of each kind; the kinds alternate (log_entropy=False, the "
-              "default QDCTrainer, the default QDCTrainer + callbacks) after one warm-up run of each. Baseline = the "
-              "same QDCTrainer run (same model seed, data, batches and logging) without callbacks. ms/step: the mean "
-              f"over the steps after the first {sizes.warmup_steps} of each step's fastest time across the runs.")
+        print(
+            f"Medians over {sizes.rounds} run(s) of each kind; the kinds alternate (log_entropy=False, the "
+            "default QDCTrainer, the default QDCTrainer + callbacks) after one warm-up run of each. Baseline = the "
+            "same QDCTrainer run (same model seed, data, batches and logging) without callbacks. ms/step: the mean "
+            f"over the steps after the first {sizes.warmup_steps} of each step's fastest time across the runs."
+        )
         print()
         print("Where the monitor's time goes, per evaluation (the run with the median share):")
         print()
         print_table(["part", "ms/eval", "share", "notes"], training.parts, numeric={1, 2})
 
     print()
-    print(f"2. One evaluation vs a plain model.generate loop: {sizes.prompts} prompts x {defaults.num_samples} samples, "
-          f"batches of {defaults.batch_size // defaults.num_samples} prompts ({defaults.batch_size} sequences), "
-          "do_sample, top_k=0, use_cache, the same seed on both sides")
+    print(
+        f"2. One evaluation vs a plain model.generate loop: {sizes.prompts} prompts x {defaults.num_samples} samples, "
+        f"batches of {defaults.batch_size // defaults.num_samples} prompts ({defaults.batch_size} sequences), "
+        "do_sample, top_k=0, use_cache, the same seed on both sides"
+    )
     print()
     eval_rows: list[list[str]] = []
     ratios: dict[int, float] = {}
@@ -644,34 +795,44 @@ def main(argv: list[str] | None = None) -> int:
         eval_rows += rows
     print_table(["metric", "ms", "plain ms", "ratio", "notes"], eval_rows, numeric={1, 2, 3})
     print()
-    print(f"Best of {sizes.repeats} alternating runs of each (one warm-up of each first); the breakdown (share = of "
-          "the evaluation) is that of the fastest monitor.evaluate. The plain loop tokenizes each batch with left "
-          "padding, generates under torch.no_grad() and model.eval() and decodes with tokenizer.batch_decode; the "
-          "monitor also records the next-token entropy through a forward hook, computes the QDC metrics, appends the "
-          "samples to a jsonl file and logs through trainer.log.")
+    print(
+        f"Best of {sizes.repeats} alternating runs of each (one warm-up of each first); the breakdown (share = of "
+        "the evaluation) is that of the fastest monitor.evaluate. The plain loop tokenizes each batch with left "
+        "padding, generates under torch.no_grad() and model.eval() and decodes with tokenizer.batch_decode; the "
+        "monitor also records the next-token entropy through a forward hook, computes the QDC metrics, appends the "
+        "samples to a jsonl file and logs through trainer.log."
+    )
 
     print()
     print("Summary" + (" (smoke sizes: these figures say nothing about the target)" if args.smoke else ""))
     if training is not None:
         verdict = "PASS" if training.share < TARGET_SHARE_PERCENT else "MISS"
-        print(f"  {verdict}  monitor share of train wall time: {training.share:.2f}% (target < "
-              f"{TARGET_SHARE_PERCENT:g}%; {training.evaluations} evaluations of {training.per_evaluation * 1e3:.0f} ms "
-              f"in {sizes.steps} steps)")
+        print(
+            f"  {verdict}  monitor share of train wall time: {training.share:.2f}% (target < "
+            f"{TARGET_SHARE_PERCENT:g}%; {training.evaluations} evaluations of {training.per_evaluation * 1e3:.0f} ms "
+            f"in {sizes.steps} steps)"
+        )
         s = TARGET_SHARE_PERCENT / 100
         break_even = training.per_evaluation * (1 - s) / (s * training.step_seconds)
-        print(f"  INFO  one evaluation costs {training.per_evaluation / training.step_seconds:.1f} training "
-              f"steps of {training.step_seconds * 1e3:.1f} ms here: the share is {TARGET_SHARE_PERCENT:g}% at one "
-              f"evaluation every {break_even:.0f} steps; evaluating every 50 steps would take "
-              f"{100 * training.per_evaluation / (training.per_evaluation + 50 * training.step_seconds):.1f}%")
-        print(f"  INFO  whole-run overhead of monitor + collapse detector vs no callbacks: {training.overhead:+.2f}%"
-              + (f" (the detector reached level {training.detector_level})" if training.detector_level else ""))
+        print(
+            f"  INFO  one evaluation costs {training.per_evaluation / training.step_seconds:.1f} training "
+            f"steps of {training.step_seconds * 1e3:.1f} ms here: the share is {TARGET_SHARE_PERCENT:g}% at one "
+            f"evaluation every {break_even:.0f} steps; evaluating every 50 steps would take "
+            f"{100 * training.per_evaluation / (training.per_evaluation + 50 * training.step_seconds):.1f}%"
+        )
+        print(
+            f"  INFO  whole-run overhead of monitor + collapse detector vs no callbacks: {training.overhead:+.2f}%"
+            + (f" (the detector reached level {training.detector_level})" if training.detector_level else "")
+        )
         print(f"  INFO  qdc/train/entropy cost per training step: {training.entropy_cost:+.2f}%")
     for new_tokens, ratio in ratios.items():
         print(f"  INFO  evaluation vs plain generate at max_new_tokens={new_tokens}: {ratio:.2f}x")
     for res in evaluations:
         if res.same != res.compared:
-            print(f"  NOTE  at max_new_tokens={res.new_tokens} only {res.same}/{res.compared} samples matched the "
-                  "plain loop's: the two sides did not generate the same thing")
+            print(
+                f"  NOTE  at max_new_tokens={res.new_tokens} only {res.same}/{res.compared} samples matched the "
+                "plain loop's: the two sides did not generate the same thing"
+            )
     print(f"\nTotal wall time: {time.perf_counter() - started:.1f} s")
     return 0
 

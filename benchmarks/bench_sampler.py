@@ -102,12 +102,24 @@ class Sizes:
 
 
 FULL = Sizes(
-    sampler_n=(100_000, 10_000_000, 100_000_000), block_sizes=(4096, 65536),
-    texts=400, text_words=32, steps=60, batch_size=8, warmup_steps=10, rounds=5,
+    sampler_n=(100_000, 10_000_000, 100_000_000),
+    block_sizes=(4096, 65536),
+    texts=400,
+    text_words=32,
+    steps=60,
+    batch_size=8,
+    warmup_steps=10,
+    rounds=5,
 )
 SMOKE = Sizes(
-    sampler_n=(10_000, 100_000), block_sizes=(4096, 65536),
-    texts=100, text_words=32, steps=20, batch_size=8, warmup_steps=5, rounds=2,
+    sampler_n=(10_000, 100_000),
+    block_sizes=(4096, 65536),
+    texts=100,
+    text_words=32,
+    steps=20,
+    batch_size=8,
+    warmup_steps=5,
+    rounds=2,
 )
 
 
@@ -339,8 +351,12 @@ def bench_sampler_at(n: int, sizes: Sizes, single: float) -> SamplerResult:
     progress(f"{label}: building QDCSampler")
     sampler, result.build, result.memory = measured_build(
         lambda: QDCSampler(
-            n, quality=columns["quality"], complexity=columns["complexity"], clusters=columns["clusters"],
-            block_size=sizes.block_sizes[0], seed=SEED % 1000,
+            n,
+            quality=columns["quality"],
+            complexity=columns["complexity"],
+            clusters=columns["clusters"],
+            block_size=sizes.block_sizes[0],
+            seed=SEED % 1000,
         ),
         n,
     )
@@ -424,17 +440,20 @@ def bench_sampler_at(n: int, sizes: Sizes, single: float) -> SamplerResult:
     result.window = Timing(best[0], run + 1)
     result.record_share = best[1]
     stats = sampler.telemetry(reset=True)
-    result.refresh_stats = (f"ESS/N {stats['qdc/sampler/ess_ratio']:.3f}, "
-                            f"entropy {stats['qdc/sampler/weight_entropy']:.4f}, "
-                            f"updates {int(stats['qdc/sampler/updates'])}")
+    result.refresh_stats = (
+        f"ESS/N {stats['qdc/sampler/ess_ratio']:.3f}, "
+        f"entropy {stats['qdc/sampler/weight_entropy']:.4f}, "
+        f"updates {int(stats['qdc/sampler/updates'])}"
+    )
 
     weights = torch.from_numpy(sampler.probabilities())
     del sampler
     gc.collect()
 
     progress(f"{label}: WeightedRandomSampler (same weights, replacement=True)")
-    weighted = torch.utils.data.WeightedRandomSampler(weights, num_samples=n, replacement=True,
-                                                      generator=torch.Generator().manual_seed(SEED))
+    weighted = torch.utils.data.WeightedRandomSampler(
+        weights, num_samples=n, replacement=True, generator=torch.Generator().manual_seed(SEED)
+    )
     try:
         result.weighted = timed(lambda run: consume(iter(weighted)), single_run_above=single)
     except RuntimeError as error:
@@ -453,54 +472,103 @@ def sampler_rows(results: list[SamplerResult], sizes: Sizes) -> list[Row]:
         for block_size, timing in res.qdc.items():
             ratio = timing.seconds / base.seconds if base else None
             realistic = block_size == sizes.block_sizes[0]
-            rows.append(Row(
-                f"epoch: QDCSampler block {block_size} vs RandomSampler", size, format_seconds(timing),
-                format_seconds(base), f"{ratio:.2f}x" if ratio else "-",
-                f"<={TARGET_ITERATION:g}x" if realistic else "-",
-                ("PASS" if ratio <= TARGET_ITERATION else "MISS") if realistic and ratio else "-",
-                f"{timing.seconds / res.n * 1e9:.0f} ns/index",
-            ))
+            rows.append(
+                Row(
+                    f"epoch: QDCSampler block {block_size} vs RandomSampler",
+                    size,
+                    format_seconds(timing),
+                    format_seconds(base),
+                    f"{ratio:.2f}x" if ratio else "-",
+                    f"<={TARGET_ITERATION:g}x" if realistic else "-",
+                    ("PASS" if ratio <= TARGET_ITERATION else "MISS") if realistic and ratio else "-",
+                    f"{timing.seconds / res.n * 1e9:.0f} ns/index",
+                )
+            )
         if res.qdc_one_thread is not None:
             timing = res.qdc_one_thread
             ratio = timing.seconds / base.seconds
-            rows.append(Row(
-                f"epoch: QDCSampler block {sizes.block_sizes[0]}, 1 torch thread", size, format_seconds(timing),
-                format_seconds(base), f"{ratio:.2f}x",
-                note=f"{timing.seconds / res.n * 1e9:.0f} ns/index; diagnostic (RandomSampler row at default threads)",
-            ))
+            rows.append(
+                Row(
+                    f"epoch: QDCSampler block {sizes.block_sizes[0]}, 1 torch thread",
+                    size,
+                    format_seconds(timing),
+                    format_seconds(base),
+                    f"{ratio:.2f}x",
+                    note=f"{timing.seconds / res.n * 1e9:.0f} ns/index; diagnostic (RandomSampler row at default threads)",
+                )
+            )
         if res.weighted is not None:
             ratio = res.weighted.seconds / base.seconds
-            rows.append(Row("epoch: WeightedRandomSampler vs RandomSampler", size, format_seconds(res.weighted),
-                            format_seconds(base), f"{ratio:.2f}x", note="same weights (probabilities())"))
+            rows.append(
+                Row(
+                    "epoch: WeightedRandomSampler vs RandomSampler",
+                    size,
+                    format_seconds(res.weighted),
+                    format_seconds(base),
+                    f"{ratio:.2f}x",
+                    note="same weights (probabilities())",
+                )
+            )
         else:
-            rows.append(Row("epoch: WeightedRandomSampler vs RandomSampler", size, "fails", format_seconds(base),
-                            note=f"fails: {res.weighted_error}"))
+            rows.append(
+                Row(
+                    "epoch: WeightedRandomSampler vs RandomSampler",
+                    size,
+                    "fails",
+                    format_seconds(base),
+                    note=f"fails: {res.weighted_error}",
+                )
+            )
         if res.window is not None:
             update = res.window.seconds - res.record_share
-            rows.append(Row(
-                f"online update: record {UPDATE_STEPS}x{UPDATE_BATCH} + update()", size, format_seconds(res.window),
-                note=(f"record {res.record_share * 1e3:.2f} ms + update {update * 1e3:.1f} ms "
-                      f"({update / res.n * 1e9:.1f} ns/example); {res.window.seconds / UPDATE_STEPS * 1e3:.1f} ms "
-                      f"per training step amortised"),
-            ))
-        rows.append(Row("build QDCSampler (q, c, 1,000 clusters)", size, f"{res.build:.4f}",
-                        note=f"{res.build / res.n * 1e9:.1f} ns/example"))
+            rows.append(
+                Row(
+                    f"online update: record {UPDATE_STEPS}x{UPDATE_BATCH} + update()",
+                    size,
+                    format_seconds(res.window),
+                    note=(
+                        f"record {res.record_share * 1e3:.2f} ms + update {update * 1e3:.1f} ms "
+                        f"({update / res.n * 1e9:.1f} ns/example); {res.window.seconds / UPDATE_STEPS * 1e3:.1f} ms "
+                        f"per training step amortised"
+                    ),
+                )
+            )
+        rows.append(
+            Row(
+                "build QDCSampler (q, c, 1,000 clusters)",
+                size,
+                f"{res.build:.4f}",
+                note=f"{res.build / res.n * 1e9:.1f} ns/example",
+            )
+        )
         if res.memory is not None:
             mem = res.memory
             peak = mem.peak / res.n
             judged = res.n >= MEMORY_TARGET_MIN_N
-            rows.append(Row(
-                "memory: peak RSS growth while building", size, f"{peak:.2f} B/ex",
-                target=f"<={TARGET_BYTES_PER_EXAMPLE:g} B/ex",
-                result=("PASS" if peak <= TARGET_BYTES_PER_EXAMPLE else "MISS") if judged else "-",
-                note=(f"{mem.peak / 2**20:,.1f} MiB; retained after build {mem.retained / res.n:.1f} B/ex; "
-                      f"sampler's per-example arrays {mem.arrays / res.n:.1f} B/ex"
-                      + ("" if judged else "; small N: allocator noise, not judged")),
-            ))
+            rows.append(
+                Row(
+                    "memory: peak RSS growth while building",
+                    size,
+                    f"{peak:.2f} B/ex",
+                    target=f"<={TARGET_BYTES_PER_EXAMPLE:g} B/ex",
+                    result=("PASS" if peak <= TARGET_BYTES_PER_EXAMPLE else "MISS") if judged else "-",
+                    note=(
+                        f"{mem.peak / 2**20:,.1f} MiB; retained after build {mem.retained / res.n:.1f} B/ex; "
+                        f"sampler's per-example arrays {mem.arrays / res.n:.1f} B/ex"
+                        + ("" if judged else "; small N: allocator noise, not judged")
+                    ),
+                )
+            )
         if res.update_peak is not None:
-            rows.append(Row("memory: peak RSS growth during update()", size, f"{res.update_peak / res.n:.2f} B/ex",
-                            note=f"{res.update_peak / 2**20:,.1f} MiB of temporaries on top of the sampler's arrays"
-                            + ("" if res.n >= MEMORY_TARGET_MIN_N else "; small N: allocator noise")))
+            rows.append(
+                Row(
+                    "memory: peak RSS growth during update()",
+                    size,
+                    f"{res.update_peak / res.n:.2f} B/ex",
+                    note=f"{res.update_peak / 2**20:,.1f} MiB of temporaries on top of the sampler's arrays"
+                    + ("" if res.n >= MEMORY_TARGET_MIN_N else "; small N: allocator noise"),
+                )
+            )
         rows.append(Row("weights after the timed updates", size, "-", note=res.refresh_stats))
     return rows
 
@@ -598,12 +666,14 @@ def bench_trainer(sizes: Sizes, threads: int, model_name: str = "tiny") -> tuple
     texts = make_texts(sizes.texts, words, sizes.text_words)
     encoded = tokenizer(texts)
     rng = np.random.default_rng(SEED)
-    dataset = datasets.Dataset.from_dict({
-        "input_ids": encoded["input_ids"],
-        "attention_mask": encoded["attention_mask"],
-        "quality": rng.standard_normal(sizes.texts).astype(np.float32),
-        "cluster": rng.integers(0, 10, size=sizes.texts).astype(np.int32),
-    })
+    dataset = datasets.Dataset.from_dict(
+        {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "quality": rng.standard_normal(sizes.texts).astype(np.float32),
+            "cluster": rng.integers(0, 10, size=sizes.texts).astype(np.int32),
+        }
+    )
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
     def run(kind: str, instrumented: bool = False) -> TrainRun:
@@ -611,9 +681,19 @@ def bench_trainer(sizes: Sizes, threads: int, model_name: str = "tiny") -> tuple
         clock = StepClock()
         with tempfile.TemporaryDirectory() as output_dir:
             args = TrainingArguments(
-                output_dir=output_dir, max_steps=sizes.steps, per_device_train_batch_size=sizes.batch_size,
-                learning_rate=1e-3, logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[],
-                use_cpu=True, disable_tqdm=True, seed=0, dataloader_num_workers=0, dataloader_pin_memory=False,
+                output_dir=output_dir,
+                max_steps=sizes.steps,
+                per_device_train_batch_size=sizes.batch_size,
+                learning_rate=1e-3,
+                logging_strategy="no",
+                save_strategy="no",
+                eval_strategy="no",
+                report_to=[],
+                use_cpu=True,
+                disable_tqdm=True,
+                seed=0,
+                dataloader_num_workers=0,
+                dataloader_pin_memory=False,
             )
             common = dict(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[clock])
             sampler = None
@@ -621,8 +701,9 @@ def bench_trainer(sizes: Sizes, threads: int, model_name: str = "tiny") -> tuple
                 trainer = Trainer(**common)
             else:
                 cls = TimedQDCSampler if instrumented else QDCSampler
-                sampler = cls.from_dataset(dataset, quality_column="quality", complexity_column=None,
-                                           cluster_column="cluster", seed=0)
+                sampler = cls.from_dataset(
+                    dataset, quality_column="quality", complexity_column=None, cluster_column="cluster", seed=0
+                )
                 # the sampler's own cost; qdc/train/entropy is measured by bench_monitor.py
                 trainer = QDCTrainer(**common, qdc_sampler=sampler, log_entropy=False)
             trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict
@@ -688,7 +769,7 @@ class StepStats:
 
 def step_stats(runs: list[TrainRun], kind: str, warmup: int) -> StepStats:
     mine = [r for r in runs if r.kind == kind]
-    steady = np.stack([r.intervals[max(warmup - 1, 0):] for r in mine])  # rounds x steady steps
+    steady = np.stack([r.intervals[max(warmup - 1, 0) :] for r in mine])  # rounds x steady steps
     return StepStats(
         best_per_step=float(steady.min(axis=0).mean()),
         best_run_mean=float(steady.mean(axis=1).min()),
@@ -708,20 +789,45 @@ def trainer_report(runs: list[TrainRun], instrumented: TrainRun, sizes: Sizes) -
     overhead = pct(qdc.best_per_step, plain.best_per_step)
     steady = f"{sizes.steps - sizes.warmup_steps} steps"
     rows = [
-        Row("transformers Trainer: ms/step", steady, f"{plain.best_per_step * 1e3:.3f}",
-            note="run means " + ", ".join(f"{m * 1e3:.2f}" for m in plain.run_means)),
-        Row("QDCTrainer + QDCSampler: ms/step", steady, f"{qdc.best_per_step * 1e3:.3f}",
-            f"{plain.best_per_step * 1e3:.3f}", f"{overhead:+.2f}%", f"<{TARGET_OVERHEAD_PERCENT:g}%",
+        Row(
+            "transformers Trainer: ms/step",
+            steady,
+            f"{plain.best_per_step * 1e3:.3f}",
+            note="run means " + ", ".join(f"{m * 1e3:.2f}" for m in plain.run_means),
+        ),
+        Row(
+            "QDCTrainer + QDCSampler: ms/step",
+            steady,
+            f"{qdc.best_per_step * 1e3:.3f}",
+            f"{plain.best_per_step * 1e3:.3f}",
+            f"{overhead:+.2f}%",
+            f"<{TARGET_OVERHEAD_PERCENT:g}%",
             "PASS" if overhead < TARGET_OVERHEAD_PERCENT else "MISS",
             f"+{(qdc.best_per_step - plain.best_per_step) * 1e6:.0f} us/step; run means "
-            + ", ".join(f"{m * 1e3:.2f}" for m in qdc.run_means)),
-        Row("  same, best run's mean", steady, f"{qdc.best_run_mean * 1e3:.3f}", f"{plain.best_run_mean * 1e3:.3f}",
-            f"{pct(qdc.best_run_mean, plain.best_run_mean):+.2f}%"),
-        Row("  same, best run's median", steady, f"{qdc.best_run_median * 1e3:.3f}",
-            f"{plain.best_run_median * 1e3:.3f}", f"{pct(qdc.best_run_median, plain.best_run_median):+.2f}%"),
-        Row("  same, best train_runtime (s)", f"{sizes.steps} steps", f"{qdc.best_runtime:.3f}",
-            f"{plain.best_runtime:.3f}", f"{pct(qdc.best_runtime, plain.best_runtime):+.2f}%",
-            note="all steps, including start-up"),
+            + ", ".join(f"{m * 1e3:.2f}" for m in qdc.run_means),
+        ),
+        Row(
+            "  same, best run's mean",
+            steady,
+            f"{qdc.best_run_mean * 1e3:.3f}",
+            f"{plain.best_run_mean * 1e3:.3f}",
+            f"{pct(qdc.best_run_mean, plain.best_run_mean):+.2f}%",
+        ),
+        Row(
+            "  same, best run's median",
+            steady,
+            f"{qdc.best_run_median * 1e3:.3f}",
+            f"{plain.best_run_median * 1e3:.3f}",
+            f"{pct(qdc.best_run_median, plain.best_run_median):+.2f}%",
+        ),
+        Row(
+            "  same, best train_runtime (s)",
+            f"{sizes.steps} steps",
+            f"{qdc.best_runtime:.3f}",
+            f"{plain.best_runtime:.3f}",
+            f"{pct(qdc.best_runtime, plain.best_runtime):+.2f}%",
+            note="all steps, including start-up",
+        ),
     ]
     clock = instrumented.clock or {}
     per_step = plain.best_per_step
@@ -736,8 +842,14 @@ def trainer_report(runs: list[TrainRun], instrumented: TrainRun, sizes: Sizes) -
         ("trainer._feed_back excluding record", clock.get("feed_back", 0.0) - clock.get("record", 0.0)),
     ):
         us = seconds / sizes.steps * 1e6
-        rows.append(Row(f"instrumented QDC run: {name}", f"{sizes.steps} steps", f"{us:.1f} us/step",
-                        note=f"{us / (per_step * 1e6) * 100:.2f}% of a plain step"))
+        rows.append(
+            Row(
+                f"instrumented QDC run: {name}",
+                f"{sizes.steps} steps",
+                f"{us:.1f} us/step",
+                note=f"{us / (per_step * 1e6) * 100:.2f}% of a plain step",
+            )
+        )
     return rows, overhead
 
 
@@ -749,8 +861,10 @@ def staleness_note(run: TrainRun) -> str:
         return "block staleness: no block after the first was drawn in epoch 0"
     counts = {lag: lags.count(lag) for lag in sorted(set(lags))}
     text = ", ".join(f"lag {lag}: {count} block(s)" for lag, count in counts.items())
-    return (f"Block staleness (epoch 0, block_size {run.block_size} = update_every x batch): when block b was drawn, "
-            f"b - (updates applied) was {text}; 0 would mean every block saw the previous block's losses.")
+    return (
+        f"Block staleness (epoch 0, block_size {run.block_size} = update_every x batch): when block b was drawn, "
+        f"b - (updates applied) was {text}; 0 would mean every block saw the previous block's losses."
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -758,20 +872,40 @@ def staleness_note(run: TrainRun) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes, under half a minute: checks the benchmark still runs")
-    parser.add_argument("--sizes", type=float, nargs="+", metavar="N",
-                        help="sampler sizes to run instead of the defaults (e.g. --sizes 1e5 1e7)")
-    parser.add_argument("--single-run-above", type=float, default=5.0, metavar="SECONDS",
-                        help="time a call once instead of best of 3 when it takes longer than this (default 5)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, under half a minute: checks the benchmark still runs"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=float,
+        nargs="+",
+        metavar="N",
+        help="sampler sizes to run instead of the defaults (e.g. --sizes 1e5 1e7)",
+    )
+    parser.add_argument(
+        "--single-run-above",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="time a call once instead of best of 3 when it takes longer than this (default 5)",
+    )
     parser.add_argument("--rounds", type=int, help="alternating plain/QDC training rounds (default 5, smoke 2)")
-    parser.add_argument("--train-threads", type=int, default=1, metavar="T",
-                        help="torch threads during the training comparison (default 1: on a small shared machine "
-                             "intra-op threads make step times jump by milliseconds)")
+    parser.add_argument(
+        "--train-threads",
+        type=int,
+        default=1,
+        metavar="T",
+        help="torch threads during the training comparison (default 1: on a small shared machine "
+        "intra-op threads make step times jump by milliseconds)",
+    )
     parser.add_argument("--skip-trainer", action="store_true", help="only the sampler benchmarks")
-    parser.add_argument("--model", choices=sorted(MODELS), default="tiny",
-                        help="GPT-2 for the training comparison: tiny = 2 layers x 32 wide (the tests' model), "
-                             "small = 4 layers x 128 wide")
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default="tiny",
+        help="GPT-2 for the training comparison: tiny = 2 layers x 32 wide (the tests' model), "
+        "small = 4 layers x 128 wide",
+    )
     args = parser.parse_args(argv)
 
     sizes = SMOKE if args.smoke else FULL
@@ -792,39 +926,51 @@ def main(argv: list[str] | None = None) -> int:
         train_rows, overhead = trainer_report(runs, instrumented, sizes)
 
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"QDCSampler / QDCTrainer benchmark ({'smoke' if args.smoke else 'full'} sizes, seed {SEED}, torch "
-          f"{torch.__version__}, numpy {np.__version__}, Python {sys.version.split()[0]}, "
-          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"
-          + (f", 1-min load average {load[0]:.2f} at start, {load_end[0]:.2f} at end" if load and load_end else "")
-          + ")")
+    print(
+        f"QDCSampler / QDCTrainer benchmark ({'smoke' if args.smoke else 'full'} sizes, seed {SEED}, torch "
+        f"{torch.__version__}, numpy {np.__version__}, Python {sys.version.split()[0]}, "
+        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs"
+        + (f", 1-min load average {load[0]:.2f} at start, {load_end[0]:.2f} at end" if load and load_end else "")
+        + ")"
+    )
     print()
     print("1. Sampler: drawing an epoch of N indices, online update, construction and memory")
     print()
     print_table(rows, ["metric", "size", "QDC", "baseline", "ratio", "target", "result", "notes"])
     print()
-    print("Times in seconds, best of 3 (time.perf_counter); * = a single run (a call took over --single-run-above). "
-          "ratio = QDC / baseline. Epoch timings alternate QDC and RandomSampler runs.")
-    print("Epoch = iterating the sampler to the end in a counting loop (nothing stored). QDCSampler: quality, "
-          f"complexity, {NUM_CLUSTERS:,} Zipf-sized clusters, default config. RandomSampler(range(N)) materialises "
-          "randperm(N).tolist(); WeightedRandomSampler draws torch.multinomial(weights, N, replacement=True).")
+    print(
+        "Times in seconds, best of 3 (time.perf_counter); * = a single run (a call took over --single-run-above). "
+        "ratio = QDC / baseline. Epoch timings alternate QDC and RandomSampler runs."
+    )
+    print(
+        "Epoch = iterating the sampler to the end in a counting loop (nothing stored). QDCSampler: quality, "
+        f"complexity, {NUM_CLUSTERS:,} Zipf-sized clusters, default config. RandomSampler(range(N)) materialises "
+        "randperm(N).tolist(); WeightedRandomSampler draws torch.multinomial(weights, N, replacement=True)."
+    )
     if results and results[0].memory is not None:
-        print(f"Memory: {results[0].memory.method}; growth over the RSS before construction (the input columns are "
-              "built before and not counted).")
+        print(
+            f"Memory: {results[0].memory.method}; growth over the RSS before construction (the input columns are "
+            "built before and not counted)."
+        )
     if train_rows:
         print()
         layers, width, _ = MODELS[args.model]
-        print(f"2. Training step: {args.model} GPT-2 ({layers} layers, {width} wide), {sizes.texts} texts of {sizes.text_words} tokens, "
-              f"batch {sizes.batch_size}, {sizes.steps} steps, CPU")
+        print(
+            f"2. Training step: {args.model} GPT-2 ({layers} layers, {width} wide), {sizes.texts} texts of {sizes.text_words} tokens, "
+            f"batch {sizes.batch_size}, {sizes.steps} steps, CPU"
+        )
         print()
         print_table(train_rows, ["metric", "steps", "QDC", "plain", "overhead", "target", "result", "notes"])
         print()
-        print(f"ms/step: step-to-step intervals (data loading, forward, backward, optimizer, callbacks) after the "
-              f"first {sizes.warmup_steps} steps, from {sizes.rounds} alternating run(s) of each kind after a warm-up "
-              "run; every run of a kind trains on the same batches, so the headline figure is the mean over steps "
-              "of the fastest run at each step (robust to bursts of load from other processes), with the best "
-              f"run's mean and median below it. {args.train_threads} torch thread(s). QDC: sampler from the "
-              "dataset's quality and cluster columns (10 clusters), default update_every. The instrumented run "
-              "(perf_counter around the sampler's methods) is separate and not part of the comparison.")
+        print(
+            f"ms/step: step-to-step intervals (data loading, forward, backward, optimizer, callbacks) after the "
+            f"first {sizes.warmup_steps} steps, from {sizes.rounds} alternating run(s) of each kind after a warm-up "
+            "run; every run of a kind trains on the same batches, so the headline figure is the mean over steps "
+            "of the fastest run at each step (robust to bursts of load from other processes), with the best "
+            f"run's mean and median below it. {args.train_threads} torch thread(s). QDC: sampler from the "
+            "dataset's quality and cluster columns (10 clusters), default update_every. The instrumented run "
+            "(perf_counter around the sampler's methods) is separate and not part of the comparison."
+        )
         print(staleness_note(instrumented))
 
     print()
@@ -833,9 +979,11 @@ def main(argv: list[str] | None = None) -> int:
         base = res.random
         ratio = res.qdc[sizes.block_sizes[0]].seconds / base.seconds
         verdict = "PASS" if ratio <= TARGET_ITERATION else "MISS"
-        print(f"  {verdict}  epoch iteration at {n_label(res.n)}: QDCSampler (block {sizes.block_sizes[0]}) / "
-              f"RandomSampler = {ratio:.2f}x (target <= {TARGET_ITERATION:g}x; "
-              f"{res.qdc[sizes.block_sizes[0]].seconds:.3f} s vs {base.seconds:.3f} s)")
+        print(
+            f"  {verdict}  epoch iteration at {n_label(res.n)}: QDCSampler (block {sizes.block_sizes[0]}) / "
+            f"RandomSampler = {ratio:.2f}x (target <= {TARGET_ITERATION:g}x; "
+            f"{res.qdc[sizes.block_sizes[0]].seconds:.3f} s vs {base.seconds:.3f} s)"
+        )
     for res in results:
         if res.memory is None:
             continue
@@ -844,22 +992,29 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "PASS" if peak <= TARGET_BYTES_PER_EXAMPLE else "MISS"
         else:
             verdict = "INFO"
-        print(f"  {verdict}  sampler memory at {n_label(res.n)}: peak {peak:.2f} B/example while building, retained "
-              f"{res.memory.retained / res.n:.1f} B/example (target <= {TARGET_BYTES_PER_EXAMPLE:g}"
-              + ("" if res.n >= MEMORY_TARGET_MIN_N else "; not judged below N=1e7") + ")")
+        print(
+            f"  {verdict}  sampler memory at {n_label(res.n)}: peak {peak:.2f} B/example while building, retained "
+            f"{res.memory.retained / res.n:.1f} B/example (target <= {TARGET_BYTES_PER_EXAMPLE:g}"
+            + ("" if res.n >= MEMORY_TARGET_MIN_N else "; not judged below N=1e7")
+            + ")"
+        )
     for res in results:
         if res.weighted is None:
             print(f"  INFO  WeightedRandomSampler at {n_label(res.n)} fails: {res.weighted_error}")
     for res in results:
         if res.window is not None:
-            print(f"  INFO  online update at {n_label(res.n)}: {res.window.seconds * 1e3:.1f} ms per window of "
-                  f"{UPDATE_STEPS} steps = {res.window.seconds / UPDATE_STEPS * 1e3:.1f} ms per training step")
+            print(
+                f"  INFO  online update at {n_label(res.n)}: {res.window.seconds * 1e3:.1f} ms per window of "
+                f"{UPDATE_STEPS} steps = {res.window.seconds / UPDATE_STEPS * 1e3:.1f} ms per training step"
+            )
     if overhead is not None:
         verdict = "PASS" if overhead < TARGET_OVERHEAD_PERCENT else "MISS"
         clock = instrumented.clock or {}
         own = sum(clock.get(k, 0.0) for k in ("record", "update", "iteration")) / sizes.steps
-        print(f"  {verdict}  QDCTrainer per-step overhead vs Trainer: {overhead:+.2f}% (target < "
-              f"{TARGET_OVERHEAD_PERCENT:g}%); the sampler's own share {own * 1e6:.0f} us/step")
+        print(
+            f"  {verdict}  QDCTrainer per-step overhead vs Trainer: {overhead:+.2f}% (target < "
+            f"{TARGET_OVERHEAD_PERCENT:g}%); the sampler's own share {own * 1e6:.0f} us/step"
+        )
     print(f"\nTotal wall time: {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -64,23 +64,30 @@ def main() -> None:
             return select_budget(n, budget, quality=quality, complexity=complexity, clusters=clusters, seed=0)
 
         base, ours = alternate(top_k, qdc)
-        print(f"{n:>10} {'no keys':<28} {base * 1e3:>10.1f}ms {ours * 1e3:>12.1f}ms {ours / base:>6.2f}x "
-              f"{'ok' if ours / base <= 4 else 'MISSED':>7}")
+        print(
+            f"{n:>10} {'no keys':<28} {base * 1e3:>10.1f}ms {ours * 1e3:>12.1f}ms {ours / base:>6.2f}x "
+            f"{'ok' if ours / base <= 4 else 'MISSED':>7}"
+        )
         if n <= 1_000_000:
             keys = [f"problem {i % (n // 2)}" for i in range(n)]
 
             def dedup_top_k():
                 seen: set[str] = set()
-                keep = np.array([i for i, key in enumerate(keys) if not (key in seen or seen.add(key))])  # first of each
+                keep = np.array(
+                    [i for i, key in enumerate(keys) if not (key in seen or seen.add(key))]
+                )  # first of each
                 return keep[np.argsort(-quality[keep], kind="stable")[:budget]]
 
             def qdc_keys():
-                return select_budget(n, budget, quality=quality, complexity=complexity, clusters=clusters,
-                                     keys=keys, seed=0)
+                return select_budget(
+                    n, budget, quality=quality, complexity=complexity, clusters=clusters, keys=keys, seed=0
+                )
 
             base, ours = alternate(dedup_top_k, qdc_keys)
-            print(f"{n:>10} {'with keys (50% repeated)':<28} {base * 1e3:>10.1f}ms {ours * 1e3:>12.1f}ms "
-                  f"{ours / base:>6.2f}x {'ok' if ours / base <= 4 else 'MISSED':>7}")
+            print(
+                f"{n:>10} {'with keys (50% repeated)':<28} {base * 1e3:>10.1f}ms {ours * 1e3:>12.1f}ms "
+                f"{ours / base:>6.2f}x {'ok' if ours / base <= 4 else 'MISSED':>7}"
+            )
         kept = qdc()
         assert len(kept) == budget and len(np.unique(kept)) == budget
 

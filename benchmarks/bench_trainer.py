@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers import logging as hf_logging
 
 from qdc_trainer import QDCSampler, QDCTrainer
@@ -63,12 +71,21 @@ SHAPES = {
 def build_model(shape: Shape, layers: int, tokens: int) -> torch.nn.Module:
     torch.manual_seed(0)
     if shape.name.startswith("qwen2"):
-        config = Qwen2Config(vocab_size=shape.vocab, hidden_size=shape.width, intermediate_size=4864, num_hidden_layers=layers,
-                             num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=max(tokens, 2048),
-                             tie_word_embeddings=True)
+        config = Qwen2Config(
+            vocab_size=shape.vocab,
+            hidden_size=shape.width,
+            intermediate_size=4864,
+            num_hidden_layers=layers,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=max(tokens, 2048),
+            tie_word_embeddings=True,
+        )
         return Qwen2ForCausalLM(config)
     heads = 12 if shape.width % 12 == 0 else 4
-    config = GPT2Config(vocab_size=shape.vocab, n_embd=shape.width, n_layer=layers, n_head=heads, n_positions=max(tokens, 1024))
+    config = GPT2Config(
+        vocab_size=shape.vocab, n_embd=shape.width, n_layer=layers, n_head=heads, n_positions=max(tokens, 1024)
+    )
     return GPT2LMHeadModel(config)
 
 
@@ -106,12 +123,23 @@ class StepClock(TrainerCallback):
         self.times.append(time.perf_counter() - self._t0)
 
 
-def run_arm(arm: str, model: torch.nn.Module, data: TokenDataset, batch: int, steps: int, gpu: bool, out: str) -> tuple[list[float], float]:
+def run_arm(
+    arm: str, model: torch.nn.Module, data: TokenDataset, batch: int, steps: int, gpu: bool, out: str
+) -> tuple[list[float], float]:
     """Per-step times and peak GPU memory (GiB; NaN on a CPU) of ``steps`` optimizer steps of one arm."""
     clock = StepClock()
     args = TrainingArguments(
-        output_dir=out, per_device_train_batch_size=batch, max_steps=steps, logging_steps=500, save_strategy="no",
-        report_to="none", disable_tqdm=True, bf16=gpu, use_cpu=not gpu, seed=0, dataloader_num_workers=0,
+        output_dir=out,
+        per_device_train_batch_size=batch,
+        max_steps=steps,
+        logging_steps=500,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        bf16=gpu,
+        use_cpu=not gpu,
+        seed=0,
+        dataloader_num_workers=0,
     )
     n = len(data)
     quality = np.random.default_rng(0).random(n)
@@ -123,8 +151,12 @@ def run_arm(arm: str, model: torch.nn.Module, data: TokenDataset, batch: int, st
         trainer = QDCTrainer(**kwargs)
     else:
         sampler = QDCSampler(n, quality=quality, clusters=clusters, seed=0)
-        trainer = QDCTrainer(**kwargs, qdc_sampler=sampler, log_entropy=arm != "qdc_no_entropy",
-                             loss_weighting="importance" if arm == "qdc_importance" else "none")
+        trainer = QDCTrainer(
+            **kwargs,
+            qdc_sampler=sampler,
+            log_entropy=arm != "qdc_no_entropy",
+            loss_weighting="importance" if arm == "qdc_importance" else "none",
+        )
     if gpu:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -136,7 +168,9 @@ def run_arm(arm: str, model: torch.nn.Module, data: TokenDataset, batch: int, st
 
 
 def bench_shape(shape: Shape, rounds: int, steps: int, warmup: int, gpu: bool) -> list[dict[str, Any]]:
-    layers, batch, tokens = (shape.layers, shape.batch, shape.tokens) if gpu else (shape.cpu_layers, shape.cpu_batch, shape.cpu_tokens)
+    layers, batch, tokens = (
+        (shape.layers, shape.batch, shape.tokens) if gpu else (shape.cpu_layers, shape.cpu_batch, shape.cpu_tokens)
+    )
     model = build_model(shape, layers, tokens)
     if gpu:
         model = model.cuda()
@@ -146,19 +180,35 @@ def bench_shape(shape: Shape, rounds: int, steps: int, warmup: int, gpu: bool) -
     for r in range(rounds):
         order = ARMS if r % 2 == 0 else tuple(reversed(ARMS))
         for arm in order:
-            t, peak = run_arm(arm, model, data, batch, warmup + steps, gpu, out=f"/tmp/qdc_bench_trainer/{shape.name}/{arm}")
+            t, peak = run_arm(
+                arm, model, data, batch, warmup + steps, gpu, out=f"/tmp/qdc_bench_trainer/{shape.name}/{arm}"
+            )
             times[arm].extend(t[warmup:])
             peaks[arm] = max(peaks[arm], peak)
-            print(f"  {shape.name} round {r + 1}/{rounds} {arm}: median {1e3 * statistics.median(t[warmup:]):.1f} ms", flush=True)
+            print(
+                f"  {shape.name} round {r + 1}/{rounds} {arm}: median {1e3 * statistics.median(t[warmup:]):.1f} ms",
+                flush=True,
+            )
     base, base_peak = statistics.median(times["plain"]), peaks["plain"]
     rows = []
     for arm in ARMS:
         median = statistics.median(times[arm])
-        rows.append(dict(
-            shape=shape.name, device="cuda" if gpu else "cpu", layers=layers, batch=batch, tokens=tokens, arm=arm,
-            median_ms=1e3 * median, mean_ms=1e3 * statistics.fmean(times[arm]), ratio=median / base,
-            peak_gib=peaks[arm], memory_ratio=peaks[arm] / base_peak if gpu else float("nan"), steps=len(times[arm]),
-        ))
+        rows.append(
+            dict(
+                shape=shape.name,
+                device="cuda" if gpu else "cpu",
+                layers=layers,
+                batch=batch,
+                tokens=tokens,
+                arm=arm,
+                median_ms=1e3 * median,
+                mean_ms=1e3 * statistics.fmean(times[arm]),
+                ratio=median / base,
+                peak_gib=peaks[arm],
+                memory_ratio=peaks[arm] / base_peak if gpu else float("nan"),
+                steps=len(times[arm]),
+            )
+        )
     return rows
 
 
@@ -167,8 +217,10 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['shape']:<11} {r['device']:<6} {r['arm']:<15} {r['median_ms']:>10.1f} {r['mean_ms']:>9.1f} {r['ratio']:>6.3f}x "
-              f"{r['peak_gib']:>9.2f} {r['memory_ratio']:>8.3f}x")
+        print(
+            f"{r['shape']:<11} {r['device']:<6} {r['arm']:<15} {r['median_ms']:>10.1f} {r['mean_ms']:>9.1f} {r['ratio']:>6.3f}x "
+            f"{r['peak_gib']:>9.2f} {r['memory_ratio']:>8.3f}x"
+        )
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -126,7 +126,6 @@ class Chain:
             out.append(WORDS[word])
         return " ".join(out)
 
-
     def validity(self, prompt: str, completion: str) -> float:
         """Share of the completion's word-to-word transitions that the chain allows (its "quality")."""
         index = {w: i for i, w in enumerate(WORDS)}
@@ -163,23 +162,44 @@ def tokenized(tokenizer, texts: list[str]) -> Dataset:
 
 
 def base_args(out: str, **kwargs) -> TrainingArguments:
-    defaults = dict(output_dir=out, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0,
-                    per_device_train_batch_size=16, train_sampling_strategy="sequential", dataloader_drop_last=True)
+    defaults = dict(
+        output_dir=out,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        per_device_train_batch_size=16,
+        train_sampling_strategy="sequential",
+        dataloader_drop_last=True,
+    )
     return TrainingArguments(**{**defaults, **kwargs})
 
 
 def pretrain(tokenizer, chain: Chain, seed: int, steps: int, out: str) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=64, n_layer=4, n_head=4,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=32,
+        n_embd=64,
+        n_layer=4,
+        n_head=4,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = GPT2LMHeadModel(config)
     if steps == 0:
         return model
     rng = np.random.default_rng(seed + 1000)
-    trainer = QDCTrainer(model=model, args=base_args(out, max_steps=steps, learning_rate=3e-3, warmup_steps=steps // 10,
-                                                     logging_steps=steps, seed=seed),
-                         train_dataset=tokenized(tokenizer, stream(chain, rng, steps, 16)),
-                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), log_entropy=False)
+    trainer = QDCTrainer(
+        model=model,
+        args=base_args(
+            out, max_steps=steps, learning_rate=3e-3, warmup_steps=steps // 10, logging_steps=steps, seed=seed
+        ),
+        train_dataset=tokenized(tokenizer, stream(chain, rng, steps, 16)),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        log_entropy=False,
+    )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     return model
@@ -187,15 +207,34 @@ def pretrain(tokenizer, chain: Chain, seed: int, steps: int, out: str) -> GPT2LM
 
 def finetune(model, tokenizer, texts, eval_texts, chain: Chain, args, seed: int, out: str) -> list[dict]:
     probes = [f"topic {WORDS[i]} :" for i in range(0, len(WORDS), len(WORDS) // args.probes)][: args.probes]
-    monitor = GenerationMonitorCallback(probes, num_samples=args.samples, max_new_tokens=16, every_n_steps=args.every, seed=seed,
-                                        save_samples=False, scorer=VerifierScorer(chain.validity, progress=False))
+    monitor = GenerationMonitorCallback(
+        probes,
+        num_samples=args.samples,
+        max_new_tokens=16,
+        every_n_steps=args.every,
+        seed=seed,
+        save_samples=False,
+        scorer=VerifierScorer(chain.validity, progress=False),
+    )
     detector = CollapseDetectorCallback(actions=("log",))
-    trainer = QDCTrainer(model=model, args=base_args(out, max_steps=args.steps, learning_rate=1e-3, logging_steps=args.every,
-                                                     eval_strategy="steps", eval_steps=args.every, seed=seed,
-                                                     per_device_eval_batch_size=64),
-                         train_dataset=tokenized(tokenizer, texts), eval_dataset=tokenized(tokenizer, eval_texts),
-                         processing_class=tokenizer, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                         callbacks=[monitor, detector])
+    trainer = QDCTrainer(
+        model=model,
+        args=base_args(
+            out,
+            max_steps=args.steps,
+            learning_rate=1e-3,
+            logging_steps=args.every,
+            eval_strategy="steps",
+            eval_steps=args.every,
+            seed=seed,
+            per_device_eval_batch_size=64,
+        ),
+        train_dataset=tokenized(tokenizer, texts),
+        eval_dataset=tokenized(tokenizer, eval_texts),
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[monitor, detector],
+    )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     return trainer.state.log_history
@@ -220,8 +259,13 @@ def run_seed(seed: int, args, tokenizer) -> dict[str, list[dict]]:
         streams = {
             "healthy": stream(chain, np.random.default_rng(seed + 1), args.steps, 16),
             "shift": stream(other, np.random.default_rng(seed + 1), args.steps, 16),
-            "planted": stream(chain, np.random.default_rng(seed + 1), args.steps, 16,
-                              narrow=(targets, args.narrow_start, args.narrow_steps)),
+            "planted": stream(
+                chain,
+                np.random.default_rng(seed + 1),
+                args.steps,
+                16,
+                narrow=(targets, args.narrow_start, args.narrow_steps),
+            ),
         }
         histories = {}
         for arm, texts in streams.items():
@@ -268,6 +312,7 @@ def replay(history: list[dict], detectors: list[SeriesDetector]) -> tuple[int | 
 
 def eval_detection(histories: dict[str, dict[str, list[dict]]], start: int) -> tuple[dict[int, int | None], float]:
     """Per seed, the first evaluation after ``start`` whose loss exceeds the value at ``start`` by more than any healthy run did."""
+
     def rise(history):
         losses = dict(series(history, "eval_loss"))
         at_start = losses[max(s for s in losses if s <= start)]
@@ -284,7 +329,9 @@ def eval_detection(histories: dict[str, dict[str, list[dict]]], start: int) -> t
 def grid() -> list[dict]:
     """Settings tried for each series on its own (collapse at 2.5x the warning level)."""
     settings = []
-    for warmup, ema, warn, relative in itertools.product((1, 2, 3), (0.5, 1.0), (0.05, 0.08, 0.1, 0.15, 0.2, 0.3), (True, False)):
+    for warmup, ema, warn, relative in itertools.product(
+        (1, 2, 3), (0.5, 1.0), (0.05, 0.08, 0.1, 0.15, 0.2, 0.3), (True, False)
+    ):
         settings.append(dict(warmup=warmup, ema=ema, warn_change=warn, collapse_change=2.5 * warn, relative=relative))
     return settings
 
@@ -313,12 +360,19 @@ def evaluate(histories, make, start) -> dict:
 def report_defaults(histories, args, eval_steps, planted: int, quiet_runs: int, widen: float) -> None:
     """The shipped defaults run by run, with the monitor's thresholds widened by ``widen`` (as the callback does for
     fewer than ``REFERENCE_SAMPLES`` samples per evaluation)."""
+
     def make():
         return [d.widen(widen) if d.key.startswith("qdc/gen/") else d for d in _default_watch()]
 
-    label = "as set" if widen == 1 else f"widened x{widen:.2f}, as the callback does for {args.probes * args.samples} samples"
+    label = (
+        "as set"
+        if widen == 1
+        else f"widened x{widen:.2f}, as the callback does for {args.probes * args.samples} samples"
+    )
     print(f"\nthe shipped defaults (CollapseDetectorCallback() watching DEFAULT_WATCH, thresholds {label}), per run:")
-    print(f"  {'seed':>4s} {'arm':8s} {'warning':>8s} {'collapse':>8s} {'first series':34s} {'eval loss shows it':>18s}")
+    print(
+        f"  {'seed':>4s} {'arm':8s} {'warning':>8s} {'collapse':>8s} {'first series':34s} {'eval loss shows it':>18s}"
+    )
     for seed, h in histories.items():
         for arm, history in h.items():
             warn, collapse, first = replay(history, make())
@@ -326,14 +380,20 @@ def report_defaults(histories, args, eval_steps, planted: int, quiet_runs: int, 
             print(f"  {seed:4d} {arm:8s} {str(warn):>8s} {str(collapse):>8s} {str(first):34s} {shown:>18s}")
     r = evaluate(histories, make, args.narrow_start)
     eval_delays = [eval_steps[s] - args.narrow_start for s in histories if eval_steps[s] is not None]
-    margins = ", ".join(f"{k.removeprefix('qdc/gen/')} {v:+.3f} (warns at {DEFAULT_WATCH[k]['warn_change'] * (widen if k.startswith('qdc/gen/') else 1):.3g})"
-                        for k, v in r["worst"].items())
-    print(f"\n  defaults ({label}): {r['flagged']}/{planted} planted runs flagged (collapse declared in {r['collapses']}), "
-          f"{r['false_alarms']} false alarms in {quiet_runs} healthy and shifted runs  "
-          f"{'PASS' if r['flagged'] == planted and r['false_alarms'] == 0 else 'MISS'}")
+    margins = ", ".join(
+        f"{k.removeprefix('qdc/gen/')} {v:+.3f} (warns at {DEFAULT_WATCH[k]['warn_change'] * (widen if k.startswith('qdc/gen/') else 1):.3g})"
+        for k, v in r["worst"].items()
+    )
+    print(
+        f"\n  defaults ({label}): {r['flagged']}/{planted} planted runs flagged (collapse declared in {r['collapses']}), "
+        f"{r['false_alarms']} false alarms in {quiet_runs} healthy and shifted runs  "
+        f"{'PASS' if r['flagged'] == planted and r['false_alarms'] == 0 else 'MISS'}"
+    )
     if r["delays"]:
-        print(f"  detection delay after the narrowing starts: mean {np.mean(r['delays']):.0f}, max {max(r['delays'])} steps; "
-              f"the evaluation loss: mean {np.mean(eval_delays) if eval_delays else float('nan'):.0f} steps")
+        print(
+            f"  detection delay after the narrowing starts: mean {np.mean(r['delays']):.0f}, max {max(r['delays'])} steps; "
+            f"the evaluation loss: mean {np.mean(eval_delays) if eval_delays else float('nan'):.0f} steps"
+        )
     print(f"  worst change in a healthy or shifted run: {margins}")
 
 
@@ -349,16 +409,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probes", type=int, default=16, help="probe prompts")
     parser.add_argument("--samples", type=int, default=4, help="samples per probe prompt")
-    parser.add_argument("--arms", nargs="+", default=["healthy", "shift", "planted"], choices=["healthy", "shift", "planted"],
-                        help="fine-tuning arms to run (healthy and shift alone measure false alarms)")
-    parser.add_argument("--pretrained", help="folder caching each seed's pretrained model, reused by later runs with "
-                                             "other probe settings")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        default=["healthy", "shift", "planted"],
+        choices=["healthy", "shift", "planted"],
+        help="fine-tuning arms to run (healthy and shift alone measure false alarms)",
+    )
+    parser.add_argument(
+        "--pretrained",
+        help="folder caching each seed's pretrained model, reused by later runs with other probe settings",
+    )
     parser.add_argument("--save", help="write the runs' logged series to this JSON file")
     parser.add_argument("--load", help="report on the series saved by --save instead of training")
-    parser.add_argument("--smoke", action="store_true", help="1 seed, 40 + 30 steps (checks the code paths, not the figures)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 seed, 40 + 30 steps (checks the code paths, not the figures)"
+    )
     args = parser.parse_args()
     if args.smoke:
-        args.seeds, args.steps, args.pretrain_steps, args.every, args.narrow_start, args.narrow_steps = 1, 40, 30, 5, 15, 10
+        args.seeds, args.steps, args.pretrain_steps, args.every, args.narrow_start, args.narrow_steps = (
+            1,
+            40,
+            30,
+            5,
+            15,
+            10,
+        )
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
@@ -382,11 +458,15 @@ def main() -> None:
     arms = [a for a in ("healthy", "shift", "planted") if all(a in h for h in histories.values())]
     planted = args.seeds if "planted" in arms else 0
     quiet_runs = args.seeds * len([a for a in arms if a != "planted"])
-    print(f"\n== collapse detector calibration: {args.seeds} seeds ({', '.join(map(str, histories))}) x ({', '.join(arms)}), "
-          f"{args.steps} steps, {args.probes} probes x {args.samples} samples, "
-          f"narrowing from step {args.narrow_start} over {args.narrow_steps} steps ==")
-    print("\nseries at the start / end of fine-tuning (mean over seeds; quality: share of valid transitions in the "
-          "generations under the original chain):")
+    print(
+        f"\n== collapse detector calibration: {args.seeds} seeds ({', '.join(map(str, histories))}) x ({', '.join(arms)}), "
+        f"{args.steps} steps, {args.probes} probes x {args.samples} samples, "
+        f"narrowing from step {args.narrow_start} over {args.narrow_steps} steps =="
+    )
+    print(
+        "\nseries at the start / end of fine-tuning (mean over seeds; quality: share of valid transitions in the "
+        "generations under the original chain):"
+    )
     for key, _ in [*SERIES, ("qdc/gen/quality", "decrease"), ("eval_loss", "increase")]:
         cells = []
         for arm in arms:
@@ -398,11 +478,15 @@ def main() -> None:
     eval_steps, margin = {seed: None for seed in histories}, 0.0
     if planted and "healthy" in arms:
         eval_steps, margin = eval_detection(histories, args.narrow_start)
-        print(f"\nevaluation loss: a planted run shows the narrowing when it rises by more than {margin:.1%} over its value at "
-              f"step {args.narrow_start} (the largest rise of any healthy run)")
+        print(
+            f"\nevaluation loss: a planted run shows the narrowing when it rises by more than {margin:.1%} over its value at "
+            f"step {args.narrow_start} (the largest rise of any healthy run)"
+        )
 
-    print("\neach series alone, over a grid of settings (warm-up, EMA, warning level, relative or absolute change): "
-          "settings that warn in every planted run after the narrowing starts and in no healthy or shifted run")
+    print(
+        "\neach series alone, over a grid of settings (warm-up, EMA, warning level, relative or absolute change): "
+        "settings that warn in every planted run after the narrowing starts and in no healthy or shifted run"
+    )
     for key, direction in SERIES:
         good = []
         for setting in grid():
@@ -421,12 +505,16 @@ def main() -> None:
     factor = max(1.0, math.sqrt(REFERENCE_SAMPLES / (args.probes * args.samples)))
     for widen in sorted({1.0, factor}):
         report_defaults(histories, args, eval_steps, planted, quiet_runs, widen)
-    print("\neach series of KNOWN_SERIES alone, with its known settings: false alarms in healthy and shifted runs, worst change")
+    print(
+        "\neach series of KNOWN_SERIES alone, with its known settings: false alarms in healthy and shifted runs, worst change"
+    )
     for key, settings in KNOWN_SERIES.items():
         if all(series(h[arm], key) for h in histories.values() for arm in arms):
             k = evaluate(histories, lambda: [SeriesDetector(key, **settings)], args.narrow_start)
-            print(f"  {key:34s} {k['false_alarms']}/{quiet_runs} false alarms, worst change {k['worst'][key]:+.3f} "
-                  f"(warns at {settings['warn_change']})")
+            print(
+                f"  {key:34s} {k['false_alarms']}/{quiet_runs} false alarms, worst change {k['worst'][key]:+.3f} "
+                f"(warns at {settings['warn_change']})"
+            )
     print(f"\ntotal {time.perf_counter() - start_time:.0f} s")
 
 

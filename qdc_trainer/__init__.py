@@ -31,6 +31,18 @@ from .trainer import QDCTrainer, QDCTrainerMixin
 __version__ = "0.1.0"
 
 __all__ = [
-    "INDEX_KEY", "CollapseDetectorCallback", "GenerationMonitorCallback", "GenerationMonitorConfig", "QDCDataCollator", "QDCSampler", "QDCSamplerConfig", "QDCTrainer", "QDCTrainerMixin",
-    "SeriesDetector", "measure_generations", "select_budget", "select_dataset", "watch_from_keys",
+    "INDEX_KEY",
+    "CollapseDetectorCallback",
+    "GenerationMonitorCallback",
+    "GenerationMonitorConfig",
+    "QDCDataCollator",
+    "QDCSampler",
+    "QDCSamplerConfig",
+    "QDCTrainer",
+    "QDCTrainerMixin",
+    "SeriesDetector",
+    "measure_generations",
+    "select_budget",
+    "select_dataset",
+    "watch_from_keys",
 ]

@@ -42,9 +42,16 @@ and / are refused).
 """
 
 
-def _add_config_command(sub: argparse._SubParsersAction, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=description, add_help=False,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_config_command(
+    sub: argparse._SubParsersAction, name: str, help_text: str, description: str
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-h", "--help", action="store_true", help="show this message and every recipe key, then exit")
     parser.add_argument("--config", metavar="YAML", help="recipe file (flat key: value)")
     return parser
@@ -52,24 +59,35 @@ def _add_config_command(sub: argparse._SubParsersAction, name: str, help_text: s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 a configuration error)."""
-    parser = argparse.ArgumentParser(prog="qdc", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="qdc", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", metavar="{train,profile,report,self-improve}")
     train = _add_config_command(sub, "train", "train with a recipe", TRAIN_HELP)
     profile = _add_config_command(
-        sub, "profile", "QDC profile of a recipe's training data",
+        sub,
+        "profile",
+        "QDC profile of a recipe's training data",
         "Score the training data of a recipe (quality, complexity, clusters) as `qdc train` would, and write\n"
         "figures (distributions, cluster sizes, a quality-diversity scatter with its frontier) and a page\n"
         "to <output_dir>/profile. Takes the same keys as `qdc train`.",
     )
     improve = _add_config_command(sub, "self-improve", "the self-improvement experiment", SELF_IMPROVE_HELP)
-    report = sub.add_parser("report", help="plots of one or more runs", description=(
-        "Plot the qdc/... series of runs from their logs (trainer_state.json): diversity, complexity,\n"
-        "sampler telemetry, with collapse warnings marked. Several folders are compared on the same axes."),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    report = sub.add_parser(
+        "report",
+        help="plots of one or more runs",
+        description=(
+            "Plot the qdc/... series of runs from their logs (trainer_state.json): diversity, complexity,\n"
+            "sampler telemetry, with collapse warnings marked. Several folders are compared on the same axes."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by qdc train (or any Trainer)")
-    report.add_argument("--out", metavar="DIR", help="where to write the report (default: RUN_DIR/report for one run, "
-                                                     "else ./qdc_report)")
+    report.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write the report (default: RUN_DIR/report for one run, else ./qdc_report)",
+    )
     report.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per run (default: folder names)")
 
     args, rest = parser.parse_known_args(argv)
@@ -80,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest:
             report.error(f"unrecognized arguments: {' '.join(rest)}")
         return _report(args)
-    if args.command == "self-improve" or (args.command == "train" and not args.help and args.config
-                                           and _recipe_kind(args.config) == "self_improve"):
+    if args.command == "self-improve" or (
+        args.command == "train" and not args.help and args.config and _recipe_kind(args.config) == "self_improve"
+    ):
         return _self_improve(improve, args, rest)
     command = train if args.command == "train" else profile
     from .config import ConfigError, config_parser, load_config

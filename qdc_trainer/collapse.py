@@ -46,7 +46,13 @@ from transformers.utils import logging
 from ._logging import log_record
 
 __all__ = [
-    "CollapseDetectorCallback", "CollapseSignal", "DEFAULT_WATCH", "KNOWN_SERIES", "SeriesDetector", "series_name", "watch_from_keys",
+    "CollapseDetectorCallback",
+    "CollapseSignal",
+    "DEFAULT_WATCH",
+    "KNOWN_SERIES",
+    "SeriesDetector",
+    "series_name",
+    "watch_from_keys",
 ]
 
 logger = logging.get_logger(__name__)
@@ -88,13 +94,17 @@ class SeriesDetector:
     warn_change: float = field(default=0.15, metadata={"help": "relative worsening that warns"})
     collapse_change: float = field(default=0.35, metadata={"help": "relative worsening that declares collapse"})
     patience: int | None = field(
-        default=None, metadata={"help": "observations in a row that worsen before the slope can warn (None: slope rule off)"}
+        default=None,
+        metadata={"help": "observations in a row that worsen before the slope can warn (None: slope rule off)"},
     )
     slope_window: int = field(default=4, metadata={"help": "EMA values in the slope fit"})
     warn_slope: float = field(default=0.03, metadata={"help": "worsening per observation that warns after patience"})
     relative: bool = field(default=True, metadata={"help": "scale by the baseline (False: plain differences)"})
     min_scale: float = field(
-        default=0.1, metadata={"help": "smallest |baseline| used as the relative scale (a baseline near 0 does not blow changes up)"}
+        default=0.1,
+        metadata={
+            "help": "smallest |baseline| used as the relative scale (a baseline near 0 does not blow changes up)"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -107,7 +117,9 @@ class SeriesDetector:
             if name == "patience" and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "slope_window" else 1):
-                raise ValueError(f"{name}={value!r} for {self.key!r} must be an int >= {2 if name == 'slope_window' else 1}")
+                raise ValueError(
+                    f"{name}={value!r} for {self.key!r} must be an int >= {2 if name == 'slope_window' else 1}"
+                )
         for name in ("ema", "warn_change", "collapse_change", "warn_slope", "min_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -201,11 +213,20 @@ class SeriesDetector:
         slope = 0.0
         if len(self._recent) >= 2:
             slope = self._sign * float(np.polyfit(np.arange(len(self._recent)), self._recent, 1)[0]) / self._scale()
-        warn_change, collapse_change = self.warn_change * self.threshold_factor, self.collapse_change * self.threshold_factor
+        warn_change, collapse_change = (
+            self.warn_change * self.threshold_factor,
+            self.collapse_change * self.threshold_factor,
+        )
         if change >= collapse_change:
-            level, reason = 2, f"{self._moved(change)} from baseline {self.baseline:.3g} (collapse at {self._amount(collapse_change)})"
+            level, reason = (
+                2,
+                f"{self._moved(change)} from baseline {self.baseline:.3g} (collapse at {self._amount(collapse_change)})",
+            )
         elif change >= warn_change:
-            level, reason = 1, f"{self._moved(change)} from baseline {self.baseline:.3g} (warning at {self._amount(warn_change)})"
+            level, reason = (
+                1,
+                f"{self._moved(change)} from baseline {self.baseline:.3g} (warning at {self._amount(warn_change)})",
+            )
         elif self.patience is not None and self.streak >= self.patience and slope >= self.warn_slope:
             per = " of the baseline" if self.relative else ""
             level, reason = 1, f"worsened {self.streak} times in a row: {self._moved(slope)}{per} per observation"
@@ -215,7 +236,9 @@ class SeriesDetector:
             self.first_warning_step = step
         if level == 2 and self.first_collapse_step is None:
             self.first_collapse_step = step
-        self.signal = CollapseSignal(self.key, level, step, x, self.smoothed, self.baseline, change, slope, self.streak, reason)
+        self.signal = CollapseSignal(
+            self.key, level, step, x, self.smoothed, self.baseline, change, slope, self.streak, reason
+        )
         return self.signal
 
     def state_dict(self) -> dict[str, Any]:
@@ -240,11 +263,15 @@ class SeriesDetector:
             raise ValueError(f"a saved series detector state must be a dict, got {type(state).__name__}")
         missing = [k for k in _SERIES_STATE_KEYS if k not in state]
         if missing:
-            raise ValueError(f"saved detector state for {self.key!r} lacks {missing}: incomplete or not a SeriesDetector state")
+            raise ValueError(
+                f"saved detector state for {self.key!r} lacks {missing}: incomplete or not a SeriesDetector state"
+            )
         saved, mine = state["config"], asdict(self)
         if not isinstance(saved, dict):
             raise ValueError(f"saved detector config for {self.key!r} is not a dict: {saved!r}")
-        differing = [(k, saved.get(k), mine.get(k)) for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)]
+        differing = [
+            (k, saved.get(k), mine.get(k)) for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k)
+        ]
         if differing:
             raise ValueError(
                 f"saved detector for {saved.get('key', self.key)!r} was configured differently: "
@@ -262,7 +289,11 @@ class SeriesDetector:
             signal = CollapseSignal(**state["signal"])
         except TypeError as err:  # wrong types, or unknown / missing signal fields
             raise ValueError(f"saved detector state for {self.key!r} is malformed: {err}") from None
-        if (baseline is None) != (smoothed is None) or len(warmup_values) > self.warmup or signal.level not in (0, 1, 2):
+        if (
+            (baseline is None) != (smoothed is None)
+            or len(warmup_values) > self.warmup
+            or signal.level not in (0, 1, 2)
+        ):
             raise ValueError(f"saved detector state for {self.key!r} is inconsistent (baseline, EMA, warm-up or level)")
         self._warmup_values, self._recent = warmup_values, recent
         self.baseline, self.smoothed = baseline, smoothed
@@ -272,8 +303,16 @@ class SeriesDetector:
 
 
 _SERIES_STATE_KEYS = (
-    "config", "warmup_values", "baseline", "smoothed", "recent", "streak", "skipped", "first_warning_step",
-    "first_collapse_step", "signal",
+    "config",
+    "warmup_values",
+    "baseline",
+    "smoothed",
+    "recent",
+    "streak",
+    "skipped",
+    "first_warning_step",
+    "first_collapse_step",
+    "signal",
 )
 
 
@@ -318,7 +357,9 @@ REFERENCE_SAMPLES = 64
 DEFAULT_WATCH: dict[str, dict[str, Any]] = {
     # bounded in [0, 1]: absolute changes; entropy (nats): relative. Calibrated in benchmarks/calibrate_collapse.py.
     "qdc/gen/per_input/distinct_2": dict(direction="decrease", relative=False, warn_change=0.1, collapse_change=0.25),
-    "qdc/gen/across_input/distinct_2": dict(direction="decrease", relative=False, warn_change=0.1, collapse_change=0.25),
+    "qdc/gen/across_input/distinct_2": dict(
+        direction="decrease", relative=False, warn_change=0.1, collapse_change=0.25
+    ),
     "qdc/gen/per_input/self_bleu": dict(direction="increase", relative=False, warn_change=0.1, collapse_change=0.25),
     "qdc/gen/entropy": dict(direction="decrease", relative=True, warn_change=0.1, collapse_change=0.35),
 }
@@ -344,7 +385,7 @@ def series_name(key: str) -> str:
     >>> f"qdc/collapse/{series_name('qdc/gen/entropy')}/level"
     'qdc/collapse/gen/entropy/level'
     """
-    return key[len("qdc/"):] if key.startswith("qdc/") else key
+    return key[len("qdc/") :] if key.startswith("qdc/") else key
 
 
 def _default_watch() -> list[SeriesDetector]:
@@ -369,8 +410,10 @@ def watch_from_keys(keys: list[str]) -> list[SeriesDetector]:
         elif key in KNOWN_SERIES:
             detectors.append(SeriesDetector(key, **KNOWN_SERIES[key]))
         else:
-            raise ValueError(f"{key!r} has no known settings: write '{key}:decrease' or '{key}:increase' "
-                             f"(known: {sorted(KNOWN_SERIES)})")
+            raise ValueError(
+                f"{key!r} has no known settings: write '{key}:decrease' or '{key}:increase' "
+                f"(known: {sorted(KNOWN_SERIES)})"
+            )
     return detectors
 
 
@@ -459,7 +502,9 @@ class CollapseDetectorCallback(TrainerCallback):
         if unknown:
             raise ValueError(f"unknown action(s) {sorted(unknown)}; choose from {ACTIONS}")
         if isinstance(missing_after, bool) or not isinstance(missing_after, int) or missing_after < 1:
-            raise ValueError(f"missing_after={missing_after!r} must be an int >= 1 (logs before a missing key is reported)")
+            raise ValueError(
+                f"missing_after={missing_after!r} must be an int >= 1 (logs before a missing key is reported)"
+            )
         self.detectors = {d.key: d for d in detectors}
         self.actions = tuple(a for a in ACTIONS if a in actions)
         self.missing_after = missing_after
@@ -675,7 +720,9 @@ class CollapseDetectorCallback(TrainerCallback):
     def state_dict(self) -> dict[str, Any]:
         """Decisions and every watched series' observations (JSON-serialisable)."""
         return {
-            "level": self.level, "warned_at": self.warned_at, "stopped_at": self.stopped_at,
+            "level": self.level,
+            "warned_at": self.warned_at,
+            "stopped_at": self.stopped_at,
             "detectors": {key: d.state_dict() for key, d in self.detectors.items()},
         }
 

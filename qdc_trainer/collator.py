@@ -36,7 +36,9 @@ class IndexedDataset(torch.utils.data.Dataset):
     @staticmethod
     def _with_index(row: Any, index: int) -> dict:
         if not isinstance(row, Mapping):
-            raise TypeError(f"dataset items must be dicts (feature name -> value) to carry an index, got {type(row).__name__}")
+            raise TypeError(
+                f"dataset items must be dicts (feature name -> value) to carry an index, got {type(row).__name__}"
+            )
         if INDEX_KEY in row:
             raise ValueError(f"dataset items already have a {INDEX_KEY!r} entry; rename that column")
         return {**row, INDEX_KEY: int(index)}

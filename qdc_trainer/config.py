@@ -16,8 +16,16 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = [
-    "ConfigError", "DataArguments", "ModelArguments", "QDCArguments", "RecipeConfig", "config_parser", "load_config",
-    "load_self_improve_config", "recipe_kind", "self_improve_parser",
+    "ConfigError",
+    "DataArguments",
+    "ModelArguments",
+    "QDCArguments",
+    "RecipeConfig",
+    "config_parser",
+    "load_config",
+    "load_self_improve_config",
+    "recipe_kind",
+    "self_improve_parser",
 ]
 
 
@@ -31,8 +39,10 @@ class ModelArguments:
 
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "a hub id or local folder for from_pretrained; unset: a tiny GPT-2 built from a config "
-                          "(random weights) with the built-in task's tokenizer"},
+        metadata={
+            "help": "a hub id or local folder for from_pretrained; unset: a tiny GPT-2 built from a config "
+            "(random weights) with the built-in task's tokenizer"
+        },
     )
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "tokenizer (default: the model's)"})
     n_layer: int = field(default=4, metadata={"help": "layers of the tiny model"})
@@ -71,12 +81,15 @@ class QDCArguments:
     """Which trainer, and the QDC sampler, scoring, generation monitor, collapse detector and report."""
 
     trainer: Literal["qdc", "plain", "trl_sft"] = field(
-        default="qdc", metadata={"help": "QDCTrainer, the plain transformers Trainer, or TRL's SFTTrainer with the QDC mixin"}
+        default="qdc",
+        metadata={"help": "QDCTrainer, the plain transformers Trainer, or TRL's SFTTrainer with the QDC mixin"},
     )
     sampler: bool = field(default=True, metadata={"help": "reweight examples with QDCSampler (trainer qdc or trl_sft)"})
     tradeoff: float = field(default=0.5, metadata={"help": "sampler: 0 balances clusters, 1 follows quality"})
     update_every: int = field(default=10, metadata={"help": "sampler: optimizer steps between weight refreshes"})
-    loss_weighting: Literal["none", "sampler", "importance"] = field(default="none", metadata={"help": "QDCTrainer loss weights"})
+    loss_weighting: Literal["none", "sampler", "importance"] = field(
+        default="none", metadata={"help": "QDCTrainer loss weights"}
+    )
     quality: Literal["verifier", "none"] = field(
         default="verifier", metadata={"help": "quality score of the training examples (verifier: the task's)"}
     )
@@ -84,14 +97,17 @@ class QDCArguments:
         default="steps", metadata={"help": "complexity score of the training examples"}
     )
     embedder: Literal["hashing", "minilm"] = field(
-        default="hashing", metadata={"help": "embeddings for the clusters: hashed n-grams, or all-MiniLM-L6-v2 (extra 'embeddings')"}
+        default="hashing",
+        metadata={"help": "embeddings for the clusters: hashed n-grams, or all-MiniLM-L6-v2 (extra 'embeddings')"},
     )
     n_clusters: int = field(default=8, metadata={"help": "k-means clusters of the training examples"})
     monitor: bool = field(default=True, metadata={"help": "add the generation monitor"})
     probes: int = field(default=16, metadata={"help": "monitor: probe prompts (taken from the evaluation data)"})
     monitor_samples: int = field(default=4, metadata={"help": "monitor: samples per probe prompt"})
     monitor_max_new_tokens: int = field(default=48, metadata={"help": "monitor: tokens per sample at most"})
-    monitor_every: int | None = field(default=None, metadata={"help": "monitor: every N steps (default: evaluation cadence)"})
+    monitor_every: int | None = field(
+        default=None, metadata={"help": "monitor: every N steps (default: evaluation cadence)"}
+    )
     detector: bool = field(default=True, metadata={"help": "add the collapse detector"})
     detector_actions: list[str] = field(
         default_factory=lambda: ["log", "warn", "checkpoint", "stop"],
@@ -99,8 +115,10 @@ class QDCArguments:
     )
     detector_watch: list[str] | None = field(
         default=None,
-        metadata={"help": "collapse detector: series to watch, 'key' (calibrated settings) or 'key:decrease' / "
-                          "'key:increase'; default: the calibrated DEFAULT_WATCH"},
+        metadata={
+            "help": "collapse detector: series to watch, 'key' (calibrated settings) or 'key:decrease' / "
+            "'key:increase'; default: the calibrated DEFAULT_WATCH"
+        },
     )
     detector_start_step: int = field(
         default=0, metadata={"help": "collapse detector: ignore observations before this step (training from scratch)"}
@@ -108,8 +126,11 @@ class QDCArguments:
     final_eval_size: int = field(default=100, metadata={"help": "problems per split in the final greedy evaluation"})
     report: bool = field(default=True, metadata={"help": "write the report (PNG figures and a page) at the end"})
     smoke: bool = field(
-        default=False, metadata={"help": "a few steps on little data (checks that the recipe runs; says nothing of its "
-                                         "results); it overrides the recipe's values, a flag on the command line wins"}
+        default=False,
+        metadata={
+            "help": "a few steps on little data (checks that the recipe runs; says nothing of its "
+            "results); it overrides the recipe's values, a flag on the command line wins"
+        },
     )
 
 
@@ -202,18 +223,27 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     overrides = list(overrides or [])
     mapping, where = _read_yaml(path)
     if mapping.get("experiment") == "self_improve":
-        raise ConfigError(f"{where} is a self-improvement recipe (experiment: self_improve): run it with "
-                          "`qdc self-improve --config ...` or `qdc train --config ...`")
+        raise ConfigError(
+            f"{where} is a self-improvement recipe (experiment: self_improve): run it with "
+            "`qdc self-improve --config ...` or `qdc train --config ...`"
+        )
     trainer = str(mapping.get("trainer", "qdc"))
     if "--trainer" in overrides:
-        trainer = overrides[overrides.index("--trainer") + 1] if overrides.index("--trainer") + 1 < len(overrides) else trainer
+        trainer = (
+            overrides[overrides.index("--trainer") + 1]
+            if overrides.index("--trainer") + 1 < len(overrides)
+            else trainer
+        )
     if trainer not in ("qdc", "plain", "trl_sft"):
         raise ConfigError(f"trainer={trainer!r} is not one of ('qdc', 'plain', 'trl_sft')")
     known = _known_keys(trainer)
     flags = _to_flags(mapping, where, known)
     _check_overrides(overrides, known)
     if "output_dir" not in mapping and "--output_dir" not in overrides:
-        flags += ["--output_dir", os.path.join("runs", os.path.splitext(os.path.basename(str(path)))[0] if path else "qdc")]
+        flags += [
+            "--output_dir",
+            os.path.join("runs", os.path.splitext(os.path.basename(str(path)))[0] if path else "qdc"),
+        ]
     model, data, qdc, training = _parse(config_parser(trainer), flags + overrides, where)
     _validate(model, data, qdc, where)
     _check_reporting(training, where)
@@ -247,7 +277,11 @@ def _read_yaml(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
 
 def _check_overrides(overrides: list[str], known: set[str]) -> None:
     for token in overrides:
-        if token.startswith("--") and token[2:].split("=")[0] not in known and token[2:].split("=")[0].removeprefix("no_") not in known:
+        if (
+            token.startswith("--")
+            and token[2:].split("=")[0] not in known
+            and token[2:].split("=")[0].removeprefix("no_") not in known
+        ):
             name = token[2:].split("=")[0]
             close = difflib.get_close_matches(name, sorted(known), n=3)
             hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else ""
@@ -320,7 +354,14 @@ def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, whe
     if qdc.trainer == "plain" and qdc.sampler:
         qdc.sampler = False  # the plain Trainer has no sampler: that is the point of the baseline
     smallest = {"monitor_samples": 2, "final_eval_size": 0}
-    for name in ("probes", "monitor_samples", "monitor_max_new_tokens", "n_clusters", "final_eval_size", "update_every"):
+    for name in (
+        "probes",
+        "monitor_samples",
+        "monitor_max_new_tokens",
+        "n_clusters",
+        "final_eval_size",
+        "update_every",
+    ):
         if getattr(qdc, name) < smallest.get(name, 1):
             raise ConfigError(f"{where}: {name}={getattr(qdc, name)} must be at least {smallest.get(name, 1)}")
     if not 0.0 <= data.noise <= 1.0:
@@ -340,16 +381,36 @@ def _check_reporting(training: Any, where: str) -> None:
         if check is not None and not check():
             missing.append(name)
     if missing:
-        hint = "pip install 'qdc-trainer[tensorboard]'" if missing == ["tensorboard"] else f"pip install {' '.join(missing)}"
+        hint = (
+            "pip install 'qdc-trainer[tensorboard]'"
+            if missing == ["tensorboard"]
+            else f"pip install {' '.join(missing)}"
+        )
         raise ConfigError(
             f"{where}: report_to {missing} is not installed; {hint}, or set report_to: none (or another backend)"
         )
 
 
-SMOKE = {"train_size": 64, "eval_size": 8, "ood_size": 8, "max_train_examples": 64, "probes": 2, "monitor_samples": 2,
-         "monitor_max_new_tokens": 16, "n_clusters": 2, "final_eval_size": 4, "max_steps": 4, "logging_steps": 2,
-         "eval_steps": 2, "save_steps": 2, "monitor_every": 2, "per_device_train_batch_size": 8,
-         "per_device_eval_batch_size": 8, "gradient_accumulation_steps": 1, "detector_start_step": 0}
+SMOKE = {
+    "train_size": 64,
+    "eval_size": 8,
+    "ood_size": 8,
+    "max_train_examples": 64,
+    "probes": 2,
+    "monitor_samples": 2,
+    "monitor_max_new_tokens": 16,
+    "n_clusters": 2,
+    "final_eval_size": 4,
+    "max_steps": 4,
+    "logging_steps": 2,
+    "eval_steps": 2,
+    "save_steps": 2,
+    "monitor_every": 2,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "detector_start_step": 0,
+}
 """What ``smoke: true`` sets: a run of a few steps on a little data."""
 
 

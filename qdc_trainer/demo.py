@@ -104,7 +104,9 @@ def format_table(rows: Sequence[tuple[str, Sequence[float]]], cols: Sequence[Col
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qdc_trainer.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--embedder", choices=["auto", "minilm", "hashing"], default="auto",
+        "--embedder",
+        choices=["auto", "minilm", "hashing"],
+        default="auto",
         help="embeddings for Vendi and cosine distance (auto: MiniLM when installed, else hashing)",
     )
     args = parser.parse_args(argv)

@@ -149,7 +149,9 @@ def context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | 
 
 
 def fit_to_context(
-    prompt_ids: Sequence[Sequence[int]], model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None,
+    prompt_ids: Sequence[Sequence[int]],
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
     max_new_tokens: int,
 ) -> list[list[int]]:
     """Prompts (token ids) that leave room for ``max_new_tokens`` in the model's context: a longer prompt keeps
@@ -225,8 +227,15 @@ def _logprobs(model: Any, sequences: torch.Tensor, full_mask: torch.Tensor, widt
 
 
 def _decode_batch(
-    tokenizer: Any, generated: torch.Tensor, stop: list[int], pad: int, entropy: torch.Tensor | None,
-    logprobs: torch.Tensor | None, mean_logprob: list[float] | None, prompt_indices: list[int], num_samples: int,
+    tokenizer: Any,
+    generated: torch.Tensor,
+    stop: list[int],
+    pad: int,
+    entropy: torch.Tensor | None,
+    logprobs: torch.Tensor | None,
+    mean_logprob: list[float] | None,
+    prompt_indices: list[int],
+    num_samples: int,
 ) -> list[Sample]:
     """The samples of one ``generate`` call (rows prompt-major: ``num_samples`` rows per prompt)."""
     if stop:
@@ -242,14 +251,19 @@ def _decode_batch(
         n = lengths[row]
         token_ids = rows[row][:n]
         content = [t for t in token_ids[: n - 1 if finished[row] else n] if t != pad]
-        samples.append(Sample(
-            prompt_index=prompt_index, token_ids=token_ids, num_tokens=len(content), finished=finished[row],
-            text=tokenizer.decode(content, skip_special_tokens=True),
-            entropy=entropy[row, :n].tolist() if entropy is not None else None,
-            entropy_sum=float((entropy[row] * active[row]).sum()) if entropy is not None else None,
-            logprobs=logprobs[row, :n].tolist() if logprobs is not None else None,
-            mean_logprob=mean_logprob[row] if mean_logprob is not None else None,
-        ))
+        samples.append(
+            Sample(
+                prompt_index=prompt_index,
+                token_ids=token_ids,
+                num_tokens=len(content),
+                finished=finished[row],
+                text=tokenizer.decode(content, skip_special_tokens=True),
+                entropy=entropy[row, :n].tolist() if entropy is not None else None,
+                entropy_sum=float((entropy[row] * active[row]).sum()) if entropy is not None else None,
+                logprobs=logprobs[row, :n].tolist() if logprobs is not None else None,
+                mean_logprob=mean_logprob[row] if mean_logprob is not None else None,
+            )
+        )
     return samples
 
 
@@ -308,15 +322,21 @@ def generate(
     prompts with :func:`split_prompts` (every rank must call this the same number of times with the same
     ``batch_size``) and gather the samples (``accelerate.utils.gather_object``).
     """
-    for name, value, low in (("num_samples", num_samples, 1), ("max_new_tokens", max_new_tokens, 1),
-                             ("batch_size", batch_size, 1)):
+    for name, value, low in (
+        ("num_samples", num_samples, 1),
+        ("max_new_tokens", max_new_tokens, 1),
+        ("batch_size", batch_size, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name}={value!r} must be an int >= {low}")
     encoded = _encode(tokenizer, prompts)
     stop, pad = _stop_and_pad(model, tokenizer, eos_token_id)
     kwargs: dict[str, Any] = {
-        "do_sample": do_sample, "max_new_tokens": max_new_tokens, "num_return_sequences": num_samples,
-        "use_cache": True, "pad_token_id": pad,
+        "do_sample": do_sample,
+        "max_new_tokens": max_new_tokens,
+        "num_return_sequences": num_samples,
+        "use_cache": True,
+        "pad_token_id": pad,
     }
     if do_sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
@@ -363,15 +383,19 @@ def generate(
                 entropy = torch.stack(entropies[:steps], dim=1) if measured else None
                 logprobs = mean_logprob = None
                 if return_logprobs:
-                    is_stop = (torch.isin(generated, torch.tensor(stop, device=generated.device)) if stop
-                               else torch.zeros_like(generated, dtype=torch.bool)).long()
+                    is_stop = (
+                        torch.isin(generated, torch.tensor(stop, device=generated.device))
+                        if stop
+                        else torch.zeros_like(generated, dtype=torch.bool)
+                    ).long()
                     keep = is_stop.cumsum(1) - is_stop == 0  # generate pads the rows after their stop token
                     prompt_mask = mask.repeat_interleave(num_samples, dim=0) if num_samples > 1 else mask
                     full_mask = torch.cat([prompt_mask, keep.long()], dim=1)
                     logprobs = _logprobs(model, out, full_mask, width)
                     mean_logprob = ((logprobs * keep).sum(1) / keep.sum(1).clamp(min=1)).tolist()
-                samples.extend(_decode_batch(tokenizer, generated, stop, pad, entropy, logprobs, mean_logprob, batch,
-                                             num_samples))
+                samples.extend(
+                    _decode_batch(tokenizer, generated, stop, pad, entropy, logprobs, mean_logprob, batch, num_samples)
+                )
     finally:
         if handle is not None:
             handle.remove()

@@ -47,7 +47,10 @@ def per_example_loss(
         rows = max(1, _CHUNK_ELEMENTS // vocab, -(-batch * length // _MAX_CHUNKS))  # float32 upcast a chunk at a time
         for start in range(0, batch * length, rows):
             token[start : start + rows] = F.cross_entropy(
-                flat[start : start + rows].float(), targets[start : start + rows], ignore_index=ignore_index, reduction="none"
+                flat[start : start + rows].float(),
+                targets[start : start + rows],
+                ignore_index=ignore_index,
+                reduction="none",
             )
         mask = labels != ignore_index
         token = token.view(batch, length) * mask

@@ -180,20 +180,28 @@ class GenerationMonitorConfig:
 
     every_n_steps: int | None = field(
         default=None,
-        metadata={"help": "generate every N optimizer steps (default: at each evaluation; every logging_steps without one)"},
+        metadata={
+            "help": "generate every N optimizer steps (default: at each evaluation; every logging_steps without one)"
+        },
     )
     num_samples: int = field(default=4, metadata={"help": "samples per probe prompt (k >= 2, for per-input diversity)"})
     max_new_tokens: int = field(default=48, metadata={"help": "tokens generated per sample at most"})
-    batch_size: int = field(default=64, metadata={"help": "sequences per generate call (prompts per call x num_samples)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (1.0: the model's own distribution)"})
+    batch_size: int = field(
+        default=64, metadata={"help": "sequences per generate call (prompts per call x num_samples)"}
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "sampling temperature (1.0: the model's own distribution)"}
+    )
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (1.0: off)"})
     top_k: int = field(default=0, metadata={"help": "top-k sampling (0: off)"})
     seed: int = field(default=0, metadata={"help": "sampling seed; the training RNG streams are left untouched"})
     at_start: bool = field(default=True, metadata={"help": "also generate before the first step (the baseline)"})
     save_samples: bool = field(
         default=True,
-        metadata={"help": f"write the samples to <output_dir>/{SAMPLES_FILE} (a fresh run starts it anew, a resumed one "
-                          "keeps the steps its checkpoint covers)"},
+        metadata={
+            "help": f"write the samples to <output_dir>/{SAMPLES_FILE} (a fresh run starts it anew, a resumed one "
+            "keeps the steps its checkpoint covers)"
+        },
     )
     generation_kwargs: dict[str, Any] | None = field(
         default=None, metadata={"help": "extra keyword arguments for model.generate (override the ones above)"}
@@ -297,7 +305,9 @@ class GenerationMonitorCallback(TrainerCallback):
             if isinstance(prompt, str):
                 if not prompt.strip():
                     raise ValueError(f"probe prompt {i} is empty")
-            elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt)):
+            elif not (
+                isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt)
+            ):
                 raise TypeError(f"probe prompt {i} must be a string or a list of {{'role', 'content'}} messages")
         if trainer is not None and not callable(getattr(trainer, "log", None)):
             raise TypeError(f"trainer must be a transformers Trainer, got {type(trainer).__name__}")
@@ -411,7 +421,9 @@ class GenerationMonitorCallback(TrainerCallback):
         self.total_seconds += time.perf_counter() - start  # with the logging and the callbacks behind it
         return logs
 
-    def _main_process_evaluation(self, parts: list[tuple[list[dict[str, Any]], str | None]], step: int) -> dict[str, float]:
+    def _main_process_evaluation(
+        self, parts: list[tuple[list[dict[str, Any]], str | None]], step: int
+    ) -> dict[str, float]:
         """Save, then measure, the gathered records; an error leaves NaN values and one warning per kind."""
         metrics = dict.fromkeys(self.metric_keys(), float("nan"))
         records = sorted((r for recs, _ in parts for r in recs), key=lambda r: r["prompt_index"])
@@ -422,7 +434,9 @@ class GenerationMonitorCallback(TrainerCallback):
             except Exception as err:
                 self._failed("save", err, step)
         if errors:  # an incomplete set of samples is not comparable with the other evaluations: not measured
-            self._failed("generate", RuntimeError(f"{len(errors)} process(es) failed to generate; first: {errors[0]}"), step)
+            self._failed(
+                "generate", RuntimeError(f"{len(errors)} process(es) failed to generate; first: {errors[0]}"), step
+            )
             return metrics
         try:
             metrics.update(self._measure(records, step))
@@ -435,18 +449,27 @@ class GenerationMonitorCallback(TrainerCallback):
         scopes = ["per_input"] + (["across_input"] if len(self.prompts) >= 2 else [])
         names = list(TEXT_METRICS) + (list(EMBEDDING_METRICS) if self.embedder is not None else [])
         keys = [f"{scope}/{name}" for name in names for scope in scopes]
-        return keys + ["length", "repetition", "empty_rate", "entropy"] + (["quality"] if self.scorer is not None else [])
+        return (
+            keys + ["length", "repetition", "empty_rate", "entropy"] + (["quality"] if self.scorer is not None else [])
+        )
 
     def _failed(self, kind: str, err: BaseException, step: int) -> None:
         """Count a failure; warn the first time a kind fails in a run (with the traceback), then only at debug level."""
         self.failures[kind] = self.failures.get(kind, 0) + 1
-        what = {"generate": "generating the samples", "embed": "the embedder", "score": "the scorer",
-                "measure": "measuring the samples", "save": f"writing {SAMPLES_FILE}"}[kind]
+        what = {
+            "generate": "generating the samples",
+            "embed": "the embedder",
+            "score": "the scorer",
+            "measure": "measuring the samples",
+            "save": f"writing {SAMPLES_FILE}",
+        }[kind]
         message = f"GenerationMonitorCallback: {what} failed at step {step} ({type(err).__name__}: {err})"
         if self.failures[kind] == 1:
-            logger.warning(f"{message}; what it should give is logged as NaN and training goes on. "
-                           "Later failures of this kind in this run are logged at debug level only.",
-                           exc_info=err if err.__traceback__ is not None else None)
+            logger.warning(
+                f"{message}; what it should give is logged as NaN and training goes on. "
+                "Later failures of this kind in this run are logged at debug level only.",
+                exc_info=err if err.__traceback__ is not None else None,
+            )
         else:
             logger.debug(message)
 
@@ -466,7 +489,9 @@ class GenerationMonitorCallback(TrainerCallback):
         if step == 0:
             os.remove(path)
             if lines:
-                logger.warning(f"{path} held {len(lines)} sample(s) of an earlier run; this fresh run (step 0) starts it anew")
+                logger.warning(
+                    f"{path} held {len(lines)} sample(s) of an earlier run; this fresh run (step 0) starts it anew"
+                )
             return
         kept = []
         for line in lines:
@@ -492,7 +517,9 @@ class GenerationMonitorCallback(TrainerCallback):
         tok = getattr(self.trainer, "processing_class", None)
         tok = getattr(tok, "tokenizer", tok)  # a multimodal processor holds a tokenizer
         if tok is None or not callable(getattr(tok, "decode", None)):
-            raise ValueError("GenerationMonitorCallback needs a tokenizer: pass processing_class=tokenizer to the Trainer")
+            raise ValueError(
+                "GenerationMonitorCallback needs a tokenizer: pass processing_class=tokenizer to the Trainer"
+            )
         return tok
 
     def _model(self) -> Any:
@@ -500,7 +527,9 @@ class GenerationMonitorCallback(TrainerCallback):
         if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
             raise ValueError("GenerationMonitorCallback supports decoder-only (causal) language models")
         if not callable(getattr(model, "generate", None)):
-            raise TypeError(f"{type(model).__name__} has no generate(): the generation monitor needs a generative model")
+            raise TypeError(
+                f"{type(model).__name__} has no generate(): the generation monitor needs a generative model"
+            )
         return model
 
     def _encode_prompts(self) -> list[list[int]]:
@@ -523,9 +552,19 @@ class GenerationMonitorCallback(TrainerCallback):
         cfg = self.config
         jobs, kept = split_prompts(len(self.prompts), rank, world)  # repeated prompts are generated and dropped
         samples = generate(
-            self._model(), self._tokenizer(), [self._encoded[i] for i in jobs], num_samples=cfg.num_samples,
-            max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-            top_k=cfg.top_k, batch_size=cfg.batch_size, seed=cfg.seed + step, return_entropy=True, progress=False,
+            self._model(),
+            self._tokenizer(),
+            [self._encoded[i] for i in jobs],
+            num_samples=cfg.num_samples,
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed + step,
+            return_entropy=True,
+            progress=False,
             generation_kwargs=cfg.generation_kwargs,
         )
         return [
@@ -583,10 +622,16 @@ class GenerationMonitorCallback(TrainerCallback):
         for r in records:
             j = sample_of.get(r["prompt_index"], 0)
             sample_of[r["prompt_index"]] = j + 1
-            rows.append({
-                "step": step, "prompt_index": r["prompt_index"], "prompt": self._prompt_text(r["prompt_index"]),
-                "sample": j, "completion": r["completion"], "num_tokens": r["num_tokens"],
-            })
+            rows.append(
+                {
+                    "step": step,
+                    "prompt_index": r["prompt_index"],
+                    "prompt": self._prompt_text(r["prompt_index"]),
+                    "sample": j,
+                    "completion": r["completion"],
+                    "num_tokens": r["num_tokens"],
+                }
+            )
         args = self.trainer.args
         if self.config.save_samples:
             os.makedirs(args.output_dir, exist_ok=True)
@@ -600,6 +645,8 @@ class GenerationMonitorCallback(TrainerCallback):
             except ImportError:
                 return
             if wandb.run is not None:
-                columns = list(rows[0]) if rows else ["step", "prompt_index", "prompt", "sample", "completion", "num_tokens"]
+                columns = (
+                    list(rows[0]) if rows else ["step", "prompt_index", "prompt", "sample", "completion", "num_tokens"]
+                )
                 table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
                 wandb.run.log({PREFIX + "samples": table}, commit=False)

@@ -14,7 +14,6 @@ import json
 import os
 from typing import Any
 
-
 from .config import RecipeConfig
 
 __all__ = ["profile_recipe", "train_recipe"]
@@ -65,7 +64,10 @@ def load_splits(cfg: RecipeConfig) -> dict[str, Any]:
 
         splits = arithmetic.make_splits(
             arithmetic.ArithmeticConfig(noise=d.noise, seed=d.task_seed),
-            train_size=d.train_size, eval_size=d.eval_size, ood_size=d.ood_size, seed=d.task_seed,
+            train_size=d.train_size,
+            eval_size=d.eval_size,
+            ood_size=d.ood_size,
+            seed=d.task_seed,
         )
         out = {name: splits[name] for name in splits}
     else:
@@ -74,8 +76,10 @@ def load_splits(cfg: RecipeConfig) -> dict[str, Any]:
             raise ValueError(f"{d.dataset_name} has no split {d.train_split!r}; it has {sorted(loaded)}")
         for column in (d.prompt_field, d.completion_field):
             if column not in loaded[d.train_split].column_names:
-                raise ValueError(f"{d.dataset_name} has no column {column!r}; it has {loaded[d.train_split].column_names} "
-                                 "(set prompt_field / completion_field)")
+                raise ValueError(
+                    f"{d.dataset_name} has no column {column!r}; it has {loaded[d.train_split].column_names} "
+                    "(set prompt_field / completion_field)"
+                )
         rename = {d.prompt_field: "prompt", d.completion_field: "completion"}
 
         def tidy(ds):
@@ -89,9 +93,11 @@ def load_splits(cfg: RecipeConfig) -> dict[str, Any]:
             validation = _check_text(tidy(loaded[d.eval_split]), d, d.eval_split)
         else:
             if len(train) < 2:
-                raise ValueError(f"{_source(d)}: the {d.train_split!r} split has {len(train)} row(s); at least 2 are "
-                                 "needed to keep some for evaluation and probe prompts. Add rows, or name a split "
-                                 "for them with eval_split")
+                raise ValueError(
+                    f"{_source(d)}: the {d.train_split!r} split has {len(train)} row(s); at least 2 are "
+                    "needed to keep some for evaluation and probe prompts. Add rows, or name a split "
+                    "for them with eval_split"
+                )
             parts = train.train_test_split(test_size=min(0.1, max(1, cfg.qdc.probes) / max(len(train), 1) * 4), seed=0)
             train, validation = parts["train"], parts["test"]
         out = {"train": train, "validation": validation}
@@ -115,9 +121,11 @@ def _load_dataset(d: Any) -> Any:
         loaded = load_dataset(d.dataset_name, d.dataset_config, **kwargs)
     except DatasetGenerationError as err:
         cause = err.__cause__ or err
-        raise ValueError(f"{_source(d)} cannot be read with the {d.dataset_name!r} loader: {cause}. Check that the "
-                         f"file is in that format (json: one JSON object per line, or one JSON list of objects), "
-                         "or set dataset_name to the loader of its format (csv, parquet, text, ...)") from None
+        raise ValueError(
+            f"{_source(d)} cannot be read with the {d.dataset_name!r} loader: {cause}. Check that the "
+            f"file is in that format (json: one JSON object per line, or one JSON list of objects), "
+            "or set dataset_name to the loader of its format (csv, parquet, text, ...)"
+        ) from None
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{_source(d)}: {err}") from None
     except StopIteration:  # what the json loader raises for an empty file
@@ -138,7 +146,8 @@ def _check_text(ds: Any, d: Any, split: str) -> Any:
             raise ValueError(
                 f"{_source(d)}: {len(bad)} row(s) of the {split!r} split have no text in column {name!r} ({key}); "
                 f"row {bad[0] + 1} (counting from 1) holds {values[bad[0]]!r}. Every row needs a string prompt and "
-                "completion: fix or remove those rows")
+                "completion: fix or remove those rows"
+            )
     return ds
 
 
@@ -162,9 +171,14 @@ def score_training_data(cfg: RecipeConfig, train: Any) -> Any:
     from .metrics import score_dataset
 
     return score_dataset(
-        train, text_column="completion", prompt_column="prompt", quality=_quality_scorer(cfg),
+        train,
+        text_column="completion",
+        prompt_column="prompt",
+        quality=_quality_scorer(cfg),
         complexity=None if cfg.qdc.complexity == "none" else cfg.qdc.complexity,
-        embedder=_embedder(cfg), n_clusters=min(cfg.qdc.n_clusters, len(train)), seed=cfg.data.task_seed,
+        embedder=_embedder(cfg),
+        n_clusters=min(cfg.qdc.n_clusters, len(train)),
+        seed=cfg.data.task_seed,
     )
 
 
@@ -182,8 +196,13 @@ def _tokenize(tokenizer: Any, dataset: Any, max_tokens: int) -> Any:
     from .tasks.arithmetic import tokenize_examples
 
     keep = {"quality", "complexity", "cluster"}
-    return dataset.map(tokenize_examples, batched=True, fn_kwargs={"tokenizer": tokenizer, "max_length": max_tokens},
-                       remove_columns=[c for c in dataset.column_names if c not in keep], desc="tokenizing")
+    return dataset.map(
+        tokenize_examples,
+        batched=True,
+        fn_kwargs={"tokenizer": tokenizer, "max_length": max_tokens},
+        remove_columns=[c for c in dataset.column_names if c not in keep],
+        desc="tokenizing",
+    )
 
 
 def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, validation: Any, callbacks: list) -> Any:
@@ -197,10 +216,13 @@ def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, val
     sampler = None
     if q.sampler and q.trainer in ("qdc", "trl_sft"):
         sampler = QDCSampler.from_dataset(
-            train, quality_column="quality" if "quality" in train.column_names else None,
+            train,
+            quality_column="quality" if "quality" in train.column_names else None,
             complexity_column="complexity" if "complexity" in train.column_names else None,
             cluster_column="cluster" if "cluster" in train.column_names else None,
-            tradeoff=q.tradeoff, update_every=q.update_every, seed=cfg.training.seed,
+            tradeoff=q.tradeoff,
+            update_every=q.update_every,
+            seed=cfg.training.seed,
         )
     if q.trainer == "trl_sft":
         from trl import SFTTrainer
@@ -210,22 +232,44 @@ def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, val
 
         # prompt and completion only: with a "text" column too, TRL would train on one and append EOS to the other
         pair = ["prompt", "completion"]
-        return QDCSFTTrainer(model=model, args=cfg.training, train_dataset=train.select_columns(pair),
-                             eval_dataset=validation.select_columns(pair) if validation is not None else None,
-                             processing_class=tokenizer, callbacks=callbacks, qdc_sampler=sampler)
+        return QDCSFTTrainer(
+            model=model,
+            args=cfg.training,
+            train_dataset=train.select_columns(pair),
+            eval_dataset=validation.select_columns(pair) if validation is not None else None,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            qdc_sampler=sampler,
+        )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     train_tok = _tokenize(tokenizer, train, cfg.data.max_tokens)
     eval_tok = _tokenize(tokenizer, validation, cfg.data.max_tokens) if validation is not None else None
     if q.trainer == "plain":
-        trainer = Trainer(model=model, args=cfg.training, train_dataset=train_tok.remove_columns(
-            [c for c in ("quality", "complexity", "cluster") if c in train_tok.column_names]),
-            eval_dataset=eval_tok, processing_class=tokenizer, data_collator=collator, callbacks=callbacks)
+        trainer = Trainer(
+            model=model,
+            args=cfg.training,
+            train_dataset=train_tok.remove_columns(
+                [c for c in ("quality", "complexity", "cluster") if c in train_tok.column_names]
+            ),
+            eval_dataset=eval_tok,
+            processing_class=tokenizer,
+            data_collator=collator,
+            callbacks=callbacks,
+        )
         for callback in callbacks:
             callback.bind(trainer)
         return trainer
-    return QDCTrainer(model=model, args=cfg.training, train_dataset=train_tok, eval_dataset=eval_tok,
-                      processing_class=tokenizer, data_collator=collator, callbacks=callbacks, qdc_sampler=sampler,
-                      loss_weighting=q.loss_weighting)
+    return QDCTrainer(
+        model=model,
+        args=cfg.training,
+        train_dataset=train_tok,
+        eval_dataset=eval_tok,
+        processing_class=tokenizer,
+        data_collator=collator,
+        callbacks=callbacks,
+        qdc_sampler=sampler,
+        loss_weighting=q.loss_weighting,
+    )
 
 
 def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
@@ -235,15 +279,23 @@ def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
     q = cfg.qdc
     callbacks: list = []
     if q.monitor:
-        callbacks.append(GenerationMonitorCallback(
-            probes, num_samples=q.monitor_samples, max_new_tokens=q.monitor_max_new_tokens, every_n_steps=q.monitor_every,
-            scorer=_quality_scorer(cfg), seed=cfg.training.seed,
-        ))
+        callbacks.append(
+            GenerationMonitorCallback(
+                probes,
+                num_samples=q.monitor_samples,
+                max_new_tokens=q.monitor_max_new_tokens,
+                every_n_steps=q.monitor_every,
+                scorer=_quality_scorer(cfg),
+                seed=cfg.training.seed,
+            )
+        )
     if q.detector:
         from .collapse import watch_from_keys
 
         watch = watch_from_keys(q.detector_watch) if q.detector_watch else None
-        callbacks.append(CollapseDetectorCallback(watch=watch, actions=tuple(q.detector_actions), start_step=q.detector_start_step))
+        callbacks.append(
+            CollapseDetectorCallback(watch=watch, actions=tuple(q.detector_actions), start_step=q.detector_start_step)
+        )
     return callbacks
 
 
@@ -266,9 +318,15 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
             json.dump(_describe(cfg), f, indent=2, default=str)
     model, tokenizer = load_model_and_tokenizer(cfg)
     splits = load_splits(cfg)
-    train = score_training_data(cfg, splits["train"]) if cfg.qdc.trainer != "plain" or cfg.qdc.sampler else splits["train"]
+    train = (
+        score_training_data(cfg, splits["train"]) if cfg.qdc.trainer != "plain" or cfg.qdc.sampler else splits["train"]
+    )
     validation = splits.get("validation")
-    probes = list(validation["prompt"][: cfg.qdc.probes]) if validation is not None else list(train["prompt"][: cfg.qdc.probes])
+    probes = (
+        list(validation["prompt"][: cfg.qdc.probes])
+        if validation is not None
+        else list(train["prompt"][: cfg.qdc.probes])
+    )
     callbacks = build_callbacks(cfg, probes)
     trainer = build_trainer(cfg, model, tokenizer, train, validation, callbacks)
     trainer.train(resume_from_checkpoint=resume)
@@ -290,7 +348,9 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
                     results[f"accuracy_{split}"] = evaluate_accuracy(model, tokenizer, rows)
         with open(os.path.join(out, RESULTS_FILE), "w") as f:
             json.dump(results, f, indent=2)
-        print("results: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items()))
+        print(
+            "results: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items())
+        )
         if cfg.qdc.report:
             from .report import write_run_report
 
@@ -314,13 +374,17 @@ def _resume_point(cfg: RecipeConfig) -> str | None:
 
         last = get_last_checkpoint(out) if os.path.isdir(out) else None
         if last is None:
-            raise ValueError(f"resume_from_checkpoint: {value}, but output_dir {out} holds no checkpoint-<step> folder "
-                             "to resume from. Leave resume_from_checkpoint out for a first run, or point output_dir at "
-                             "the run to continue")
+            raise ValueError(
+                f"resume_from_checkpoint: {value}, but output_dir {out} holds no checkpoint-<step> folder "
+                "to resume from. Leave resume_from_checkpoint out for a first run, or point output_dir at "
+                "the run to continue"
+            )
         return last
     if not os.path.isdir(str(value)):
-        raise ValueError(f"resume_from_checkpoint: {value} is not a folder. Name a checkpoint-<step> folder, or say "
-                         f"true for the last one in output_dir ({out})")
+        raise ValueError(
+            f"resume_from_checkpoint: {value} is not a folder. Name a checkpoint-<step> folder, or say "
+            f"true for the last one in output_dir ({out})"
+        )
     return str(value)
 
 
@@ -337,27 +401,36 @@ def _start_afresh(out: str) -> None:
 
     if not os.path.isdir(out):
         return
-    checkpoints = sorted((n for n in os.listdir(out) if re.fullmatch(r"checkpoint-\d+", n)
-                          and os.path.isdir(os.path.join(out, n))), key=lambda n: int(n.split("-")[1]))
+    checkpoints = sorted(
+        (n for n in os.listdir(out) if re.fullmatch(r"checkpoint-\d+", n) and os.path.isdir(os.path.join(out, n))),
+        key=lambda n: int(n.split("-")[1]),
+    )
     if checkpoints:
         shown = ", ".join(checkpoints[:3]) + (f" and {len(checkpoints) - 3} more" if len(checkpoints) > 3 else "")
-        raise ValueError(f"output_dir {out} holds checkpoints of an earlier run ({shown}). To continue that run, set "
-                         "resume_from_checkpoint: true (flag --resume_from_checkpoint true); to start afresh, choose "
-                         "another output_dir or delete those checkpoint folders")
+        raise ValueError(
+            f"output_dir {out} holds checkpoints of an earlier run ({shown}). To continue that run, set "
+            "resume_from_checkpoint: true (flag --resume_from_checkpoint true); to start afresh, choose "
+            "another output_dir or delete those checkpoint folders"
+        )
     if not _is_main():
         return
     import logging
 
     from .report import FIGURES, RUN_PAGE, SAMPLES_FILE, STATE_FILE
 
-    stale = [STATE_FILE, RESULTS_FILE, SAMPLES_FILE,
-             *(os.path.join("report", name) for name in (f"{RUN_PAGE}.html", f"{RUN_PAGE}.md", *(f[0] for f in FIGURES)))]
+    stale = [
+        STATE_FILE,
+        RESULTS_FILE,
+        SAMPLES_FILE,
+        *(os.path.join("report", name) for name in (f"{RUN_PAGE}.html", f"{RUN_PAGE}.md", *(f[0] for f in FIGURES))),
+    ]
     removed = [name for name in stale if os.path.isfile(os.path.join(out, name))]
     for name in removed:
         os.remove(os.path.join(out, name))
     if removed:
-        logging.getLogger(__name__).warning("output_dir %s held an earlier run; this fresh run replaces it (removed %s)",
-                                            out, ", ".join(removed))
+        logging.getLogger(__name__).warning(
+            "output_dir %s held an earlier run; this fresh run replaces it (removed %s)", out, ", ".join(removed)
+        )
 
 
 def profile_recipe(cfg: RecipeConfig) -> str:

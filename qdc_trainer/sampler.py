@@ -68,16 +68,30 @@ _MAX_OPEN_BLOCKS = 16  # drawn blocks kept for a checkpoint (prefetching reaches
 class QDCSamplerConfig:
     """Knobs of :class:`QDCSampler` (see the module docstring for the formula)."""
 
-    tradeoff: float = field(default=0.5, metadata={"help": "λ in [0, 1]: 0 = all diversity (cluster balance), 1 = all quality."})
-    quality_strength: float = field(default=2.0, metadata={"help": "beta_q at tradeoff 1: weight multiplier per quality std."})
-    diversity_strength: float = field(default=1.0, metadata={"help": "alpha at tradeoff 0: 1 gives every cluster equal mass."})
-    complexity_strength: float = field(default=0.5, metadata={"help": "beta_c: weight multiplier per complexity std (0 = off)."})
-    example_loss_strength: float = field(default=0.5, metadata={"help": "gamma_e: exponent of the per-example loss ratio."})
-    cluster_loss_strength: float = field(default=0.5, metadata={"help": "gamma_k: exponent of the per-cluster loss ratio."})
+    tradeoff: float = field(
+        default=0.5, metadata={"help": "λ in [0, 1]: 0 = all diversity (cluster balance), 1 = all quality."}
+    )
+    quality_strength: float = field(
+        default=2.0, metadata={"help": "beta_q at tradeoff 1: weight multiplier per quality std."}
+    )
+    diversity_strength: float = field(
+        default=1.0, metadata={"help": "alpha at tradeoff 0: 1 gives every cluster equal mass."}
+    )
+    complexity_strength: float = field(
+        default=0.5, metadata={"help": "beta_c: weight multiplier per complexity std (0 = off)."}
+    )
+    example_loss_strength: float = field(
+        default=0.5, metadata={"help": "gamma_e: exponent of the per-example loss ratio."}
+    )
+    cluster_loss_strength: float = field(
+        default=0.5, metadata={"help": "gamma_k: exponent of the per-cluster loss ratio."}
+    )
     max_online_ratio: float = field(default=4.0, metadata={"help": "R: each online factor is clipped to [1/R, R]."})
     ema_decay: float = field(default=0.9, metadata={"help": "EMA decay of the per-example and per-cluster losses."})
     floor: float = field(default=0.1, metadata={"help": "Share of probability spread uniformly: p_i >= floor / N."})
-    update_every: int = field(default=10, metadata={"help": "Apply losses and refresh weights every this many optimizer steps."})
+    update_every: int = field(
+        default=10, metadata={"help": "Apply losses and refresh weights every this many optimizer steps."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the index stream (with the epoch and block)."})
 
     def __post_init__(self) -> None:
@@ -95,8 +109,12 @@ class QDCSamplerConfig:
             "seed": isinstance(self.seed, int) and self.seed >= 0,
         }
         ranges = {
-            "tradeoff": "[0, 1]", "max_online_ratio": ">= 1", "ema_decay": "[0, 1)", "floor": "(0, 1]",
-            "update_every": "an int >= 1", "seed": "an int >= 0",
+            "tradeoff": "[0, 1]",
+            "max_online_ratio": ">= 1",
+            "ema_decay": "[0, 1)",
+            "floor": "(0, 1]",
+            "update_every": "an int >= 1",
+            "seed": "an int >= 0",
         }
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -304,14 +322,21 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         names = getattr(dataset, "column_names", None)
         if names is None:
             raise TypeError(f"from_dataset needs a datasets.Dataset with named columns, got {type(dataset).__name__}")
-        columns = _dataset_columns(dataset, {
-            "quality": ("quality_column", quality_column), "complexity": ("complexity_column", complexity_column),
-            "clusters": ("cluster_column", cluster_column), "base_weights": ("weight_column", weight_column),
-        })
+        columns = _dataset_columns(
+            dataset,
+            {
+                "quality": ("quality_column", quality_column),
+                "complexity": ("complexity_column", complexity_column),
+                "clusters": ("cluster_column", cluster_column),
+                "base_weights": ("weight_column", weight_column),
+            },
+        )
         try:
             return cls(len(dataset), **columns, **kwargs)
         except (TypeError, ValueError) as err:
-            raise type(err)(f"{err} (dataset columns {quality_column!r}/{complexity_column!r}/{cluster_column!r})") from None
+            raise type(err)(
+                f"{err} (dataset columns {quality_column!r}/{complexity_column!r}/{cluster_column!r})"
+            ) from None
 
     @staticmethod
     def _check_block_size(block_size: Any) -> int:
@@ -374,7 +399,11 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         epoch with the first indices of the epoch's stream, so a resumed run must replay them too.
         """
         newest = max(self._blocks)
-        for b in [b for b in self._blocks if b > 0 and ((b + 1) * block_size <= self.consumed or b <= newest - _MAX_OPEN_BLOCKS)]:
+        for b in [
+            b
+            for b in self._blocks
+            if b > 0 and ((b + 1) * block_size <= self.consumed or b <= newest - _MAX_OPEN_BLOCKS)
+        ]:
             del self._blocks[b]
 
     # ------------------------------------------------------------------ online feedback
@@ -386,7 +415,9 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         no signal. Applied at the next :meth:`update`.
         """
         idx = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices, dtype=np.int64).reshape(-1)
-        loss = np.asarray(losses.detach().float().cpu() if hasattr(losses, "detach") else losses, dtype=np.float64).reshape(-1)
+        loss = np.asarray(
+            losses.detach().float().cpu() if hasattr(losses, "detach") else losses, dtype=np.float64
+        ).reshape(-1)
         if len(idx) != len(loss):
             raise ValueError(f"record: {len(idx)} indices but {len(loss)} losses")
         if len(idx) and (idx.min() < 0 or idx.max() >= self.num_examples):
@@ -424,7 +455,9 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         seen = counts > 0
         cluster_mean = sums[seen] / counts[seen]
         old_k = self.cluster_loss_ema[seen]
-        self.cluster_loss_ema[seen] = np.where(np.isnan(old_k), cluster_mean, decay * old_k + (1 - decay) * cluster_mean)
+        self.cluster_loss_ema[seen] = np.where(
+            np.isnan(old_k), cluster_mean, decay * old_k + (1 - decay) * cluster_mean
+        )
         batch_mean = float(loss.mean())
         g = self.global_loss_ema
         self.global_loss_ema = batch_mean if math.isnan(g) else decay * g + (1 - decay) * batch_mean
@@ -486,14 +519,18 @@ class QDCSampler(torch.utils.data.Sampler[int]):
                 ema = self.loss_ema[lo:hi]
                 seen = np.flatnonzero(~np.isnan(ema))
                 if len(seen):
-                    own = self._online_factor(ema[seen].astype(np.float64) / self.global_loss_ema, cfg.example_loss_strength)
+                    own = self._online_factor(
+                        ema[seen].astype(np.float64) / self.global_loss_ema, cfg.example_loss_strength
+                    )
                     w[seen] *= (own / unseen[k[seen]]).astype(np.float32)
             np.cumsum(w, dtype=np.float64, out=self._cdf[lo:hi])
             self._cdf[lo:hi] += total
             total = float(self._cdf[hi - 1])
         self._device_np: torch.Tensor | None = None  # loss_weights_tensor's device copy of N p, now stale
         if not math.isfinite(total) or total <= 0:
-            raise FloatingPointError(f"QDCSampler weights sum to {total}; lower the strengths or check the score columns")
+            raise FloatingPointError(
+                f"QDCSampler weights sum to {total}; lower the strengths or check the score columns"
+            )
         # p_i = (1 - floor) w_i / W + floor / N, folded into the running sum: cdf_i = (1 - floor) C_i / W + (i + 1) floor / N.
         scale = (1 - floor) / total
         for lo in range(0, n, _CHUNK):
@@ -569,7 +606,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             idx = np.concatenate(self._window)
             out["qdc/sampler/cluster_coverage"] = len(np.unique(self.clusters[idx])) / self.num_clusters
             for name, column, moments in (
-                ("quality", self.quality, self._q_moments), ("complexity", self.complexity, self._c_moments)
+                ("quality", self.quality, self._q_moments),
+                ("complexity", self.complexity, self._c_moments),
             ):
                 if column is not None:
                     out[f"qdc/sampler/{name}_trained"] = float(column[idx].mean(dtype=np.float64))
@@ -601,7 +639,9 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             "epoch": np.int64(self.epoch),
             "consumed": np.int64(self.consumed),
             "block_ids": np.array(sorted(self._blocks), dtype=np.int64),
-            "blocks": np.concatenate([self._blocks[b] for b in sorted(self._blocks)]) if self._blocks else np.zeros(0, np.int64),
+            "blocks": np.concatenate([self._blocks[b] for b in sorted(self._blocks)])
+            if self._blocks
+            else np.zeros(0, np.int64),
             "block_lengths": np.array([len(self._blocks[b]) for b in sorted(self._blocks)], dtype=np.int64),
         }
 
@@ -646,13 +686,21 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         loss_ema = _array(state, "loss_ema", np.float32, n)
         cluster_loss_ema = _array(state, "cluster_loss_ema", np.float64, n_clusters)
         global_loss_ema = _scalar(state, "global_loss_ema", float)
-        emas = (("loss_ema", loss_ema), ("cluster_loss_ema", cluster_loss_ema), ("global_loss_ema", np.array([global_loss_ema])))
+        emas = (
+            ("loss_ema", loss_ema),
+            ("cluster_loss_ema", cluster_loss_ema),
+            ("global_loss_ema", np.array([global_loss_ema])),
+        )
         for key, values in emas:
             bad = np.flatnonzero(np.isinf(values))
             if len(bad):
-                raise SamplerStateError(f"{key} is infinite at {bad[:5].tolist()} (NaN marks unseen; inf is never stored)")
+                raise SamplerStateError(
+                    f"{key} is infinite at {bad[:5].tolist()} (NaN marks unseen; inf is never stored)"
+                )
         if math.isnan(global_loss_ema) and (not np.isnan(loss_ema).all() or not np.isnan(cluster_loss_ema).all()):
-            raise SamplerStateError("global_loss_ema is NaN (nothing seen) but some example or cluster loss EMAs are set")
+            raise SamplerStateError(
+                "global_loss_ema is NaN (nothing seen) but some example or cluster loss EMAs are set"
+            )
         unseen_cluster = np.isnan(cluster_loss_ema)[self.clusters[~np.isnan(loss_ema)]]
         if unseen_cluster.any():
             raise SamplerStateError(
@@ -727,8 +775,21 @@ class SamplerStateError(ValueError):
 
 _STATE_VERSION = 2  # 1: config stored as repr(sorted(items)); 2: as JSON
 _STATE_KEYS = (
-    "num_examples", "num_samples", "block_size", "config", "loss_ema", "cluster_loss_ema", "global_loss_ema",
-    "num_updates", "pending_idx", "pending_loss", "epoch", "consumed", "block_ids", "blocks", "block_lengths",
+    "num_examples",
+    "num_samples",
+    "block_size",
+    "config",
+    "loss_ema",
+    "cluster_loss_ema",
+    "global_loss_ema",
+    "num_updates",
+    "pending_idx",
+    "pending_loss",
+    "epoch",
+    "consumed",
+    "block_ids",
+    "blocks",
+    "block_lengths",
 )
 
 
@@ -774,4 +835,8 @@ def _saved_config(value: Any) -> dict[str, Any]:
 
 def _config_differences(saved: dict[str, Any], mine: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, saved value, current value) for every setting that differs (a missing one counts as None)."""
-    return [(key, saved.get(key), mine.get(key)) for key in sorted(set(saved) | set(mine)) if saved.get(key) != mine.get(key)]
+    return [
+        (key, saved.get(key), mine.get(key))
+        for key in sorted(set(saved) | set(mine))
+        if saved.get(key) != mine.get(key)
+    ]

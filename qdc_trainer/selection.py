@@ -151,7 +151,9 @@ def select_budget(
             raise TypeError(f"min_quality must be a number, got {type(min_quality).__name__}")
         if math.isnan(min_quality) or min_quality == math.inf:
             # NaN compares false with everything and no finite score reaches +inf: either would drop every candidate.
-            raise ValueError(f"min_quality={min_quality!r} would drop every candidate; pass a finite threshold (or None)")
+            raise ValueError(
+                f"min_quality={min_quality!r} would drop every candidate; pass a finite threshold (or None)"
+            )
         if q is None:
             raise ValueError("min_quality needs the quality scores")
     if n == 0 or budget == 0:
@@ -216,8 +218,13 @@ def select_dataset(
     names = getattr(dataset, "column_names", None)
     if names is None or not hasattr(dataset, "select"):
         raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}")
-    columns = _dataset_columns(dataset, {
-        "quality": ("quality_column", quality_column), "complexity": ("complexity_column", complexity_column),
-        "clusters": ("cluster_column", cluster_column), "keys": ("key_column", key_column),
-    })
+    columns = _dataset_columns(
+        dataset,
+        {
+            "quality": ("quality_column", quality_column),
+            "complexity": ("complexity_column", complexity_column),
+            "clusters": ("cluster_column", cluster_column),
+            "keys": ("key_column", key_column),
+        },
+    )
     return dataset.select(select_budget(len(dataset), budget, **columns, **kwargs).tolist())

@@ -90,8 +90,12 @@ RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
 CONFIG_FILE = "config.json"
 CANDIDATES_FILE = "round0_candidates.jsonl"
-DETECTOR_WATCH = (f"{GEN_PREFIX}per_input/distinct_2", f"{GEN_PREFIX}across_input/distinct_2",
-                  f"{GEN_PREFIX}per_input/self_bleu", "gen_unique:decrease")
+DETECTOR_WATCH = (
+    f"{GEN_PREFIX}per_input/distinct_2",
+    f"{GEN_PREFIX}across_input/distinct_2",
+    f"{GEN_PREFIX}per_input/self_bleu",
+    "gen_unique:decrease",
+)
 """What the collapse detector watches, one observation per round: the probe series with their calibrated
 thresholds (:data:`~qdc_trainer.collapse.KNOWN_SERIES`), and the share of distinct problems among the valid
 generated examples (a relative drop of 15% warns, 35% is collapse). No accuracy or verifier signal is used."""
@@ -101,11 +105,18 @@ generated examples (a relative drop of 15% warns, 35% is collapse). No accuracy 
 class SelfImproveConfig:
     """Settings of :func:`run_self_improvement` (the keys of ``recipes/arithmetic/self_improve.yaml``)."""
 
-    experiment: str = field(default="self_improve", metadata={
-        "help": "marks a self-improvement recipe, so that `qdc train` runs it too", "choices": ["self_improve"]})
+    experiment: str = field(
+        default="self_improve",
+        metadata={
+            "help": "marks a self-improvement recipe, so that `qdc train` runs it too",
+            "choices": ["self_improve"],
+        },
+    )
     output_dir: str = field(default="runs/self_improve", metadata={"help": "run folder (results, plots, models)"})
-    arms: list[str] = field(default_factory=lambda: ["quality", "qdc", "reservoir", "fixed_pool"],
-                            metadata={"help": f"selection rules to compare, from {ARMS}"})
+    arms: list[str] = field(
+        default_factory=lambda: ["quality", "qdc", "reservoir", "fixed_pool"],
+        metadata={"help": f"selection rules to compare, from {ARMS}"},
+    )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "one full repetition per seed"})
     rounds: int = field(default=5, metadata={"help": "generate-select-train rounds after the first training"})
     candidates: int = field(default=2000, metadata={"help": "examples the model generates per round"})
@@ -118,25 +129,45 @@ class SelfImproveConfig:
     round_steps: int = field(default=100, metadata={"help": "training steps per round"})
     round_learning_rate: float = field(default=3e-4, metadata={"help": "learning rate per round"})
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
-    reservoir_share: float = field(default=0.25, metadata={"help": "share of the budget from the original data (reservoir arm)"})
-    tradeoff: float = field(default=0.0, metadata={"help": "QDC trade-off λ of the selection and the sampler (0 diversity .. 1 quality)"})
-    complexity_strength: float = field(default=0.5, metadata={"help": "weight of complexity in the QDC selection and sampler"})
+    reservoir_share: float = field(
+        default=0.25, metadata={"help": "share of the budget from the original data (reservoir arm)"}
+    )
+    tradeoff: float = field(
+        default=0.0, metadata={"help": "QDC trade-off λ of the selection and the sampler (0 diversity .. 1 quality)"}
+    )
+    complexity_strength: float = field(
+        default=0.5, metadata={"help": "weight of complexity in the QDC selection and sampler"}
+    )
     n_clusters: int = field(default=16, metadata={"help": "clusters of the candidates (QDC arm)"})
     eval_size: int = field(default=300, metadata={"help": "in-distribution accuracy problems"})
     ood_size: int = field(default=300, metadata={"help": "out-of-distribution accuracy problems"})
-    probe_samples: int = field(default=8, metadata={"help": "samples per probe prompt (one probe per template opening)"})
+    probe_samples: int = field(
+        default=8, metadata={"help": "samples per probe prompt (one probe per template opening)"}
+    )
     max_new_tokens: int = field(default=100, metadata={"help": "longest generated example, in tokens"})
     generation_batch_size: int = field(default=250, metadata={"help": "sequences per generate call"})
     n_layer: int = field(default=4, metadata={"help": "layers of the tiny model"})
     n_embd: int = field(default=128, metadata={"help": "width of the tiny model"})
-    workers: int = field(default=2, metadata={"help": "processes running seeds and arms in parallel (one torch thread each)"})
-    threads: int = field(default=0, metadata={"help": "torch threads per process (0: 1 with several workers, else torch's default)"})
+    workers: int = field(
+        default=2, metadata={"help": "processes running seeds and arms in parallel (one torch thread each)"}
+    )
+    threads: int = field(
+        default=0, metadata={"help": "torch threads per process (0: 1 with several workers, else torch's default)"}
+    )
     report: bool = field(default=True, metadata={"help": "write the PNG plots (needs the plot extra)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "discard a previous run in output_dir instead of resuming it (only what qdc self-improve wrote there; "
-                "a folder without its config.json, the current folder, its parents, home and / are refused)"})
-    smoke: bool = field(default=False, metadata={
-        "help": "a tiny run that only checks the machinery (a flag on the command line wins over its settings)"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "discard a previous run in output_dir instead of resuming it (only what qdc self-improve wrote there; "
+            "a folder without its config.json, the current folder, its parents, home and / are refused)"
+        },
+    )
+    smoke: bool = field(
+        default=False,
+        metadata={
+            "help": "a tiny run that only checks the machinery (a flag on the command line wins over its settings)"
+        },
+    )
 
     def __post_init__(self) -> None:
         bad = [a for a in self.arms if a not in ARMS]
@@ -144,9 +175,23 @@ class SelfImproveConfig:
             raise ValueError(f"arms={self.arms!r} must be distinct names from {ARMS}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds={self.seeds!r} must be distinct ints >= 0")
-        for name in ("rounds", "candidates", "budget", "seed_examples", "base_steps", "round_steps", "batch_size",
-                     "n_clusters", "eval_size", "ood_size", "max_new_tokens", "generation_batch_size", "workers",
-                     "n_layer", "n_embd"):
+        for name in (
+            "rounds",
+            "candidates",
+            "budget",
+            "seed_examples",
+            "base_steps",
+            "round_steps",
+            "batch_size",
+            "n_clusters",
+            "eval_size",
+            "ood_size",
+            "max_new_tokens",
+            "generation_batch_size",
+            "workers",
+            "n_layer",
+            "n_embd",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         if self.probe_samples < 2:
@@ -164,8 +209,21 @@ class SelfImproveConfig:
 
 
 SMOKE: dict[str, Any] = dict(
-    seeds=[0], rounds=2, candidates=48, budget=16, seed_examples=64, base_steps=4, round_steps=2, batch_size=8,
-    n_clusters=4, eval_size=12, ood_size=6, probe_samples=2, max_new_tokens=40, n_layer=1, n_embd=32,
+    seeds=[0],
+    rounds=2,
+    candidates=48,
+    budget=16,
+    seed_examples=64,
+    base_steps=4,
+    round_steps=2,
+    batch_size=8,
+    n_clusters=4,
+    eval_size=12,
+    ood_size=6,
+    probe_samples=2,
+    max_new_tokens=40,
+    n_layer=1,
+    n_embd=32,
 )
 """What ``smoke: true`` sets: every stage runs once on almost nothing."""
 
@@ -210,8 +268,14 @@ def _problem_key(prompt: str) -> str:
 
 
 def sample_examples(
-    model: Any, tokenizer: Any, prompts: Sequence[str], *, temperature: float = 1.0, max_new_tokens: int = 100,
-    batch_size: int = 250, seed: int = 0,
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    temperature: float = 1.0,
+    max_new_tokens: int = 100,
+    batch_size: int = 250,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Sample one continuation of each prompt (an empty prompt asks for a whole example) and score it with the
     arithmetic task's verifier.
@@ -236,21 +300,47 @@ def sample_examples(
         raise TypeError("prompts must be a list of strings (use [''] * n for n whole examples), not one string")
     prompts = list(prompts)
     samples = generate(
-        model, tokenizer, prompts, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-        max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, eos_token_id=tokenizer.eos_token_id,
-        return_logprobs=True, progress=False,
+        model,
+        tokenizer,
+        prompts,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        eos_token_id=tokenizer.eos_token_id,
+        return_logprobs=True,
+        progress=False,
     )
     rows: list[dict[str, Any]] = []
     for prompt, sample in zip(prompts, samples):
         p, c = _split_example(sample.text) if not prompt else (prompt, sample.text)
-        rows.append({"prompt": p, "completion": c, "text": p + c, "valid": _safe_verify(p, c),
-                     "num_ops": _num_ops(p), "key": _problem_key(p), "confidence": float(sample.mean_logprob)})
+        rows.append(
+            {
+                "prompt": p,
+                "completion": c,
+                "text": p + c,
+                "valid": _safe_verify(p, c),
+                "num_ops": _num_ops(p),
+                "key": _problem_key(p),
+                "confidence": float(sample.mean_logprob),
+            }
+        )
     return rows
 
 
 def choose(
-    arm: str, candidates: Sequence[dict[str, Any]], budget: int, *, original: Sequence[dict[str, Any]] = (),
-    reservoir_share: float = 0.25, tradeoff: float = 0.5, complexity_strength: float = 0.5, n_clusters: int = 16,
+    arm: str,
+    candidates: Sequence[dict[str, Any]],
+    budget: int,
+    *,
+    original: Sequence[dict[str, Any]] = (),
+    reservoir_share: float = 0.25,
+    tradeoff: float = 0.5,
+    complexity_strength: float = 0.5,
+    n_clusters: int = 16,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """The training data an arm keeps from ``candidates`` (rows of :func:`sample_examples`).
@@ -271,8 +361,14 @@ def choose(
     if arm not in ARMS:
         raise ValueError(f"arm={arm!r} must be one of {ARMS}")
     if arm == "qdc":
-        return _choose_qdc(candidates, budget, tradeoff=tradeoff, complexity_strength=complexity_strength,
-                           n_clusters=n_clusters, seed=seed)
+        return _choose_qdc(
+            candidates,
+            budget,
+            tradeoff=tradeoff,
+            complexity_strength=complexity_strength,
+            n_clusters=n_clusters,
+            seed=seed,
+        )
     own = budget if arm != "reservoir" else budget - int(round(reservoir_share * budget))
     valid = [r for r in candidates if r["valid"] >= 1.0]
     valid.sort(key=lambda r: -r["confidence"])  # stable: ties keep the generation order
@@ -285,8 +381,15 @@ def choose(
     return picked
 
 
-def _choose_qdc(candidates: Sequence[dict[str, Any]], budget: int, *, tradeoff: float, complexity_strength: float,
-                n_clusters: int, seed: int) -> list[dict[str, Any]]:
+def _choose_qdc(
+    candidates: Sequence[dict[str, Any]],
+    budget: int,
+    *,
+    tradeoff: float,
+    complexity_strength: float,
+    n_clusters: int,
+    seed: int,
+) -> list[dict[str, Any]]:
     from datasets import Dataset
 
     from .metrics import VerifierScorer, score_dataset
@@ -294,13 +397,37 @@ def _choose_qdc(candidates: Sequence[dict[str, Any]], budget: int, *, tradeoff: 
 
     if not candidates:
         return []
-    ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"], "key": r["key"],
-                             "num_ops": r["num_ops"], "confidence": r["confidence"], "valid": r["valid"]}
-                            for r in candidates])
-    scored = score_dataset(ds, text_column="completion", prompt_column="prompt", quality=VerifierScorer(_safe_verify),
-                           complexity="steps", n_clusters=min(n_clusters, len(ds)), seed=seed)
-    chosen = select_dataset(scored, budget, key_column="key", min_quality=1.0, tradeoff=tradeoff,
-                            complexity_strength=complexity_strength, seed=seed)
+    ds = Dataset.from_list(
+        [
+            {
+                "prompt": r["prompt"],
+                "completion": r["completion"],
+                "key": r["key"],
+                "num_ops": r["num_ops"],
+                "confidence": r["confidence"],
+                "valid": r["valid"],
+            }
+            for r in candidates
+        ]
+    )
+    scored = score_dataset(
+        ds,
+        text_column="completion",
+        prompt_column="prompt",
+        quality=VerifierScorer(_safe_verify),
+        complexity="steps",
+        n_clusters=min(n_clusters, len(ds)),
+        seed=seed,
+    )
+    chosen = select_dataset(
+        scored,
+        budget,
+        key_column="key",
+        min_quality=1.0,
+        tradeoff=tradeoff,
+        complexity_strength=complexity_strength,
+        seed=seed,
+    )
     return [dict(r, text=r["prompt"] + r["completion"]) for r in chosen]
 
 
@@ -322,7 +449,9 @@ def _data_stats(rows: Sequence[dict[str, Any]], size: int, seed: int = 0) -> dic
 
     if not rows:
         return {"data_ops": math.nan, "data_unique": math.nan, "data_distinct_2": math.nan, "data_size": 0}
-    sample = rows if len(rows) <= size else [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), size))]
+    sample = (
+        rows if len(rows) <= size else [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), size))]
+    )
     return {
         "data_ops": float(np.mean([r["num_ops"] for r in rows])),
         "data_unique": len({r["key"] for r in sample}) / len(sample),
@@ -358,22 +487,38 @@ def _probe_stats(model: Any, tokenizer: Any, cfg: SelfImproveConfig, seed: int) 
 
     probes = probe_prompts()
     prompts = [p for p in probes for _ in range(cfg.probe_samples)]
-    rows = sample_examples(model, tokenizer, prompts, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                           batch_size=cfg.generation_batch_size, seed=seed)
+    rows = sample_examples(
+        model,
+        tokenizer,
+        prompts,
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.generation_batch_size,
+        seed=seed,
+    )
     # The probe is the start of a problem: measure the whole example the model writes from it.
     texts = [p + r["completion"] for p, r in zip(prompts, rows)]
     groups = [texts[i * cfg.probe_samples : (i + 1) * cfg.probe_samples] for i in range(len(probes))]
     m = measure_generations(groups)
-    return {"per_input_distinct_2": m["per_input/distinct_2"], "across_input_distinct_2": m["across_input/distinct_2"],
-            "per_input_self_bleu": m["per_input/self_bleu"]}
+    return {
+        "per_input_distinct_2": m["per_input/distinct_2"],
+        "across_input_distinct_2": m["across_input/distinct_2"],
+        "per_input_self_bleu": m["per_input/self_bleu"],
+    }
 
 
-def _measure(model: Any, tokenizer: Any, cfg: SelfImproveConfig, splits: dict[str, Any], seed: int, round_: int,
-             arm: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def _measure(
+    model: Any, tokenizer: Any, cfg: SelfImproveConfig, splits: dict[str, Any], seed: int, round_: int, arm: str
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Everything measured on a model, and its whole-example samples (the next round's candidates)."""
     candidates = sample_examples(
-        model, tokenizer, _candidate_prompts(arm, cfg, splits, seed, round_), temperature=cfg.temperature,
-        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size, seed=_stream(seed, round_, 1),
+        model,
+        tokenizer,
+        _candidate_prompts(arm, cfg, splits, seed, round_),
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.generation_batch_size,
+        seed=_stream(seed, round_, 1),
     )
     stats = _generation_stats(candidates)
     stats.update(_accuracy(model, tokenizer, splits["validation"], "acc_id"))
@@ -399,8 +544,18 @@ def _stream(seed: int, round_: int, purpose: int) -> int:
 # --------------------------------------------------------------------------- training
 
 
-def _train(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, steps: int, learning_rate: float,
-           cfg: SelfImproveConfig, seed: int, output_dir: str, sampler: bool = False) -> None:
+def _train(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    *,
+    steps: int,
+    learning_rate: float,
+    cfg: SelfImproveConfig,
+    seed: int,
+    output_dir: str,
+    sampler: bool = False,
+) -> None:
     """Fine-tune on ``rows`` (loss on the whole example, so the model learns to write problems too)."""
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments
@@ -413,20 +568,41 @@ def _train(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, steps:
         return  # nothing survived selection: the model is unchanged this round
     columns = ["prompt", "completion"] + (["quality", "complexity", "cluster"] if sampler else [])
     ds = Dataset.from_list([{c: r[c] for c in columns} for r in rows])
-    ds = ds.map(tokenize_examples, batched=True, fn_kwargs={"tokenizer": tokenizer, "mask_prompt": False},
-                remove_columns=["prompt", "completion"])
+    ds = ds.map(
+        tokenize_examples,
+        batched=True,
+        fn_kwargs={"tokenizer": tokenizer, "mask_prompt": False},
+        remove_columns=["prompt", "completion"],
+    )
     args = TrainingArguments(
-        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=learning_rate, warmup_steps=min(50, steps // 10), lr_scheduler_type="cosine", weight_decay=0.0,
-        logging_strategy="no", save_strategy="no", report_to="none", seed=seed, disable_tqdm=True,
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=min(50, steps // 10),
+        lr_scheduler_type="cosine",
+        weight_decay=0.0,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        disable_tqdm=True,
         use_cpu=True,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     if sampler:
-        qdc_sampler = QDCSampler.from_dataset(ds, tradeoff=cfg.tradeoff, complexity_strength=cfg.complexity_strength,
-                                              seed=seed)
-        trainer = QDCTrainer(model=model, args=args, train_dataset=ds, data_collator=collator, processing_class=tokenizer,
-                             qdc_sampler=qdc_sampler, log_entropy=False)
+        qdc_sampler = QDCSampler.from_dataset(
+            ds, tradeoff=cfg.tradeoff, complexity_strength=cfg.complexity_strength, seed=seed
+        )
+        trainer = QDCTrainer(
+            model=model,
+            args=args,
+            train_dataset=ds,
+            data_collator=collator,
+            processing_class=tokenizer,
+            qdc_sampler=qdc_sampler,
+            log_entropy=False,
+        )
     else:
         trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator, processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)  # the run prints one line per round instead
@@ -441,9 +617,17 @@ def _splits(cfg: SelfImproveConfig, seed: int) -> dict[str, Any]:
 
     task = ArithmeticConfig(noise=cfg.seed_noise, seed=seed)
     splits = make_splits(task, train_size=cfg.seed_examples, eval_size=cfg.eval_size, ood_size=cfg.ood_size, seed=seed)
-    original = [{"prompt": r["prompt"], "completion": r["completion"], "text": r["text"], "num_ops": r["num_ops"],
-                 "key": _problem_key(r["prompt"]), "valid": _safe_verify(r["prompt"], r["completion"])}
-                for r in splits["train"]]
+    original = [
+        {
+            "prompt": r["prompt"],
+            "completion": r["completion"],
+            "text": r["text"],
+            "num_ops": r["num_ops"],
+            "key": _problem_key(r["prompt"]),
+            "valid": _safe_verify(r["prompt"], r["completion"]),
+        }
+        for r in splits["train"]
+    ]
     return {"original": original, "validation": splits["validation"], "test_ood": splits["test_ood"]}
 
 
@@ -480,8 +664,16 @@ def _base_job(cfg_dict: dict[str, Any], seed: int) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     splits = _splits(cfg, seed)
     model = build_model(tokenizer, seed=seed, n_layer=cfg.n_layer, n_embd=cfg.n_embd)
-    _train(model, tokenizer, splits["original"], steps=cfg.base_steps, learning_rate=cfg.base_learning_rate, cfg=cfg,
-           seed=seed, output_dir=str(folder / "trainer"))
+    _train(
+        model,
+        tokenizer,
+        splits["original"],
+        steps=cfg.base_steps,
+        learning_rate=cfg.base_learning_rate,
+        cfg=cfg,
+        seed=seed,
+        output_dir=str(folder / "trainer"),
+    )
     model.save_pretrained(folder / "base")
     stats, candidates = _measure(model, tokenizer, cfg, splits, seed, 0, "quality")
     _write_jsonl(folder / CANDIDATES_FILE, candidates)  # round 1's candidates in every arm but fixed_pool
@@ -513,18 +705,40 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str) -> list[dict[str, An
     # The first model's candidates: written by _base_job, except for fixed_pool, which asks for solutions only.
     if arm == "fixed_pool":
         candidates = sample_examples(
-            model, tokenizer, _candidate_prompts(arm, cfg, splits, seed, 0), temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens, batch_size=cfg.generation_batch_size, seed=_stream(seed, 0, 1),
+            model,
+            tokenizer,
+            _candidate_prompts(arm, cfg, splits, seed, 0),
+            temperature=cfg.temperature,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.generation_batch_size,
+            seed=_stream(seed, 0, 1),
         )
     else:
         candidates = _read_jsonl(folder / CANDIDATES_FILE)
     for round_ in range(1, cfg.rounds + 1):
         start = time.perf_counter()
-        data = choose(arm, candidates, cfg.budget, original=splits["original"], reservoir_share=cfg.reservoir_share,
-                      tradeoff=cfg.tradeoff, complexity_strength=cfg.complexity_strength, n_clusters=cfg.n_clusters,
-                      seed=_stream(seed, round_, 4))
-        _train(model, tokenizer, data, steps=cfg.round_steps, learning_rate=cfg.round_learning_rate, cfg=cfg,
-               seed=_stream(seed, round_, 5), output_dir=str(folder / arm / "trainer"), sampler=arm == "qdc")
+        data = choose(
+            arm,
+            candidates,
+            cfg.budget,
+            original=splits["original"],
+            reservoir_share=cfg.reservoir_share,
+            tradeoff=cfg.tradeoff,
+            complexity_strength=cfg.complexity_strength,
+            n_clusters=cfg.n_clusters,
+            seed=_stream(seed, round_, 4),
+        )
+        _train(
+            model,
+            tokenizer,
+            data,
+            steps=cfg.round_steps,
+            learning_rate=cfg.round_learning_rate,
+            cfg=cfg,
+            seed=_stream(seed, round_, 5),
+            output_dir=str(folder / arm / "trainer"),
+            sampler=arm == "qdc",
+        )
         _write_jsonl(folder / arm / f"round{round_}_data.jsonl", data)
         stats, candidates = _measure(model, tokenizer, cfg, splits, seed, round_, arm)
         stats.update(_data_stats(data, cfg.budget))
@@ -582,8 +796,10 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
         previous, current = json.loads(stored.read_text()), json.loads(json.dumps(settings))
         if previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-            raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)}); choose another "
-                             "output_dir or pass --overwrite true")
+            raise ValueError(
+                f"{out} holds a run with other settings ({', '.join(changed)}); choose another "
+                "output_dir or pass --overwrite true"
+            )
     if cfg.overwrite and out.exists():
         _remove_previous_run(out)
     if cfg.report:
@@ -604,8 +820,13 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
     table, figures = write_results(rows, out, arms=cfg.arms, plots=cfg.report, summary=summary, settings=settings)
     print(summary["text"])
     print(f"\ntable: {table}")
-    return {"rows": rows, "summary": summary, "table": str(table), "figures": [str(f) for f in figures],
-            "output_dir": str(out)}
+    return {
+        "rows": rows,
+        "summary": summary,
+        "table": str(table),
+        "figures": [str(f) for f in figures],
+        "output_dir": str(out),
+    }
 
 
 _RUN_KEYS = ("arms", "seeds", "rounds", "candidates", "budget")
@@ -627,8 +848,11 @@ def _run_outputs(out: Path) -> list[Path]:
     import re
 
     names = {CONFIG_FILE, RESULTS_FILE, TABLE_FILE, "overview.png", *(f"{m}.png" for m in METRICS)}
-    return sorted(p for p in out.iterdir()
-                  if (p.name in names and p.is_file()) or (re.fullmatch(r"seed\d+", p.name) and p.is_dir()))
+    return sorted(
+        p
+        for p in out.iterdir()
+        if (p.name in names and p.is_file()) or (re.fullmatch(r"seed\d+", p.name) and p.is_dir())
+    )
 
 
 def _remove_previous_run(out: Path) -> None:
@@ -643,27 +867,36 @@ def _remove_previous_run(out: Path) -> None:
 
     where = out.resolve()
     cwd, home = Path.cwd().resolve(), Path.home().resolve()
-    protected = [(where == Path(where.anchor), "the filesystem root"),
-                 (cwd == where or where in cwd.parents, "the current folder or a folder above it"),
-                 (home == where or where in home.parents, "the home folder or a folder above it")]
+    protected = [
+        (where == Path(where.anchor), "the filesystem root"),
+        (cwd == where or where in cwd.parents, "the current folder or a folder above it"),
+        (home == where or where in home.parents, "the home folder or a folder above it"),
+    ]
     for hit, what in protected:
         if hit:
-            raise ValueError(f"--overwrite true: output_dir {str(out)!r} is {what}; qdc self-improve never deletes "
-                             "it. Choose a folder of its own (e.g. --output_dir runs/self_improve)")
+            raise ValueError(
+                f"--overwrite true: output_dir {str(out)!r} is {what}; qdc self-improve never deletes "
+                "it. Choose a folder of its own (e.g. --output_dir runs/self_improve)"
+            )
     if not out.is_dir():
         raise ValueError(f"--overwrite true: output_dir {str(out)!r} is not a folder; choose another output_dir")
     if not any(out.iterdir()):
         return
     if not _is_run_folder(out):
-        raise ValueError(f"--overwrite true: {str(out)!r} holds no self-improvement run (no {CONFIG_FILE} written by "
-                         "qdc self-improve), so nothing in it was written by this tool; refusing to delete it. "
-                         "Choose a new or empty output_dir, or delete the folder yourself")
+        raise ValueError(
+            f"--overwrite true: {str(out)!r} holds no self-improvement run (no {CONFIG_FILE} written by "
+            "qdc self-improve), so nothing in it was written by this tool; refusing to delete it. "
+            "Choose a new or empty output_dir, or delete the folder yourself"
+        )
     log = logging.getLogger(__name__)
     for path in _run_outputs(out):
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     kept = sorted(p.name for p in out.iterdir())
-    log.warning("--overwrite true: removed the earlier run in %s%s", out,
-                f"; kept what it did not write: {', '.join(kept)}" if kept else "")
+    log.warning(
+        "--overwrite true: removed the earlier run in %s%s",
+        out,
+        f"; kept what it did not write: {', '.join(kept)}" if kept else "",
+    )
 
 
 def _run_jobs(cfg_dict: dict[str, Any], seeds: Sequence[int], arms: Sequence[str], workers: int) -> list[list[dict]]:
@@ -687,8 +920,10 @@ def _run_jobs(cfg_dict: dict[str, Any], seeds: Sequence[int], arms: Sequence[str
 
     done: dict[tuple[int, str], list[dict]] = {}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool, \
-            tqdm(total=total, desc="first models and arms") as bar:
+    with (
+        ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool,
+        tqdm(total=total, desc="first models and arms") as bar,
+    ):
         pending = {pool.submit(_base_job, cfg_dict, seed): (seed, None) for seed in seeds}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -706,7 +941,9 @@ def _run_jobs(cfg_dict: dict[str, Any], seeds: Sequence[int], arms: Sequence[str
 # --------------------------------------------------------------------------- summary, table and plots
 
 
-def _aggregate(rows: Sequence[dict[str, Any]], arm: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _aggregate(
+    rows: Sequence[dict[str, Any]], arm: str, metric: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(rounds, mean, min, max) of ``metric`` over seeds for ``arm``."""
     by_round: dict[int, list[float]] = {}
     for r in rows:
@@ -714,11 +951,17 @@ def _aggregate(rows: Sequence[dict[str, Any]], arm: str, metric: str) -> tuple[n
             by_round.setdefault(r["round"], []).append(float(r[metric]))
     rounds = np.array(sorted(by_round))
     values = [np.array(by_round[k]) for k in rounds]
-    return (rounds, np.array([v.mean() for v in values]), np.array([v.min() for v in values]),
-            np.array([v.max() for v in values]))
+    return (
+        rounds,
+        np.array([v.mean() for v in values]),
+        np.array([v.min() for v in values]),
+        np.array([v.max() for v in values]),
+    )
 
 
-def _first_round(rows: Sequence[dict[str, Any]], arm: str, seed: int, test: Callable[[dict[str, Any]], bool]) -> int | None:
+def _first_round(
+    rows: Sequence[dict[str, Any]], arm: str, seed: int, test: Callable[[dict[str, Any]], bool]
+) -> int | None:
     for r in sorted((r for r in rows if r.get("arm") == arm and r["seed"] == seed), key=lambda r: r["round"]):
         if test(r):
             return r["round"]
@@ -757,30 +1000,53 @@ def summarize(rows: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[str, 
     if "quality" in per_arm:
         q0, qf = per_arm["quality"]["round_0"], per_arm["quality"]["final"]
         claims["quality_collapses"] = {
-            "held": bool(qf["valid"] > q0["valid"] and qf["data_ops"] < q0["data_ops"]
-                         and qf["data_unique"] < q0["data_unique"] and qf["acc_id"] < q0["acc_id"]),
-            "valid": [q0["valid"], qf["valid"]], "data_ops": [q0["data_ops"], qf["data_ops"]],
-            "data_unique": [q0["data_unique"], qf["data_unique"]], "acc_id": [q0["acc_id"], qf["acc_id"]],
+            "held": bool(
+                qf["valid"] > q0["valid"]
+                and qf["data_ops"] < q0["data_ops"]
+                and qf["data_unique"] < q0["data_unique"]
+                and qf["acc_id"] < q0["acc_id"]
+            ),
+            "valid": [q0["valid"], qf["valid"]],
+            "data_ops": [q0["data_ops"], qf["data_ops"]],
+            "data_unique": [q0["data_unique"], qf["data_unique"]],
+            "acc_id": [q0["acc_id"], qf["acc_id"]],
         }
-        drops = {s: _first_round(rows, "quality", s, lambda r, s=s: r["acc_id"] < _seed_value(rows, s, 0, "acc_id") - 0.05)
-                 for s in seeds}
+        drops = {
+            s: _first_round(rows, "quality", s, lambda r, s=s: r["acc_id"] < _seed_value(rows, s, 0, "acc_id") - 0.05)
+            for s in seeds
+        }
         warned = per_arm["quality"]["warned"]
         dropped = {s: d for s, d in drops.items() if d is not None}
         claims["detector_early"] = {
             "held": bool(dropped) and all(warned[s] is not None and warned[s] <= d for s, d in dropped.items()),
-            "accuracy_drop_round": drops, "warning_round": warned,
+            "accuracy_drop_round": drops,
+            "warning_round": warned,
         }
     if "quality" in per_arm and "qdc" in per_arm:
         for name, metric in (("qdc_beats_quality_id", "acc_id"), ("qdc_beats_quality_ood", "acc_ood")):
-            wins = sum(_seed_value(rows, s, last, metric, "qdc") > _seed_value(rows, s, last, metric, "quality") for s in seeds)
+            wins = sum(
+                _seed_value(rows, s, last, metric, "qdc") > _seed_value(rows, s, last, metric, "quality") for s in seeds
+            )
             q, d = per_arm["quality"]["final"][metric], per_arm["qdc"]["final"][metric]
-            claims[name] = {"held": bool(d > q and wins > len(seeds) / 2), "qdc": d, "quality": q,
-                            "seeds_won": f"{wins}/{len(seeds)}"}
-    return {"arms": per_arm, "claims": claims, "seeds": seeds, "rounds": last, "text": _summary_text(per_arm, claims, seeds, last)}
+            claims[name] = {
+                "held": bool(d > q and wins > len(seeds) / 2),
+                "qdc": d,
+                "quality": q,
+                "seeds_won": f"{wins}/{len(seeds)}",
+            }
+    return {
+        "arms": per_arm,
+        "claims": claims,
+        "seeds": seeds,
+        "rounds": last,
+        "text": _summary_text(per_arm, claims, seeds, last),
+    }
 
 
 def _mean(rows: Sequence[dict[str, Any]], round_: int, metric: str) -> float:
-    values = [r[metric] for r in rows if r["round"] == round_ and r.get(metric) is not None and math.isfinite(r[metric])]
+    values = [
+        r[metric] for r in rows if r["round"] == round_ and r.get(metric) is not None and math.isfinite(r[metric])
+    ]
     return float(np.mean(values)) if values else math.nan
 
 
@@ -799,11 +1065,15 @@ def _summary_text(per_arm: dict[str, Any], claims: dict[str, Any], seeds: list[i
         cells = "".join(f"{_fmt(info['round_0'][m]) + ' -> ' + _fmt(info['final'][m]):>26}" for m in shown)
         lines.append(f"{arm:<11}{cells}")
     for arm, info in per_arm.items():
-        warned = ", ".join(f"seed {s}: {'round ' + str(w) if w is not None else 'never'}" for s, w in info["warned"].items())
+        warned = ", ".join(
+            f"seed {s}: {'round ' + str(w) if w is not None else 'never'}" for s, w in info["warned"].items()
+        )
         lines.append(f"detector warned ({arm}): {warned}")
     for name, claim in claims.items():
         detail = {k: v for k, v in claim.items() if k != "held"}
-        lines.append(f"claim {name}: {'held' if claim['held'] else 'did not hold'} {json.dumps(detail, default=_json_num)}")
+        lines.append(
+            f"claim {name}: {'held' if claim['held'] else 'did not hold'} {json.dumps(detail, default=_json_num)}"
+        )
     return "\n".join(lines)
 
 
@@ -816,12 +1086,31 @@ def _json_num(value: Any) -> Any:
 
 
 HEADLINE_COLUMNS = ("valid", "gen_unique", "data_ops", "acc_id", "acc_id_ops3", "acc_ood")
-TABLE_COLUMNS = ("valid", "gen_ops", "gen_unique", "data_ops", "data_unique", "acc_id", "acc_id_ops1", "acc_id_ops3",
-                 "acc_ood", "per_input_distinct_2", "across_input_distinct_2", "detector")
+TABLE_COLUMNS = (
+    "valid",
+    "gen_ops",
+    "gen_unique",
+    "data_ops",
+    "data_unique",
+    "acc_id",
+    "acc_id_ops1",
+    "acc_id_ops3",
+    "acc_ood",
+    "per_input_distinct_2",
+    "across_input_distinct_2",
+    "detector",
+)
 
 
-def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, arms: Sequence[str], plots: bool = True,
-                  summary: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> tuple[Path, list[Path]]:
+def write_results(
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    arms: Sequence[str],
+    plots: bool = True,
+    summary: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> tuple[Path, list[Path]]:
     """``results.md`` (mean ± std over seeds, per round and arm; the detector column counts seeds that warned)
     and, with ``plots``, one PNG per metric with the arms on the same axes. Returns the table and the figures."""
     out = Path(out_dir)
@@ -832,12 +1121,15 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, arms: 
     header = ["round", "arm", *TABLE_COLUMNS]
     last = rounds[-1]
     lines = [
-        "# Self-improvement results", "",
-        f"## Round 0 → round {last}", "",
+        "# Self-improvement results",
+        "",
+        f"## Round 0 → round {last}",
+        "",
         f"Means over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}): the first model (trained on the original "
         f"data; its data columns describe the original data), then the model after round {last}, ± the standard "
         "deviation between seeds. The last column is the round in which each seed's collapse detector first warned.",
-        "", "| arm | " + " | ".join(HEADLINE_COLUMNS) + " | detector warned |",
+        "",
+        "| arm | " + " | ".join(HEADLINE_COLUMNS) + " | detector warned |",
         "|---|" + "---|" * (len(HEADLINE_COLUMNS) + 1),
     ]
     for arm in arms:
@@ -854,10 +1146,14 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, arms: 
         cells.append(", ".join("–" if w is None else str(w) for w in warned))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += [
-        "", "## Every round", "",
+        "",
+        "## Every round",
+        "",
         "Means over the seeds, ± the standard deviation between seeds. `data_*` describe the data each round "
-        "trained on. `detector`: seeds whose collapse detector had warned (or declared collapse) by that round.", "",
-        "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+        "trained on. `detector`: seeds whose collapse detector had warned (or declared collapse) by that round.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
     ]
     for round_ in rounds:
         for arm in arms:
@@ -871,7 +1167,11 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, *, arms: 
                     cells.append(f"{warned}/{len(sel)}")
                     continue
                 values = np.array([r[m] for r in sel if r.get(m) is not None and math.isfinite(r[m])])
-                cells.append("n/a" if not len(values) else f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else ""))
+                cells.append(
+                    "n/a"
+                    if not len(values)
+                    else f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else "")
+                )
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Columns: " + "; ".join(f"`{m}` {METRICS[m]}" for m in TABLE_COLUMNS), ""]
     if settings:
@@ -916,7 +1216,7 @@ def _plot(rows: Sequence[dict[str, Any]], out: Path, arms: Sequence[str]) -> lis
         path = out / f"{metric}.png"
         single.savefig(path, dpi=110)
         figures.append(path)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=8)

@@ -113,7 +113,12 @@ class QDCTrainerMixin:
     """
 
     def __init__(
-        self, *args: Any, qdc_sampler: QDCSampler | None = None, loss_weighting: str = "none", log_entropy: bool = True, **kwargs: Any
+        self,
+        *args: Any,
+        qdc_sampler: QDCSampler | None = None,
+        loss_weighting: str = "none",
+        log_entropy: bool = True,
+        **kwargs: Any,
     ) -> None:
         if qdc_sampler is not None and not isinstance(qdc_sampler, QDCSampler):
             raise TypeError(f"qdc_sampler must be a QDCSampler, got {type(qdc_sampler).__name__}")
@@ -185,7 +190,9 @@ class QDCTrainerMixin:
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if len(dataset) != self.qdc_sampler.num_examples:
-            raise ValueError(f"qdc_sampler covers {self.qdc_sampler.num_examples} examples, train_dataset has {len(dataset)}")
+            raise ValueError(
+                f"qdc_sampler covers {self.qdc_sampler.num_examples} examples, train_dataset has {len(dataset)}"
+            )
         return self.qdc_sampler
 
     # ------------------------------------------------------------------ loss and feedback
@@ -194,7 +201,9 @@ class QDCTrainerMixin:
         sampler = self.qdc_sampler
         if not model.training or (sampler is None and not self.log_entropy):
             inputs.pop(INDEX_KEY, None)
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         indices = None
         if sampler is not None:
             if INDEX_KEY not in inputs:
@@ -210,9 +219,12 @@ class QDCTrainerMixin:
             packed = any(k in inputs for k in ("position_ids", "cu_seq_lens_q", "cu_seq_lens_k"))
             raise ValueError(
                 f"the training batch has {labels.shape[0]} rows but {indices.numel()} example indices"
-                + (": packed or padding-free batches (TRL's packing=True / padding_free=True) are not supported by QDC "
-                   "sampling yet; set packing=False and padding_free=False" if packed else
-                   ": the collator must keep one row per example")
+                + (
+                    ": packed or padding-free batches (TRL's packing=True / padding_free=True) are not supported by QDC "
+                    "sampling yet; set packing=False and padding_free=False"
+                    if packed
+                    else ": the collator must keep one row per example"
+                )
             )
         weights = None
         if sampler is not None and self.loss_weighting != "none":
@@ -227,7 +239,9 @@ class QDCTrainerMixin:
         captured: dict[str, Any] = {}
         handle = model.register_forward_hook(lambda module, args, output: captured.__setitem__("out", output))
         try:
-            result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         finally:
             handle.remove()
             if tap is not None:
@@ -329,7 +343,9 @@ class QDCTrainerMixin:
             model = self.accelerator.unwrap_model(self.model)
             base = getattr(getattr(model, "base_model", None), "model", None) if hasattr(model, "peft_config") else None
             name = (base or model)._get_name()
-            self._qdc_shift = bool(getattr(self, "_loss_shifts_labels", False)) or name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+            self._qdc_shift = (
+                bool(getattr(self, "_loss_shifts_labels", False)) or name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+            )
         return self._qdc_shift
 
     def _reduce_weighted(
@@ -407,7 +423,9 @@ class QDCTrainerMixin:
         if getattr(self, "qdc_sampler", None) is not None:
             self._flush_feedback()  # on every process (the gather is collective), so the state is complete
         if getattr(self, "qdc_sampler", None) is not None and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             os.makedirs(folder, exist_ok=True)
             self.qdc_sampler.save(os.path.join(folder, SAMPLER_STATE_FILE))
         super()._save_checkpoint(model, trial)

@@ -129,7 +129,9 @@ def test_generator_is_deterministic():
         ArithmeticConfig(),
         ArithmeticConfig(min_ops=2, max_ops=4, operators="+-", num_templates=1, noise=0.0),
         ArithmeticConfig(min_ops=1, max_ops=1, operators="*", min_operand=0, max_operand=12, max_result=200),
-        ArithmeticConfig(min_ops=3, max_ops=3, operators="-+", min_operand=2, max_operand=20, max_result=60, num_templates=3),
+        ArithmeticConfig(
+            min_ops=3, max_ops=3, operators="-+", min_operand=2, max_operand=20, max_result=60, num_templates=3
+        ),
     ],
 )
 def test_generator_respects_the_controls(cfg):
@@ -243,7 +245,12 @@ def test_tokenizer_round_trip(tok, splits, tmp_path):
     tok.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert len(loaded) == len(tok) < 160
-    assert (loaded.bos_token, loaded.eos_token, loaded.pad_token, loaded.unk_token) == ("<bos>", "<eos>", "<pad>", "<unk>")
+    assert (loaded.bos_token, loaded.eos_token, loaded.pad_token, loaded.unk_token) == (
+        "<bos>",
+        "<eos>",
+        "<pad>",
+        "<unk>",
+    )
     for name in ("train", "validation", "test_ood"):
         for row in splits[name].select(range(100)):
             ids = tok(row["text"]).input_ids
@@ -274,7 +281,9 @@ def test_tiny_model_trains_and_generates(tok, splits):
     model = build_model(tok, seed=0)
     same = build_model(tok, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), same.parameters()))
-    longest = max(len(tok(p).input_ids) for p in make_splits(ArithmeticConfig(), 0, 0, 200, ood="both")["test_ood"]["prompt"])
+    longest = max(
+        len(tok(p).input_ids) for p in make_splits(ArithmeticConfig(), 0, 0, 200, ood="both")["test_ood"]["prompt"]
+    )
     assert longest + A.DEFAULT_MAX_NEW_TOKENS <= model.config.n_positions
     features = tokenize_examples(splits["train"][:16], tok)
     batch = DataCollatorForSeq2Seq(tok, padding=True)([{k: v[i] for k, v in features.items()} for i in range(16)])

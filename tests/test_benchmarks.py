@@ -13,7 +13,10 @@ def run_smoke(script: str, *extra: str) -> str:
     """Run ``benchmarks/<script> --smoke``; returns its stdout after checking the exit code."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *extra],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout

@@ -26,8 +26,16 @@ def text_dataset(n=32, seed=0):
 
 def args_for(tmp_path, **kwargs):
     defaults = dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, logging_steps=2, report_to=[],
-        save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, learning_rate=1e-3,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        logging_steps=2,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        learning_rate=1e-3,
     )
     return TrainingArguments(**{**defaults, **kwargs})
 
@@ -36,25 +44,43 @@ def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
     ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
     sampler = QDCSampler.from_dataset(ds, complexity_column=None, update_every=1)
     monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
-    detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_1": "decrease", "qdc/train/entropy": "decrease"})
-    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path), train_dataset=ds.remove_columns(["quality", "cluster"]),
-                         processing_class=tokenizer, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                         qdc_sampler=sampler, callbacks=[monitor, detector])
+    detector = CollapseDetectorCallback(
+        watch={"qdc/gen/per_input/distinct_1": "decrease", "qdc/train/entropy": "decrease"}
+    )
+    trainer = QDCTrainer(
+        model=build_gpt2(tokenizer),
+        args=args_for(tmp_path),
+        train_dataset=ds.remove_columns(["quality", "cluster"]),
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        qdc_sampler=sampler,
+        callbacks=[monitor, detector],
+    )
     assert monitor.trainer is trainer and detector.trainer is trainer  # bound by QDCTrainer
     cycles, baselines = [], []
     for _ in range(2):
         trainer.train()
         history = trainer.state.log_history
-        cycles.append({
-            "gen_steps": [e["step"] for e in history if "qdc/gen/length" in e],
-            "detector_steps": [e["step"] for e in history if "qdc/collapse/level" in e],
-            "entropy_steps": [e["step"] for e in history if "qdc/train/entropy" in e],
-            "sampler_steps": [e["step"] for e in history if "qdc/sampler/weight_ess" in e or any(k.startswith("qdc/sampler/") for k in e)],
-        })
+        cycles.append(
+            {
+                "gen_steps": [e["step"] for e in history if "qdc/gen/length" in e],
+                "detector_steps": [e["step"] for e in history if "qdc/collapse/level" in e],
+                "entropy_steps": [e["step"] for e in history if "qdc/train/entropy" in e],
+                "sampler_steps": [
+                    e["step"]
+                    for e in history
+                    if "qdc/sampler/weight_ess" in e or any(k.startswith("qdc/sampler/") for k in e)
+                ],
+            }
+        )
         first = next(e["qdc/gen/per_input/distinct_1"] for e in history if "qdc/gen/per_input/distinct_1" in e)
         baselines.append((detector.detectors["qdc/gen/per_input/distinct_1"].baseline, first))
     assert cycles[0] == cycles[1]  # the second run starts afresh: same cadence, detector reset
-    assert cycles[0]["gen_steps"] == [0, 2, 4] and cycles[0]["entropy_steps"] == [2, 4] and cycles[0]["sampler_steps"] == [2, 4]
+    assert (
+        cycles[0]["gen_steps"] == [0, 2, 4]
+        and cycles[0]["entropy_steps"] == [2, 4]
+        and cycles[0]["sampler_steps"] == [2, 4]
+    )
     assert all(baseline == first for baseline, first in baselines)  # each run's baseline is its own step 0
     assert monitor.evaluations == 6
     rows = (tmp_path / SAMPLES_FILE).read_text().splitlines()
@@ -67,24 +93,39 @@ def test_logged_scalars_are_read_back_from_tensorboard(tokenizer, tmp_path):
     ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
     monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
     detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_1": "decrease"})
-    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path, report_to=["tensorboard"]),
-                         train_dataset=ds, processing_class=tokenizer,
-                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[monitor, detector])
+    trainer = QDCTrainer(
+        model=build_gpt2(tokenizer),
+        args=args_for(tmp_path, report_to=["tensorboard"]),
+        train_dataset=ds,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[monitor, detector],
+    )
     trainer.train()
     trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)  # flush the writer
     (event_file,) = tmp_path.rglob("events.out.tfevents*")
     events = EventAccumulator(str(event_file.parent))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for key in ("qdc/gen/per_input/distinct_2", "qdc/gen/across_input/self_bleu", "qdc/gen/entropy",
-                "qdc/train/entropy", "qdc/collapse/level", "qdc/collapse/gen/per_input/distinct_1/change"):
+    for key in (
+        "qdc/gen/per_input/distinct_2",
+        "qdc/gen/across_input/self_bleu",
+        "qdc/gen/entropy",
+        "qdc/train/entropy",
+        "qdc/collapse/level",
+        "qdc/collapse/gen/per_input/distinct_1/change",
+    ):
         assert key in tags or f"train/{key}" in tags, (key, sorted(tags))
 
     def series(key):
         tag = key if key in tags else f"train/{key}"
         return [(e.step, e.value) for e in events.Scalars(tag)]
 
-    logged = [(e["step"], e["qdc/gen/per_input/distinct_2"]) for e in trainer.state.log_history if "qdc/gen/per_input/distinct_2" in e]
+    logged = [
+        (e["step"], e["qdc/gen/per_input/distinct_2"])
+        for e in trainer.state.log_history
+        if "qdc/gen/per_input/distinct_2" in e
+    ]
     assert [s for s, _ in series("qdc/gen/per_input/distinct_2")] == [s for s, _ in logged] == [0, 2, 4]
     assert [v for _, v in series("qdc/gen/per_input/distinct_2")] == pytest.approx([v for _, v in logged], rel=1e-6)
 
@@ -98,11 +139,26 @@ def test_sft_trainer_with_the_callbacks(tokenizer, tmp_path):
     ds = text_dataset(24).remove_columns(["quality", "cluster"])
     monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
     detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"})
-    config = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, logging_steps=2, report_to=[],
-                       save_strategy="no", use_cpu=True, disable_tqdm=True, max_length=32, dataset_text_field="text")
+    config = SFTConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        logging_steps=2,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        max_length=32,
+        dataset_text_field="text",
+    )
     for trainer_cls in (SFTTrainer, QDCSFTTrainer):
-        trainer = trainer_cls(model=build_gpt2(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer,
-                              callbacks=[monitor, detector])
+        trainer = trainer_cls(
+            model=build_gpt2(tokenizer),
+            args=config,
+            train_dataset=ds,
+            processing_class=tokenizer,
+            callbacks=[monitor, detector],
+        )
         monitor.bind(trainer), detector.bind(trainer)
         trainer.train()
         history = trainer.state.log_history
@@ -128,11 +184,28 @@ def test_trl_metrics_stay_on_the_trainers_own_records(tokenizer, tmp_path, with_
 
     ds = text_dataset(32).remove_columns(["quality", "cluster"])
     monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=1)
-    detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"}, actions=("log",))
-    config = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=6, logging_steps=3, report_to=[],
-                       save_strategy="no", use_cpu=True, disable_tqdm=True, max_length=32, dataset_text_field="text")
-    trainer = (QDCSFTTrainer if with_mixin else SFTTrainer)(model=build_gpt2(tokenizer), args=config, train_dataset=ds,
-                                                            processing_class=tokenizer, callbacks=[monitor, detector])
+    detector = CollapseDetectorCallback(
+        watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"}, actions=("log",)
+    )
+    config = SFTConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=6,
+        logging_steps=3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        max_length=32,
+        dataset_text_field="text",
+    )
+    trainer = (QDCSFTTrainer if with_mixin else SFTTrainer)(
+        model=build_gpt2(tokenizer),
+        args=config,
+        train_dataset=ds,
+        processing_class=tokenizer,
+        callbacks=[monitor, detector],
+    )
     if not with_mixin:
         monitor.bind(trainer), detector.bind(trainer)
     trainer.train()
@@ -163,8 +236,12 @@ def test_train_entropy_is_the_mean_predictive_entropy_at_the_scored_positions(to
     entropy = -(logp.exp() * logp).sum(-1)
     scored = batch["labels"][:, 1:] != -100  # position t predicts token t + 1
     expected = float(entropy[scored].mean())
-    trainer = QDCTrainer(model=model, args=args_for(tmp_path, per_device_train_batch_size=4, max_steps=1, logging_steps=1),
-                         train_dataset=ds, data_collator=collator)
+    trainer = QDCTrainer(
+        model=model,
+        args=args_for(tmp_path, per_device_train_batch_size=4, max_steps=1, logging_steps=1),
+        train_dataset=ds,
+        data_collator=collator,
+    )
     trainer.train()
     (log,) = [e for e in trainer.state.log_history if "qdc/train/entropy" in e]
     assert log["qdc/train/entropy"] == pytest.approx(expected, rel=1e-5)
@@ -172,11 +249,18 @@ def test_train_entropy_is_the_mean_predictive_entropy_at_the_scored_positions(to
 
 
 def test_samples_file_is_json_lines(tokenizer, tmp_path):
-    ds = text_dataset(8).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
+    ds = text_dataset(8).map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
+    )
     monitor = GenerationMonitorCallback(["the cat"], num_samples=2, max_new_tokens=3)
-    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path, max_steps=1), train_dataset=ds,
-                         processing_class=tokenizer, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                         callbacks=[monitor])
+    trainer = QDCTrainer(
+        model=build_gpt2(tokenizer),
+        args=args_for(tmp_path, max_steps=1),
+        train_dataset=ds,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[monitor],
+    )
     trainer.train()
     rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
     assert [set(r) for r in rows] == [{"step", "prompt_index", "prompt", "sample", "completion", "num_tokens"}] * 2
@@ -189,11 +273,18 @@ def test_samples_reach_a_wandb_table(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    ds = text_dataset(8).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
+    ds = text_dataset(8).map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
+    )
     monitor = GenerationMonitorCallback(PROMPTS[:2], num_samples=2, max_new_tokens=3, every_n_steps=2)
-    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path / "out", max_steps=2, report_to=["wandb"]),
-                         train_dataset=ds, processing_class=tokenizer,
-                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[monitor])
+    trainer = QDCTrainer(
+        model=build_gpt2(tokenizer),
+        args=args_for(tmp_path / "out", max_steps=2, report_to=["wandb"]),
+        train_dataset=ds,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[monitor],
+    )
     try:
         trainer.train()
     finally:
@@ -217,12 +308,30 @@ def test_packed_batches_are_refused_at_construction_with_a_sampler(tokenizer, tm
         pass
 
     ds = text_dataset(16).remove_columns(["quality", "cluster"])
-    config = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, logging_steps=1, report_to=[], save_strategy="no",
-                       use_cpu=True, disable_tqdm=True, dataset_text_field="text", **{setting: True},
-                       max_length=None if setting == "padding_free" else 32)  # TRL: padding-free does not truncate
-    with pytest.raises(ValueError, match=f"does not support packed batches yet \\({setting}=True.*Set packing=False and padding_free=False"):
-        QDCSFTTrainer(model=build_gpt2(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer,
-                      qdc_sampler=QDCSampler(len(ds)))
+    config = SFTConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        dataset_text_field="text",
+        **{setting: True},
+        max_length=None if setting == "padding_free" else 32,
+    )  # TRL: padding-free does not truncate
+    with pytest.raises(
+        ValueError,
+        match=f"does not support packed batches yet \\({setting}=True.*Set packing=False and padding_free=False",
+    ):
+        QDCSFTTrainer(
+            model=build_gpt2(tokenizer),
+            args=config,
+            train_dataset=ds,
+            processing_class=tokenizer,
+            qdc_sampler=QDCSampler(len(ds)),
+        )
     # without a sampler there is no per-example feedback, and the mixin trains packed batches
     trainer = QDCSFTTrainer(model=build_gpt2(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer)
     trainer.train()
@@ -233,13 +342,22 @@ def test_a_batch_with_fewer_rows_than_indices_fails_with_a_clear_message(tokeniz
     """A padding-free collator flattens the examples into one row; the check in compute_loss names the cause."""
     from qdc_trainer.collator import INDEX_KEY
 
-    ds = text_dataset(8).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
-    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args_for(tmp_path), train_dataset=ds,
-                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), qdc_sampler=QDCSampler(len(ds)))
+    ds = text_dataset(8).map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
+    )
+    trainer = QDCTrainer(
+        model=build_gpt2(tokenizer),
+        args=args_for(tmp_path),
+        train_dataset=ds,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        qdc_sampler=QDCSampler(len(ds)),
+    )
     ids = torch.tensor([ds[i]["input_ids"] for i in range(2)][0] + [ds[i]["input_ids"] for i in range(2)][1])[None]
     position_ids = torch.cat([torch.arange(len(ds[0]["input_ids"])), torch.arange(len(ds[1]["input_ids"]))])[None]
     batch = {"input_ids": ids, "labels": ids.clone(), "position_ids": position_ids, INDEX_KEY: torch.tensor([0, 1])}
     trainer.model.train()
-    with pytest.raises(ValueError, match="1 rows but 2 example indices: packed or padding-free batches .* not supported"):
+    with pytest.raises(
+        ValueError, match="1 rows but 2 example indices: packed or padding-free batches .* not supported"
+    ):
         trainer.compute_loss(trainer.model, batch)
     assert trainer.qdc_sampler.consumed == 0  # nothing was recorded

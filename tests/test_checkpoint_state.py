@@ -50,14 +50,34 @@ def qdc_run(tokenizer, ds, output_dir, resume=None, save_hook=None, **arg_overri
     if save_hook is not None:
         save = sampler.save
         sampler.save = lambda path: (save_hook(path), save(path))[1]
-    args = TrainingArguments(**{**dict(
-        output_dir=str(output_dir), per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=9,
-        logging_steps=100, save_strategy="steps", save_steps=3, save_total_limit=1, report_to=[], use_cpu=True,
-        disable_tqdm=True, seed=0, learning_rate=1e-3,
-    ), **arg_overrides})
+    args = TrainingArguments(
+        **{
+            **dict(
+                output_dir=str(output_dir),
+                per_device_train_batch_size=4,
+                gradient_accumulation_steps=2,
+                max_steps=9,
+                logging_steps=100,
+                save_strategy="steps",
+                save_steps=3,
+                save_total_limit=1,
+                report_to=[],
+                use_cpu=True,
+                disable_tqdm=True,
+                seed=0,
+                learning_rate=1e-3,
+            ),
+            **arg_overrides,
+        }
+    )
     model = build_gpt2(tokenizer, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    trainer = QDCTrainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                         qdc_sampler=sampler)
+    trainer = QDCTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        qdc_sampler=sampler,
+    )
     trainer.train(resume_from_checkpoint=resume)
     return trained, sampler, trainer
 
@@ -65,7 +85,9 @@ def qdc_run(tokenizer, ds, output_dir, resume=None, save_hook=None, **arg_overri
 # ---------------------------------------------------------------------------------------------- a kill during a save
 
 
-def test_a_kill_while_the_sampler_state_is_saved_leaves_the_previous_checkpoint_and_an_exact_resume(tokenizer, tmp_path):
+def test_a_kill_while_the_sampler_state_is_saved_leaves_the_previous_checkpoint_and_an_exact_resume(
+    tokenizer, tmp_path
+):
     ds = make_dataset(tokenizer)
     trained_full, sampler_full, trainer_full = qdc_run(tokenizer, ds, tmp_path / "full")
 
@@ -81,10 +103,14 @@ def test_a_kill_while_the_sampler_state_is_saved_leaves_the_previous_checkpoint_
         qdc_run(tokenizer, ds, out, save_hook=killed_at_the_second_save)
     # The Trainer had not finished checkpoint-6 (no trainer_state.json) and so had not deleted checkpoint-3.
     assert not (out / "checkpoint-6" / "trainer_state.json").exists()
-    assert (out / "checkpoint-3" / "trainer_state.json").is_file() and (out / "checkpoint-3" / SAMPLER_STATE_FILE).is_file()
+    assert (out / "checkpoint-3" / "trainer_state.json").is_file() and (
+        out / "checkpoint-3" / SAMPLER_STATE_FILE
+    ).is_file()
 
     # resume_from_checkpoint=True picks the newest folder: refused, naming it and the complete one to use.
-    with pytest.raises(ValueError, match=r"checkpoint-6 is incomplete: it has no trainer_state\.json.*Resume from .*checkpoint-3"):
+    with pytest.raises(
+        ValueError, match=r"checkpoint-6 is incomplete: it has no trainer_state\.json.*Resume from .*checkpoint-3"
+    ):
         qdc_run(tokenizer, ds, out, resume=True)
 
     # A trainer_state.json cut short (transformers writes it in place) is named too.
@@ -92,13 +118,15 @@ def test_a_kill_while_the_sampler_state_is_saved_leaves_the_previous_checkpoint_
     state_file = out / "checkpoint-3" / "trainer_state.json"
     whole = state_file.read_text()
     state_file.write_text(whole[: len(whole) // 2])
-    with pytest.raises(ValueError, match=r"checkpoint-3/trainer_state\.json is damaged .*a run killed while writing it"):
+    with pytest.raises(
+        ValueError, match=r"checkpoint-3/trainer_state\.json is damaged .*a run killed while writing it"
+    ):
         qdc_run(tokenizer, ds, out, resume=True)
     state_file.write_text(whole)
 
     # Resuming from checkpoint-3 trains on exactly the indices of the uninterrupted run and ends with its weights.
     trained, sampler, trainer = qdc_run(tokenizer, ds, out, resume=str(out / "checkpoint-3"))
-    assert trained == trained_full[3 * 2:]
+    assert trained == trained_full[3 * 2 :]
     assert np.array_equal(sampler.loss_ema, sampler_full.loss_ema, equal_nan=True)
     for (name, p), q in zip(trainer.model.named_parameters(), trainer_full.model.parameters()):
         assert torch.equal(p, q), name
@@ -202,17 +230,23 @@ def _saved_sampler(tmp_path):
 
 
 def _fresh():
-    return QDCSampler(30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=3)
+    return QDCSampler(
+        30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=3
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
 def test_a_damaged_state_file_is_named(tmp_path, damage):
     _, path = _saved_sampler(tmp_path)
     data = path.read_bytes()
-    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a zip file at all" * 10}[damage])
+    path.write_bytes(
+        {"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a zip file at all" * 10}[damage]
+    )
     fresh = _fresh()
     before = fresh.probabilities().copy()
-    with pytest.raises(ValueError, match=rf"{path}.*(truncated, empty or not written by QDCSampler.save).*earlier checkpoint") as err:
+    with pytest.raises(
+        ValueError, match=rf"{path}.*(truncated, empty or not written by QDCSampler.save).*earlier checkpoint"
+    ) as err:
         fresh.load(path)
     from qdc_trainer import sampler as sampler_module
 
@@ -265,10 +299,14 @@ def test_nan_marks_unseen_examples_and_loads(tmp_path):
 
 def test_a_changed_setting_names_the_key_and_both_values(tmp_path):
     _, path = _saved_sampler(tmp_path)
-    changed = QDCSampler(30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=10,
-                         floor=0.2)
-    with pytest.raises(ValueError, match=r"configured differently: floor=0\.1 in the checkpoint, 0\.2 now; "
-                                         r"update_every=3 in the checkpoint, 10 now\. Build the sampler"):
+    changed = QDCSampler(
+        30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=10, floor=0.2
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"configured differently: floor=0\.1 in the checkpoint, 0\.2 now; "
+        r"update_every=3 in the checkpoint, 10 now\. Build the sampler",
+    ):
         changed.load(path)
 
 
@@ -297,13 +335,26 @@ def _detector_run(tmp_path, tokenizer, values, output_dir, resume=None, restore_
             self.trainer.log({KEY: values[state.global_step - 1]})
 
     ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 64}).map(lambda b: tokenizer(b["text"]), batched=True)
-    args = TrainingArguments(output_dir=str(output_dir), per_device_train_batch_size=4, max_steps=len(values),
-                             logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
-                             restore_callback_states_from_checkpoint=restore_callbacks)
-    trainer = Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds.remove_columns(["text"]),
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
-    detector = CollapseDetectorCallback(trainer, watch=[SeriesDetector(KEY, ema=1.0, warmup=3, warn_change=warn_change)],
-                                        actions=("log", "checkpoint"))
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        max_steps=len(values),
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        restore_callback_states_from_checkpoint=restore_callbacks,
+    )
+    trainer = Trainer(
+        model=build_gpt2(tokenizer),
+        args=args,
+        train_dataset=ds.remove_columns(["text"]),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
+    detector = CollapseDetectorCallback(
+        trainer, watch=[SeriesDetector(KEY, ema=1.0, warmup=3, warn_change=warn_change)], actions=("log", "checkpoint")
+    )
     trainer.add_callback(LogSeries(trainer))
     trainer.add_callback(detector)
     trainer.train(resume_from_checkpoint=resume)
@@ -319,8 +370,9 @@ def test_the_detector_resumes_from_a_checkpoint_outside_output_dir(tmp_path, tok
     moved = tmp_path / "archive" / "checkpoint-5"
     shutil.copytree(tmp_path / "first" / "checkpoint-5", moved)  # e.g. copied to other storage
     with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
-        trainer, resumed = _detector_run(tmp_path, tokenizer, VALUES, tmp_path / "second", resume=str(moved),
-                                         restore_callbacks=restore_callbacks)
+        trainer, resumed = _detector_run(
+            tmp_path, tokenizer, VALUES, tmp_path / "second", resume=str(moved), restore_callbacks=restore_callbacks
+        )
     assert "new baseline" not in caplog.text
     assert resumed in trainer.callback_handler.callbacks and resumed.trainer is trainer  # still the user's, still bound
     d, s = resumed.detectors[KEY], straight.detectors[KEY]
@@ -340,8 +392,14 @@ def test_the_detector_state_is_saved_in_trainer_state_json(tmp_path, tokenizer):
 def test_a_changed_detector_setting_names_the_key_and_both_values(tmp_path, tokenizer):
     _detector_run(tmp_path, tokenizer, VALUES, tmp_path / "first")
     with pytest.raises(ValueError, match=r"was configured differently: warn_change=0\.15 saved, 0\.2 now"):
-        _detector_run(tmp_path, tokenizer, VALUES, tmp_path / "second", resume=str(tmp_path / "first" / "checkpoint-5"),
-                      warn_change=0.2)
+        _detector_run(
+            tmp_path,
+            tokenizer,
+            VALUES,
+            tmp_path / "second",
+            resume=str(tmp_path / "first" / "checkpoint-5"),
+            warn_change=0.2,
+        )
 
 
 def test_detector_load_names_a_damaged_file_and_reads_the_old_file(tmp_path):
@@ -378,8 +436,12 @@ def test_two_detectors_share_the_checkpoint_entry_and_a_changed_watch_takes_a_ne
 
     def event(cb, state, step, logs):
         state.global_step = step
-        cb.on_log(SimpleNamespace(output_dir="unused"), state, SimpleNamespace(should_save=False, should_training_stop=False),
-                  logs=logs)
+        cb.on_log(
+            SimpleNamespace(output_dir="unused"),
+            state,
+            SimpleNamespace(should_save=False, should_training_stop=False),
+            logs=logs,
+        )
 
     a = CollapseDetectorCallback(watch=[SeriesDetector("x", ema=1.0)], actions=())
     b = CollapseDetectorCallback(watch=[SeriesDetector("y", ema=1.0)], actions=())
@@ -398,6 +460,11 @@ def test_two_detectors_share_the_checkpoint_entry_and_a_changed_watch_takes_a_ne
     assert a2.detectors["x"].baseline == 1.0 and a2.detectors["x"].smoothed == 0.5
     with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
         z = CollapseDetectorCallback(watch=[SeriesDetector("z", ema=1.0)], actions=())
-        z.on_train_begin(SimpleNamespace(output_dir="unused"), SimpleNamespace(global_step=2, stateful_callbacks=saved), None)
-    assert "holds collapse detector states for [['x'], ['y']], this detector watches ['z']: it takes a new baseline" in caplog.text
+        z.on_train_begin(
+            SimpleNamespace(output_dir="unused"), SimpleNamespace(global_step=2, stateful_callbacks=saved), None
+        )
+    assert (
+        "holds collapse detector states for [['x'], ['y']], this detector watches ['z']: it takes a new baseline"
+        in caplog.text
+    )
     assert z.detectors["z"].baseline is None

@@ -47,7 +47,9 @@ def test_recipe_values_reach_the_dataclasses():
 
 
 def test_flags_override_the_file():
-    cfg = load_config(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml", ["--max_steps", "7", "--probes", "3", "--sampler", "false"])
+    cfg = load_config(
+        ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml", ["--max_steps", "7", "--probes", "3", "--sampler", "false"]
+    )
     assert (cfg.training.max_steps, cfg.qdc.probes, cfg.qdc.sampler) == (7, 3, False)
 
 
@@ -92,8 +94,13 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", [[], ["train"], ["profile"], ["report"], ["self-improve"]])
 def test_every_help_exits_0(command):
-    result = subprocess.run([sys.executable, "-m", "qdc_trainer.cli", *command, "--help"], capture_output=True, text=True,
-                            timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "qdc_trainer.cli", *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     assert "usage" in result.stdout.lower()
     if command in (["train"], ["profile"]):
@@ -137,7 +144,9 @@ def test_a_reporting_backend_that_is_not_installed_is_named_before_training(monk
 
     monkeypatch.setattr(integration_utils, "is_tensorboard_available", lambda: False)
     recipe = str(Path(__file__).parent.parent / "recipes" / "arithmetic" / "sft_qdc.yaml")
-    with pytest.raises(ConfigError, match=r"report_to \['tensorboard'\] is not installed; pip install 'qdc-trainer\[tensorboard\]'"):
+    with pytest.raises(
+        ConfigError, match=r"report_to \['tensorboard'\] is not installed; pip install 'qdc-trainer\[tensorboard\]'"
+    ):
         load_config(recipe)
     assert main(["train", "--config", recipe, "--smoke", "true"]) == 2
     assert "qdc-trainer[tensorboard]" in capsys.readouterr().err

@@ -75,8 +75,9 @@ def test_ema_hand_values_and_recovery():
 
 
 def test_absolute_scale_and_zero_baseline():
-    d = SeriesDetector("repetition", direction="increase", warmup=1, ema=1.0, relative=False,
-                       warn_change=0.1, collapse_change=0.3)
+    d = SeriesDetector(
+        "repetition", direction="increase", warmup=1, ema=1.0, relative=False, warn_change=0.1, collapse_change=0.3
+    )
     assert run(d, [0.0, 0.05, 0.15, 0.4]) == [0, 0, 1, 2]
     # Relative scale with a zero baseline uses min_scale instead of dividing by zero.
     r = SeriesDetector("repetition", direction="increase", warmup=1, ema=1.0, min_scale=1.0)
@@ -135,8 +136,9 @@ def test_warming_up_signal():
 # ----------------------------------------------------------------------------- the callback in a real Trainer
 
 
-def _train_with_series(tmp_path, tokenizer, values, key="qdc/gen/per_input/distinct_2", actions=None, resume=None,
-                       **detector_kwargs):
+def _train_with_series(
+    tmp_path, tokenizer, values, key="qdc/gen/per_input/distinct_2", actions=None, resume=None, **detector_kwargs
+):
     from conftest import build_gpt2
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
@@ -151,12 +153,27 @@ def _train_with_series(tmp_path, tokenizer, values, key="qdc/gen/per_input/disti
             self.trainer.log({key: values[state.global_step - 1]})
 
     ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 64}).map(lambda b: tokenizer(b["text"]), batched=True)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=len(values),
-                             logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
-    trainer = Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds.remove_columns(["text"]),
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
-    detector = CollapseDetectorCallback(trainer, watch=[SeriesDetector(key, ema=1.0, warmup=3, **detector_kwargs)],
-                                        **({"actions": actions} if actions else {}))
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=len(values),
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=build_gpt2(tokenizer),
+        args=args,
+        train_dataset=ds.remove_columns(["text"]),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
+    detector = CollapseDetectorCallback(
+        trainer,
+        watch=[SeriesDetector(key, ema=1.0, warmup=3, **detector_kwargs)],
+        **({"actions": actions} if actions else {}),
+    )
     trainer.add_callback(LogSeries(trainer))
     trainer.add_callback(detector)
     trainer.train(resume_from_checkpoint=resume)
@@ -176,7 +193,9 @@ def test_callback_checkpoints_at_the_first_warning_and_stops_at_collapse(tmp_pat
     changes = [e for e in trainer.state.log_history if "qdc/collapse/gen/per_input/distinct_2/change" in e]
     assert changes[-1]["qdc/collapse/gen/per_input/distinct_2/change"] == pytest.approx(0.5)
     assert [e["qdc/collapse/gen/per_input/distinct_2/level"] for e in changes] == levels
-    assert not any(k.startswith("qdc/collapse/qdc/") for e in trainer.state.log_history for k in e)  # no repeated prefix
+    assert not any(
+        k.startswith("qdc/collapse/qdc/") for e in trainer.state.log_history for k in e
+    )  # no repeated prefix
 
 
 def test_callback_healthy_run_trains_to_the_end(tmp_path, tokenizer):
@@ -201,8 +220,9 @@ def test_callback_state_restores_itself_on_resume_and_resets_on_a_fresh_run(tmp_
     _, straight = _train_with_series(tmp_path, tokenizer, values, actions=("log", "checkpoint"))
     assert straight.warned_at == 5 and straight.level == 2
     # a new process: new trainer, new detector, resumed from the checkpoint written at the warning
-    _, resumed = _train_with_series(tmp_path, tokenizer, values, actions=("log", "checkpoint"),
-                                    resume=str(tmp_path / "checkpoint-5"))
+    _, resumed = _train_with_series(
+        tmp_path, tokenizer, values, actions=("log", "checkpoint"), resume=str(tmp_path / "checkpoint-5")
+    )
     d, s = resumed.detectors["qdc/gen/per_input/distinct_2"], straight.detectors["qdc/gen/per_input/distinct_2"]
     assert resumed.warned_at == 5 and d.baseline == pytest.approx(0.8)  # not a new baseline from steps 6-8
     assert d.state_dict() == s.state_dict() and resumed.level == straight.level
@@ -213,7 +233,9 @@ def test_callback_state_restores_itself_on_resume_and_resets_on_a_fresh_run(tmp_
     del trainer_state["stateful_callbacks"]["qdc_trainer.CollapseDetectorCallback"]
     state_path.write_text(json.dumps(trainer_state))
     with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
-        _, fresh = _train_with_series(tmp_path, tokenizer, values, actions=("log",), resume=str(tmp_path / "checkpoint-5"))
+        _, fresh = _train_with_series(
+            tmp_path, tokenizer, values, actions=("log",), resume=str(tmp_path / "checkpoint-5")
+        )
     assert "takes a new baseline" in caplog.text
     assert fresh.detectors["qdc/gen/per_input/distinct_2"].baseline == pytest.approx(np.mean(values[5:8]))
 
@@ -239,7 +261,11 @@ def test_watch_from_keys():
     from qdc_trainer.collapse import KNOWN_SERIES, watch_from_keys
 
     (known, custom) = watch_from_keys(["qdc/gen/per_input/self_bleu", "qdc/train/entropy:decrease"])
-    assert (known.direction, known.relative, known.warn_change) == ("increase", False, KNOWN_SERIES[known.key]["warn_change"])
+    assert (known.direction, known.relative, known.warn_change) == (
+        "increase",
+        False,
+        KNOWN_SERIES[known.key]["warn_change"],
+    )
     assert (custom.key, custom.direction, custom.relative) == ("qdc/train/entropy", "decrease", True)
     with pytest.raises(ValueError, match="'loss' has no known settings: write 'loss:decrease' or 'loss:increase'"):
         watch_from_keys(["loss"])
@@ -280,7 +306,9 @@ def test_callback_bad_configuration(kwargs, match):
 
 
 def test_messages_say_absolute_changes_in_units_and_relative_ones_in_percent():
-    absolute = SeriesDetector("qdc/gen/per_input/distinct_2", ema=1.0, relative=False, warn_change=0.1, collapse_change=0.25)
+    absolute = SeriesDetector(
+        "qdc/gen/per_input/distinct_2", ema=1.0, relative=False, warn_change=0.1, collapse_change=0.25
+    )
     absolute.update(0, 0.8)
     s = absolute.update(1, 0.638)
     assert s.level == 1 and s.change == pytest.approx(0.162)
@@ -292,7 +320,9 @@ def test_messages_say_absolute_changes_in_units_and_relative_ones_in_percent():
     rising = SeriesDetector("self_bleu", "increase", ema=1.0, relative=False)
     rising.update(0, 0.2)
     assert rising.update(1, 0.4).reason == "rose by 0.2 from baseline 0.2 (warning at 0.15)"
-    slope = SeriesDetector("div", ema=1.0, relative=False, warn_change=0.5, collapse_change=0.9, patience=2, warn_slope=0.03)
+    slope = SeriesDetector(
+        "div", ema=1.0, relative=False, warn_change=0.5, collapse_change=0.9, patience=2, warn_slope=0.03
+    )
     levels = run(slope, [1.0, 0.96, 0.92])
     assert levels[-1] == 1 and slope.signal.reason == "worsened 2 times in a row: fell by 0.04 per observation"
 
@@ -306,14 +336,17 @@ def test_the_warning_names_the_series_with_its_baseline_in_words(monkeypatch):
     warnings = []
     monkeypatch.setattr(collapse.logger, "warning", lambda msg: warnings.append(msg))
     key = "qdc/gen/per_input/distinct_2"
-    cb = CollapseDetectorCallback(watch=[SeriesDetector(key, ema=1.0, relative=False, warn_change=0.1, collapse_change=0.25)],
-                                  actions="warn")
+    cb = CollapseDetectorCallback(
+        watch=[SeriesDetector(key, ema=1.0, relative=False, warn_change=0.1, collapse_change=0.25)], actions="warn"
+    )
     state, control = SimpleNamespace(global_step=0), SimpleNamespace(should_save=False, should_training_stop=False)
     for step, value in enumerate([0.8, 0.8, 0.638]):
         state.global_step = step
         cb.on_log(None, state, control, logs={key: value})
-    assert warnings == [f"qdc collapse warning at step 2: {key} fell by 0.162 from baseline 0.8 (warning at 0.1); "
-                        "now 0.638 (moving average), last value 0.638"]
+    assert warnings == [
+        f"qdc collapse warning at step 2: {key} fell by 0.162 from baseline 0.8 (warning at 0.1); "
+        "now 0.638 (moving average), last value 0.638"
+    ]
 
 
 def test_series_name_and_logged_keys_drop_the_leading_qdc():
@@ -384,10 +417,22 @@ def test_an_unbound_detector_that_logs_raises_at_train_begin(tmp_path, tokenizer
     from qdc_trainer.collapse import CollapseDetectorCallback
 
     ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 8}).map(lambda b: tokenizer(b["text"]), batched=True)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, report_to=[],
-                             save_strategy="no", use_cpu=True, disable_tqdm=True)
-    make = lambda detector: Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds.remove_columns(["text"]),  # noqa: E731
-                                    data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[detector])
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    make = lambda detector: Trainer(
+        model=build_gpt2(tokenizer),
+        args=args,
+        train_dataset=ds.remove_columns(["text"]),  # noqa: E731
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[detector],
+    )
     trainer = make(CollapseDetectorCallback())
     with pytest.raises(ValueError, match="needs the trainer to log qdc/collapse"):
         trainer.train()
@@ -421,7 +466,9 @@ def test_thresholds_widen_with_fewer_probe_samples_than_the_calibration(tmp_path
     from types import SimpleNamespace
 
     with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
-        trainer, detector = _monitored_trainer(tmp_path, tokenizer, prompts=8, samples=4, watch=watch_default_and("entropy"))
+        trainer, detector = _monitored_trainer(
+            tmp_path, tokenizer, prompts=8, samples=4, watch=watch_default_and("entropy")
+        )
     assert "draws 32 samples per evaluation, fewer than the 64" in caplog.text and "x1.41" in caplog.text
     factors = {key: d.threshold_factor for key, d in detector.detectors.items()}
     assert factors.pop("entropy") == 1.0  # not the monitor's series

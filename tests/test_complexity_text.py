@@ -50,7 +50,9 @@ def test_repetition_rate_hand_values():
         repetition_rate(["a"], n=0)
 
 
-@given(st.lists(st.lists(st.sampled_from("abcde"), max_size=15).map(" ".join), min_size=1, max_size=6), st.integers(1, 3))
+@given(
+    st.lists(st.lists(st.sampled_from("abcde"), max_size=15).map(" ".join), min_size=1, max_size=6), st.integers(1, 3)
+)
 @settings(max_examples=100, deadline=None)
 def test_repetition_rate_matches_definition(texts, n):
     expected = []

@@ -66,13 +66,16 @@ def test_embedder_keeps_zero_rows_zero():
 def test_embedder_normalises_huge_and_tiny_rows():
     # float32 norms of these rows overflow (1e20² > 3.4e38) or underflow (1e-30² < 1e-45)
     out = Embedder(lambda texts: np.array([[1e20, 1e20], [1e-30, -1e-30], [3e-40, 4e-40]]))(["a", "b", "c"])
-    np.testing.assert_allclose(out, [[1 / math.sqrt(2), 1 / math.sqrt(2)], [1 / math.sqrt(2), -1 / math.sqrt(2)], [0.6, 0.8]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out, [[1 / math.sqrt(2), 1 / math.sqrt(2)], [1 / math.sqrt(2), -1 / math.sqrt(2)], [0.6, 0.8]], rtol=1e-6
+    )
     assert out.dtype == np.float32
 
 
 def test_embedder_accepts_torch_output():
-    out = Embedder(lambda texts: torch.tensor([[float(len(t)), 1.0] for t in texts], requires_grad=True))(["ab", "abcd"])
+    out = Embedder(lambda texts: torch.tensor([[float(len(t)), 1.0] for t in texts], requires_grad=True))(
+        ["ab", "abcd"]
+    )
     np.testing.assert_allclose(out, unit([[2.0, 1.0], [4.0, 1.0]]), atol=1e-6)
 
 
@@ -253,7 +256,12 @@ def test_cluster_embeddings_large_input_uses_minibatch_and_separates():
 
 @pytest.mark.parametrize(
     "x",
-    [np.zeros((0, 2)), np.array([1.0, 2.0]), np.array([[1.0, np.nan], [0.0, 1.0]]), np.array([[np.inf, 0.0], [0.0, 1.0]])],
+    [
+        np.zeros((0, 2)),
+        np.array([1.0, 2.0]),
+        np.array([[1.0, np.nan], [0.0, 1.0]]),
+        np.array([[np.inf, 0.0], [0.0, 1.0]]),
+    ],
 )
 def test_cluster_embeddings_rejects_bad_embeddings(x):
     with pytest.raises(ValueError, match="embeddings"):
@@ -300,9 +308,7 @@ def test_score_dataset_clusters_separate_arithmetic_from_animals(mixed_dataset):
     assert same_partition(default["cluster"], mixed_dataset["group"])
 
 
-@pytest.mark.parametrize(
-    "name, fn", [("steps", reasoning_steps), ("compression", compression_complexity)]
-)
+@pytest.mark.parametrize("name, fn", [("steps", reasoning_steps), ("compression", compression_complexity)])
 def test_score_dataset_named_complexities(mixed_dataset, name, fn):
     out = score_dataset(mixed_dataset, complexity=name, n_clusters=0)
     np.testing.assert_allclose(out["complexity"], fn(mixed_dataset["text"]))
@@ -350,7 +356,9 @@ def test_score_dataset_with_verifier_and_perplexity_scorers(tokenizer, tiny_lm):
     out = score_dataset(ds, prompt_column="prompt", quality=ppl, complexity=None, n_clusters=0)
     assert out.column_names == ["prompt", "text", "quality"]
     np.testing.assert_allclose(
-        out["quality"], sequence_perplexity(tiny_lm, tokenizer, ds["text"], prompts=ds["prompt"], progress=False), rtol=1e-6
+        out["quality"],
+        sequence_perplexity(tiny_lm, tokenizer, ds["text"], prompts=ds["prompt"], progress=False),
+        rtol=1e-6,
     )
 
 
@@ -371,7 +379,9 @@ def test_score_dataset_embeds_prompt_and_text_together(mixed_dataset):
         seen.extend(texts)
         return np.array([[len(t), 1.0] for t in texts])
 
-    out = score_dataset(mixed_dataset, prompt_column="prompt", embedder=Embedder(encode), n_clusters=2, keep_embeddings=True)
+    out = score_dataset(
+        mixed_dataset, prompt_column="prompt", embedder=Embedder(encode), n_clusters=2, keep_embeddings=True
+    )
     joined = [f"{p}\n{t}" for p, t in zip(mixed_dataset["prompt"], mixed_dataset["text"])]
     assert seen == joined
     np.testing.assert_allclose(out["embedding"], unit([[len(j), 1.0] for j in joined]), atol=1e-6)

@@ -77,7 +77,14 @@ def test_diversity_module_matches_functions(diversity):
 def test_diversity_module_options(diversity):
     out = diversity.compute(data=TEXTS, max_n=2, vocab_size=50)
     assert set(out) == {
-        "distinct_1", "distinct_2", "ead_1", "ead_2", "ngram_entropy_1", "duplicate_rate", "self_bleu", "compression_ratio",
+        "distinct_1",
+        "distinct_2",
+        "ead_1",
+        "ead_2",
+        "ngram_entropy_1",
+        "duplicate_rate",
+        "self_bleu",
+        "compression_ratio",
     }
     for n in (1, 2):
         assert out[f"ead_{n}"] == pytest.approx(ead(TEXTS, n, vocab_size=50), rel=1e-12)

@@ -22,11 +22,30 @@ pytestmark = pytest.mark.slow
 
 def test_fsdp_launch_on_two_cpu_processes(tmp_path):
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2",
-        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
-        "--fsdp_transformer_layer_cls_to_wrap", "GPT2Block", "--fsdp_state_dict_type", "SHARDED_STATE_DICT",
-        str(ROOT / "tests" / "mp" / "run_fsdp.py"), str(tmp_path),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--use_fsdp",
+        "--fsdp_version",
+        "2",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "--fsdp_auto_wrap_policy",
+        "TRANSFORMER_BASED_WRAP",
+        "--fsdp_transformer_layer_cls_to_wrap",
+        "GPT2Block",
+        "--fsdp_state_dict_type",
+        "SHARDED_STATE_DICT",
+        str(ROOT / "tests" / "mp" / "run_fsdp.py"),
+        str(tmp_path),
     ]
     _run(cmd, tmp_path / "launch.log")
     ranks = [json.loads(Path(tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -40,5 +59,10 @@ def test_fsdp_launch_on_two_cpu_processes(tmp_path):
     assert [r["num_updates"] for r in ranks] == [3, 3] and [r["consumed"] for r in ranks] == [48, 48]
     assert ranks[0]["losses"] == ranks[1]["losses"] and len(ranks[0]["losses"]) == 3
     keys = set(ranks[0]["qdc_keys"])
-    assert {"qdc/sampler/ess_ratio", "qdc/train/entropy", "qdc/gen/across_input/distinct_2", "qdc/collapse/level"} <= keys
+    assert {
+        "qdc/sampler/ess_ratio",
+        "qdc/train/entropy",
+        "qdc/gen/across_input/distinct_2",
+        "qdc/collapse/level",
+    } <= keys
     assert ranks[0]["monitor_failures"] == {} == ranks[1]["monitor_failures"]

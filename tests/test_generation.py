@@ -43,16 +43,23 @@ def test_left_padded_batches_give_the_tokens_of_unpadded_single_prompts(model, t
     for prompt, sample in zip(PROMPTS, samples):
         ids = torch.tensor([tok(prompt)["input_ids"]])
         with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12,
-                                 pad_token_id=tok.pad_token_id)
-        alone = cut_at_eos(out[0, ids.shape[1]:].tolist(), eos)
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=12,
+                pad_token_id=tok.pad_token_id,
+            )
+        alone = cut_at_eos(out[0, ids.shape[1] :].tolist(), eos)
         assert sample.token_ids == alone
         assert sample.finished == (eos in alone)
-        assert sample.text == tok.decode([t for t in alone if t not in (eos, tok.pad_token_id)],
-                                         skip_special_tokens=True)
+        assert sample.text == tok.decode(
+            [t for t in alone if t not in (eos, tok.pad_token_id)], skip_special_tokens=True
+        )
     # batch size does not change greedy results either
-    assert [s.token_ids for s in generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=1)] == \
-           [s.token_ids for s in samples]
+    assert [s.token_ids for s in generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=1)] == [
+        s.token_ids for s in samples
+    ]
 
 
 def test_strings_and_token_ids_are_the_same_prompts(model, tok):
@@ -89,11 +96,19 @@ def test_a_seed_forks_the_rng_and_leaves_the_global_streams_untouched(model, tok
     ids = torch.tensor([tok(PROMPTS[1])["input_ids"]])
     torch.manual_seed(7)
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0, top_p=1.0,
-                             temperature=1.0, max_new_tokens=10, num_return_sequences=3,
-                             pad_token_id=tok.pad_token_id)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=1.0,
+            max_new_tokens=10,
+            num_return_sequences=3,
+            pad_token_id=tok.pad_token_id,
+        )
     one = generate(model, tok, PROMPTS[1:2], num_samples=3, max_new_tokens=10, do_sample=True, seed=7)
-    assert [s.token_ids for s in one] == [cut_at_eos(row, tok.eos_token_id) for row in out[:, ids.shape[1]:].tolist()]
+    assert [s.token_ids for s in one] == [cut_at_eos(row, tok.eos_token_id) for row in out[:, ids.shape[1] :].tolist()]
     # without a seed the global stream is used, as model.generate does
     fresh = torch.manual_seed(0).get_state()
     generate(model, tok, PROMPTS, max_new_tokens=4, do_sample=True)
@@ -145,10 +160,12 @@ def test_the_cache_is_used_and_activation_checkpointing_left_as_is(tok):
         if checkpointing:
             model.activation_checkpointing_enable()
         lengths = []
-        hook = model.register_forward_pre_hook(lambda m, a, k: lengths.append(k["input_ids"].shape[1]),
-                                               with_kwargs=True)
-        results.append(generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=6, do_sample=True, seed=1,
-                                return_entropy=True))
+        hook = model.register_forward_pre_hook(
+            lambda m, a, k: lengths.append(k["input_ids"].shape[1]), with_kwargs=True
+        )
+        results.append(
+            generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=6, do_sample=True, seed=1, return_entropy=True)
+        )
         hook.remove()
         assert lengths[1:] and set(lengths[1:]) == {1}  # after the prompt, one new token per step: the cache works
         assert model.training and model.is_activation_checkpointing == checkpointing
@@ -159,8 +176,18 @@ def test_the_cache_is_used_and_activation_checkpointing_left_as_is(tok):
 
 
 def test_entropy_and_logprobs_match_a_plain_forward_pass(model, tok):
-    samples = generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=10, do_sample=True, seed=3, batch_size=4,
-                       return_entropy=True, return_logprobs=True)
+    samples = generate(
+        model,
+        tok,
+        PROMPTS,
+        num_samples=2,
+        max_new_tokens=10,
+        do_sample=True,
+        seed=3,
+        batch_size=4,
+        return_entropy=True,
+        return_logprobs=True,
+    )
     assert len(samples) == 8 and [s.prompt_index for s in samples] == [0, 0, 1, 1, 2, 2, 3, 3]
     for sample in samples:
         prompt = tok(PROMPTS[sample.prompt_index])["input_ids"]
@@ -201,8 +228,9 @@ def test_stop_tokens_padding_and_texts_from_scripted_continuations(model, tok, m
         words + words,  # ran into max_new_tokens
     ]
     scripted = torch.tensor(rows)
-    monkeypatch.setattr(model, "generate",
-                        lambda input_ids, **kw: torch.cat([input_ids, scripted[: len(input_ids)]], 1))
+    monkeypatch.setattr(
+        model, "generate", lambda input_ids, **kw: torch.cat([input_ids, scripted[: len(input_ids)]], 1)
+    )
     samples = generate(model, tok, ["the", "a dog", "the cat"], max_new_tokens=6, batch_size=3)
     assert [s.token_ids for s in samples] == [words + [eos], rows[1][:4], words + words]
     assert [s.finished for s in samples] == [True, True, False]
@@ -233,8 +261,9 @@ def test_batches_hold_batch_size_sequences(model, tok):
 
 
 def test_generation_kwargs_override(model, tok):
-    forced = generate(model, tok, PROMPTS, max_new_tokens=3,
-                      generation_kwargs={"forced_eos_token_id": tok.eos_token_id})
+    forced = generate(
+        model, tok, PROMPTS, max_new_tokens=3, generation_kwargs={"forced_eos_token_id": tok.eos_token_id}
+    )
     assert all(s.finished and len(s.token_ids) <= 3 for s in forced)
 
 

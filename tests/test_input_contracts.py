@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import build_gpt2, tiny_gpt2_config
 
 from qdc_trainer.metrics import (
     Corpus,
@@ -21,8 +22,6 @@ from qdc_trainer.metrics import (
     sequence_perplexity,
     token_entropy,
 )
-
-from conftest import build_gpt2, tiny_gpt2_config
 
 
 def test_model_measures_reject_token_ids(tokenizer, tiny_lm):

@@ -32,7 +32,9 @@ def test_tap_equals_the_models_loss_function():
     for num_items in (None, torch.tensor(9)):
         tap = CausalLMLossTap()
         loss = tap(logits, labels, vocab_size=11, num_items_in_batch=num_items)
-        assert loss.item() == pytest.approx(ForCausalLMLoss(logits, labels, 11, num_items_in_batch=num_items).item(), rel=1e-6)
+        assert loss.item() == pytest.approx(
+            ForCausalLMLoss(logits, labels, 11, num_items_in_batch=num_items).item(), rel=1e-6
+        )
     per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none", ignore_index=-100)
     assert torch.allclose(tap.sums, per_token.sum(dim=1))
     assert tap.counts.tolist() == (labels[:, 1:] != -100).sum(dim=1).tolist()
@@ -40,7 +42,9 @@ def test_tap_equals_the_models_loss_function():
     weighted = CausalLMLossTap(weights)(logits, labels, vocab_size=11, num_items_in_batch=torch.tensor(9))
     assert weighted.item() == pytest.approx(float((weights * per_token.sum(dim=1)).sum() / 9), rel=1e-6)
     shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]  # precomputed shift_labels (packed / context-parallel batches)
-    assert CausalLMLossTap()(logits, None, 11, shift_labels=shifted).item() == pytest.approx(loss.item() * 9 / tap.counts.sum().item(), rel=1e-6)
+    assert CausalLMLossTap()(logits, None, 11, shift_labels=shifted).item() == pytest.approx(
+        loss.item() * 9 / tap.counts.sum().item(), rel=1e-6
+    )
 
 
 def test_strided_entropy_is_the_entropy_at_the_picked_rows():
@@ -61,10 +65,23 @@ def _trainer(tokenizer, tmp_path, batch: int, length: int, **kwargs) -> tuple[QD
     texts = [" ".join(words[(i + j) % len(words)] for j in range(length)) for i in range(2 * batch)]
     ds = Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True).remove_columns(["text"])
     model = build_gpt2(tokenizer, vocab_size=VOCAB, n_positions=max(64, length)).train()
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=batch, max_steps=1, report_to=[],
-                             use_cpu=True, disable_tqdm=True, save_strategy="no")
-    trainer = QDCTrainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                         qdc_sampler=QDCSampler(len(ds), seed=0), **kwargs)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=batch,
+        max_steps=1,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+    )
+    trainer = QDCTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        qdc_sampler=QDCSampler(len(ds), seed=0),
+        **kwargs,
+    )
     inputs = next(iter(trainer.get_train_dataloader()))
     assert inputs["input_ids"].shape == (batch, length)
     return trainer, inputs
@@ -72,7 +89,9 @@ def _trainer(tokenizer, tmp_path, batch: int, length: int, **kwargs) -> tuple[QD
 
 def _operators(trainer: QDCTrainer, inputs: dict) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        loss = trainer.compute_loss(trainer.model, dict(inputs), num_items_in_batch=torch.tensor(inputs["input_ids"].numel()))
+        loss = trainer.compute_loss(
+            trainer.model, dict(inputs), num_items_in_batch=torch.tensor(inputs["input_ids"].numel())
+        )
         loss.backward()
     return sum(event.count for event in prof.key_averages())
 

@@ -20,8 +20,11 @@ def test_causal_lm_matches_the_model_loss(tokenizer, tiny_lm):
     assert (sums.sum() / counts.sum()).item() == pytest.approx(out.loss.item(), rel=1e-5)
     for row in range(2):  # each example alone
         with torch.no_grad():
-            alone = tiny_lm(input_ids=batch["input_ids"][row : row + 1], attention_mask=batch["attention_mask"][row : row + 1],
-                            labels=labels[row : row + 1])
+            alone = tiny_lm(
+                input_ids=batch["input_ids"][row : row + 1],
+                attention_mask=batch["attention_mask"][row : row + 1],
+                labels=labels[row : row + 1],
+            )
         assert (sums[row] / counts[row]).item() == pytest.approx(alone.loss.item(), rel=1e-5)
 
 
@@ -34,14 +37,18 @@ def test_chunked_upcast_gives_the_same_values(monkeypatch):
     monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", 11 * 2)  # two rows per chunk
     chunked = per_example_loss(logits, labels, shift=True)
     assert torch.allclose(full[0], chunked[0]) and torch.equal(full[1], chunked[1])
-    expected = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, 1:], reduction="none", ignore_index=-100)
+    expected = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), labels[:, 1:], reduction="none", ignore_index=-100
+    )
     assert torch.allclose(full[0], expected.sum(dim=1))
 
 
 def test_sequence_level_losses():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     sums, counts = per_example_loss(logits, torch.tensor([0, 0]), shift=False)
-    assert sums.tolist() == pytest.approx([F.cross_entropy(logits[i : i + 1], torch.tensor([0])).item() for i in range(2)])
+    assert sums.tolist() == pytest.approx(
+        [F.cross_entropy(logits[i : i + 1], torch.tensor([0])).item() for i in range(2)]
+    )
     assert counts.tolist() == [1.0, 1.0]
     sums, _ = per_example_loss(torch.tensor([[1.5], [0.0]]), torch.tensor([1.0, 2.0]), shift=False)
     assert sums.tolist() == pytest.approx([0.25, 4.0])  # regression: squared error

@@ -142,7 +142,9 @@ def test_token_entropy_ignores_masked_positions():
     # The unmasked mean differs: the mask really matters here.
     assert not np.allclose(token_entropy(torch.tensor(logits, dtype=torch.float32)).numpy(), expected, atol=1e-3)
     # Boolean and list masks give the same result.
-    out_bool = token_entropy(torch.tensor(logits, dtype=torch.float32), attention_mask=torch.tensor(mask, dtype=torch.bool))
+    out_bool = token_entropy(
+        torch.tensor(logits, dtype=torch.float32), attention_mask=torch.tensor(mask, dtype=torch.bool)
+    )
     out_list = token_entropy(torch.tensor(logits, dtype=torch.float32), attention_mask=mask.tolist())
     np.testing.assert_allclose(out_bool.numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(out_list.numpy(), expected, atol=1e-5)
@@ -337,11 +339,13 @@ def test_ifd_is_ratio_of_conditioned_and_direct_losses(tokenizer, tiny_lm):
     answers = ["5", "6 7 8", "mat"]
     out = ifd_score(tiny_lm, tokenizer, instructions, answers, progress=False)
     expected = [
-        labels_loss(tiny_lm, tokenizer, i, a) / labels_loss(tiny_lm, tokenizer, "", a) for i, a in zip(instructions, answers)
+        labels_loss(tiny_lm, tokenizer, i, a) / labels_loss(tiny_lm, tokenizer, "", a)
+        for i, a in zip(instructions, answers)
     ]
     np.testing.assert_allclose(out, expected, rtol=1e-5)
     loop = [
-        loop_mean_nll(tiny_lm, tokenizer, i, a) / loop_mean_nll(tiny_lm, tokenizer, "", a) for i, a in zip(instructions, answers)
+        loop_mean_nll(tiny_lm, tokenizer, i, a) / loop_mean_nll(tiny_lm, tokenizer, "", a)
+        for i, a in zip(instructions, answers)
     ]
     np.testing.assert_allclose(out, loop, rtol=1e-5)
     assert not np.allclose(out, 1.0)
@@ -366,7 +370,9 @@ def test_ifd_batching_equals_one_at_a_time(tokenizer, tiny_lm):
 
 
 def test_ifd_restores_train_mode(tokenizer, dropout_lm):
-    expected = labels_loss(dropout_lm.eval(), tokenizer, "add 2 and 3", "5") / labels_loss(dropout_lm, tokenizer, "", "5")
+    expected = labels_loss(dropout_lm.eval(), tokenizer, "add 2 and 3", "5") / labels_loss(
+        dropout_lm, tokenizer, "", "5"
+    )
     dropout_lm.train()
     out = ifd_score(dropout_lm, tokenizer, ["add 2 and 3"], ["5"], progress=False)
     assert dropout_lm.training

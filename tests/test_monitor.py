@@ -63,7 +63,9 @@ def test_empty_generations_are_undefined_not_diverse():
     assert m["per_input/self_bleu"] == pytest.approx(self_bleu(["a b", "c d"]))
     everything_empty = measure_generations([["", ""], ["", ""]], num_tokens=[[0, 0], [0, 0]])
     assert everything_empty["empty_rate"] == 1.0 and everything_empty["length"] == 0.0
-    assert math.isnan(everything_empty["per_input/distinct_2"]) and math.isnan(everything_empty["across_input/self_bleu"])
+    assert math.isnan(everything_empty["per_input/distinct_2"]) and math.isnan(
+        everything_empty["across_input/self_bleu"]
+    )
 
 
 def test_zero_embedding_rows_are_left_out_of_the_embedding_measures():
@@ -82,7 +84,9 @@ def test_zero_embedding_rows_are_left_out_of_the_embedding_measures():
     assert math.isnan(nothing["per_input/vendi"]) and math.isnan(nothing["across_input/cosine_distance"])
     assert nothing["empty_rate"] == 1.0
     one_prompt = measure_generations([["", "x", "y"]], embeddings=np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
-    assert one_prompt["per_input/vendi"] == pytest.approx(2.0) and one_prompt["per_input/cosine_distance"] == pytest.approx(1.0)
+    assert one_prompt["per_input/vendi"] == pytest.approx(2.0) and one_prompt[
+        "per_input/cosine_distance"
+    ] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -108,8 +112,16 @@ def test_measure_generations_rejects_bad_input(samples, kwargs, error):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("num_samples", 1), ("max_new_tokens", 0), ("batch_size", 0), ("every_n_steps", 0), ("temperature", 0.0),
-     ("top_p", 1.5), ("top_k", -1), ("num_samples", True)],
+    [
+        ("num_samples", 1),
+        ("max_new_tokens", 0),
+        ("batch_size", 0),
+        ("every_n_steps", 0),
+        ("temperature", 0.0),
+        ("top_p", 1.5),
+        ("top_k", -1),
+        ("num_samples", True),
+    ],
 )
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
@@ -142,17 +154,29 @@ def lm_dataset(tokenizer, n=32, seed=0):
 
 def training_args(tmp_path, **kwargs):
     defaults = dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=6, logging_steps=2, report_to=[],
-        save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, learning_rate=1e-3,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=6,
+        logging_steps=2,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        learning_rate=1e-3,
     )
     return TrainingArguments(**{**defaults, **kwargs})
 
 
 def make_trainer(tokenizer, tmp_path, callbacks, model=None, trainer_cls=QDCTrainer, eval_dataset=None, **kwargs):
     return trainer_cls(
-        model=model if model is not None else build_gpt2(tokenizer), args=training_args(tmp_path, **kwargs),
-        train_dataset=lm_dataset(tokenizer), eval_dataset=eval_dataset, processing_class=tokenizer,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=callbacks,
+        model=model if model is not None else build_gpt2(tokenizer),
+        args=training_args(tmp_path, **kwargs),
+        train_dataset=lm_dataset(tokenizer),
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=callbacks,
     )
 
 
@@ -168,8 +192,11 @@ def test_monitor_in_a_trainer_logs_saves_and_restores(tokenizer, tmp_path):
     trainer.train()
     logs = gen_logs(trainer)
     assert [e["step"] for e in logs] == [0, 3, 6]  # at the start, then every 3 steps
-    expected = {f"qdc/gen/{scope}/{m}" for scope in ("per_input", "across_input")
-                for m in ("distinct_1", "distinct_2", "self_bleu", "compression_ratio")}
+    expected = {
+        f"qdc/gen/{scope}/{m}"
+        for scope in ("per_input", "across_input")
+        for m in ("distinct_1", "distinct_2", "self_bleu", "compression_ratio")
+    }
     expected |= {f"qdc/gen/{m}" for m in ("length", "entropy", "repetition", "empty_rate", "seconds")}
     assert expected <= set(logs[0]) and not any("vendi" in k or "quality" in k for k in logs[0])
     assert all(0 < e["qdc/gen/length"] <= 6 and 0 < e["qdc/gen/entropy"] <= math.log(len(tokenizer)) for e in logs)
@@ -191,8 +218,14 @@ def test_default_cadence_follows_evaluation_then_logging(tokenizer, tmp_path):
     trainer.train()
     assert [e["step"] for e in gen_logs(trainer)] == [5]
     monitor = GenerationMonitorCallback(PROMPTS[:2], num_samples=2, max_new_tokens=4, at_start=False)
-    trainer = make_trainer(tokenizer, tmp_path / "b", [monitor], eval_dataset=lm_dataset(tokenizer, n=8, seed=1),
-                           eval_strategy="steps", eval_steps=2)
+    trainer = make_trainer(
+        tokenizer,
+        tmp_path / "b",
+        [monitor],
+        eval_dataset=lm_dataset(tokenizer, n=8, seed=1),
+        eval_strategy="steps",
+        eval_steps=2,
+    )
     trainer.train()
     assert [e["step"] for e in gen_logs(trainer)] == [2, 4, 6]
 
@@ -200,7 +233,10 @@ def test_default_cadence_follows_evaluation_then_logging(tokenizer, tmp_path):
 def test_monitoring_leaves_training_unchanged(tokenizer, tmp_path):
     """Sampling runs in a forked RNG: with dropout on, the losses and weights match a run without the monitor."""
     runs = []
-    for name, callbacks in (("plain", []), ("monitored", [GenerationMonitorCallback(PROMPTS, every_n_steps=2, max_new_tokens=5)])):
+    for name, callbacks in (
+        ("plain", []),
+        ("monitored", [GenerationMonitorCallback(PROMPTS, every_n_steps=2, max_new_tokens=5)]),
+    ):
         trainer = make_trainer(tokenizer, tmp_path / name, callbacks, model=build_gpt2(tokenizer, seed=3))
         trainer.train()
         runs.append(([e["loss"] for e in trainer.state.log_history if "loss" in e], trainer.model.state_dict()))
@@ -218,9 +254,19 @@ def test_generations_and_entropy_match_a_plain_generate_call(tokenizer, tmp_path
     ids = torch.tensor([tokenizer(PROMPTS[0])["input_ids"]])
     torch.manual_seed(11 + 4)
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                             max_new_tokens=8, num_return_sequences=3, use_cache=True, pad_token_id=tokenizer.pad_token_id)
-    generated = out[:, ids.shape[1]:]
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=1.0,
+            max_new_tokens=8,
+            num_return_sequences=3,
+            use_cache=True,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    generated = out[:, ids.shape[1] :]
     assert [r["completion"] for r in records] == tokenizer.batch_decode(generated, skip_special_tokens=True)
 
     # entropy recorded during generation = entropy of a fresh forward pass over the finished sequences
@@ -253,8 +299,14 @@ def test_activation_checkpointing_does_not_change_the_generations(tokenizer, tmp
 
 def test_embedder_and_scorer_add_their_keys(tokenizer, tmp_path):
     scorer = VerifierScorer(lambda prompt, completion: len(completion.split()) > 2)
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=5, every_n_steps=100,
-                                        embedder=HashingEmbedder(n_features=64), scorer=scorer)
+    monitor = GenerationMonitorCallback(
+        PROMPTS,
+        num_samples=2,
+        max_new_tokens=5,
+        every_n_steps=100,
+        embedder=HashingEmbedder(n_features=64),
+        scorer=scorer,
+    )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=1)
     trainer.train()
     (log,) = gen_logs(trainer)
@@ -266,8 +318,12 @@ def test_embedder_and_scorer_add_their_keys(tokenizer, tmp_path):
 
 def test_chat_prompts_use_the_chat_template(tmp_path):
     tok = build_tokenizer()
-    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}answer is{% endif %}"
-    monitor = GenerationMonitorCallback([[{"role": "user", "content": "the cat"}], "a dog"], num_samples=2, max_new_tokens=3)
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}answer is{% endif %}"
+    )
+    monitor = GenerationMonitorCallback(
+        [[{"role": "user", "content": "the cat"}], "a dog"], num_samples=2, max_new_tokens=3
+    )
     trainer = make_trainer(tok, tmp_path, [monitor], max_steps=1)
     monitor.on_train_begin(trainer.args, trainer.state, trainer.control)
     assert monitor._encoded[0] == tok("the cat answer is", add_special_tokens=False)["input_ids"]
@@ -291,8 +347,9 @@ def test_too_long_prompts_keep_their_last_tokens(tokenizer, tmp_path, caplog):
 
 def test_empty_generations_are_logged_as_such_and_the_detector_skips_them(tokenizer, tmp_path):
     eos = tokenizer.eos_token_id
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=1, every_n_steps=2,
-                                        generation_kwargs={"forced_eos_token_id": eos})
+    monitor = GenerationMonitorCallback(
+        PROMPTS, num_samples=2, max_new_tokens=1, every_n_steps=2, generation_kwargs={"forced_eos_token_id": eos}
+    )
     detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease"})
     trainer = make_trainer(tokenizer, tmp_path, [monitor, detector], max_steps=4)
     trainer.train()
@@ -305,8 +362,13 @@ def test_empty_generations_are_logged_as_such_and_the_detector_skips_them(tokeni
 
 def test_the_monitor_needs_a_trainer_and_a_tokenizer(tokenizer, tmp_path):
     monitor = GenerationMonitorCallback(PROMPTS)
-    trainer = Trainer(model=build_gpt2(tokenizer), args=training_args(tmp_path, max_steps=1), train_dataset=lm_dataset(tokenizer),
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[monitor])
+    trainer = Trainer(
+        model=build_gpt2(tokenizer),
+        args=training_args(tmp_path, max_steps=1),
+        train_dataset=lm_dataset(tokenizer),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[monitor],
+    )
     with pytest.raises(ValueError, match="needs the trainer"):
         trainer.train()
     monitor.bind(trainer)
@@ -320,15 +382,24 @@ def test_the_monitor_needs_a_trainer_and_a_tokenizer(tokenizer, tmp_path):
 def test_empty_samples_with_a_lexical_embedder_do_not_stop_training(tokenizer, tmp_path):
     """Every sample is empty: HashingEmbedder gives all-zero rows; vendi and cosine are NaN, the run goes on."""
     eos = tokenizer.eos_token_id
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=1, every_n_steps=2,
-                                        embedder=HashingEmbedder(n_features=64),
-                                        generation_kwargs={"forced_eos_token_id": eos})
+    monitor = GenerationMonitorCallback(
+        PROMPTS,
+        num_samples=2,
+        max_new_tokens=1,
+        every_n_steps=2,
+        embedder=HashingEmbedder(n_features=64),
+        generation_kwargs={"forced_eos_token_id": eos},
+    )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=2)
     trainer.train()
     logs = gen_logs(trainer)
     assert [e["step"] for e in logs] == [0, 2] and trainer.state.global_step == 2
-    assert all(math.isnan(e[f"qdc/gen/{s}/{m}"]) for e in logs for s in ("per_input", "across_input")
-               for m in ("vendi", "cosine_distance"))
+    assert all(
+        math.isnan(e[f"qdc/gen/{s}/{m}"])
+        for e in logs
+        for s in ("per_input", "across_input")
+        for m in ("vendi", "cosine_distance")
+    )
     assert all(e["qdc/gen/empty_rate"] == 1.0 for e in logs) and monitor.failures == {}
     assert len((tmp_path / SAMPLES_FILE).read_text().splitlines()) == 2 * len(PROMPTS) * 2
 
@@ -343,8 +414,14 @@ def failing(message, calls=None):
 
 
 def test_a_failing_embedder_and_scorer_give_nan_and_one_warning_each(tokenizer, tmp_path, caplog):
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2,
-                                        embedder=failing("embedder down"), scorer=failing("scorer down"))
+    monitor = GenerationMonitorCallback(
+        PROMPTS,
+        num_samples=2,
+        max_new_tokens=4,
+        every_n_steps=2,
+        embedder=failing("embedder down"),
+        scorer=failing("scorer down"),
+    )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
     with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
         trainer.train()
@@ -353,7 +430,9 @@ def test_a_failing_embedder_and_scorer_give_nan_and_one_warning_each(tokenizer, 
     for e in logs:
         assert math.isnan(e["qdc/gen/per_input/vendi"]) and math.isnan(e["qdc/gen/across_input/cosine_distance"])
         assert math.isnan(e["qdc/gen/quality"])
-        assert 0 < e["qdc/gen/length"] <= 4 and not math.isnan(e["qdc/gen/per_input/distinct_1"])  # the rest is measured
+        assert 0 < e["qdc/gen/length"] <= 4 and not math.isnan(
+            e["qdc/gen/per_input/distinct_1"]
+        )  # the rest is measured
     assert monitor.failures == {"embed": 3, "score": 3}
     assert caplog.text.count("the embedder failed") == 1 and caplog.text.count("the scorer failed") == 1
     assert "RuntimeError: embedder down" in caplog.text
@@ -413,7 +492,7 @@ def test_every_rank_makes_the_same_collective_calls_when_one_fails(monkeypatch, 
 
     def gather_object(parts):
         calls.append("gather")
-        (records, error), = parts
+        ((records, error),) = parts
         return [(list(rank0[0]), None), (records, error)] if error else parts + [([], "RuntimeError: rank 1 down")]
 
     def broadcast_object_list(box):
@@ -426,8 +505,16 @@ def test_every_rank_makes_the_same_collective_calls_when_one_fails(monkeypatch, 
     logged = []
     for rank in (1, 0):
         monitor = GenerationMonitorCallback(["p"], num_samples=2)
-        monitor.trainer = type("T", (), {"accelerator": FakeAccelerator(rank), "log": staticmethod(logged.append),
-                                         "args": training_args(tmp_path), "control": None})()
+        monitor.trainer = type(
+            "T",
+            (),
+            {
+                "accelerator": FakeAccelerator(rank),
+                "log": staticmethod(logged.append),
+                "args": training_args(tmp_path),
+                "control": None,
+            },
+        )()
         monitor._encoded = [[1]]
         if rank == 1:
             monitor._generate_local = failing("rank 1 down")
@@ -465,8 +552,15 @@ def test_a_fresh_run_starts_the_samples_file_anew(tokenizer, tmp_path, caplog):
 def test_a_resumed_run_keeps_the_samples_its_checkpoint_covers(tokenizer, tmp_path):
     def run(folder, **kwargs):
         monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
-        trainer = make_trainer(tokenizer, folder, [monitor], model=build_gpt2(tokenizer, seed=2), max_steps=6,
-                               save_strategy="steps", save_steps=2)
+        trainer = make_trainer(
+            tokenizer,
+            folder,
+            [monitor],
+            model=build_gpt2(tokenizer, seed=2),
+            max_steps=6,
+            save_strategy="steps",
+            save_steps=2,
+        )
         trainer.train(**kwargs)
         return (folder / SAMPLES_FILE).read_text().splitlines()
 

@@ -53,12 +53,19 @@ def _free_port() -> int:
 
 def _env() -> dict:
     env = dict(os.environ)
-    env.update({
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-        "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": "",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    })
+    env.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "ACCELERATE_USE_CPU": "true",
+            "CUDA_VISIBLE_DEVICES": "",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        }
+    )
     env.pop("ACCELERATE_CONFIG_FILE", None)
     return env
 
@@ -84,9 +91,20 @@ def _accelerate_launch(num_processes: int, *target: str) -> list[str]:
     `use_cpu=True` / ACCELERATE_USE_CPU each rank sets up MULTI_CPU with the gloo backend.
     """
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
         *target,
     ]
 
@@ -103,9 +121,14 @@ def _launch(runs: list[dict], tmp: Path, tag: str, num_processes: int) -> None:
 
 def _run_spec(tmp: Path, world: int, name: str, num_examples: int, workers: int, resume: str | None = None) -> dict:
     return {
-        "name": name, "results_dir": str(tmp / "results"), "output_dir": str(tmp / "out" / name),
-        "num_examples": num_examples, "max_steps": MAX_STEPS[world], "save_steps": 0 if resume else SAVE_STEPS,
-        "num_workers": workers, "resume_from": resume,
+        "name": name,
+        "results_dir": str(tmp / "results"),
+        "output_dir": str(tmp / "out" / name),
+        "num_examples": num_examples,
+        "max_steps": MAX_STEPS[world],
+        "save_steps": 0 if resume else SAVE_STEPS,
+        "num_workers": workers,
+        "resume_from": resume,
     }
 
 
@@ -113,8 +136,13 @@ def _run_spec(tmp: Path, world: int, name: str, num_examples: int, workers: int,
 SCENARIOS = {"even": (EVEN_N, 0), "ragged": (RAGGED_N, 0), "even_workers2": (EVEN_N, 2)}
 # (world size, scenario, checkpoint step) of every resumed run
 RESUMES = [
-    (1, "even", SAVE_STEPS), (1, "ragged", SAVE_STEPS), (1, "even_workers2", SAVE_STEPS),
-    (2, "even", SAVE_STEPS), (2, "even", 2 * SAVE_STEPS), (2, "ragged", SAVE_STEPS), (2, "even_workers2", SAVE_STEPS),
+    (1, "even", SAVE_STEPS),
+    (1, "ragged", SAVE_STEPS),
+    (1, "even_workers2", SAVE_STEPS),
+    (2, "even", SAVE_STEPS),
+    (2, "even", 2 * SAVE_STEPS),
+    (2, "ragged", SAVE_STEPS),
+    (2, "even_workers2", SAVE_STEPS),
 ]
 
 
@@ -284,11 +312,15 @@ def test_two_ranks_train_disjoint_shards_in_stream_order(two_process_a, scenario
     for result in ranks:
         recorded = result["recorded"]
         assert len(recorded) < len(t0)
-        assert sum((rec["indices"] for rec in recorded), []) == sum((a["indices"] + b["indices"] for a, b in zip(t0, t1)), [])
+        assert sum((rec["indices"] for rec in recorded), []) == sum(
+            (a["indices"] + b["indices"] for a, b in zip(t0, t1)), []
+        )
         assert all(v is not None for rec in recorded for v in rec["losses"])
     # ... and the sampler counted it: consumed = examples fed back in the last epoch.
     last_epoch = r0["final"]["epoch"]
-    assert r0["final"]["consumed"] == sum(len(a["indices"]) + len(b["indices"]) for a, b in zip(t0, t1) if a["epoch"] == last_epoch)
+    assert r0["final"]["consumed"] == sum(
+        len(a["indices"]) + len(b["indices"]) for a, b in zip(t0, t1) if a["epoch"] == last_epoch
+    )
 
 
 # ---------------------------------------------------------------------------------------------- 3. exact resume

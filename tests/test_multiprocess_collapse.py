@@ -12,7 +12,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_one_rank_collapses_both_stop_at_the_same_step(tmp_path):
-    _run(_accelerate_launch(2, str(ROOT / "tests" / "mp" / "run_collapse_stop.py"), str(tmp_path)), tmp_path / "launch.log")
+    _run(
+        _accelerate_launch(2, str(ROOT / "tests" / "mp" / "run_collapse_stop.py"), str(tmp_path)),
+        tmp_path / "launch.log",
+    )
     ranks = [json.loads(Path(tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert [r["own_level"] for r in ranks] == [2, 0]  # only rank 0's own series collapsed
@@ -32,7 +35,9 @@ def test_generation_monitor_with_an_uneven_prompt_split(tmp_path):
     def without_timing(logs):
         return [{k: v for k, v in e.items() if k != "qdc/gen/seconds"} for e in logs]
 
-    assert without_timing(ranks[0]["logs"]) == without_timing(ranks[1]["logs"])  # measured once, same numbers everywhere
+    assert without_timing(ranks[0]["logs"]) == without_timing(
+        ranks[1]["logs"]
+    )  # measured once, same numbers everywhere
     gen_steps = [e["step"] for e in ranks[0]["logs"] if "qdc/gen/per_input/distinct_2" in e]
     assert gen_steps == [0, 2, 4]
     assert [e["step"] for e in ranks[0]["logs"] if "qdc/train/entropy" in e] == [2, 4]

@@ -13,8 +13,18 @@ pytestmark = pytest.mark.slow
 def test_main_recipe_under_two_processes(tmp_path):
     out = tmp_path / "run"
     cmd = _accelerate_launch(
-        2, "-m", "qdc_trainer.cli", "train", "--config", str(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml"),
-        "--smoke", "true", "--output_dir", str(out), "--report_to", "none",
+        2,
+        "-m",
+        "qdc_trainer.cli",
+        "train",
+        "--config",
+        str(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml"),
+        "--smoke",
+        "true",
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
     )
     _run(cmd, tmp_path / "launch.log")
     log = (tmp_path / "launch.log").read_text()

@@ -46,8 +46,11 @@ def test_notebook_is_committed_clean(path: Path):
     nb = json.loads(path.read_text(encoding="utf-8"))
     assert nb["nbformat"] == 4
     assert nb["metadata"].get("kernelspec", {}).get("name") == KERNEL_NAME
-    dirty = [i for i, cell in enumerate(nb["cells"])
-             if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    dirty = [
+        i
+        for i, cell in enumerate(nb["cells"])
+        if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+    ]
     assert not dirty, f"{path.name}: code cells {dirty} hold outputs or execution counts; clear them before committing"
     assert _code_cells(nb), f"{path.name} has no code cell"
 
@@ -66,8 +69,15 @@ def _check_quickstart(nb: dict, out: Path) -> None:
 
     history = json.loads((run / "trainer_state.json").read_text())["log_history"]
     logged = {key for entry in history for key in entry}
-    for key in ("loss", "eval_loss", "qdc/train/entropy", "qdc/gen/quality", "qdc/gen/across_input/distinct_2",
-                "qdc/sampler/quality_trained", "qdc/sampler/ess_ratio"):
+    for key in (
+        "loss",
+        "eval_loss",
+        "qdc/train/entropy",
+        "qdc/gen/quality",
+        "qdc/gen/across_input/distinct_2",
+        "qdc/sampler/quality_trained",
+        "qdc/sampler/ess_ratio",
+    ):
         assert key in logged, f"{key} was never logged"
     monitor_steps = sorted({entry["step"] for entry in history if "qdc/gen/quality" in entry})
     assert monitor_steps[0] == 0 and len(monitor_steps) >= 2, monitor_steps  # before training, and during it
@@ -78,18 +88,28 @@ def _check_quickstart(nb: dict, out: Path) -> None:
 
     profile = out / "profile"
     report = run / "report"
-    expected = [profile / name for name in ("profile.html", "quality_hist.png", "complexity_hist.png",
-                                            "cluster_sizes.png", "quality_diversity.png")]
-    expected += [report / name for name in ("report.html", "training.png", "generation.png", "diversity.png",
-                                            "sampler.png")]
+    expected = [
+        profile / name
+        for name in (
+            "profile.html",
+            "quality_hist.png",
+            "complexity_hist.png",
+            "cluster_sizes.png",
+            "quality_diversity.png",
+        )
+    ]
+    expected += [
+        report / name for name in ("report.html", "training.png", "generation.png", "diversity.png", "sampler.png")
+    ]
     missing = [str(p.relative_to(out)) for p in expected if not p.is_file()]
     assert not missing, f"not written: {missing}"
     shown = sum("image/png" in o.get("data", {}) for o in _outputs(nb))
     assert shown >= len([p for p in expected if p.suffix == ".png"]), f"only {shown} figures shown inline"
 
     final = _code_cells(nb)[-1]["outputs"]
-    assert any("accuracy_validation" in o.get("data", {}).get("text/plain", "") for o in final), \
+    assert any("accuracy_validation" in o.get("data", {}).get("text/plain", "") for o in final), (
         "the last cell does not show the results"
+    )
 
 
 def _check_self_improvement(nb: dict, out: Path) -> None:
@@ -138,17 +158,26 @@ def test_notebook_runs(path: Path, tmp_path: Path, venv_kernel: str, monkeypatch
     out = tmp_path / "out"
     work = tmp_path / "work"
     work.mkdir()
-    for name, value in {"QDC_NOTEBOOK_SMALL": "1", "QDC_NOTEBOOK_OUT": str(out), "QDC_NOTEBOOK_THREADS": "1",
-                        "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-                        "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "WANDB_MODE": "disabled"}.items():
+    for name, value in {
+        "QDC_NOTEBOOK_SMALL": "1",
+        "QDC_NOTEBOOK_OUT": str(out),
+        "QDC_NOTEBOOK_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_EVALUATE_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+    }.items():
         monkeypatch.setenv(name, value)
 
     nb = nbformat.read(path, as_version=4)
     n_code = len(_code_cells(nb))
     # one more cell, in memory only: which interpreter ran the notebook
     nb.cells.append(nbformat.v4.new_code_cell("import json, sys\nprint(json.dumps({'prefix': sys.prefix}))"))
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=venv_kernel,
-                            resources={"metadata": {"path": str(work)}})
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name=venv_kernel, resources={"metadata": {"path": str(work)}}
+    )
     client.execute()  # raises CellExecutionError, naming the cell, when a cell fails
 
     cells = _code_cells(nb)

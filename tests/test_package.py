@@ -88,8 +88,9 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, tokenizer):
     blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
     assert len(blocks) >= 4
     texts = ["the cat sat on the mat", "a dog ran in the park", "first add 2 and 3 to get 5"] * 4
-    train_ds = Dataset.from_dict({"text": texts, "quality": [0.2, 0.9, 0.5] * 4, "complexity": [1.0, 2.0, 3.0] * 4,
-                                  "cluster": [0, 1, 2] * 4}).map(lambda b: tokenizer(b["text"]), batched=True)
+    train_ds = Dataset.from_dict(
+        {"text": texts, "quality": [0.2, 0.9, 0.5] * 4, "complexity": [1.0, 2.0, 3.0] * 4, "cluster": [0, 1, 2] * 4}
+    ).map(lambda b: tokenizer(b["text"]), batched=True)
     from conftest import build_gpt2
 
     # A model of its own: training changes its weights and leaves it in train mode.

@@ -21,16 +21,55 @@ def test_hub_recipe_loading_path_on_local_files(tokenizer, tmp_path):
     model_dir = tmp_path / "model"
     build_gpt2(tokenizer).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    rows = [{"instruction": " ".join(WORDS[i % 7 : i % 7 + 3]), "output": " ".join(WORDS[i % 5 : i % 5 + 4])} for i in range(40)]
+    rows = [
+        {"instruction": " ".join(WORDS[i % 7 : i % 7 + 3]), "output": " ".join(WORDS[i % 5 : i % 5 + 4])}
+        for i in range(40)
+    ]
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
-    cfg = load_config(ROOT / "recipes" / "hub" / "sft_smollm2_alpaca.yaml", [
-        "--model_name_or_path", str(model_dir), "--dataset_name", "json", "--data_files", str(data),
-        "--embedder", "hashing", "--n_clusters", "3", "--max_tokens", "32", "--probes", "2", "--monitor_max_new_tokens", "4",
-        "--monitor_every", "2", "--logging_steps", "2", "--max_steps", "4", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-        "--bf16", "false", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no", "--report", "false",
-        "--output_dir", str(tmp_path / "run"),
-    ])
+    cfg = load_config(
+        ROOT / "recipes" / "hub" / "sft_smollm2_alpaca.yaml",
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--dataset_name",
+            "json",
+            "--data_files",
+            str(data),
+            "--embedder",
+            "hashing",
+            "--n_clusters",
+            "3",
+            "--max_tokens",
+            "32",
+            "--probes",
+            "2",
+            "--monitor_max_new_tokens",
+            "4",
+            "--monitor_every",
+            "2",
+            "--logging_steps",
+            "2",
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "4",
+            "--gradient_accumulation_steps",
+            "1",
+            "--bf16",
+            "false",
+            "--use_cpu",
+            "true",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+            "--report",
+            "false",
+            "--output_dir",
+            str(tmp_path / "run"),
+        ],
+    )
     result = train_recipe(cfg)
     assert result["results"]["global_step"] == 4
     run = tmp_path / "run"
@@ -39,7 +78,10 @@ def test_hub_recipe_loading_path_on_local_files(tokenizer, tmp_path):
     keys = {k for e in state["log_history"] for k in e}
     assert {"qdc/gen/per_input/distinct_2", "qdc/sampler/ess_ratio", "qdc/train/entropy"} <= keys
     described = json.loads((run / "qdc_run.json").read_text())
-    assert described["model"]["model_name_or_path"] == str(model_dir) and described["data"]["prompt_field"] == "instruction"
+    assert (
+        described["model"]["model_name_or_path"] == str(model_dir)
+        and described["data"]["prompt_field"] == "instruction"
+    )
 
 
 def test_a_missing_column_is_named(tokenizer, tmp_path):
@@ -48,9 +90,29 @@ def test_a_missing_column_is_named(tokenizer, tmp_path):
     tokenizer.save_pretrained(model_dir)
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps({"question": "a", "output": "b"}) for _ in range(8)))
-    cfg = load_config(None, ["--model_name_or_path", str(model_dir), "--task", "dataset", "--dataset_name", "json",
-                             "--data_files", str(data), "--quality", "none", "--prompt_field", "instruction",
-                             "--completion_field", "output", "--output_dir", str(tmp_path / "run"), "--use_cpu", "true"])
+    cfg = load_config(
+        None,
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--task",
+            "dataset",
+            "--dataset_name",
+            "json",
+            "--data_files",
+            str(data),
+            "--quality",
+            "none",
+            "--prompt_field",
+            "instruction",
+            "--completion_field",
+            "output",
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--use_cpu",
+            "true",
+        ],
+    )
     with pytest.raises(ValueError, match="no column 'instruction'"):
         train_recipe(cfg)
 
@@ -71,8 +133,17 @@ def smoke_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     runs = {}
     for name in ("sft_qdc", "sft_baseline"):
-        result = _qdc("train", "--config", f"recipes/arithmetic/{name}.yaml", "--smoke", "true",
-                      "--output_dir", str(out / name), "--report_to", "none")
+        result = _qdc(
+            "train",
+            "--config",
+            f"recipes/arithmetic/{name}.yaml",
+            "--smoke",
+            "true",
+            "--output_dir",
+            str(out / name),
+            "--report_to",
+            "none",
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         runs[name] = (out / name, result.stdout)
     return runs
@@ -84,15 +155,26 @@ def test_the_main_recipe_runs_end_to_end_and_writes_its_report(smoke_runs):
     for name in ("report.html", "report.md", "training.png", "diversity.png", "generation.png", "sampler.png"):
         assert (run / "report" / name).stat().st_size > 500, name
     results = json.loads((run / "results.json").read_text())
-    assert results["global_step"] == 4 and 0.0 <= results["accuracy_validation"] <= 1.0 and "accuracy_test_ood" in results
+    assert (
+        results["global_step"] == 4 and 0.0 <= results["accuracy_validation"] <= 1.0 and "accuracy_test_ood" in results
+    )
     state = json.loads((run / "trainer_state.json").read_text())
     keys = {k for e in state["log_history"] for k in e}
-    assert {"qdc/gen/per_input/distinct_2", "qdc/gen/quality", "qdc/sampler/quality_trained", "qdc/collapse/level"} <= keys
+    assert {
+        "qdc/gen/per_input/distinct_2",
+        "qdc/gen/quality",
+        "qdc/sampler/quality_trained",
+        "qdc/collapse/level",
+    } <= keys
     # the tiny tokenizer went through save_pretrained / from_pretrained
     from transformers import AutoTokenizer
 
-    assert AutoTokenizer.from_pretrained(run / "tokenizer").decode(AutoTokenizer.from_pretrained(run)("1 + 2")["input_ids"],
-                                                                   skip_special_tokens=True) == "1 + 2"
+    assert (
+        AutoTokenizer.from_pretrained(run / "tokenizer").decode(
+            AutoTokenizer.from_pretrained(run)("1 + 2")["input_ids"], skip_special_tokens=True
+        )
+        == "1 + 2"
+    )
 
 
 def test_the_baseline_has_no_sampler(smoke_runs):
@@ -110,15 +192,25 @@ def test_report_compares_runs_on_the_same_axes(smoke_runs, tmp_path):
 
 
 def test_profile_writes_figures_and_a_page(tmp_path):
-    result = _qdc("profile", "--config", "recipes/arithmetic/sft_qdc.yaml", "--smoke", "true", "--output_dir", str(tmp_path))
+    result = _qdc(
+        "profile", "--config", "recipes/arithmetic/sft_qdc.yaml", "--smoke", "true", "--output_dir", str(tmp_path)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("profile.html", "quality_hist.png", "complexity_hist.png", "cluster_sizes.png", "quality_diversity.png"):
+    for name in (
+        "profile.html",
+        "quality_hist.png",
+        "complexity_hist.png",
+        "cluster_sizes.png",
+        "quality_diversity.png",
+    ):
         assert (tmp_path / "profile" / name).is_file(), name
 
 
 def test_the_trl_recipe_runs(tmp_path):
-    cfg = load_config(ROOT / "recipes" / "arithmetic" / "sft_trl.yaml",
-                      ["--smoke", "true", "--output_dir", str(tmp_path), "--report", "false", "--report_to", "none"])
+    cfg = load_config(
+        ROOT / "recipes" / "arithmetic" / "sft_trl.yaml",
+        ["--smoke", "true", "--output_dir", str(tmp_path), "--report", "false", "--report_to", "none"],
+    )
     result = train_recipe(cfg)
     assert result["results"]["global_step"] == 4
     keys = {k for e in json.loads((tmp_path / "trainer_state.json").read_text())["log_history"] for k in e}
@@ -144,11 +236,46 @@ def _train(tmp_path, data, *flags):
 
     from qdc_trainer.cli import main
 
-    args = ["train", "--task", "dataset", "--dataset_name", "json", "--data_files", str(data), "--quality", "none",
-            "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--n_clusters", "2", "--probes", "2",
-            "--monitor_samples", "2", "--monitor_max_new_tokens", "4", "--monitor_every", "2", "--max_tokens", "16",
-            "--logging_steps", "1", "--per_device_train_batch_size", "4", "--use_cpu", "true", "--report_to", "none",
-            "--output_dir", str(tmp_path / "run"), *flags]
+    args = [
+        "train",
+        "--task",
+        "dataset",
+        "--dataset_name",
+        "json",
+        "--data_files",
+        str(data),
+        "--quality",
+        "none",
+        "--n_layer",
+        "1",
+        "--n_embd",
+        "32",
+        "--n_head",
+        "2",
+        "--n_clusters",
+        "2",
+        "--probes",
+        "2",
+        "--monitor_samples",
+        "2",
+        "--monitor_max_new_tokens",
+        "4",
+        "--monitor_every",
+        "2",
+        "--max_tokens",
+        "16",
+        "--logging_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(tmp_path / "run"),
+        *flags,
+    ]
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = main(args)
@@ -180,7 +307,9 @@ def test_rows_without_text_are_named(tmp_path):
     rows = [dict(r) for r in ROWS]
     rows[3]["completion"] = None
     code, err = _train(tmp_path, _data(tmp_path, rows), "--max_steps", "1", "--report", "false")
-    _fails_cleanly(code, err, "data.jsonl", "column 'completion' (completion_field)", "row 4 (counting from 1) holds None")
+    _fails_cleanly(
+        code, err, "data.jsonl", "column 'completion' (completion_field)", "row 4 (counting from 1) holds None"
+    )
 
 
 def test_a_single_row_is_too_few(tmp_path):
@@ -191,8 +320,9 @@ def test_a_single_row_is_too_few(tmp_path):
 
 def test_resume_true_takes_the_last_checkpoint_and_a_fresh_run_does_not_mix_with_it(tmp_path):
     data = _data(tmp_path, ROWS)
-    code, err = _train(tmp_path, data, "--max_steps", "2", "--save_steps", "1", "--report", "false",
-                       "--resume_from_checkpoint", "true")
+    code, err = _train(
+        tmp_path, data, "--max_steps", "2", "--save_steps", "1", "--report", "false", "--resume_from_checkpoint", "true"
+    )
     _fails_cleanly(code, err, "resume_from_checkpoint: true", "holds no checkpoint-<step> folder")
     code, err = _train(tmp_path, data, "--max_steps", "2", "--save_steps", "1", "--report", "false")
     assert code == 0, err[-3000:]
@@ -204,7 +334,9 @@ def test_resume_true_takes_the_last_checkpoint_and_a_fresh_run_does_not_mix_with
     # resume_from_checkpoint: true in a recipe continues from the last checkpoint.
     recipe = tmp_path / "resume.yaml"
     recipe.write_text("resume_from_checkpoint: true\n")
-    code, err = _train(tmp_path, data, "--max_steps", "3", "--save_steps", "1", "--report", "false", "--config", str(recipe))
+    code, err = _train(
+        tmp_path, data, "--max_steps", "3", "--save_steps", "1", "--report", "false", "--config", str(recipe)
+    )
     assert code == 0, err[-3000:]
     state = json.loads((run / "trainer_state.json").read_text())
     assert state["global_step"] == 3
@@ -220,8 +352,20 @@ def test_a_fresh_run_replaces_the_earlier_run_and_its_report(tmp_path):
     run = tmp_path / "run"
     assert (run / "report" / "sampler.png").is_file() and (run / "qdc_generations.jsonl").is_file()
     # Into the same folder: the plain Trainer (no sampler), no monitor, one step.
-    code, err = _train(tmp_path, data, "--max_steps", "1", "--save_strategy", "no", "--trainer", "plain",
-                       "--monitor", "false", "--detector", "false")
+    code, err = _train(
+        tmp_path,
+        data,
+        "--max_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--trainer",
+        "plain",
+        "--monitor",
+        "false",
+        "--detector",
+        "false",
+    )
     assert code == 0, err[-3000:]
     from qdc_trainer.report import load_run
 

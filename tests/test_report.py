@@ -41,27 +41,54 @@ def synthetic_history(narrowing: bool) -> list[dict]:
     history = []
     for step in STEPS:
         d2 = 0.9 - (0.01 * max(0, step - 20) if narrowing else 0.0)
-        history.append({
-            "epoch": step / 100, "step": step,
-            "qdc/gen/per_input/distinct_1": d2 - 0.1, "qdc/gen/across_input/distinct_1": d2 - 0.05,
-            "qdc/gen/per_input/distinct_2": d2, "qdc/gen/across_input/distinct_2": d2 + 0.05,
-            "qdc/gen/per_input/self_bleu": 1 - d2, "qdc/gen/across_input/self_bleu": 0.95 - d2,
-            "qdc/gen/length": 12.0, "qdc/gen/entropy": 3 * d2, "qdc/gen/repetition": 0.0,
-            "qdc/gen/empty_rate": 0.0, "qdc/gen/quality": 0.8, "qdc/gen/seconds": 0.25,
-            "qdc/probe/score": 0.5,  # a key of no known group: the "other" figure
-        })
+        history.append(
+            {
+                "epoch": step / 100,
+                "step": step,
+                "qdc/gen/per_input/distinct_1": d2 - 0.1,
+                "qdc/gen/across_input/distinct_1": d2 - 0.05,
+                "qdc/gen/per_input/distinct_2": d2,
+                "qdc/gen/across_input/distinct_2": d2 + 0.05,
+                "qdc/gen/per_input/self_bleu": 1 - d2,
+                "qdc/gen/across_input/self_bleu": 0.95 - d2,
+                "qdc/gen/length": 12.0,
+                "qdc/gen/entropy": 3 * d2,
+                "qdc/gen/repetition": 0.0,
+                "qdc/gen/empty_rate": 0.0,
+                "qdc/gen/quality": 0.8,
+                "qdc/gen/seconds": 0.25,
+                "qdc/probe/score": 0.5,  # a key of no known group: the "other" figure
+            }
+        )
         level = 0.0
         if narrowing and step >= WARNING_STEP:
             level = 2.0 if step >= COLLAPSE_STEP else 1.0
-        history.append({"epoch": step / 100, "step": step, "qdc/collapse/level": level,
-                        "qdc/collapse/gen/per_input/distinct_2/change": 0.9 - d2,
-                        "qdc/collapse/gen/per_input/distinct_2/level": level})
+        history.append(
+            {
+                "epoch": step / 100,
+                "step": step,
+                "qdc/collapse/level": level,
+                "qdc/collapse/gen/per_input/distinct_2/change": 0.9 - d2,
+                "qdc/collapse/gen/per_input/distinct_2/level": level,
+            }
+        )
         if step:
-            history.append({"epoch": step / 100, "step": step, "loss": 3.0 - step / 50, "grad_norm": 1.0,
-                            "learning_rate": 1e-3, "qdc/train/entropy": 3.5 - step / 100,
-                            "qdc/sampler/ess_ratio": 0.7, "qdc/sampler/weight_entropy": 0.9,
-                            "qdc/sampler/quality_trained": 0.8, "qdc/sampler/quality_dataset": 0.7,
-                            "qdc/sampler/cluster_coverage": 1.0, "qdc/sampler/updates": float(step // 10)})
+            history.append(
+                {
+                    "epoch": step / 100,
+                    "step": step,
+                    "loss": 3.0 - step / 50,
+                    "grad_norm": 1.0,
+                    "learning_rate": 1e-3,
+                    "qdc/train/entropy": 3.5 - step / 100,
+                    "qdc/sampler/ess_ratio": 0.7,
+                    "qdc/sampler/weight_entropy": 0.9,
+                    "qdc/sampler/quality_trained": 0.8,
+                    "qdc/sampler/quality_dataset": 0.7,
+                    "qdc/sampler/cluster_coverage": 1.0,
+                    "qdc/sampler/updates": float(step // 10),
+                }
+            )
             history.append({"epoch": step / 100, "step": step, "eval_loss": 3.2 - step / 60, "eval_runtime": 0.1})
     history.append({"epoch": 1.0, "step": 100, "train_runtime": 12.0, "train_loss": 2.0})
     return history
@@ -77,10 +104,20 @@ def write_run(folder: Path, narrowing: bool) -> Path:
             for j in range(2):
                 if (step, p, j) == (100, 1, 1):
                     continue  # not generated
-                completion = f"step {step} sample {j}: <b>bold</b> & more" if p == 0 and j == 0 else f"text {step} {p} {j}"
+                completion = (
+                    f"step {step} sample {j}: <b>bold</b> & more" if p == 0 and j == 0 else f"text {step} {p} {j}"
+                )
                 completion = "" if (step, p, j) == (100, 2, 1) else completion
-                rows.append({"step": step, "prompt_index": p, "prompt": prompt, "sample": j,
-                             "completion": completion, "num_tokens": 5})
+                rows.append(
+                    {
+                        "step": step,
+                        "prompt_index": p,
+                        "prompt": prompt,
+                        "sample": j,
+                        "completion": completion,
+                        "num_tokens": 5,
+                    }
+                )
     with open(folder / "qdc_generations.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
@@ -141,7 +178,9 @@ def test_log_series_keeps_finite_numbers_sorted_by_step():
 
 
 def test_collapse_steps_by_hand():
-    level = lambda *pairs: {"qdc/collapse/level": (np.array([p[0] for p in pairs]), np.array([float(p[1]) for p in pairs]))}  # noqa: E731
+    level = lambda *pairs: {
+        "qdc/collapse/level": (np.array([p[0] for p in pairs]), np.array([float(p[1]) for p in pairs]))
+    }  # noqa: E731
     assert collapse_steps(level((0, 0), (10, 0), (20, 1), (30, 1), (40, 2), (50, 2))) == (20, 40)
     assert collapse_steps(level((0, 0), (10, 2))) == (10, 10)  # straight to collapse: the warning is there too
     assert collapse_steps(level((0, 0), (10, 1), (20, 0))) == (10, None)
@@ -221,8 +260,10 @@ def test_run_report_names_the_runs_and_the_collapse_steps(report, runs):
     assert re.findall(r"<td>([^<]*)</td>", narrowing)[-2:] == [f"step {WARNING_STEP}", f"step {COLLAPSE_STEP}"]
     assert re.findall(r"<td>([^<]*)</td>", healthy)[-2:] == ["none", "none"]
     assert "<td>100</td>" in narrowing and "<td>1</td>" in narrowing  # steps and final loss (3 - 100/50)
-    assert (f"Collapse warning: step {WARNING_STEP} (qdc/gen/per_input/distinct_2); "
-            f"collapse: step {COLLAPSE_STEP} (qdc/gen/per_input/distinct_2).") in page
+    assert (
+        f"Collapse warning: step {WARNING_STEP} (qdc/gen/per_input/distinct_2); "
+        f"collapse: step {COLLAPSE_STEP} (qdc/gen/per_input/distinct_2)."
+    ) in page
     assert "Collapse warning: none; collapse: none." in page
     # the summary tables give first and last values of every key
     assert "<td>qdc/gen/per_input/distinct_2</td><td>11</td><td>0.9 (step 0)</td><td>0.1 (step 100)</td>" in page
@@ -271,28 +312,53 @@ def test_report_of_a_real_trainer_run(tmp_path, tokenizer):
             control.should_log = keep
 
     texts = ["the cat sat on the mat", "a dog ran in the park", "first add 2 and 3 to get 5"] * 8
-    ds = Dataset.from_dict({"text": texts, "quality": [1.0, 0.5, 0.2] * 8, "complexity": [6.0, 6.0, 8.0] * 8,
-                            "cluster": [0, 1, 2] * 8}).map(lambda b: tokenizer(b["text"]), batched=True,
-                                                           remove_columns=["text"])
+    ds = Dataset.from_dict(
+        {"text": texts, "quality": [1.0, 0.5, 0.2] * 8, "complexity": [6.0, 6.0, 8.0] * 8, "cluster": [0, 1, 2] * 8}
+    ).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
     folder = tmp_path / "run"
-    args = TrainingArguments(output_dir=str(folder), per_device_train_batch_size=4, max_steps=4, logging_steps=2,
-                             eval_strategy="steps", eval_steps=2, report_to=[], save_strategy="no", use_cpu=True,
-                             disable_tqdm=True, seed=0, learning_rate=1e-3)
+    args = TrainingArguments(
+        output_dir=str(folder),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        logging_steps=2,
+        eval_strategy="steps",
+        eval_steps=2,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        learning_rate=1e-3,
+    )
     monitor = GenerationMonitorCallback(["the cat", "a dog"], num_samples=2, max_new_tokens=6)
-    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds,
-                         eval_dataset=ds.select(range(6)).remove_columns(["quality", "complexity", "cluster"]),
-                         processing_class=tokenizer, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                         qdc_sampler=QDCSampler.from_dataset(ds, update_every=2),
-                         callbacks=[monitor, CollapseDetectorCallback(watch=[SeriesDetector("qdc/probe/diversity", ema=1.0)],
-                                                                   actions=("log",))])
+    trainer = QDCTrainer(
+        model=build_gpt2(tokenizer),
+        args=args,
+        train_dataset=ds,
+        eval_dataset=ds.select(range(6)).remove_columns(["quality", "complexity", "cluster"]),
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        qdc_sampler=QDCSampler.from_dataset(ds, update_every=2),
+        callbacks=[
+            monitor,
+            CollapseDetectorCallback(watch=[SeriesDetector("qdc/probe/diversity", ema=1.0)], actions=("log",)),
+        ],
+    )
     trainer.add_callback(LogPlanted())
     trainer.train()
     trainer.state.save_to_json(str(folder / "trainer_state.json"))
 
     run = load_run(folder)
     history = trainer.state.log_history
-    for key in ("loss", "eval_loss", "qdc/train/entropy", "qdc/gen/per_input/distinct_2", "qdc/sampler/ess_ratio",
-                "qdc/collapse/level", "qdc/probe/diversity"):
+    for key in (
+        "loss",
+        "eval_loss",
+        "qdc/train/entropy",
+        "qdc/gen/per_input/distinct_2",
+        "qdc/sampler/ess_ratio",
+        "qdc/collapse/level",
+        "qdc/probe/diversity",
+    ):
         expected = [(e["step"], e[key]) for e in history if key in e and math.isfinite(e[key])]
         assert expected, key
         assert list(zip(run.series[key][0].tolist(), run.series[key][1].tolist())) == expected, key
@@ -364,8 +430,12 @@ def profile_data(n: int = 120) -> dict[str, list]:
     words = "the cat sat on mat a dog ran in park first add to get then".split()
     clusters = rng.integers(0, 6, n)
     texts = [" ".join(rng.choice(words[: 4 + 2 * c], size=8)) for c in clusters]  # cluster c: 4 + 2c words
-    return {"text": texts, "quality": rng.beta(2, 5, n).round(3).tolist(),
-            "complexity": rng.poisson(6, n).astype(float).tolist(), "cluster": clusters.tolist()}
+    return {
+        "text": texts,
+        "quality": rng.beta(2, 5, n).round(3).tolist(),
+        "complexity": rng.poisson(6, n).astype(float).tolist(),
+        "cluster": clusters.tolist(),
+    }
 
 
 def test_profile_report_of_a_scored_dataset(tmp_path):
@@ -420,8 +490,11 @@ def test_profile_skips_what_is_missing_and_says_so(tmp_path):
 
 
 def test_profile_with_no_usable_column_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match=r"quality_column='quality'.*complexity_column='complexity'.*"
-                                         r"cluster_column='cluster'.*text_column='text'.*\['prompt', 'answer'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"quality_column='quality'.*complexity_column='complexity'.*"
+        r"cluster_column='cluster'.*text_column='text'.*\['prompt', 'answer'\]",
+    ):
         write_profile_report({"prompt": ["a"], "answer": ["b"]}, tmp_path)
     with pytest.raises(ValueError, match="differ in length"):
         write_profile_report({"quality": [1.0, 2.0], "text": ["a"]}, tmp_path)
@@ -445,13 +518,14 @@ def test_key_groups_come_from_the_modules_that_log_them():
     from qdc_trainer.report import key_group
     from qdc_trainer.sampler import TELEMETRY_KEYS, TELEMETRY_PREFIX
 
-    monitor = GenerationMonitorCallback(["a", "b"], num_samples=2, max_new_tokens=2,
-                                        scorer=lambda prompts, completions: [1.0] * len(completions))
+    monitor = GenerationMonitorCallback(
+        ["a", "b"], num_samples=2, max_new_tokens=2, scorer=lambda prompts, completions: [1.0] * len(completions)
+    )
     for key in [PREFIX + k for k in monitor.metric_keys()] + [PREFIX + "seconds"]:
         group = key_group(key)
         assert group in ("diversity", "generation"), key
         if group == "diversity":
-            scope, name = key[len(PREFIX):].split("/", 1)
+            scope, name = key[len(PREFIX) :].split("/", 1)
             assert scope in SCOPES and name in DIVERSITY_METRICS, key
     sampler = QDCSampler(12, quality=np.arange(12.0), complexity=np.ones(12), clusters=np.arange(12) % 3)
     sampler.record(np.arange(6), np.ones(6))

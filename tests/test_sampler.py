@@ -53,7 +53,9 @@ def test_tradeoff_moves_mass_between_quality_and_cluster_balance():
 def test_draws_follow_the_probabilities(seed):
     rng = np.random.default_rng(seed)
     n = 40
-    s = QDCSampler(n, quality=rng.normal(size=n), clusters=rng.integers(0, 5, n), seed=seed, num_samples=40_000, block_size=1000)
+    s = QDCSampler(
+        n, quality=rng.normal(size=n), clusters=rng.integers(0, 5, n), seed=seed, num_samples=40_000, block_size=1000
+    )
     counts = np.bincount(np.fromiter(iter(s), dtype=np.int64), minlength=n)
     expected = s.probabilities() * counts.sum()
     assert stats.chisquare(counts, expected).pvalue > 1e-3
@@ -192,7 +194,9 @@ def test_load_rejects_a_different_sampler(tmp_path):
 
 def test_beyond_multinomial_category_limit():
     n = 2**24 + 1000
-    s = QDCSampler(n, clusters=(np.arange(n) >= n - 10).astype(np.int32), tradeoff=0.0, block_size=4096, num_samples=4096)
+    s = QDCSampler(
+        n, clusters=(np.arange(n) >= n - 10).astype(np.int32), tradeoff=0.0, block_size=4096, num_samples=4096
+    )
     with pytest.raises(RuntimeError):
         torch.multinomial(torch.ones(n), 1)  # the limit QDCSampler avoids
     drawn = np.fromiter(iter(s), dtype=np.int64)

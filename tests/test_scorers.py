@@ -223,7 +223,9 @@ def test_reward_single_label_is_the_logit(tokenizer, reward_model_1):
 
 def test_reward_multi_label_is_softmax_of_last_label(tokenizer, reward_model_3):
     out = RewardModelScorer(reward_model_3, tokenizer, progress=False)(PROMPTS, COMPLETIONS)
-    probs = [torch.softmax(direct_reward_logits(reward_model_3, tokenizer(p, c)), -1) for p, c in zip(PROMPTS, COMPLETIONS)]
+    probs = [
+        torch.softmax(direct_reward_logits(reward_model_3, tokenizer(p, c)), -1) for p, c in zip(PROMPTS, COMPLETIONS)
+    ]
     np.testing.assert_allclose(out, [float(q[2]) for q in probs], rtol=1e-5, atol=1e-6)
     assert ((out > 0) & (out < 1)).all()
     first = RewardModelScorer(reward_model_3, tokenizer, positive_label=0, progress=False)(PROMPTS, COMPLETIONS)

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from qdc_trainer import QDCSampler, QDCSamplerConfig
 from qdc_trainer.selection import cluster_quotas, select_budget, select_dataset
 
-
 # --------------------------------------------------------------------------- cluster quotas
 
 
@@ -31,7 +30,9 @@ def test_quotas_by_hand():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 60), min_size=1, max_size=12), st.integers(0, 300), st.sampled_from([0.0, 0.3, 1.0, 2.0]))
+@given(
+    st.lists(st.integers(0, 60), min_size=1, max_size=12), st.integers(0, 300), st.sampled_from([0.0, 0.3, 1.0, 2.0])
+)
 def test_quota_properties(sizes, budget, alpha):
     q = cluster_quotas(sizes, budget, alpha)
     sizes = np.array(sizes)
@@ -127,7 +128,10 @@ def test_seed_and_config():
     assert a.tolist() == select_budget(40, 12, seed=5, **kwargs).tolist()
     assert a.tolist() != select_budget(40, 12, seed=6, **kwargs).tolist()
     cfg = QDCSamplerConfig(tradeoff=0.9, seed=5)
-    assert select_budget(40, 12, config=cfg, **kwargs).tolist() == select_budget(40, 12, tradeoff=0.9, seed=5, **kwargs).tolist()
+    assert (
+        select_budget(40, 12, config=cfg, **kwargs).tolist()
+        == select_budget(40, 12, tradeoff=0.9, seed=5, **kwargs).tolist()
+    )
 
 
 @pytest.mark.parametrize(
@@ -161,17 +165,25 @@ def test_bad_input(kwargs, error, match):
 
 def test_min_quality_minus_infinity_keeps_every_candidate():
     kwargs = dict(quality=[1.0, 0.0, 2.0], greedy=True)
-    assert select_budget(3, 2, min_quality=-math.inf, **kwargs).tolist() == select_budget(3, 2, **kwargs).tolist() == [0, 2]
+    assert (
+        select_budget(3, 2, min_quality=-math.inf, **kwargs).tolist()
+        == select_budget(3, 2, **kwargs).tolist()
+        == [0, 2]
+    )
     assert select_budget(0, 2, quality=[], clusters=[], min_quality=0.0).tolist() == []
 
 
 def test_select_dataset():
     from datasets import Dataset
 
-    ds = Dataset.from_dict({
-        "text": ["a", "a", "b", "c", "d"], "quality": [1.0, 1.0, 0.0, 1.0, 1.0], "complexity": [1.0, 2.0, 3.0, 1.0, 1.0],
-        "cluster": [0, 0, 0, 1, 1],
-    })
+    ds = Dataset.from_dict(
+        {
+            "text": ["a", "a", "b", "c", "d"],
+            "quality": [1.0, 1.0, 0.0, 1.0, 1.0],
+            "complexity": [1.0, 2.0, 3.0, 1.0, 1.0],
+            "cluster": [0, 0, 0, 1, 1],
+        }
+    )
     out = select_dataset(ds, 4, key_column="text", min_quality=1.0, greedy=True)
     assert out["text"][:] == ["a", "c", "d"] and out["complexity"][:] == [2.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="column 'quality' is not in the dataset"):

@@ -36,7 +36,10 @@ RECIPE = ROOT / "recipes" / "arithmetic" / "self_improve.yaml"
 
 
 def test_split_example():
-    assert _split_example("What is 2 + 3?\n2 + 3 = 5\nThe answer is 5.") == ("What is 2 + 3?\n", "2 + 3 = 5\nThe answer is 5.")
+    assert _split_example("What is 2 + 3?\n2 + 3 = 5\nThe answer is 5.") == (
+        "What is 2 + 3?\n",
+        "2 + 3 = 5\nThe answer is 5.",
+    )
     assert _split_example("What is 2") == ("What is 2", "")
 
 
@@ -70,11 +73,15 @@ def test_sample_examples_scores_and_confidence(tiny, monkeypatch):
     gen_ids = [tok(c, add_special_tokens=False)["input_ids"] + [eos] for c in continuations]
     width = max(len(g) for g in gen_ids)
     # The third runs into max_new_tokens before its answer: no end-of-sequence token, no padding.
-    long = tok("What is (7 - 2) * 3 + 1?\n7 - 2 = 5\n5 * 3 = 15\n15 + 1 = 16\nThe answer is 16.", add_special_tokens=False)["input_ids"]
+    long = tok(
+        "What is (7 - 2) * 3 + 1?\n7 - 2 = 5\n5 * 3 = 15\n15 + 1 = 16\nThe answer is 16.", add_special_tokens=False
+    )["input_ids"]
     assert len(long) > width
     gen_ids.append(long[:width])
     scripted = torch.tensor([g + [pad] * (width - len(g)) for g in gen_ids])
-    monkeypatch.setattr(model, "generate", lambda input_ids, **kw: torch.cat([input_ids, scripted[: len(input_ids)]], 1))
+    monkeypatch.setattr(
+        model, "generate", lambda input_ids, **kw: torch.cat([input_ids, scripted[: len(input_ids)]], 1)
+    )
     rows = sample_examples(model, tok, prompts, max_new_tokens=width)
     assert [r["valid"] for r in rows] == [1.0, 0.0, 0.0]
     assert [r["num_ops"] for r in rows] == [2, 1, 3]
@@ -102,7 +109,11 @@ def test_scoring_helpers():
     from qdc_trainer.tasks.arithmetic import Problem, render
 
     p = Problem(4, (("+", 3), ("*", 2)))
-    assert _problem_key(render(p, 0)[0]) == _problem_key(render(p, 2)[0]) != _problem_key(render(Problem(4, (("+", 3),)), 0)[0])
+    assert (
+        _problem_key(render(p, 0)[0])
+        == _problem_key(render(p, 2)[0])
+        != _problem_key(render(Problem(4, (("+", 3),)), 0)[0])
+    )
 
 
 # --------------------------------------------------------------------------- the arms' selection rules
@@ -116,9 +127,17 @@ def _candidates(n: int = 120, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for ex in generate_examples(n, ArithmeticConfig(noise=0.3), seed=seed):
-        rows.append({"prompt": ex["prompt"], "completion": ex["completion"], "text": ex["text"],
-                     "valid": verify(ex["prompt"], ex["completion"]), "num_ops": _num_ops(ex["prompt"]),
-                     "key": _problem_key(ex["prompt"]), "confidence": -ex["num_ops"] + 0.1 * rng.random()})
+        rows.append(
+            {
+                "prompt": ex["prompt"],
+                "completion": ex["completion"],
+                "text": ex["text"],
+                "valid": verify(ex["prompt"], ex["completion"]),
+                "num_ops": _num_ops(ex["prompt"]),
+                "key": _problem_key(ex["prompt"]),
+                "confidence": -ex["num_ops"] + 0.1 * rng.random(),
+            }
+        )
     return rows
 
 
@@ -171,10 +190,17 @@ def _rows(collapse: bool) -> list[dict]:
             for r in range(3):
                 bad = collapse and arm == "quality"
                 row = {m: 0.5 for m in METRICS}
-                row.update(seed=seed, arm=arm, round=r, valid=0.5 + (0.2 * r if bad else 0.05 * r),
-                           data_ops=2.0 - (0.4 * r if bad else 0.0), data_unique=0.9 - (0.3 * r if bad else 0.0),
-                           acc_id=0.8 - (0.3 * r if bad else 0.02 * r), acc_ood=0.3 - (0.1 * r if bad else 0.0),
-                           detector=int(bad and r >= 1))
+                row.update(
+                    seed=seed,
+                    arm=arm,
+                    round=r,
+                    valid=0.5 + (0.2 * r if bad else 0.05 * r),
+                    data_ops=2.0 - (0.4 * r if bad else 0.0),
+                    data_unique=0.9 - (0.3 * r if bad else 0.0),
+                    acc_id=0.8 - (0.3 * r if bad else 0.02 * r),
+                    acc_ood=0.3 - (0.1 * r if bad else 0.0),
+                    detector=int(bad and r >= 1),
+                )
                 rows.append(row)
     return rows
 
@@ -257,19 +283,36 @@ def _qdc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_smoke_run_through_the_cli(tmp_path):
     out = tmp_path / "run"
-    args = ["self-improve", "--config", str(RECIPE), "--smoke", "true", "--output_dir", str(out),
-            "--arms", "quality", "qdc", "reservoir", "fixed_pool"]
+    args = [
+        "self-improve",
+        "--config",
+        str(RECIPE),
+        "--smoke",
+        "true",
+        "--output_dir",
+        str(out),
+        "--arms",
+        "quality",
+        "qdc",
+        "reservoir",
+        "fixed_pool",
+    ]
     first = _qdc(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "claim quality_collapses" in first.stdout and "table:" in first.stdout
     rows = json.loads((out / "results.json").read_text())
-    assert {(r["arm"], r["round"]) for r in rows} == {(a, k) for a in ("quality", "qdc", "reservoir", "fixed_pool") for k in range(3)}
+    assert {(r["arm"], r["round"]) for r in rows} == {
+        (a, k) for a in ("quality", "qdc", "reservoir", "fixed_pool") for k in range(3)
+    }
     assert all(set(METRICS) <= set(r) for r in rows)
     assert (out / "results.md").is_file() and (out / "overview.png").is_file() and (out / "acc_id.png").is_file()
     assert (out / "seed0" / "qdc" / "round2_data.jsonl").is_file() and (out / "seed0" / "qdc" / "model").is_dir()
     # Round 0 is the same first model in every arm.
-    round0 = {json.dumps({k: v for k, v in r.items() if k not in ("arm", "detector")}, sort_keys=True)
-              for r in rows if r["round"] == 0}
+    round0 = {
+        json.dumps({k: v for k, v in r.items() if k not in ("arm", "detector")}, sort_keys=True)
+        for r in rows
+        if r["round"] == 0
+    }
     assert len(round0) == 1
     # The same command again reuses every finished seed and arm.
     again = _qdc(*args, cwd=tmp_path)
@@ -302,8 +345,23 @@ def no_rmtree(monkeypatch):
 def _overwrite(output_dir, capsys) -> tuple[int, str]:
     from qdc_trainer.cli import main
 
-    code = main(["self-improve", "--config", str(RECIPE), "--smoke", "true", "--report", "false", "--workers", "1",
-                 "--output_dir", str(output_dir), "--overwrite", "true"])
+    code = main(
+        [
+            "self-improve",
+            "--config",
+            str(RECIPE),
+            "--smoke",
+            "true",
+            "--report",
+            "false",
+            "--workers",
+            "1",
+            "--output_dir",
+            str(output_dir),
+            "--overwrite",
+            "true",
+        ]
+    )
     return code, capsys.readouterr().err
 
 
@@ -321,7 +379,9 @@ def test_overwrite_refuses_a_folder_it_did_not_write(tmp_path, capsys, no_rmtree
 
 
 @pytest.mark.parametrize("where", ["cwd", "parent", "home", "root"])
-def test_overwrite_refuses_the_current_folder_its_parents_home_and_root(where, tmp_path, capsys, no_rmtree, monkeypatch):
+def test_overwrite_refuses_the_current_folder_its_parents_home_and_root(
+    where, tmp_path, capsys, no_rmtree, monkeypatch
+):
     import qdc_trainer.self_improve as si
 
     monkeypatch.setattr(si, "_run_jobs", lambda *a, **k: pytest.fail("the run started"))
@@ -360,7 +420,9 @@ def test_overwrite_removes_only_what_its_run_wrote(tmp_path, capsys, monkeypatch
     (run / "important.txt").write_text("keep me")
     (run / "notes").mkdir()
     with pytest.raises(Started):
-        si.run_self_improvement(SelfImproveConfig(smoke=True, report=False, workers=1, output_dir=str(run), overwrite=True))
+        si.run_self_improvement(
+            SelfImproveConfig(smoke=True, report=False, workers=1, output_dir=str(run), overwrite=True)
+        )
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "important.txt", "notes"]
     assert json.loads((run / "config.json").read_text())["temperature"] == 1.0  # this run's settings
 
@@ -377,7 +439,20 @@ def test_an_output_dir_that_is_a_file_is_named(tmp_path, capsys):
     for overwrite in ("false", "true"):
         from qdc_trainer.cli import main
 
-        code = main(["self-improve", "--config", str(RECIPE), "--smoke", "true", "--report", "false",
-                     "--output_dir", str(tmp_path / "run"), "--overwrite", overwrite])
+        code = main(
+            [
+                "self-improve",
+                "--config",
+                str(RECIPE),
+                "--smoke",
+                "true",
+                "--report",
+                "false",
+                "--output_dir",
+                str(tmp_path / "run"),
+                "--overwrite",
+                overwrite,
+            ]
+        )
         assert code == 2 and "is a file, not a folder" in capsys.readouterr().err
         assert (tmp_path / "run").read_text() == "not a folder"

@@ -20,14 +20,24 @@ WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by 
 def make_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(seed)
     texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 10))) for _ in range(n)]
-    ds = Dataset.from_dict({"text": texts, "quality": rng.random(n), "cluster": np.arange(n) % 4, "label": np.arange(n) % 2})
+    ds = Dataset.from_dict(
+        {"text": texts, "quality": rng.random(n), "cluster": np.arange(n) % 4, "label": np.arange(n) % 2}
+    )
     return ds.map(lambda b: tokenizer(b["text"]), batched=True)
 
 
 def args_for(tmp_path, **kwargs) -> TrainingArguments:
     defaults = dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=6, logging_steps=1, report_to=[],
-        save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, learning_rate=1e-3,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=6,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        learning_rate=1e-3,
     )
     return TrainingArguments(**{**defaults, **kwargs})
 
@@ -63,11 +73,22 @@ def test_uniform_weights_give_the_plain_trainer_loss(tokenizer, tmp_path, weight
     order_sampler.block_size = args.per_device_train_batch_size * grad_accum * order_sampler.config.update_every
     order = list(order_sampler)
 
-    plain = FixedOrderTrainer(model=no_dropout_lm(tokenizer), args=args, train_dataset=ds.remove_columns(["text"]),
-                              data_collator=collator, order=order)
+    plain = FixedOrderTrainer(
+        model=no_dropout_lm(tokenizer),
+        args=args,
+        train_dataset=ds.remove_columns(["text"]),
+        data_collator=collator,
+        order=order,
+    )
     plain.train()
-    qdc = QDCTrainer(model=no_dropout_lm(tokenizer), args=args, train_dataset=ds, data_collator=collator,
-                     qdc_sampler=make_sampler(), loss_weighting=weighting)
+    qdc = QDCTrainer(
+        model=no_dropout_lm(tokenizer),
+        args=args,
+        train_dataset=ds,
+        data_collator=collator,
+        qdc_sampler=make_sampler(),
+        loss_weighting=weighting,
+    )
     qdc.train()
     assert losses(qdc) == pytest.approx(losses(plain), rel=1e-5)
     assert len(losses(qdc)) == 6
@@ -93,11 +114,19 @@ def test_feedback_names_the_trained_examples(tokenizer, tmp_path, remove_unused_
         return forward(*a, **kw)
 
     model.forward = checked_forward
-    args = args_for(tmp_path, gradient_accumulation_steps=2, remove_unused_columns=remove_unused_columns,
-                    dataloader_num_workers=workers)
-    trainer = QDCTrainer(model=model, args=args, train_dataset=ds,
-                         data_collator=QDCDataCollator(DataCollatorForLanguageModeling(tokenizer, mlm=False)),
-                         qdc_sampler=sampler)
+    args = args_for(
+        tmp_path,
+        gradient_accumulation_steps=2,
+        remove_unused_columns=remove_unused_columns,
+        dataloader_num_workers=workers,
+    )
+    trainer = QDCTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        data_collator=QDCDataCollator(DataCollatorForLanguageModeling(tokenizer, mlm=False)),
+        qdc_sampler=sampler,
+    )
     trainer.train()
     assert len(recorded) == 6 * 2 * 4 == sampler.consumed
     # The recorded indices are the examples whose tokens the model saw, in order.
@@ -113,8 +142,13 @@ def test_feedback_names_the_trained_examples(tokenizer, tmp_path, remove_unused_
 def test_online_weights_follow_the_training_loss(tokenizer, tmp_path):
     ds = make_dataset(tokenizer, n=32)
     sampler = QDCSampler(len(ds), update_every=1, seed=2)
-    trainer = QDCTrainer(model=no_dropout_lm(tokenizer), args=args_for(tmp_path, max_steps=8), train_dataset=ds,
-                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), qdc_sampler=sampler)
+    trainer = QDCTrainer(
+        model=no_dropout_lm(tokenizer),
+        args=args_for(tmp_path, max_steps=8),
+        train_dataset=ds,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        qdc_sampler=sampler,
+    )
     trainer.train()
     seen = ~np.isnan(sampler.loss_ema)
     p = sampler.probabilities()
@@ -137,13 +171,24 @@ def test_sequence_classification_loss_and_feedback(tokenizer, tmp_path):
     order_sampler.block_size = 4 * order_sampler.config.update_every
     order = list(order_sampler)
     torch.manual_seed(0)
-    plain = FixedOrderTrainer(model=GPT2ForSequenceClassification(config), args=args,
-                              train_dataset=ds.remove_columns(["text", "quality", "cluster"]), data_collator=collator, order=order)
+    plain = FixedOrderTrainer(
+        model=GPT2ForSequenceClassification(config),
+        args=args,
+        train_dataset=ds.remove_columns(["text", "quality", "cluster"]),
+        data_collator=collator,
+        order=order,
+    )
     plain.train()
     torch.manual_seed(0)
     sampler = make_sampler()
-    qdc = QDCTrainer(model=GPT2ForSequenceClassification(config), args=args, train_dataset=ds, data_collator=collator,
-                     qdc_sampler=sampler, loss_weighting="importance")
+    qdc = QDCTrainer(
+        model=GPT2ForSequenceClassification(config),
+        args=args,
+        train_dataset=ds,
+        data_collator=collator,
+        qdc_sampler=sampler,
+        loss_weighting="importance",
+    )
     qdc.train()
     assert losses(qdc) == pytest.approx(losses(plain), rel=1e-5)
     assert sampler.consumed == 24 and np.isfinite(sampler.global_loss_ema)
@@ -158,10 +203,17 @@ def test_exact_resume_single_process(tokenizer, tmp_path):
         trained = []
         original_record = sampler.record
         sampler.record = lambda idx, loss: (trained.append(np.asarray(idx).tolist()), original_record(idx, loss))[1]
-        args = args_for(output_dir, max_steps=10, gradient_accumulation_steps=2, save_strategy="steps", save_steps=3,
-                        logging_steps=100)
-        trainer = QDCTrainer(model=no_dropout_lm(tokenizer), args=args, train_dataset=ds, data_collator=collator,
-                             qdc_sampler=sampler)
+        args = args_for(
+            output_dir,
+            max_steps=10,
+            gradient_accumulation_steps=2,
+            save_strategy="steps",
+            save_steps=3,
+            logging_steps=100,
+        )
+        trainer = QDCTrainer(
+            model=no_dropout_lm(tokenizer), args=args, train_dataset=ds, data_collator=collator, qdc_sampler=sampler
+        )
         trainer.train(resume_from_checkpoint=resume)
         return trained, sampler
 
@@ -185,8 +237,13 @@ def test_second_epoch_and_resume_across_epochs(tokenizer, tmp_path):
     original = sampler.set_epoch
     sampler.set_epoch = lambda e: (epochs.append(e), original(e))[1]
     args = args_for(tmp_path, max_steps=-1, num_train_epochs=2, logging_steps=100)
-    trainer = QDCTrainer(model=no_dropout_lm(tokenizer), args=args, train_dataset=ds,
-                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), qdc_sampler=sampler)
+    trainer = QDCTrainer(
+        model=no_dropout_lm(tokenizer),
+        args=args,
+        train_dataset=ds,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        qdc_sampler=sampler,
+    )
     trainer.train()
     assert sampler.epoch == 1 and sorted(set(epochs)) == [0, 1]
     assert trainer.state.global_step == 10
@@ -197,16 +254,26 @@ def test_errors_name_the_problem(tokenizer, tmp_path):
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     model = no_dropout_lm(tokenizer)
     with pytest.raises(ValueError, match="covers 10 examples but train_dataset has 48"):
-        QDCTrainer(model=model, args=args_for(tmp_path), train_dataset=ds, data_collator=collator, qdc_sampler=QDCSampler(10))
+        QDCTrainer(
+            model=model, args=args_for(tmp_path), train_dataset=ds, data_collator=collator, qdc_sampler=QDCSampler(10)
+        )
     with pytest.raises(ValueError, match="loss_weighting='heavy'"):
-        QDCTrainer(model=model, args=args_for(tmp_path), train_dataset=ds, qdc_sampler=QDCSampler(48), loss_weighting="heavy")
+        QDCTrainer(
+            model=model, args=args_for(tmp_path), train_dataset=ds, qdc_sampler=QDCSampler(48), loss_weighting="heavy"
+        )
     with pytest.raises(TypeError, match="qdc_sampler must be a QDCSampler"):
         QDCTrainer(model=model, args=args_for(tmp_path), train_dataset=ds, qdc_sampler=[1, 2, 3])
     with pytest.raises(ValueError, match="label_smoothing_factor"):
-        QDCTrainer(model=model, args=args_for(tmp_path, label_smoothing_factor=0.1), train_dataset=ds,
-                   qdc_sampler=QDCSampler(48), loss_weighting="sampler")
-    trainer = QDCTrainer(model=model, args=args_for(tmp_path), train_dataset=ds, data_collator=collator,
-                         qdc_sampler=QDCSampler(48))
+        QDCTrainer(
+            model=model,
+            args=args_for(tmp_path, label_smoothing_factor=0.1),
+            train_dataset=ds,
+            qdc_sampler=QDCSampler(48),
+            loss_weighting="sampler",
+        )
+    trainer = QDCTrainer(
+        model=model, args=args_for(tmp_path), train_dataset=ds, data_collator=collator, qdc_sampler=QDCSampler(48)
+    )
     batch = collator([{"input_ids": ds[0]["input_ids"]}])
     model.train()
     with pytest.raises(KeyError, match="has no 'qdc_idx'"):
@@ -218,24 +285,34 @@ def test_iterable_dataset_is_rejected(tokenizer, tmp_path):
 
     stream = IterableDataset.from_generator(lambda: iter([{"input_ids": [1, 2]}] * 4))
     with pytest.raises(TypeError, match="map-style train_dataset"):
-        QDCTrainer(model=no_dropout_lm(tokenizer), args=args_for(tmp_path), train_dataset=stream, qdc_sampler=QDCSampler(4))
+        QDCTrainer(
+            model=no_dropout_lm(tokenizer), args=args_for(tmp_path), train_dataset=stream, qdc_sampler=QDCSampler(4)
+        )
 
 
 def test_without_a_sampler_it_is_the_plain_trainer(tokenizer, tmp_path):
     ds = make_dataset(tokenizer).remove_columns(["text"])
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
-    trainer = QDCTrainer(model=no_dropout_lm(tokenizer), args=args_for(tmp_path, max_steps=2), train_dataset=ds,
-                         data_collator=collator)
+    trainer = QDCTrainer(
+        model=no_dropout_lm(tokenizer), args=args_for(tmp_path, max_steps=2), train_dataset=ds, data_collator=collator
+    )
     trainer.train()
     assert trainer.data_collator is collator
     keys = {k for e in trainer.state.log_history for k in e if k.startswith("qdc/")}
     assert keys == {"qdc/train/entropy"}  # the only addition without a sampler
 
-    quiet = QDCTrainer(model=no_dropout_lm(tokenizer), args=args_for(tmp_path / "quiet", max_steps=2), train_dataset=ds,
-                       data_collator=collator, log_entropy=False)
+    quiet = QDCTrainer(
+        model=no_dropout_lm(tokenizer),
+        args=args_for(tmp_path / "quiet", max_steps=2),
+        train_dataset=ds,
+        data_collator=collator,
+        log_entropy=False,
+    )
     quiet.train()
     assert not any(k.startswith("qdc/") for e in quiet.state.log_history for k in e)
-    assert [e["loss"] for e in quiet.state.log_history if "loss" in e] == [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert [e["loss"] for e in quiet.state.log_history if "loss" in e] == [
+        e["loss"] for e in trainer.state.log_history if "loss" in e
+    ]
 
 
 def test_sft_trainer_through_the_mixin(tokenizer, tmp_path):
@@ -253,12 +330,24 @@ def test_sft_trainer_through_the_mixin(tokenizer, tmp_path):
     recorded, recorded_losses = [], []
     original = sampler.record
     sampler.record = lambda idx, loss: (
-        recorded.extend(np.asarray(idx).tolist()), recorded_losses.append(np.asarray(loss)), original(idx, loss)
+        recorded.extend(np.asarray(idx).tolist()),
+        recorded_losses.append(np.asarray(loss)),
+        original(idx, loss),
     )[2]
-    config = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, logging_steps=1,
-                       report_to=[], use_cpu=True, disable_tqdm=True, max_length=32, save_strategy="no")
-    trainer = QDCSFTTrainer(model=no_dropout_lm(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer,
-                            qdc_sampler=sampler)
+    config = SFTConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        max_length=32,
+        save_strategy="no",
+    )
+    trainer = QDCSFTTrainer(
+        model=no_dropout_lm(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer, qdc_sampler=sampler
+    )
     trainer.train()
     assert len(recorded) == 16 and sampler.num_updates == 4
     assert all(0 <= i < 24 for i in recorded)

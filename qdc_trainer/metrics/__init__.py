@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._inputs import Corpus
 from .complexity import (
     compression_complexity,
     ifd_score,
@@ -43,15 +44,14 @@ from .diversity import (
     ead,
     grouped_diversity,
     mean_nearest_neighbor_distance,
-    nearest_neighbor_distances,
     mean_pairwise_cosine_distance,
+    nearest_neighbor_distances,
     ngram_entropy,
     self_bleu,
     self_bleu_scores,
     vendi_score,
     vendi_score_from_kernel,
 )
-from ._inputs import Corpus
 from .embeddings import Embedder, HashingEmbedder, default_sentence_model_path
 from .quality import JudgeScorer, PerplexityScorer, RewardModelScorer, Scorer, VerifierScorer, extract_final_answer
 from .scoring import COMPLEXITY_MEASURES, cluster_embeddings, score_dataset

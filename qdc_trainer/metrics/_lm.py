@@ -61,7 +61,9 @@ def check_strings(texts: Any, name: str) -> list[str]:
     require_items(items, name, 1)
     for i, t in enumerate(items):
         if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] is {type(t).__name__}; model-based measures take strings (decode token ids first)")
+            raise TypeError(
+                f"{name}[{i}] is {type(t).__name__}; model-based measures take strings (decode token ids first)"
+            )
     return items
 
 
@@ -134,7 +136,9 @@ def completion_nll(
     return nll, count
 
 
-def mean_completion_nll(model: torch.nn.Module, tokenizer: Any, prompts: Any, completions: Any, **kwargs: Any) -> np.ndarray:
+def mean_completion_nll(
+    model: torch.nn.Module, tokenizer: Any, prompts: Any, completions: Any, **kwargs: Any
+) -> np.ndarray:
     """Mean per-token NLL of each completion; raises if a completion has no scored token."""
     nll, count = completion_nll(model, tokenizer, prompts, completions, **kwargs)
     empty = np.flatnonzero(count == 0)

@@ -166,7 +166,13 @@ def sequence_perplexity(
     """
     return np.exp(
         _lm.mean_completion_nll(
-            model, tokenizer, prompts, texts, batch_size=batch_size, max_length=max_length, progress=progress,
+            model,
+            tokenizer,
+            prompts,
+            texts,
+            batch_size=batch_size,
+            max_length=max_length,
+            progress=progress,
             desc="Perplexity",
         )
     )
@@ -191,11 +197,23 @@ def ifd_score(
     answer easy. Raises for an empty answer.
     """
     conditioned = _lm.mean_completion_nll(
-        model, tokenizer, instructions, answers, batch_size=batch_size, max_length=max_length, progress=progress,
+        model,
+        tokenizer,
+        instructions,
+        answers,
+        batch_size=batch_size,
+        max_length=max_length,
+        progress=progress,
         desc="IFD (conditioned)",
     )
     direct = _lm.mean_completion_nll(
-        model, tokenizer, None, answers, batch_size=batch_size, max_length=max_length, progress=progress,
+        model,
+        tokenizer,
+        None,
+        answers,
+        batch_size=batch_size,
+        max_length=max_length,
+        progress=progress,
         desc="IFD (direct)",
     )
     return conditioned / np.maximum(direct, np.finfo(np.float64).tiny)

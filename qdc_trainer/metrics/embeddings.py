@@ -44,7 +44,9 @@ class Embedder:
     (2, 2)
     """
 
-    def __init__(self, encode: Callable[[list[str]], Any], *, batch_size: int = 64, progress: bool | None = None) -> None:
+    def __init__(
+        self, encode: Callable[[list[str]], Any], *, batch_size: int = 64, progress: bool | None = None
+    ) -> None:
         if not callable(encode):
             raise TypeError("encode must be a callable from a list of texts to an (n, dim) array")
         self.encode, self.batch_size, self.progress = encode, batch_size, progress
@@ -68,7 +70,12 @@ class Embedder:
 
     @classmethod
     def sentence_transformers(
-        cls, model: str | Any | None = None, *, device: str | None = None, batch_size: int = 64, progress: bool | None = None
+        cls,
+        model: str | Any | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+        progress: bool | None = None,
     ) -> Embedder:
         """A sentence-transformers model: a loaded ``SentenceTransformer``, a path or name, or None for the offline default."""
         st = require("sentence_transformers", "embeddings", "Embedder.sentence_transformers")
@@ -84,7 +91,13 @@ class Embedder:
 
     @classmethod
     def from_transformers(
-        cls, model: torch.nn.Module, tokenizer: Any, *, max_length: int = 256, batch_size: int = 32, progress: bool | None = None
+        cls,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        max_length: int = 256,
+        batch_size: int = 32,
+        progress: bool | None = None,
     ) -> Embedder:
         """Attention-masked mean of the last hidden states of any transformers model (encoder or decoder).
 

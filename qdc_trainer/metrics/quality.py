@@ -101,7 +101,9 @@ class VerifierScorer:
                     raise TypeError
                 value = float(value)
             except (TypeError, ValueError):
-                raise TypeError(f"the verifier returned {type(value).__name__} for pair {i}; return a bool or a number") from None
+                raise TypeError(
+                    f"the verifier returned {type(value).__name__} for pair {i}; return a bool or a number"
+                ) from None
             if not math.isfinite(value):
                 raise ValueError(f"the verifier returned {value} for pair {i}; return a finite number")
             out[i] = value
@@ -163,11 +165,17 @@ class RewardModelScorer:
                         for a, b in zip(p, c)
                     ]
                     enc = self.tokenizer(
-                        texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                        texts,
+                        padding=True,
+                        truncation=True,
+                        max_length=self.max_length,
+                        return_tensors="pt",
                         add_special_tokens=False,  # the chat template already holds them
                     )
                 else:
-                    enc = self.tokenizer(p, c, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+                    enc = self.tokenizer(
+                        p, c, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                    )
                 empty = (enc["attention_mask"].sum(dim=1) == 0).nonzero().flatten().tolist()
                 if empty or enc["input_ids"].shape[1] == 0:
                     first = idx.start + (empty[0] if empty else 0)

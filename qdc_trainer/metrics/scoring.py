@@ -108,7 +108,9 @@ def score_dataset(
             raise ValueError(f"{label}={column!r} is not a column of the dataset (columns: {names})")
     if isinstance(complexity, str):
         if complexity not in COMPLEXITY_MEASURES:
-            raise ValueError(f"complexity={complexity!r} is not one of {sorted(COMPLEXITY_MEASURES)} (or pass a callable)")
+            raise ValueError(
+                f"complexity={complexity!r} is not one of {sorted(COMPLEXITY_MEASURES)} (or pass a callable)"
+            )
         measure = COMPLEXITY_MEASURES[complexity]
         complexity_fn: Callable | None = lambda prompts, texts: measure(texts)  # noqa: E731
     else:
@@ -152,7 +154,9 @@ def score_dataset(
             out[_EMBEDDING] = np.asarray(embedder(joined), dtype=np.float32).tolist()
         return out
 
-    scored = dataset.map(score_batch, batched=True, batch_size=batch_size, desc="Scoring dataset", load_from_cache_file=False)
+    scored = dataset.map(
+        score_batch, batched=True, batch_size=batch_size, desc="Scoring dataset", load_from_cache_file=False
+    )
     if embedder is not None:
         if n_clusters:
             embeddings = np.asarray(scored.with_format("numpy")[_EMBEDDING], dtype=np.float32)

@@ -51,8 +51,9 @@ def pareto_frontier(x: Any, y: Any) -> np.ndarray:
     return np.array(frontier[::-1], dtype=np.int64)
 
 
-def cluster_quality_diversity(quality: Any, clusters: Sequence[Any], texts: Sequence[str], *,
-                              max_texts: int | None = None, seed: int = 0) -> dict[str, Any]:
+def cluster_quality_diversity(
+    quality: Any, clusters: Sequence[Any], texts: Sequence[str], *, max_texts: int | None = None, seed: int = 0
+) -> dict[str, Any]:
     """Per cluster: size, mean quality and the distinct-2 of its texts (the profile's cluster scatter).
 
     Distinct-n falls as a collection grows, so every cluster's distinct-2 is taken
@@ -86,8 +87,13 @@ def cluster_quality_diversity(quality: Any, clusters: Sequence[Any], texts: Sequ
         means.append(float(q[index].mean()))
         pick = index if len(index) <= max_texts else rng.choice(index, size=max_texts, replace=False)
         distinct.append(distinct_n([texts[i] for i in sorted(pick)], 2))
-    return {"cluster": np.array(ids, dtype=object), "size": np.array(sizes, dtype=np.int64),
-            "quality": np.array(means), "distinct_2": np.array(distinct), "max_texts": max_texts}
+    return {
+        "cluster": np.array(ids, dtype=object),
+        "size": np.array(sizes, dtype=np.int64),
+        "quality": np.array(means),
+        "distinct_2": np.array(distinct),
+        "max_texts": max_texts,
+    }
 
 
 def _natural_key(text: str) -> tuple:

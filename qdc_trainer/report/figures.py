@@ -29,8 +29,7 @@ from .logs import GENERATION_KEYS, GROUPS, TRAINING_KEYS, TRL_ENTROPY_KEY, RunLo
 
 __all__ = ["COLORS", "FIGURES", "color", "figure_class", "plot_run_group", "ticker"]
 
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-          "#17becf")
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 """One colour per run, in order (matplotlib's tab10); more runs cycle through it (:func:`color`)."""
 WARNING_STYLE = dict(linestyle="--", linewidth=1.2, alpha=0.8)
 COLLAPSE_STYLE = dict(linestyle="-.", linewidth=2.0, alpha=0.9)
@@ -40,14 +39,17 @@ TITLES = {
     "eval_loss": "evaluation loss",
     ENTROPY_KEY: "training entropy (nats)",
     TRL_ENTROPY_KEY: "training entropy (TRL, nats)",
-    **{GEN_PREFIX + name: title for name, title in (
-        ("length", "tokens per generated sample"),
-        ("entropy", "generation entropy (nats)"),
-        ("repetition", "repeated word 3-grams within a sample"),
-        ("empty_rate", "share of empty samples"),
-        ("quality", "generation quality (scorer)"),
-        ("seconds", "seconds per monitor evaluation"),
-    )},
+    **{
+        GEN_PREFIX + name: title
+        for name, title in (
+            ("length", "tokens per generated sample"),
+            ("entropy", "generation entropy (nats)"),
+            ("repetition", "repeated word 3-grams within a sample"),
+            ("empty_rate", "share of empty samples"),
+            ("quality", "generation quality (scorer)"),
+            ("seconds", "seconds per monitor evaluation"),
+        )
+    },
     # the monitor's diversity measures, in either scope
     "distinct_1": "distinct-1 (higher = more diverse)",
     "distinct_2": "distinct-2 (higher = more diverse)",
@@ -68,22 +70,42 @@ TITLES = {
 
 FIGURES = (
     # file name, group, title, caption
-    ("training.png", "training", "Training",
-     "Training and evaluation loss, and the entropy of the model's predictive distribution on the training batches."),
-    ("diversity.png", "diversity", "Diversity of the generations",
-     "The generation monitor's diversity on its probe prompts: within a prompt (the k samples of one prompt, "
-     "averaged over prompts) and across prompts (one sample per prompt). Distinct-n, Vendi and cosine distance fall, "
-     "self-BLEU and the gzip ratio rise when the outputs narrow."),
-    ("generation.png", "generation", "Complexity and quality of the generations",
-     "Length, entropy, repetition within a sample, share of empty samples, and the scorer's quality when one is set."),
-    ("sampler.png", "sampler", "QDC sampler telemetry",
-     "Effective sample size and weight entropy of the sampling weights, share of clusters trained on since the "
-     "previous log, and the mean quality and complexity of the examples trained on (solid) against the dataset's "
-     "(dotted)."),
-    ("collapse.png", "collapse", "Collapse detector",
-     "The detector's level (0 healthy, 1 warning, 2 collapse) and, per watched series, how far its average has "
-     "moved from the baseline in the bad direction. Vertical lines on every figure: first warning (dashed) and "
-     "collapse (dash-dot), in the run's colour."),
+    (
+        "training.png",
+        "training",
+        "Training",
+        "Training and evaluation loss, and the entropy of the model's predictive distribution on the training batches.",
+    ),
+    (
+        "diversity.png",
+        "diversity",
+        "Diversity of the generations",
+        "The generation monitor's diversity on its probe prompts: within a prompt (the k samples of one prompt, "
+        "averaged over prompts) and across prompts (one sample per prompt). Distinct-n, Vendi and cosine distance fall, "
+        "self-BLEU and the gzip ratio rise when the outputs narrow.",
+    ),
+    (
+        "generation.png",
+        "generation",
+        "Complexity and quality of the generations",
+        "Length, entropy, repetition within a sample, share of empty samples, and the scorer's quality when one is set.",
+    ),
+    (
+        "sampler.png",
+        "sampler",
+        "QDC sampler telemetry",
+        "Effective sample size and weight entropy of the sampling weights, share of clusters trained on since the "
+        "previous log, and the mean quality and complexity of the examples trained on (solid) against the dataset's "
+        "(dotted).",
+    ),
+    (
+        "collapse.png",
+        "collapse",
+        "Collapse detector",
+        "The detector's level (0 healthy, 1 warning, 2 collapse) and, per watched series, how far its average has "
+        "moved from the baseline in the bad direction. Vertical lines on every figure: first warning (dashed) and "
+        "collapse (dash-dot), in the run's colour.",
+    ),
     ("other.png", "other", "Other qdc/ keys", "Numeric keys under qdc/ that belong to none of the figures above."),
 )
 """The run figures in page order: file name, group (of :data:`~qdc_trainer.report.logs.GROUPS`), title, caption."""
@@ -143,12 +165,14 @@ def _training_panels(keys: Sequence[str]) -> list[_Panel]:
 
 def _diversity_panels(keys: Sequence[str]) -> tuple[list[_Panel], int]:
     views = [v for v in SCOPES if any(k.startswith(f"{GEN_PREFIX}{v}/") for k in keys)]
-    metrics = _ordered({k[len(GEN_PREFIX):].split("/", 1)[1] for k in keys if key_group(k) == "diversity"},
-                       DIVERSITY_METRICS)
+    metrics = _ordered(
+        {k[len(GEN_PREFIX) :].split("/", 1)[1] for k in keys if key_group(k) == "diversity"}, DIVERSITY_METRICS
+    )
     where = {"per_input": "within a prompt", "across_input": "across prompts"}
     panels = [
         _Panel(f"{TITLES.get(m, m)}\n{where[v]}", (f"{GEN_PREFIX}{v}/{m}",), ylabel=f"{GEN_PREFIX}{v}/{m}")
-        for m in metrics for v in views
+        for m in metrics
+        for v in views
     ]
     return panels, len(views)
 
@@ -158,7 +182,7 @@ def _generation_panels(keys: Sequence[str]) -> list[_Panel]:
 
 
 def _sampler_panels(keys: Sequence[str]) -> list[_Panel]:
-    names = {k[len(SAMPLER_PREFIX):] for k in keys if k.startswith(SAMPLER_PREFIX)}
+    names = {k[len(SAMPLER_PREFIX) :] for k in keys if k.startswith(SAMPLER_PREFIX)}
     paired = {n.rsplit("_", 1)[0] for n in names if n.endswith(("_trained", "_dataset"))}
     singles = {n for n in names if n.rsplit("_", 1)[0] not in paired or not n.endswith(("_trained", "_dataset"))}
     panels = []
@@ -177,7 +201,7 @@ def _collapse_panels(keys: Sequence[str]) -> list[_Panel]:
     if COLLAPSE_KEY in keys:
         panels.append(_Panel("collapse detector level", (COLLAPSE_KEY,), ylabel=COLLAPSE_KEY, levels=True))
     for key in sorted(k for k in keys if k.startswith(COLLAPSE_PREFIX) and k.endswith("/change")):
-        watched = watched_key(key[len(COLLAPSE_PREFIX):-len("/change")], keys)
+        watched = watched_key(key[len(COLLAPSE_PREFIX) : -len("/change")], keys)
         panels.append(_Panel(f"{watched}\nchange from its baseline (bad direction > 0)", (key,), ylabel="change"))
     return panels
 
@@ -191,8 +215,9 @@ def _legend_handles(runs: Sequence[RunLog], styles: Sequence[str] = ()) -> list[
     handles = [lines.Line2D([], [], color=color(i), linewidth=2, label=run.label) for i, run in enumerate(runs)]
     names = {"-": "trained", ":": "dataset"}
     if len(set(styles)) > 1:
-        handles += [lines.Line2D([], [], color="0.3", linestyle=s, label=names.get(s, s))
-                    for s in dict.fromkeys(styles)]
+        handles += [
+            lines.Line2D([], [], color="0.3", linestyle=s, label=names.get(s, s)) for s in dict.fromkeys(styles)
+        ]
     if any(run.warning_step is not None for run in runs):
         handles.append(lines.Line2D([], [], color="0.3", label="collapse warning", **WARNING_STYLE))
     if any(run.collapse_step is not None for run in runs):
@@ -200,8 +225,15 @@ def _legend_handles(runs: Sequence[RunLog], styles: Sequence[str] = ()) -> list[
     return handles
 
 
-def _draw_panels(runs: Sequence[RunLog], panels: Sequence[_Panel], path: Path, title: str, *,
-                 ncols: int = 3, sharey_rows: bool = False) -> Path:
+def _draw_panels(
+    runs: Sequence[RunLog],
+    panels: Sequence[_Panel],
+    path: Path,
+    title: str,
+    *,
+    ncols: int = 3,
+    sharey_rows: bool = False,
+) -> Path:
     """One figure: a grid of panels, every run in its colour, collapse marks on each run's curves."""
     Figure = figure_class()
     ncols = max(1, min(ncols, len(panels)))
@@ -223,9 +255,16 @@ def _draw_panels(runs: Sequence[RunLog], panels: Sequence[_Panel], path: Path, t
                 if key not in run.series:
                     continue
                 steps, values = run.series[key]
-                ax.plot(steps, values, color=run_color, linestyle=style, linewidth=1.6,
-                        marker="o" if len(steps) <= 40 else None, markersize=3,
-                        drawstyle="steps-post" if panel.levels else "default")
+                ax.plot(
+                    steps,
+                    values,
+                    color=run_color,
+                    linestyle=style,
+                    linewidth=1.6,
+                    marker="o" if len(steps) <= 40 else None,
+                    markersize=3,
+                    drawstyle="steps-post" if panel.levels else "default",
+                )
                 styles.append(style)
                 run_drawn = drawn = True
                 whole = whole and bool(np.all(values == np.round(values)))
@@ -247,8 +286,13 @@ def _draw_panels(runs: Sequence[RunLog], panels: Sequence[_Panel], path: Path, t
             ax.tick_params(labelbottom=True)
     fig.suptitle(title, fontsize=13, fontweight="bold")
     handles = _legend_handles(runs, styles)
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), int(width / 1.6)), fontsize=9,
-               frameon=False)
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=min(len(handles), int(width / 1.6)),
+        fontsize=9,
+        frameon=False,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
@@ -284,5 +328,3 @@ def plot_run_group(runs: Sequence[RunLog], group: str, path: str | Path) -> Path
         return None
     title = next(t for _, g, t, _ in FIGURES if g == group)
     return _draw_panels(runs, panels, Path(path), title, ncols=ncols, sharey_rows=sharey)
-
-

@@ -32,9 +32,24 @@ from ..sampler import TELEMETRY_PREFIX as SAMPLER_PREFIX
 from ..trainer import ENTROPY_KEY
 
 __all__ = [
-    "COLLAPSE_KEY", "DIVERSITY_METRICS", "GENERATION_KEYS", "GROUPS", "RUN_CONFIG_FILE", "RunLog", "SAMPLER_KEYS",
-    "STATE_FILE", "TRAINING_KEYS", "collapse_culprits", "collapse_steps", "find_state_file", "is_number", "key_group",
-    "load_run", "log_series", "read_samples", "watched_key",
+    "COLLAPSE_KEY",
+    "DIVERSITY_METRICS",
+    "GENERATION_KEYS",
+    "GROUPS",
+    "RUN_CONFIG_FILE",
+    "RunLog",
+    "SAMPLER_KEYS",
+    "STATE_FILE",
+    "TRAINING_KEYS",
+    "collapse_culprits",
+    "collapse_steps",
+    "find_state_file",
+    "is_number",
+    "key_group",
+    "load_run",
+    "log_series",
+    "read_samples",
+    "watched_key",
 ]
 
 STATE_FILE = "trainer_state.json"
@@ -194,8 +209,9 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunLog:
         raise ValueError(f"cannot read the trainer state {str(state_file)!r} of run {str(folder)!r}: {err}") from err
     history = state.get("log_history") if isinstance(state, dict) else None
     if not isinstance(history, list):
-        raise ValueError(f"{str(state_file)!r} (run {str(folder)!r}) has no log_history list: "
-                         "is it a trainer_state.json?")
+        raise ValueError(
+            f"{str(state_file)!r} (run {str(folder)!r}) has no log_history list: is it a trainer_state.json?"
+        )
     series = log_series(history)
     base = folder if folder.is_dir() else state_file.parent
     notes = []
@@ -222,8 +238,15 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunLog:
     warning, collapse = collapse_steps(series)
     return RunLog(
         label=label if label is not None else _default_label(folder, state_file),
-        folder=folder, state_file=state_file, global_step=int(global_step), series=series, samples=samples,
-        config=config, warning_step=warning, collapse_step=collapse, notes=notes,
+        folder=folder,
+        state_file=state_file,
+        global_step=int(global_step),
+        series=series,
+        samples=samples,
+        config=config,
+        warning_step=warning,
+        collapse_step=collapse,
+        notes=notes,
     )
 
 

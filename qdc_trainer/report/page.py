@@ -56,8 +56,13 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, first_cells: Sequence[str] | None = None,
-               wide_last: int = 0) -> str:
+def html_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    first_cells: Sequence[str] | None = None,
+    wide_last: int = 0,
+) -> str:
     """An HTML table with escaped cells; ``first_cells`` are trusted HTML put before each row's first cell,
     the last ``wide_last`` cells of each row are shown as preformatted text."""
     head = "".join(f"<th>{escape_html(h)}</th>" for h in header)

@@ -31,9 +31,16 @@ FRONTIER_ROWS = 12
 """Frontier points listed on the profile page at most."""
 
 
-def write_profile_report(dataset: Any, out_dir: str | Path, *, quality_column: str = "quality",
-                         complexity_column: str = "complexity", cluster_column: str = "cluster",
-                         text_column: str = "text", embeddings: Any = None) -> Path:
+def write_profile_report(
+    dataset: Any,
+    out_dir: str | Path,
+    *,
+    quality_column: str = "quality",
+    complexity_column: str = "complexity",
+    cluster_column: str = "cluster",
+    text_column: str = "text",
+    embeddings: Any = None,
+) -> Path:
     """Profile a scored dataset's quality, diversity and complexity on one page; returns ``profile.html``.
 
     The dataset is a ``datasets.Dataset``, a pandas ``DataFrame`` or a dict of
@@ -70,13 +77,19 @@ def write_profile_report(dataset: Any, out_dir: str | Path, *, quality_column: s
         ImportError: matplotlib is missing (``pip install 'qdc-trainer[plot]'``).
     """
     names = _column_names(dataset)
-    wanted = {"quality": quality_column, "complexity": complexity_column, "cluster": cluster_column,
-              "text": text_column}
+    wanted = {
+        "quality": quality_column,
+        "complexity": complexity_column,
+        "cluster": cluster_column,
+        "text": text_column,
+    }
     present = {role: col for role, col in wanted.items() if col in names}
     if not present:
         expected = ", ".join(f"{role}_column={col!r}" for role, col in wanted.items())
-        raise ValueError(f"the dataset has none of the expected columns ({expected}); its columns are {names}. "
-                         "Score it with qdc_trainer.metrics.score_dataset, or pass the right column names.")
+        raise ValueError(
+            f"the dataset has none of the expected columns ({expected}); its columns are {names}. "
+            "Score it with qdc_trainer.metrics.score_dataset, or pass the right column names."
+        )
     figure_class()
     columns = {role: _column(dataset, col) for role, col in present.items()}
     lengths = {present[role]: len(values) for role, values in columns.items()}
@@ -85,12 +98,16 @@ def write_profile_report(dataset: Any, out_dir: str | Path, *, quality_column: s
     n = next(iter(lengths.values()))
     if n == 0:
         raise ValueError("the dataset is empty")
-    notes = [f"column {col!r} not found: {what} skipped" for role, col, what in (
-        ("quality", quality_column, "quality histogram, statistics and quality-versus-diversity plot"),
-        ("complexity", complexity_column, "complexity histogram and statistics"),
-        ("cluster", cluster_column, "cluster sizes"),
-        ("text", text_column, "distinct-n of the texts"),
-    ) if role not in present]
+    notes = [
+        f"column {col!r} not found: {what} skipped"
+        for role, col, what in (
+            ("quality", quality_column, "quality histogram, statistics and quality-versus-diversity plot"),
+            ("complexity", complexity_column, "complexity histogram and statistics"),
+            ("cluster", cluster_column, "cluster sizes"),
+            ("text", text_column, "distinct-n of the texts"),
+        )
+        if role not in present
+    ]
     quality = _numeric(columns.get("quality"), quality_column, notes)
     complexity = _numeric(columns.get("complexity"), complexity_column, notes)
     clusters = columns.get("cluster")
@@ -120,17 +137,27 @@ def write_profile_report(dataset: Any, out_dir: str | Path, *, quality_column: s
     if clusters is not None:
         sizes = Counter(str(c) for c in clusters).most_common()
         shares = np.array([s for _, s in sizes], dtype=np.float64) / n
-        stats += [["clusters", str(len(sizes))],
-                  ["effective number of clusters", fmt(float(np.exp(-(shares * np.log(shares)).sum())))],
-                  ["largest cluster share", f"{shares[0]:.1%}"], ["smallest cluster share", f"{shares[-1]:.1%}"]]
+        stats += [
+            ["clusters", str(len(sizes))],
+            ["effective number of clusters", fmt(float(np.exp(-(shares * np.log(shares)).sum())))],
+            ["largest cluster share", f"{shares[0]:.1%}"],
+            ["smallest cluster share", f"{shares[-1]:.1%}"],
+        ]
         _plot_cluster_sizes(sizes, out / "cluster_sizes.png", cluster_column)
-        figures.append(("cluster_sizes.png", "Cluster sizes",
-                        "Examples per cluster, largest first; the dashed line is the size of a perfectly balanced "
-                        "clustering. The QDC sampler gives small clusters more mass as its trade-off moves to 0."))
+        figures.append(
+            (
+                "cluster_sizes.png",
+                "Cluster sizes",
+                "Examples per cluster, largest first; the dashed line is the size of a perfectly balanced "
+                "clustering. The QDC sampler gives small clusters more mass as its trade-off moves to 0.",
+            )
+        )
     if texts is not None:
-        stats += [["distinct-1 of the texts", fmt(distinct_n(texts, 1))],
-                  ["distinct-2 of the texts", fmt(distinct_n(texts, 2))],
-                  ["mean words per text", fmt(float(np.mean([len(t.split()) for t in texts])))]]
+        stats += [
+            ["distinct-1 of the texts", fmt(distinct_n(texts, 1))],
+            ["distinct-2 of the texts", fmt(distinct_n(texts, 2))],
+            ["mean words per text", fmt(float(np.mean([len(t.split()) for t in texts])))],
+        ]
     frontier_header: list[str] = []
     frontier_rows: list[list[str]] = []
     scatter = _quality_diversity(quality, clusters, texts, matrix, quality_column, notes)
@@ -140,13 +167,20 @@ def write_profile_report(dataset: Any, out_dir: str | Path, *, quality_column: s
         frontier_header, frontier_rows = scatter["table"]
     page = out / f"{PROFILE_PAGE}.html"
     page.write_text(_profile_html(stats, figures, notes, frontier_header, frontier_rows), encoding="utf-8")
-    (out / f"{PROFILE_PAGE}.md").write_text(_profile_markdown(stats, figures, notes, frontier_header, frontier_rows),
-                                            encoding="utf-8")
+    (out / f"{PROFILE_PAGE}.md").write_text(
+        _profile_markdown(stats, figures, notes, frontier_header, frontier_rows), encoding="utf-8"
+    )
     return page
 
 
-def _quality_diversity(quality: np.ndarray | None, clusters: Sequence[Any] | None, texts: list[str] | None,
-                       matrix: np.ndarray | None, quality_column: str, notes: list[str]) -> dict[str, Any] | None:
+def _quality_diversity(
+    quality: np.ndarray | None,
+    clusters: Sequence[Any] | None,
+    texts: list[str] | None,
+    matrix: np.ndarray | None,
+    quality_column: str,
+    notes: list[str],
+) -> dict[str, Any] | None:
     """The points of the quality-diversity scatter, its frontier, labels and the frontier table; None to skip."""
     if quality is None:  # the page already says the column is missing
         return None
@@ -157,44 +191,66 @@ def _quality_diversity(quality: np.ndarray | None, clusters: Sequence[Any] | Non
         keep = np.flatnonzero(np.isfinite(quality))
         if len(keep) > MAX_SCATTER_POINTS:
             keep = np.sort(np.random.default_rng(0).choice(keep, size=MAX_SCATTER_POINTS, replace=False))
-            notes.append(f"the quality-versus-diversity plot uses a random {MAX_SCATTER_POINTS:,} examples, "
-                         "with nearest neighbours among them")
+            notes.append(
+                f"the quality-versus-diversity plot uses a random {MAX_SCATTER_POINTS:,} examples, "
+                "with nearest neighbours among them"
+            )
         if len(keep) < 2:
             notes.append("fewer than 2 examples with a quality: the quality-versus-diversity plot is skipped")
             return None
         x = nearest_neighbor_distances(matrix[keep])
         y = quality[keep]
         front = pareto_frontier(x, y)
-        rows = [[str(keep[i]), fmt(y[i]), fmt(x[i]), _snippet(texts[keep[i]]) if texts else ""]
-                for i in front[:FRONTIER_ROWS]]
-        return {"x": x, "y": y, "sizes": None, "labels": None, "front": front,
-                "xlabel": "cosine distance to the nearest neighbour (higher = more unlike the rest)",
-                "ylabel": quality_column, "title": "Quality versus diversity, per example",
-                "caption": "Each point is an example: its quality against the cosine distance of its embedding to the "
-                           "nearest other example. The line joins the Pareto frontier: the examples that no other "
-                           "example beats on both (the high-quality, non-redundant ones).",
-                "table": (["example", "quality", "distance to nearest", "text"], rows)}
+        rows = [
+            [str(keep[i]), fmt(y[i]), fmt(x[i]), _snippet(texts[keep[i]]) if texts else ""]
+            for i in front[:FRONTIER_ROWS]
+        ]
+        return {
+            "x": x,
+            "y": y,
+            "sizes": None,
+            "labels": None,
+            "front": front,
+            "xlabel": "cosine distance to the nearest neighbour (higher = more unlike the rest)",
+            "ylabel": quality_column,
+            "title": "Quality versus diversity, per example",
+            "caption": "Each point is an example: its quality against the cosine distance of its embedding to the "
+            "nearest other example. The line joins the Pareto frontier: the examples that no other "
+            "example beats on both (the high-quality, non-redundant ones).",
+            "table": (["example", "quality", "distance to nearest", "text"], rows),
+        }
     if clusters is None or texts is None:
         missing = "cluster" if clusters is None else "text"
-        notes.append(f"the quality-versus-diversity plot needs embeddings, or the cluster and text columns "
-                     f"(the {missing} column is missing): skipped")
+        notes.append(
+            f"the quality-versus-diversity plot needs embeddings, or the cluster and text columns "
+            f"(the {missing} column is missing): skipped"
+        )
         return None
     per = cluster_quality_diversity(quality, clusters, texts)
     if len(per["cluster"]) == 0:
         return None
     front = pareto_frontier(per["distinct_2"], per["quality"])
     total = per["size"].sum()
-    rows = [[str(per["cluster"][i]), str(per["size"][i]), fmt(per["quality"][i]), fmt(per["distinct_2"][i])]
-            for i in front[:FRONTIER_ROWS]]
+    rows = [
+        [str(per["cluster"][i]), str(per["size"][i]), fmt(per["quality"][i]), fmt(per["distinct_2"][i])]
+        for i in front[:FRONTIER_ROWS]
+    ]
     m = per["max_texts"]
-    return {"x": per["distinct_2"], "y": per["quality"], "sizes": per["size"] / total, "labels": per["cluster"],
-            "front": front, "xlabel": f"distinct-2 of {m} texts drawn from the cluster",
-            "ylabel": f"mean {quality_column}", "title": "Quality versus diversity, per cluster",
-            "caption": "Each point is a cluster, its area proportional to the cluster's share of the data: its mean "
-                       f"quality against the distinct-2 of {m} of its texts drawn at random (the same number for every "
-                       "cluster, since distinct-n falls as a collection grows; smaller clusters use all theirs). The "
-                       "line joins the Pareto frontier: the clusters that no other cluster beats on both.",
-            "table": (["cluster", "size", "mean quality", "distinct-2"], rows)}
+    return {
+        "x": per["distinct_2"],
+        "y": per["quality"],
+        "sizes": per["size"] / total,
+        "labels": per["cluster"],
+        "front": front,
+        "xlabel": f"distinct-2 of {m} texts drawn from the cluster",
+        "ylabel": f"mean {quality_column}",
+        "title": "Quality versus diversity, per cluster",
+        "caption": "Each point is a cluster, its area proportional to the cluster's share of the data: its mean "
+        f"quality against the distinct-2 of {m} of its texts drawn at random (the same number for every "
+        "cluster, since distinct-n falls as a collection grows; smaller clusters use all theirs). The "
+        "line joins the Pareto frontier: the clusters that no other cluster beats on both.",
+        "table": (["cluster", "size", "mean quality", "distinct-2"], rows),
+    }
 
 
 def _plot_histogram(values: np.ndarray, path: Path, title: str, column: str) -> Path:
@@ -210,8 +266,9 @@ def _plot_histogram(values: np.ndarray, path: Path, title: str, column: str) -> 
     ax.hist(finite, bins=bins, color=COLORS[0], alpha=0.85, edgecolor="white")
     ax.yaxis.set_major_locator(ticker().MaxNLocator(integer=True))
     ax.axvline(finite.mean(), color="black", linestyle="--", linewidth=1.2, label=f"mean {fmt(finite.mean())}")
-    ax.axvline(np.median(finite), color=COLORS[3], linestyle=":", linewidth=1.6,
-               label=f"median {fmt(np.median(finite))}")
+    ax.axvline(
+        np.median(finite), color=COLORS[3], linestyle=":", linewidth=1.6, label=f"median {fmt(np.median(finite))}"
+    )
     ax.set_title(f"{title} ({len(finite):,} examples)", fontweight="bold")
     ax.set_xlabel(column)
     ax.set_ylabel("examples")
@@ -252,8 +309,15 @@ def _plot_quality_diversity(scatter: Mapping[str, Any], path: Path) -> Path:
     if scatter["sizes"] is None:
         ax.scatter(x, y, s=8, color=COLORS[0], alpha=0.35, linewidths=0, rasterized=len(x) > 2000, label="examples")
     else:
-        ax.scatter(x, y, s=30 + 1500 * scatter["sizes"], color=COLORS[0], alpha=0.45, edgecolors="white",
-                   label="clusters (area = share)")
+        ax.scatter(
+            x,
+            y,
+            s=30 + 1500 * scatter["sizes"],
+            color=COLORS[0],
+            alpha=0.45,
+            edgecolors="white",
+            label="clusters (area = share)",
+        )
     ax.plot(x[front], y[front], color=COLORS[3], linewidth=2, marker="o", markersize=5, label="Pareto frontier")
     if scatter["labels"] is not None and len(x) <= 60:
         for i in front:
@@ -270,22 +334,29 @@ def _plot_quality_diversity(scatter: Mapping[str, Any], path: Path) -> Path:
 def _describe(name: str, values: np.ndarray) -> list[list[str]]:
     finite = values[np.isfinite(values)]
     q = np.quantile(finite, [0.05, 0.25, 0.5, 0.75, 0.95])
-    return [[f"{name}: mean ± std", f"{fmt(finite.mean())} ± {fmt(finite.std())}"],
-            [f"{name}: min / max", f"{fmt(finite.min())} / {fmt(finite.max())}"],
-            [f"{name}: 5% / 25% / 50% / 75% / 95%", " / ".join(fmt(v) for v in q)]]
+    return [
+        [f"{name}: mean ± std", f"{fmt(finite.mean())} ± {fmt(finite.std())}"],
+        [f"{name}: min / max", f"{fmt(finite.min())} / {fmt(finite.max())}"],
+        [f"{name}: 5% / 25% / 50% / 75% / 95%", " / ".join(fmt(v) for v in q)],
+    ]
 
 
 def _profile_html(stats, figures, notes, frontier_header, frontier_rows) -> str:
-    parts = [html_head("QDC dataset profile"), "<h1>QDC dataset profile</h1>",
-             f"<p class='muted'>Generated {now()}.</p>"]
+    parts = [
+        html_head("QDC dataset profile"),
+        "<h1>QDC dataset profile</h1>",
+        f"<p class='muted'>Generated {now()}.</p>",
+    ]
     parts += [f"<p class='note'>{escape_html(note)}</p>" for note in notes]
     parts += ["<h2>Summary</h2>", html_table(["statistic", "value"], stats)]
     for name, title, caption in figures:
-        parts += [f"<h2>{escape_html(title)}</h2>", f"<p class='caption'>{escape_html(caption)}</p>",
-                  f"<a href='{escape_html(name)}'><img src='{escape_html(name)}' alt='{escape_html(title)}'></a>"]
+        parts += [
+            f"<h2>{escape_html(title)}</h2>",
+            f"<p class='caption'>{escape_html(caption)}</p>",
+            f"<a href='{escape_html(name)}'><img src='{escape_html(name)}' alt='{escape_html(title)}'></a>",
+        ]
     if frontier_rows:
-        parts += ["<h3>On the Pareto frontier (highest quality first)</h3>",
-                  html_table(frontier_header, frontier_rows)]
+        parts += ["<h3>On the Pareto frontier (highest quality first)</h3>", html_table(frontier_header, frontier_rows)]
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -309,8 +380,9 @@ def _column_names(data: Any) -> list[str]:
         return [str(k) for k in data]
     if hasattr(data, "columns"):  # pandas.DataFrame
         return [str(c) for c in data.columns]
-    raise TypeError(f"dataset must be a datasets.Dataset, a pandas DataFrame or a dict of lists, "
-                    f"got {type(data).__name__}")
+    raise TypeError(
+        f"dataset must be a datasets.Dataset, a pandas DataFrame or a dict of lists, got {type(data).__name__}"
+    )
 
 
 def _column(data: Any, name: str) -> list:
@@ -335,4 +407,4 @@ def _numeric(values: list | None, column: str, notes: list[str]) -> np.ndarray |
 
 def _snippet(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

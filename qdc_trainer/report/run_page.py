@@ -26,8 +26,9 @@ NOT_GENERATED = "\u2014"
 SUMMARY_HEADER = ["key", "points", "first", "last", "min", "max"]
 
 
-def write_run_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
-                     labels: Sequence[str] | None = None) -> Path:
+def write_run_report(
+    run_dirs: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[str] | None = None
+) -> Path:
     """Compare training runs on one page of plots; returns the path of ``report.html``.
 
     Each run folder holds the Trainer's ``trainer_state.json`` (or a
@@ -86,16 +87,33 @@ def write_run_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
 
 
 def _run_overview(runs: Sequence[RunLog]) -> tuple[list[str], list[list[str]]]:
-    header = ["run", "folder", "trainer state", "steps", "final loss", "final eval loss", "collapse warning",
-              "collapse"]
+    header = [
+        "run",
+        "folder",
+        "trainer state",
+        "steps",
+        "final loss",
+        "final eval loss",
+        "collapse warning",
+        "collapse",
+    ]
     rows = []
     for run in runs:
         final_loss = run.last("loss") if "loss" in run.series else run.last("train_loss")
         inside = run.folder.is_dir() and run.state_file.is_relative_to(run.folder)
         state = run.state_file.relative_to(run.folder) if inside else run.state_file.name
-        rows.append([run.label, str(run.folder), str(state), str(run.global_step), fmt(final_loss),
-                     fmt(run.last("eval_loss")), _collapse_text(run, run.warning_step),
-                     _collapse_text(run, run.collapse_step)])
+        rows.append(
+            [
+                run.label,
+                str(run.folder),
+                str(state),
+                str(run.global_step),
+                fmt(final_loss),
+                fmt(run.last("eval_loss")),
+                _collapse_text(run, run.warning_step),
+                _collapse_text(run, run.collapse_step),
+            ]
+        )
     return header, rows
 
 
@@ -122,8 +140,16 @@ def _summary_rows(run: RunLog) -> list[list[str]]:
     rows = []
     for key in sorted(run.series, key=order):
         steps, values = run.series[key]
-        rows.append([key, str(len(values)), f"{fmt(values[0])} (step {steps[0]})",
-                     f"{fmt(values[-1])} (step {steps[-1]})", fmt(values.min()), fmt(values.max())])
+        rows.append(
+            [
+                key,
+                str(len(values)),
+                f"{fmt(values[0])} (step {steps[0]})",
+                f"{fmt(values[-1])} (step {steps[-1]})",
+                fmt(values.min()),
+                fmt(values.max()),
+            ]
+        )
     return rows
 
 
@@ -150,16 +176,23 @@ def _sample_comparison(samples: Sequence[Mapping[str, Any]]) -> tuple[list[int],
 
 
 def _run_html(runs: Sequence[RunLog], figures: Sequence[tuple[str, str, str]]) -> str:
-    parts = [html_head("QDC training report"), "<h1>QDC training report</h1>",
-             f"<p class='muted'>{len(runs)} run(s), generated {now()}.</p>", "<h2>Runs</h2>"]
+    parts = [
+        html_head("QDC training report"),
+        "<h1>QDC training report</h1>",
+        f"<p class='muted'>{len(runs)} run(s), generated {now()}.</p>",
+        "<h2>Runs</h2>",
+    ]
     header, rows = _run_overview(runs)
     swatches = [f"<span class='swatch' style='background:{color(i)}'></span>" for i in range(len(runs))]
     parts.append(html_table(header, rows, first_cells=swatches))
     if not figures:
         parts.append("<p>None of the runs logged a key that a figure shows.</p>")
     for name, title, caption in figures:
-        parts += [f"<h2>{escape_html(title)}</h2>", f"<p class='caption'>{escape_html(caption)}</p>",
-                  f"<a href='{escape_html(name)}'><img src='{escape_html(name)}' alt='{escape_html(title)}'></a>"]
+        parts += [
+            f"<h2>{escape_html(title)}</h2>",
+            f"<p class='caption'>{escape_html(caption)}</p>",
+            f"<a href='{escape_html(name)}'><img src='{escape_html(name)}' alt='{escape_html(title)}'></a>",
+        ]
     for i, run in enumerate(runs):
         parts.append(f"<h2><span class='swatch' style='background:{color(i)}'></span>Run {escape_html(run.label)}</h2>")
         parts.append(f"<p class='muted'>{escape_html(str(run.folder))}</p>")
@@ -167,16 +200,21 @@ def _run_html(runs: Sequence[RunLog], figures: Sequence[tuple[str, str, str]]) -
             parts.append(f"<p class='note'>{escape_html(note)}</p>")
         parts.append(f"<p><b>{escape_html(_collapse_sentence(run))}</b></p>")
         if run.config is not None:
-            parts += [f"<h3>Run description ({RUN_CONFIG_FILE})</h3>",
-                      f"<pre>{escape_html(json.dumps(run.config, indent=2, sort_keys=True, default=str))}</pre>"]
+            parts += [
+                f"<h3>Run description ({RUN_CONFIG_FILE})</h3>",
+                f"<pre>{escape_html(json.dumps(run.config, indent=2, sort_keys=True, default=str))}</pre>",
+            ]
         parts.append("<h3>Logged values</h3>")
         summary = _summary_rows(run)
         parts.append(html_table(SUMMARY_HEADER, summary) if summary else "<p>Nothing was logged.</p>")
         shown, sample_rows = _sample_comparison(run.samples)
         if sample_rows:
             parts.append("<h3>Generation samples</h3>")
-            parts.append(html_table(["prompt", "sample"] + [f"completion at step {s}" for s in shown], sample_rows,
-                                     wide_last=len(shown)))
+            parts.append(
+                html_table(
+                    ["prompt", "sample"] + [f"completion at step {s}" for s in shown], sample_rows, wide_last=len(shown)
+                )
+            )
         else:
             parts.append(f"<p class='muted'>No generation samples ({SAMPLES_FILE} not found or empty).</p>")
     parts.append("</body></html>\n")
@@ -194,8 +232,14 @@ def _run_markdown(runs: Sequence[RunLog], figures: Sequence[tuple[str, str, str]
         parts += [f"- {escape_md(note)}" for note in run.notes]
         parts += [f"**{escape_md(_collapse_sentence(run))}**", ""]
         if run.config is not None:
-            parts += [f"### Run description ({RUN_CONFIG_FILE})", "", "```json",
-                      json.dumps(run.config, indent=2, sort_keys=True, default=str).replace("```", "'''"), "```", ""]
+            parts += [
+                f"### Run description ({RUN_CONFIG_FILE})",
+                "",
+                "```json",
+                json.dumps(run.config, indent=2, sort_keys=True, default=str).replace("```", "'''"),
+                "```",
+                "",
+            ]
         summary = _summary_rows(run)
         parts += ["### Logged values", ""] + (md_table(SUMMARY_HEADER, summary) if summary else ["Nothing was logged."])
         shown, sample_rows = _sample_comparison(run.samples)

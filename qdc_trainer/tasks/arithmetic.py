@@ -162,18 +162,22 @@ class ArithmeticConfig:
     min_operand: int = field(default=1, metadata={"help": "smallest operand (>= 0)"})
     max_operand: int = field(default=9, metadata={"help": "largest operand (>= min_operand)"})
     max_result: int = field(
-        default=50, metadata={"help": "largest intermediate or final result (>= max_operand); results are never negative"}
+        default=50,
+        metadata={"help": "largest intermediate or final result (>= max_operand); results are never negative"},
     )
     operators: str = field(default=OPERATORS, metadata={"help": "operators to draw from: a non-empty subset of '+-*'"})
     num_templates: int = field(
         default=len(TEMPLATES), metadata={"help": f"phrasing templates drawn from (1..{len(TEMPLATES)}): diversity"}
     )
     noise: float = field(
-        default=0.1, metadata={"help": "share of training examples with a wrong step or a wrong final answer (0..1): quality"}
+        default=0.1,
+        metadata={"help": "share of training examples with a wrong step or a wrong final answer (0..1): quality"},
     )
     held_out: float = field(
         default=0.1,
-        metadata={"help": "share of problems (by a hash of the expression) kept out of training for validation, in [0, 1)"},
+        metadata={
+            "help": "share of problems (by a hash of the expression) kept out of training for validation, in [0, 1)"
+        },
     )
     seed: int = field(default=0, metadata={"help": "seed of the generator"})
 
@@ -305,7 +309,10 @@ class Problem:
 
 
 def render(
-    problem: Problem, template: int = 0, *, equations: Sequence[tuple[int, str, int, int]] | None = None,
+    problem: Problem,
+    template: int = 0,
+    *,
+    equations: Sequence[tuple[int, str, int, int]] | None = None,
     answer: int | None = None,
 ) -> tuple[str, str]:
     """``(prompt, completion)`` of ``problem`` in template ``template`` (0 to 7: :data:`TEMPLATES`, 8 to 11:
@@ -406,12 +413,25 @@ def _corrupt(rng: random.Random, problem: Problem) -> tuple[str, list[tuple[int,
 # --------------------------------------------------------------------------- data sets
 
 _COLUMNS = (
-    "prompt", "completion", "text", "answer", "num_ops", "template", "operators", "expression", "corrupted", "corruption",
+    "prompt",
+    "completion",
+    "text",
+    "answer",
+    "num_ops",
+    "template",
+    "operators",
+    "expression",
+    "corrupted",
+    "corruption",
 )
 
 
 def generate_examples(
-    n: int, config: ArithmeticConfig | None = None, seed: int | None = None, *, held_out: bool | None = None,
+    n: int,
+    config: ArithmeticConfig | None = None,
+    seed: int | None = None,
+    *,
+    held_out: bool | None = None,
     templates: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """``n`` examples drawn with ``seed`` (default: ``config.seed``); the same arguments give the same examples,
@@ -471,23 +491,29 @@ def generate_examples(
         if config.noise > 0 and rng.random() < config.noise:
             corruption, equations, answer = _corrupt(rng, problem)
         prompt, completion = render(problem, template, equations=equations, answer=answer)
-        out.append({
-            "prompt": prompt,
-            "completion": completion,
-            "text": prompt + completion,
-            "answer": problem.answer,
-            "num_ops": problem.num_ops,
-            "template": template,
-            "operators": problem.operators,
-            "expression": problem.expression,
-            "corrupted": bool(corruption),
-            "corruption": corruption,
-        })
+        out.append(
+            {
+                "prompt": prompt,
+                "completion": completion,
+                "text": prompt + completion,
+                "answer": problem.answer,
+                "num_ops": problem.num_ops,
+                "template": template,
+                "operators": problem.operators,
+                "expression": problem.expression,
+                "corrupted": bool(corruption),
+                "corruption": corruption,
+            }
+        )
     return out
 
 
 def make_dataset(
-    n: int, config: ArithmeticConfig | None = None, seed: int | None = None, *, held_out: bool | None = None,
+    n: int,
+    config: ArithmeticConfig | None = None,
+    seed: int | None = None,
+    *,
+    held_out: bool | None = None,
     templates: Sequence[int] | None = None,
 ) -> Any:
     """:func:`generate_examples` as a ``datasets.Dataset``.
@@ -556,16 +582,21 @@ def make_splits(
     held_eval = True if config.held_out > 0 else None
     if ood == "templates":
         ood_split = make_dataset(
-            ood_size, ood_cfg, stream("test_ood"), held_out=held_eval,
+            ood_size,
+            ood_cfg,
+            stream("test_ood"),
+            held_out=held_eval,
             templates=range(len(TEMPLATES), len(_ALL_TEMPLATES)),
         )
     else:
         ood_split = make_dataset(ood_size, ood_cfg, stream("test_ood"))
-    return DatasetDict({
-        "train": make_dataset(train_size, config, stream("train"), held_out=held_train),
-        "validation": make_dataset(eval_size, clean, stream("validation"), held_out=held_eval),
-        "test_ood": ood_split,
-    })
+    return DatasetDict(
+        {
+            "train": make_dataset(train_size, config, stream("train"), held_out=held_train),
+            "validation": make_dataset(eval_size, clean, stream("validation"), held_out=held_eval),
+            "test_ood": ood_split,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- verifier
@@ -655,7 +686,8 @@ def parse_problem(prompt: str) -> Problem:
     start = _START.search(text)
     if start is not None:
         steps = tuple(
-            (_VERB_OPS[" ".join(m.group(1).lower().split())], int(m.group(2))) for m in _VERB.finditer(text, start.end())
+            (_VERB_OPS[" ".join(m.group(1).lower().split())], int(m.group(2)))
+            for m in _VERB.finditer(text, start.end())
         )
         if not steps:
             raise ValueError(f"no operation after {start.group(0)!r} in the prompt {prompt[:80]!r}")
@@ -789,8 +821,13 @@ def build_tokenizer(model_max_length: int = MAX_LENGTH) -> Any:
         single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk,
-        model_max_length=model_max_length, clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token=unk,
+        model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False,
     )
 
 
@@ -805,9 +842,17 @@ def tiny_model_config(tokenizer: Any, **overrides: Any) -> Any:
     from transformers import GPT2Config
 
     defaults: dict[str, Any] = dict(
-        vocab_size=len(tokenizer), n_positions=MAX_LENGTH, n_embd=128, n_layer=4, n_head=4,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        n_positions=MAX_LENGTH,
+        n_embd=128,
+        n_layer=4,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return GPT2Config(**{**defaults, **overrides})
 
@@ -839,7 +884,11 @@ def build_model(tokenizer: Any, seed: int = 0, **overrides: Any) -> Any:
 
 
 def tokenize_examples(
-    batch: Mapping[str, Any], tokenizer: Any, *, mask_prompt: bool = True, add_eos: bool = True,
+    batch: Mapping[str, Any],
+    tokenizer: Any,
+    *,
+    mask_prompt: bool = True,
+    add_eos: bool = True,
     max_length: int | None = None,
 ) -> dict[str, Any]:
     """``input_ids``, ``attention_mask`` and ``labels`` of examples with ``prompt`` and ``completion``.
@@ -881,8 +930,13 @@ DEFAULT_MAX_NEW_TOKENS = 120
 
 
 def generate_completions(
-    model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    batch_size: int = 64, progress: bool | None = None,
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    batch_size: int = 64,
+    progress: bool | None = None,
 ) -> list[str]:
     """Greedy completions of ``prompts``, decoded up to the first end-of-sequence token.
 
@@ -901,8 +955,15 @@ def generate_completions(
 
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not one string")
-    samples = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       eos_token_id=tokenizer.eos_token_id, progress=progress)
+    samples = generate(
+        model,
+        tokenizer,
+        list(prompts),
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        eos_token_id=tokenizer.eos_token_id,
+        progress=progress,
+    )
     return [s.text for s in samples]
 
 

@@ -40,18 +40,36 @@ def main() -> None:
     out = Path(sys.argv[1])
     tokenizer = build_tokenizer()
     ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 96}).map(lambda b: tokenizer(b["text"]), batched=True)
-    args = TrainingArguments(output_dir=str(out / "run"), per_device_train_batch_size=4, max_steps=12,
-                             logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
-    trainer = Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds.remove_columns(["text"]),
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    args = TrainingArguments(
+        output_dir=str(out / "run"),
+        per_device_train_batch_size=4,
+        max_steps=12,
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=build_gpt2(tokenizer),
+        args=args,
+        train_dataset=ds.remove_columns(["text"]),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
     rank = trainer.args.process_index
-    detector = CollapseDetectorCallback(trainer, watch=[SeriesDetector(KEY, ema=1.0, warmup=3)],
-                                        actions=("log", "stop"))
+    detector = CollapseDetectorCallback(
+        trainer, watch=[SeriesDetector(KEY, ema=1.0, warmup=3)], actions=("log", "stop")
+    )
     trainer.add_callback(LogSeries(trainer, COLLAPSING if rank == 0 else HEALTHY))
     trainer.add_callback(detector)
     trainer.train()
-    result = {"rank": rank, "world": trainer.args.world_size, "global_step": trainer.state.global_step,
-              "stopped_at": detector.stopped_at, "own_level": detector.detectors[KEY].signal.level}
+    result = {
+        "rank": rank,
+        "world": trainer.args.world_size,
+        "global_step": trainer.state.global_step,
+        "stopped_at": detector.stopped_at,
+        "own_level": detector.detectors[KEY].signal.level,
+    }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     trainer.accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()  # a clean exit (gloo threads torn down before interpreter exit)

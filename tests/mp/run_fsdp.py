@@ -25,9 +25,9 @@ def main(out_dir: str) -> None:
     sys.path.insert(0, str(TESTS_DIR))
     import numpy as np
     import torch
+    from conftest import build_gpt2, build_tokenizer
     from transformers import TrainingArguments
 
-    from conftest import build_gpt2, build_tokenizer
     from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer
 
     tokenizer = build_tokenizer()
@@ -46,14 +46,30 @@ def main(out_dir: str) -> None:
     gpu = torch.cuda.is_available()
     model = build_gpt2(tokenizer, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()
     sampler = QDCSampler(n, quality=rng.random(n), clusters=np.arange(n) % 4, update_every=2, seed=3)
-    monitor = GenerationMonitorCallback(["the cat", "a dog", "first add"], num_samples=2, max_new_tokens=4, every_n_steps=3)
+    monitor = GenerationMonitorCallback(
+        ["the cat", "a dog", "first add"], num_samples=2, max_new_tokens=4, every_n_steps=3
+    )
     detector = CollapseDetectorCallback(actions=("log",))
     args = TrainingArguments(
-        output_dir=os.path.join(out_dir, "trainer"), per_device_train_batch_size=4, max_steps=6, logging_steps=2,
-        save_strategy="no", report_to="none", disable_tqdm=True, seed=0, bf16=gpu,
+        output_dir=os.path.join(out_dir, "trainer"),
+        per_device_train_batch_size=4,
+        max_steps=6,
+        logging_steps=2,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        bf16=gpu,
     )
-    trainer = QDCTrainer(model=model, args=args, train_dataset=Tokens(), processing_class=tokenizer, qdc_sampler=sampler,
-                         loss_weighting="importance", callbacks=[monitor, detector])
+    trainer = QDCTrainer(
+        model=model,
+        args=args,
+        train_dataset=Tokens(),
+        processing_class=tokenizer,
+        qdc_sampler=sampler,
+        loss_weighting="importance",
+        callbacks=[monitor, detector],
+    )
     trainer.train()
     wrapped = trainer.model_wrapped
     rank = trainer.args.process_index

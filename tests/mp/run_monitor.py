@@ -30,13 +30,30 @@ def main() -> None:
     tokenizer = build_tokenizer()
     texts = ["the cat sat on the mat", "a dog ran in the park", "first add 2 and 3 to get 5 ."] * 32
     ds = Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
-    args = TrainingArguments(output_dir=str(out / "run"), per_device_train_batch_size=4, max_steps=4, logging_steps=2,
-                             save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0)
+    args = TrainingArguments(
+        output_dir=str(out / "run"),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        logging_steps=2,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
     # one prompt per generate call: rank 0 has prompts 0, 2, 4; rank 1 has 1, 3 and repeats one to keep step
     monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=6, batch_size=2, every_n_steps=2)
-    detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease", "qdc/train/entropy": "decrease"})
-    trainer = QDCTrainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds, processing_class=tokenizer,
-                         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), callbacks=[monitor, detector])
+    detector = CollapseDetectorCallback(
+        watch={"qdc/gen/per_input/distinct_2": "decrease", "qdc/train/entropy": "decrease"}
+    )
+    trainer = QDCTrainer(
+        model=build_gpt2(tokenizer),
+        args=args,
+        train_dataset=ds,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[monitor, detector],
+    )
     calls = []
     generate = trainer.model.generate
 
@@ -48,8 +65,13 @@ def main() -> None:
     trainer.train()
     rank = trainer.args.process_index
     logged = [{k: v for k, v in e.items() if k.startswith("qdc/") or k == "step"} for e in trainer.state.log_history]
-    result = {"rank": rank, "world": trainer.args.world_size, "generate_calls": calls,
-              "logs": [e for e in logged if len(e) > 1], "global_step": trainer.state.global_step}
+    result = {
+        "rank": rank,
+        "world": trainer.args.world_size,
+        "generate_calls": calls,
+        "logs": [e for e in logged if len(e) > 1],
+        "global_step": trainer.state.global_step,
+    }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     trainer.accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()

@@ -43,9 +43,17 @@ TESTS_DIR = Path(__file__).resolve().parent.parent
 
 # Sampler knobs shared by every run: non-uniform static weights, strong online feedback.
 SAMPLER_KWARGS = dict(
-    tradeoff=0.5, quality_strength=2.0, diversity_strength=1.0, complexity_strength=0.5,
-    example_loss_strength=1.0, cluster_loss_strength=1.0, max_online_ratio=4.0,
-    ema_decay=0.5, floor=0.1, update_every=2, seed=11,
+    tradeoff=0.5,
+    quality_strength=2.0,
+    diversity_strength=1.0,
+    complexity_strength=0.5,
+    example_loss_strength=1.0,
+    cluster_loss_strength=1.0,
+    max_online_ratio=4.0,
+    ema_decay=0.5,
+    floor=0.1,
+    update_every=2,
+    seed=11,
 )
 PER_DEVICE_BATCH = 4
 GRAD_ACCUM = 2
@@ -94,21 +102,23 @@ def make_dataset(tokenizer, num_examples: int):
         texts.append(" ".join(rng.choice(pool, size=length)))
         clusters.append(k)
     enc = tokenizer(texts)
-    return Dataset.from_dict({
-        "input_ids": enc["input_ids"],
-        "attention_mask": enc["attention_mask"],
-        "quality": rng.normal(size=num_examples).tolist(),
-        "complexity": rng.gamma(2.0, size=num_examples).tolist(),
-        "cluster": clusters,
-    })
+    return Dataset.from_dict(
+        {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "quality": rng.normal(size=num_examples).tolist(),
+            "complexity": rng.gamma(2.0, size=num_examples).tolist(),
+            "cluster": clusters,
+        }
+    )
 
 
 def run_one(run: dict) -> None:
     import numpy as np
     import torch
+    from conftest import build_gpt2, build_tokenizer
     from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
-    from conftest import build_gpt2, build_tokenizer
     from qdc_trainer import INDEX_KEY, QDCSampler, QDCTrainer
 
     log: dict = {"trained": [], "recorded": [], "streams": [], "draws": [], "updates": []}
@@ -127,37 +137,54 @@ def run_one(run: dict) -> None:
 
         def draw_block(self, epoch, block, size):
             idx = super().draw_block(epoch, block, size)
-            log["draws"].append({
-                "epoch": int(epoch), "block": int(block), "num_updates": int(self.num_updates),
-                "step": step(), "indices": [int(i) for i in idx],
-            })
+            log["draws"].append(
+                {
+                    "epoch": int(epoch),
+                    "block": int(block),
+                    "num_updates": int(self.num_updates),
+                    "step": step(),
+                    "indices": [int(i) for i in idx],
+                }
+            )
             return idx
 
         def record(self, indices, losses):
             idx = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices).reshape(-1)
             loss = np.asarray(losses.detach().float().cpu() if hasattr(losses, "detach") else losses, dtype=np.float64)
-            log["recorded"].append({
-                "step": step(), "indices": [int(i) for i in idx], "losses": _floats(loss.reshape(-1).tolist()),
-            })
+            log["recorded"].append(
+                {
+                    "step": step(),
+                    "indices": [int(i) for i in idx],
+                    "losses": _floats(loss.reshape(-1).tolist()),
+                }
+            )
             return super().record(indices, losses)
 
         def update(self):
             applied = super().update()
             if applied:
-                log["updates"].append({
-                    "step": step(), "num_updates": int(self.num_updates),
-                    "probabilities_sha256": _digest(self.probabilities()),
-                })
+                log["updates"].append(
+                    {
+                        "step": step(),
+                        "num_updates": int(self.num_updates),
+                        "probabilities_sha256": _digest(self.probabilities()),
+                    }
+                )
             return applied
 
     class RecordingTrainer(QDCTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training and INDEX_KEY in inputs:
-                log["trained"].append({
-                    "step": int(self.state.global_step), "epoch": int(self.qdc_sampler.epoch),
-                    "indices": [int(i) for i in inputs[INDEX_KEY].reshape(-1).tolist()],
-                })
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+                log["trained"].append(
+                    {
+                        "step": int(self.state.global_step),
+                        "epoch": int(self.qdc_sampler.epoch),
+                        "indices": [int(i) for i in inputs[INDEX_KEY].reshape(-1).tolist()],
+                    }
+                )
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
 
     torch.use_deterministic_algorithms(True)
     tokenizer = build_tokenizer()
@@ -189,8 +216,11 @@ def run_one(run: dict) -> None:
         dataloader_persistent_workers=False,
     )
     trainer = RecordingTrainer(
-        model=model, args=args, train_dataset=dataset,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), qdc_sampler=sampler,
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        qdc_sampler=sampler,
     )
     trainer_ref.append(trainer)
     world, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index

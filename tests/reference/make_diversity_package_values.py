@@ -44,8 +44,12 @@ def main() -> None:
         values = {
             "package": f"diversity=={VERSION}",
             "sets": EXAMPLES,
-            "compression_ratio": {name: compression.compression_ratio(texts, "gzip") for name, texts in EXAMPLES.items()},
-            "ngram_diversity_score_4": {name: ngram.ngram_diversity_score(texts, 4) for name, texts in EXAMPLES.items()},
+            "compression_ratio": {
+                name: compression.compression_ratio(texts, "gzip") for name, texts in EXAMPLES.items()
+            },
+            "ngram_diversity_score_4": {
+                name: ngram.ngram_diversity_score(texts, 4) for name, texts in EXAMPLES.items()
+            },
             "single_documents": single_docs,
             "single_document_ngram_diversity_score_4": [ngram.ngram_diversity_score([d], 4) for d in single_docs],
         }
