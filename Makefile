@@ -2,6 +2,7 @@
 #   make demo   create .venv, install qdc-trainer, run the main job (recipes/arithmetic/sft_qdc.yaml)
 #               (DEMO_ARGS adds flags, e.g. make demo DEMO_ARGS="--smoke true")
 #   make test   create .venv, install qdc-trainer with its dev tools, run the tests
+#   make lint   ruff (lint and format check; settings in pyproject.toml)
 #
 # torch is installed first, on its own, so that no CUDA build is pulled in.
 # TORCH_PIP_ARGS chooses where the CPU build comes from; on a machine that can
@@ -16,7 +17,7 @@ DEMO_ARGS ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,10 @@ demo: $(VENV)/.demo
 
 test: $(VENV)/.dev
 	$(PY) -m pytest tests qdc_trainer -q
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check qdc_trainer tests benchmarks
+	$(VENV)/bin/ruff format --check qdc_trainer tests benchmarks
 
 bench: $(VENV)/.dev
 	$(PY) benchmarks/bench_metrics.py
