@@ -650,7 +650,8 @@ def evaluation_rows(res: EvalResult) -> tuple[list[list[str]], float]:
             f"{mon * 1e3:.1f}",
             f"{plain * 1e3:.1f}",
             f"{ratio:.3f}x",
-            f"+{(mon - plain) * 1e3:.1f} ms; same samples as the plain loop: {res.same}/{res.compared}; {runs(res.monitor)}",
+            f"+{(mon - plain) * 1e3:.1f} ms; same samples as the plain loop: {res.same}/{res.compared}; "
+            f"{runs(res.monitor)}",
         ],
     ]
     clock = Clock()

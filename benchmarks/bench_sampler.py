@@ -32,7 +32,8 @@ Targets (full sizes):
   cost of ``qdc/train/entropy`` is measured by ``bench_monitor.py``). Runs alternate (plain,
   QDC, plain, QDC, ...); each kind's figure is the mean over the steady-state
   steps of that step's fastest time across its runs (every run of a kind trains
-  on the same batches), which keeps bursts of outside load out; one extra, instrumented QDC run measures the sampler's own share
+  on the same batches), which keeps bursts of outside load out; one extra,
+  instrumented QDC run measures the sampler's own share
   (record, update, drawing blocks, per-example losses). The tiny model makes
   every fixed per-step cost look large: on a real model the same absolute
   overhead is a far smaller share of a step.
@@ -494,7 +495,8 @@ def sampler_rows(results: list[SamplerResult], sizes: Sizes) -> list[Row]:
                     format_seconds(timing),
                     format_seconds(base),
                     f"{ratio:.2f}x",
-                    note=f"{timing.seconds / res.n * 1e9:.0f} ns/index; diagnostic (RandomSampler row at default threads)",
+                    note=f"{timing.seconds / res.n * 1e9:.0f} ns/index; "
+                    "diagnostic (RandomSampler row at default threads)",
                 )
             )
         if res.weighted is not None:
@@ -956,7 +958,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         layers, width, _ = MODELS[args.model]
         print(
-            f"2. Training step: {args.model} GPT-2 ({layers} layers, {width} wide), {sizes.texts} texts of {sizes.text_words} tokens, "
+            f"2. Training step: {args.model} GPT-2 ({layers} layers, {width} wide), "
+            f"{sizes.texts} texts of {sizes.text_words} tokens, "
             f"batch {sizes.batch_size}, {sizes.steps} steps, CPU"
         )
         print()

@@ -11,7 +11,8 @@ quality and complexity, a Gumbel draw, a sort by cluster and score, and the clus
 quotas. Target: within 4x of that sort at every N, with 256 clusters and a budget
 of N / 10. With deduplication keys (strings, half of them repeated) the baseline
 is the same sort after one Python pass that keeps the first of each key
-(``select_budget`` keeps the best of each, by utility); the same target. Both are timed in the same run on the same seeded data, best of 3,
+(``select_budget`` keeps the best of each, by utility); the same target. Both
+are timed in the same run on the same seeded data, best of 3,
 alternating, so that load from other processes hits both. The exit code is 0 even
 when a target is missed (this is a report).
 """

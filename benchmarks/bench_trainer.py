@@ -213,13 +213,16 @@ def bench_shape(shape: Shape, rounds: int, steps: int, warmup: int, gpu: bool) -
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
-    header = f"{'shape':<11} {'device':<6} {'arm':<15} {'median ms':>10} {'mean ms':>9} {'ratio':>7} {'peak GiB':>9} {'mem ratio':>9}"
+    header = (
+        f"{'shape':<11} {'device':<6} {'arm':<15} {'median ms':>10} {'mean ms':>9} {'ratio':>7} "
+        f"{'peak GiB':>9} {'mem ratio':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r['shape']:<11} {r['device']:<6} {r['arm']:<15} {r['median_ms']:>10.1f} {r['mean_ms']:>9.1f} {r['ratio']:>6.3f}x "
-            f"{r['peak_gib']:>9.2f} {r['memory_ratio']:>8.3f}x"
+            f"{r['shape']:<11} {r['device']:<6} {r['arm']:<15} {r['median_ms']:>10.1f} {r['mean_ms']:>9.1f} "
+            f"{r['ratio']:>6.3f}x {r['peak_gib']:>9.2f} {r['memory_ratio']:>8.3f}x"
         )
 
 

@@ -311,7 +311,8 @@ def replay(history: list[dict], detectors: list[SeriesDetector]) -> tuple[int | 
 
 
 def eval_detection(histories: dict[str, dict[str, list[dict]]], start: int) -> tuple[dict[int, int | None], float]:
-    """Per seed, the first evaluation after ``start`` whose loss exceeds the value at ``start`` by more than any healthy run did."""
+    """Per seed, the first evaluation after ``start`` whose loss exceeds the value at ``start`` by more than any
+    healthy run did."""
 
     def rise(history):
         losses = dict(series(history, "eval_loss"))
@@ -381,17 +382,20 @@ def report_defaults(histories, args, eval_steps, planted: int, quiet_runs: int, 
     r = evaluate(histories, make, args.narrow_start)
     eval_delays = [eval_steps[s] - args.narrow_start for s in histories if eval_steps[s] is not None]
     margins = ", ".join(
-        f"{k.removeprefix('qdc/gen/')} {v:+.3f} (warns at {DEFAULT_WATCH[k]['warn_change'] * (widen if k.startswith('qdc/gen/') else 1):.3g})"
+        f"{k.removeprefix('qdc/gen/')} {v:+.3f} "
+        f"(warns at {DEFAULT_WATCH[k]['warn_change'] * (widen if k.startswith('qdc/gen/') else 1):.3g})"
         for k, v in r["worst"].items()
     )
     print(
-        f"\n  defaults ({label}): {r['flagged']}/{planted} planted runs flagged (collapse declared in {r['collapses']}), "
+        f"\n  defaults ({label}): {r['flagged']}/{planted} planted runs flagged "
+        f"(collapse declared in {r['collapses']}), "
         f"{r['false_alarms']} false alarms in {quiet_runs} healthy and shifted runs  "
         f"{'PASS' if r['flagged'] == planted and r['false_alarms'] == 0 else 'MISS'}"
     )
     if r["delays"]:
         print(
-            f"  detection delay after the narrowing starts: mean {np.mean(r['delays']):.0f}, max {max(r['delays'])} steps; "
+            f"  detection delay after the narrowing starts: mean {np.mean(r['delays']):.0f}, "
+            f"max {max(r['delays'])} steps; "
             f"the evaluation loss: mean {np.mean(eval_delays) if eval_delays else float('nan'):.0f} steps"
         )
     print(f"  worst change in a healthy or shifted run: {margins}")
@@ -459,7 +463,8 @@ def main() -> None:
     planted = args.seeds if "planted" in arms else 0
     quiet_runs = args.seeds * len([a for a in arms if a != "planted"])
     print(
-        f"\n== collapse detector calibration: {args.seeds} seeds ({', '.join(map(str, histories))}) x ({', '.join(arms)}), "
+        f"\n== collapse detector calibration: {args.seeds} seeds ({', '.join(map(str, histories))}) "
+        f"x ({', '.join(arms)}), "
         f"{args.steps} steps, {args.probes} probes x {args.samples} samples, "
         f"narrowing from step {args.narrow_start} over {args.narrow_steps} steps =="
     )
@@ -479,7 +484,8 @@ def main() -> None:
     if planted and "healthy" in arms:
         eval_steps, margin = eval_detection(histories, args.narrow_start)
         print(
-            f"\nevaluation loss: a planted run shows the narrowing when it rises by more than {margin:.1%} over its value at "
+            f"\nevaluation loss: a planted run shows the narrowing when it rises by more than {margin:.1%} "
+            "over its value at "
             f"step {args.narrow_start} (the largest rise of any healthy run)"
         )
 
@@ -498,7 +504,10 @@ def main() -> None:
         if good:
             delay, setting, r = good[0]
             kind = "relative" if setting["relative"] else "absolute"
-            line += f"; earliest: warn at {setting['warn_change']} {kind}, warm-up {setting['warmup']}, EMA {setting['ema']}"
+            line += (
+                f"; earliest: warn at {setting['warn_change']} {kind}, warm-up {setting['warmup']}, "
+                f"EMA {setting['ema']}"
+            )
             line += f": delay {delay:.0f} steps (max {max(r['delays'])})" if r["delays"] else ""
         print(line)
 
@@ -506,7 +515,8 @@ def main() -> None:
     for widen in sorted({1.0, factor}):
         report_defaults(histories, args, eval_steps, planted, quiet_runs, widen)
     print(
-        "\neach series of KNOWN_SERIES alone, with its known settings: false alarms in healthy and shifted runs, worst change"
+        "\neach series of KNOWN_SERIES alone, with its known settings: "
+        "false alarms in healthy and shifted runs, worst change"
     )
     for key, settings in KNOWN_SERIES.items():
         if all(series(h[arm], key) for h in histories.values() for arm in arms):

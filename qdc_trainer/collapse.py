@@ -176,7 +176,8 @@ class SeriesDetector:
         return f"{abs(change):.1%}" if self.relative else f"{abs(change):.3g}"
 
     def _moved(self, change: float) -> str:
-        """``change`` (signed so that positive is worse) as a movement of the series: 'fell by 0.162', 'rose by 12.0%'."""
+        """``change`` (signed so that positive is worse) as a movement of the series: 'fell by 0.162',
+        'rose by 12.0%'."""
         falling = (change > 0) == (self.direction == "decrease")
         return f"{'fell' if falling else 'rose'} by {self._amount(change)}"
 
@@ -220,7 +221,8 @@ class SeriesDetector:
         if change >= collapse_change:
             level, reason = (
                 2,
-                f"{self._moved(change)} from baseline {self.baseline:.3g} (collapse at {self._amount(collapse_change)})",
+                f"{self._moved(change)} from baseline {self.baseline:.3g} "
+                f"(collapse at {self._amount(collapse_change)})",
             )
         elif change >= warn_change:
             level, reason = (
@@ -399,7 +401,10 @@ def watch_from_keys(keys: list[str]) -> list[SeriesDetector]:
     For a task with one right answer per prompt (arithmetic, code), per-input diversity and
     entropy fall as the model learns; watch the across-input series there.
 
-    >>> [(d.key, d.direction, d.relative) for d in watch_from_keys(["qdc/gen/across_input/self_bleu", "entropy:decrease"])]
+    >>> [
+    ...     (d.key, d.direction, d.relative)
+    ...     for d in watch_from_keys(["qdc/gen/across_input/self_bleu", "entropy:decrease"])
+    ... ]
     [('qdc/gen/across_input/self_bleu', 'increase', False), ('entropy', 'decrease', True)]
     """
     detectors = []

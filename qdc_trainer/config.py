@@ -299,7 +299,10 @@ def recipe_kind(path: str | os.PathLike | None) -> str:
 
 
 def self_improve_parser() -> Any:
-    """The ``HfArgumentParser`` of ``qdc self-improve`` (one group: :class:`~qdc_trainer.self_improve.SelfImproveConfig`)."""
+    """The ``HfArgumentParser`` of ``qdc self-improve``.
+
+    One group: :class:`~qdc_trainer.self_improve.SelfImproveConfig`.
+    """
     from .self_improve import SelfImproveConfig
 
     return _hf_parser([SelfImproveConfig])

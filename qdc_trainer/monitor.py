@@ -328,7 +328,8 @@ class GenerationMonitorCallback(TrainerCallback):
         self.total_seconds = 0.0
         self.last_metrics: dict[str, float] = {}
         self.failures: dict[str, int] = {}
-        """How many evaluations of this run hit an error, by kind (``generate``, ``embed``, ``score``, ``measure``, ``save``)."""
+        """How many evaluations of this run hit an error, by kind (``generate``, ``embed``, ``score``, ``measure``,
+        ``save``)."""
         self._encoded: list[list[int]] | None = None
         self._last_step: int | None = None
 
@@ -445,7 +446,8 @@ class GenerationMonitorCallback(TrainerCallback):
         return metrics
 
     def metric_keys(self) -> list[str]:
-        """The keys (without the ``qdc/gen/`` prefix, without ``seconds``) every evaluation logs, NaN when not computed."""
+        """The keys (without the ``qdc/gen/`` prefix, without ``seconds``) every evaluation logs, NaN when not
+        computed."""
         scopes = ["per_input"] + (["across_input"] if len(self.prompts) >= 2 else [])
         names = list(TEXT_METRICS) + (list(EMBEDDING_METRICS) if self.embedder is not None else [])
         keys = [f"{scope}/{name}" for name in names for scope in scopes]

@@ -531,7 +531,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             raise FloatingPointError(
                 f"QDCSampler weights sum to {total}; lower the strengths or check the score columns"
             )
-        # p_i = (1 - floor) w_i / W + floor / N, folded into the running sum: cdf_i = (1 - floor) C_i / W + (i + 1) floor / N.
+        # p_i = (1 - floor) w_i / W + floor / N, folded into the running sum:
+        # cdf_i = (1 - floor) C_i / W + (i + 1) floor / N.
         scale = (1 - floor) / total
         for lo in range(0, n, _CHUNK):
             hi = min(lo + _CHUNK, n)
@@ -663,8 +664,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             saved = _scalar(state, key, int)
             if saved != mine:
                 raise SamplerStateError(
-                    f"the checkpoint's sampler has {key}={saved}, this one {mine}: a different dataset? Build the sampler "
-                    "over the dataset the checkpoint was trained on, or start a new run"
+                    f"the checkpoint's sampler has {key}={saved}, this one {mine}: a different dataset? "
+                    "Build the sampler over the dataset the checkpoint was trained on, or start a new run"
                 )
         differing = _config_differences(_saved_config(state["config"]), asdict(self.config))
         if differing:
@@ -679,8 +680,9 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         saved_block = saved_block or None
         if self.block_size is not None and saved_block is not None and saved_block != self.block_size:
             raise SamplerStateError(
-                f"block_size={saved_block} in the checkpoint, {self.block_size} now: leave block_size unset (QDCTrainer "
-                "derives it from the batch size, accumulation and world size, which must match the checkpoint's run)"
+                f"block_size={saved_block} in the checkpoint, {self.block_size} now: "
+                "leave block_size unset (QDCTrainer derives it from the batch size, accumulation and world size, "
+                "which must match the checkpoint's run)"
             )
 
         loss_ema = _array(state, "loss_ema", np.float32, n)
@@ -726,7 +728,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             raise SamplerStateError(f"block_ids {ids[:5].tolist()}... are not distinct blocks in [0, {n_blocks})")
         if (lengths < 0).any() or lengths.sum() != len(blocks) or (lengths > block).any():
             raise SamplerStateError(
-                f"block_lengths {lengths[:5].tolist()}... do not split the {len(blocks)} saved indices into blocks of <= {block}"
+                f"block_lengths {lengths[:5].tolist()}... do not split the {len(blocks)} saved indices "
+                f"into blocks of <= {block}"
             )
 
         self.block_size = saved_block or self.block_size

@@ -212,7 +212,9 @@ def select_dataset(
 
     >>> from datasets import Dataset
     >>> ds = Dataset.from_dict({"text": ["a", "a", "b", "c"], "quality": [1.0, 0.5, 1.0, 0.0]})
-    >>> select_dataset(ds, 3, complexity_column=None, cluster_column=None, key_column="text", min_quality=0.5)["text"][:]
+    >>> select_dataset(
+    ...     ds, 3, complexity_column=None, cluster_column=None, key_column="text", min_quality=0.5
+    ... )["text"][:]
     ['a', 'b']
     """
     names = getattr(dataset, "column_names", None)

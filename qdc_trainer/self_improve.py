@@ -158,7 +158,8 @@ class SelfImproveConfig:
     overwrite: bool = field(
         default=False,
         metadata={
-            "help": "discard a previous run in output_dir instead of resuming it (only what qdc self-improve wrote there; "
+            "help": "discard a previous run in output_dir instead of resuming it "
+            "(only what qdc self-improve wrote there; "
             "a folder without its config.json, the current folder, its parents, home and / are refused)"
         },
     )

@@ -151,7 +151,8 @@ class QDCTrainerMixin:
                 raise TypeError("QDC sampling needs a map-style train_dataset with __len__, not an iterable dataset")
             if len(train_dataset) != qdc_sampler.num_examples:
                 raise ValueError(
-                    f"qdc_sampler covers {qdc_sampler.num_examples} examples but train_dataset has {len(train_dataset)} "
+                    f"qdc_sampler covers {qdc_sampler.num_examples} examples "
+                    f"but train_dataset has {len(train_dataset)} "
                     "(was the dataset filtered or packed after the sampler was built?)"
                 )
         if not isinstance(self.data_collator, QDCDataCollator):
@@ -220,8 +221,8 @@ class QDCTrainerMixin:
             raise ValueError(
                 f"the training batch has {labels.shape[0]} rows but {indices.numel()} example indices"
                 + (
-                    ": packed or padding-free batches (TRL's packing=True / padding_free=True) are not supported by QDC "
-                    "sampling yet; set packing=False and padding_free=False"
+                    ": packed or padding-free batches (TRL's packing=True / padding_free=True) "
+                    "are not supported by QDC sampling yet; set packing=False and padding_free=False"
                     if packed
                     else ": the collator must keep one row per example"
                 )
@@ -499,7 +500,10 @@ def _earlier_checkpoint_hint(checkpoint: str) -> str:
             if match and (below is None or int(match.group(1)) < below) and complete:
                 candidates.append((int(match.group(1)), folder))
     if candidates:
-        return f"Resume from {max(candidates)[1]} instead (or delete {checkpoint} and resume_from_checkpoint=True picks it)."
+        return (
+            f"Resume from {max(candidates)[1]} instead "
+            f"(or delete {checkpoint} and resume_from_checkpoint=True picks it)."
+        )
     return "Resume from an earlier checkpoint that has it, or start a new run."
 
 

@@ -1,4 +1,5 @@
-"""Contracts every callback keeps: two train begin/end cycles, TensorBoard read-back, TRL's SFTTrainer, train entropy."""
+"""Contracts every callback keeps: two train begin/end cycles, TensorBoard read-back, TRL's SFTTrainer, train
+entropy."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from qdc_trainer.config import ConfigError, load_config, load_self_improve_confi
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
-# Device-dependent settings a CPU-only machine cannot validate (bf16 needs a GPU); everything else is checked as written.
+# Device-dependent settings a CPU-only machine cannot validate (bf16 needs a GPU); everything else is checked as
+# written.
 ON_CPU = {"sft_smollm2_alpaca.yaml": ["--bf16", "false", "--use_cpu", "true"]}
 
 

@@ -426,13 +426,16 @@ def test_an_unbound_detector_that_logs_raises_at_train_begin(tmp_path, tokenizer
         use_cpu=True,
         disable_tqdm=True,
     )
-    make = lambda detector: Trainer(
-        model=build_gpt2(tokenizer),
-        args=args,
-        train_dataset=ds.remove_columns(["text"]),  # noqa: E731
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[detector],
-    )
+
+    def make(detector):
+        return Trainer(
+            model=build_gpt2(tokenizer),
+            args=args,
+            train_dataset=ds.remove_columns(["text"]),
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+            callbacks=[detector],
+        )
+
     trainer = make(CollapseDetectorCallback())
     with pytest.raises(ValueError, match="needs the trainer to log qdc/collapse"):
         trainer.train()
@@ -481,7 +484,8 @@ def test_thresholds_widen_with_fewer_probe_samples_than_the_calibration(tmp_path
             cb.on_log(trainer.args, state, control, logs={"qdc/gen/entropy": value})
         return cb.detectors["qdc/gen/entropy"].signal
 
-    # a 10% drift of the probes' entropy, the size of the false alarm at 8 x 4: a warning with the 16 x 4 thresholds only
+    # a 10% drift of the probes' entropy, the size of the false alarm at 8 x 4:
+    # a warning with the 16 x 4 thresholds only
     drift = [2.0] + [1.79] * 6
     signal = levels(detector, drift)
     assert signal.level == 0 and signal.change == pytest.approx(0.1033, abs=1e-3)

@@ -161,7 +161,8 @@ def test_the_cache_is_used_and_activation_checkpointing_left_as_is(tok):
             model.activation_checkpointing_enable()
         lengths = []
         hook = model.register_forward_pre_hook(
-            lambda m, a, k: lengths.append(k["input_ids"].shape[1]), with_kwargs=True
+            lambda m, a, k: lengths.append(k["input_ids"].shape[1]),  # noqa: B023 (hook removed in this iteration)
+            with_kwargs=True,
         )
         results.append(
             generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=6, do_sample=True, seed=1, return_entropy=True)

@@ -533,7 +533,7 @@ def test_every_rank_makes_the_same_collective_calls_when_one_fails(monkeypatch, 
 
 
 def test_a_fresh_run_starts_the_samples_file_anew(tokenizer, tmp_path, caplog):
-    for run in range(2):
+    for _ in range(2):
         monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
         trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
         with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):

@@ -217,7 +217,7 @@ def test_the_trl_recipe_runs(tmp_path):
     assert {"qdc/gen/per_input/distinct_2", "qdc/sampler/ess_ratio"} <= keys
 
 
-# --------------------------------------------------------------------------- bad data and run folders: exit 2, a message
+# ------------------------------------------------------------------- bad data and run folders: exit 2, a message
 
 
 def _data(tmp_path, rows, name="data.jsonl"):

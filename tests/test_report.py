@@ -178,9 +178,9 @@ def test_log_series_keeps_finite_numbers_sorted_by_step():
 
 
 def test_collapse_steps_by_hand():
-    level = lambda *pairs: {
-        "qdc/collapse/level": (np.array([p[0] for p in pairs]), np.array([float(p[1]) for p in pairs]))
-    }  # noqa: E731
+    def level(*pairs):
+        return {"qdc/collapse/level": (np.array([p[0] for p in pairs]), np.array([float(p[1]) for p in pairs]))}
+
     assert collapse_steps(level((0, 0), (10, 0), (20, 1), (30, 1), (40, 2), (50, 2))) == (20, 40)
     assert collapse_steps(level((0, 0), (10, 2))) == (10, 10)  # straight to collapse: the warning is there too
     assert collapse_steps(level((0, 0), (10, 1), (20, 0))) == (10, None)

@@ -14,7 +14,8 @@ Embeddings and dataset scoring:
 Quality against diversity (the dataset profile's measures):
     pareto_frontier, cluster_quality_diversity.
 Text metrics accept a list of texts or a ``Corpus`` (texts tokenized once, for
-computing several metrics on the same texts). The text measurements also load with ``evaluate.load(evaluate_module_path(...))``.
+computing several metrics on the same texts). The text measurements also load
+with ``evaluate.load(evaluate_module_path(...))``.
 
 >>> from qdc_trainer.metrics import distinct_n, self_bleu
 >>> texts = ["the cat sat on the mat", "a dog ran in the park", "the cat sat on the mat"]

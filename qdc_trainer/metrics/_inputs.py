@@ -11,11 +11,11 @@ import itertools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
-TextLike = Union[str, Sequence[Hashable]]
+TextLike = str | Sequence[Hashable]
 """A text: a string (split on whitespace) or a sequence of tokens such as token ids."""
 
 

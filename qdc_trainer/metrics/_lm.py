@@ -73,7 +73,8 @@ def check_pairs(prompts: Any, completions: Any) -> tuple[list[str], list[str]]:
     prompts = [""] * len(completions) if prompts is None else check_strings(prompts, "prompts")
     if len(prompts) != len(completions):
         raise ValueError(
-            f"prompts and completions differ in length ({len(prompts)} vs {len(completions)}); pass one prompt per completion"
+            f"prompts and completions differ in length ({len(prompts)} vs {len(completions)}); "
+            "pass one prompt per completion"
         )
     return prompts, completions
 

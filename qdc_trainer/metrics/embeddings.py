@@ -77,7 +77,8 @@ class Embedder:
         batch_size: int = 64,
         progress: bool | None = None,
     ) -> Embedder:
-        """A sentence-transformers model: a loaded ``SentenceTransformer``, a path or name, or None for the offline default."""
+        """A sentence-transformers model: a loaded ``SentenceTransformer``, a path or name, or None for the offline
+        default."""
         st = require("sentence_transformers", "embeddings", "Embedder.sentence_transformers")
         if model is None:
             model = default_sentence_model_path()

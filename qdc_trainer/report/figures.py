@@ -81,14 +81,16 @@ FIGURES = (
         "diversity",
         "Diversity of the generations",
         "The generation monitor's diversity on its probe prompts: within a prompt (the k samples of one prompt, "
-        "averaged over prompts) and across prompts (one sample per prompt). Distinct-n, Vendi and cosine distance fall, "
+        "averaged over prompts) and across prompts (one sample per prompt). "
+        "Distinct-n, Vendi and cosine distance fall, "
         "self-BLEU and the gzip ratio rise when the outputs narrow.",
     ),
     (
         "generation.png",
         "generation",
         "Complexity and quality of the generations",
-        "Length, entropy, repetition within a sample, share of empty samples, and the scorer's quality when one is set.",
+        "Length, entropy, repetition within a sample, share of empty samples, "
+        "and the scorer's quality when one is set.",
     ),
     (
         "sampler.png",

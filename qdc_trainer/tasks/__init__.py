@@ -10,7 +10,7 @@ tiny GPT-2 configuration that learns the task on a CPU in a few minutes.
 1.0
 """
 
-from . import arithmetic
+from . import arithmetic as arithmetic
 from .arithmetic import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_LENGTH,

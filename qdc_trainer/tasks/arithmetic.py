@@ -1,4 +1,5 @@
-"""Arithmetic problems with step-by-step solutions: a synthetic task with controllable quality, diversity and complexity.
+"""Arithmetic problems with step-by-step solutions: a synthetic task with controllable quality, diversity and
+complexity.
 
 A problem is a chain ``start op1 b1 op2 b2 ...`` evaluated from left to right.
 It is written either as an expression with the fewest parentheses that keep that
@@ -368,9 +369,9 @@ def _sample_problem(rng: random.Random, config: ArithmeticConfig, num_ops: int) 
             if total == 0:
                 break
             pick = rng.randrange(total)  # uniform over the feasible (operator, operand) pairs
-            for op, low, top in ranges:
+            for candidate, low, top in ranges:
                 if pick <= top - low:
-                    b = low + pick
+                    op, b = candidate, low + pick
                     break
                 pick -= top - low + 1
             steps.append((op, b))
@@ -453,7 +454,8 @@ def generate_examples(
 
     >>> ex = generate_examples(2, ArithmeticConfig(max_ops=2, noise=0.0), seed=1)
     >>> sorted(ex[0])
-    ['answer', 'completion', 'corrupted', 'corruption', 'expression', 'num_ops', 'operators', 'prompt', 'template', 'text']
+    ['answer', 'completion', 'corrupted', 'corruption', 'expression', 'num_ops', 'operators', 'prompt', 'template',
+     'text']
     >>> ex == generate_examples(2, ArithmeticConfig(max_ops=2, noise=0.0), seed=1)
     True
     >>> all(verify(e["prompt"], e["completion"]) == 1.0 for e in ex)
@@ -947,7 +949,9 @@ def generate_completions(
     or more).
 
     >>> tok = build_tokenizer()
-    >>> completions = generate_completions(build_model(tok), tok, ["What is 2 + 3?\\n", "Compute 4 * 2.\\n"], max_new_tokens=4)
+    >>> completions = generate_completions(
+    ...     build_model(tok), tok, ["What is 2 + 3?\\n", "Compute 4 * 2.\\n"], max_new_tokens=4
+    ... )
     >>> len(completions), all(isinstance(c, str) for c in completions)
     (2, True)
     """

@@ -94,7 +94,7 @@ def make_dataset(tokenizer, num_examples: int):
     words = [w for w in tokenizer.get_vocab() if not w.startswith("<")]
     words.sort()
     texts, clusters = [], []
-    for i in range(num_examples):
+    for _ in range(num_examples):
         k = int(rng.choice(4, p=[0.55, 0.25, 0.15, 0.05]))  # unequal cluster sizes
         length = int(rng.integers(6, 21))
         # each cluster draws from its own slice of the vocabulary, so clusters differ in loss
