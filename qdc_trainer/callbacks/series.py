@@ -16,9 +16,9 @@ average (EMA) and three signals, all signed so that positive means worse:
   observation, on the same scale;
 - ``streak``: how many observations in a row moved the EMA the bad way.
 
-Level 2 (collapse) when ``change >= collapse_change``; level 1 (warning) when
-``change >= warn_change``, or (only when ``patience`` is set) when
-``streak >= patience`` and ``slope >= warn_slope``; else 0. NaN and inf values
+The level (a :class:`CollapseLevel`, an int) is 2, ``COLLAPSE``, when ``change >= collapse_change``;
+1, ``WARNING``, when ``change >= warn_change``, or (only when ``patience`` is set) when
+``streak >= patience`` and ``slope >= warn_slope``; else 0, ``HEALTHY``. NaN and inf values
 are skipped and counted, never averaged in.
 
 No published threshold exists for any of this. The defaults come from
