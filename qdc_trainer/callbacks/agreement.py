@@ -16,8 +16,10 @@ __all__ = ["agree_max"]
 def agree_max(value: int, accelerator: Any = None, device: Any = None) -> int:
     """The highest ``value`` (an int) over all processes; every process must call it at the same point.
 
-    With an ``accelerator`` (the bound trainer's ``trainer.accelerator``) the maximum is its
-    ``reduce(..., reduction="max")``, on the accelerator's device, as the Trainer's own reductions are.
+    With an ``accelerator`` (the bound trainer's ``trainer.accelerator``) the values are collected with its
+    ``gather``, on the accelerator's device, as the Trainer's own collective calls are, and the maximum taken.
+    (Not ``reduce(..., reduction="max")``: accelerate 1.15 supports it, but earlier versions, which the
+    ``accelerate>=1.0`` requirement admits, silently sum instead, and two warnings would add up to a collapse.)
     Without one (a callback used without its trainer), an initialised ``torch.distributed`` group of
     more than one process is used directly, with a tensor on ``device`` (the CPU for a gloo group or
     when no device is given). On a single process the value comes back unchanged.
@@ -36,7 +38,7 @@ def agree_max(value: int, accelerator: Any = None, device: Any = None) -> int:
         if getattr(accelerator, "num_processes", 1) <= 1:
             return int(value)
         t = torch.tensor([int(value)], dtype=torch.int64, device=accelerator.device)
-        return int(accelerator.reduce(t, reduction="max").item())
+        return int(accelerator.gather(t).max().item())
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -141,14 +141,14 @@ def test_the_callback_logs_floats_and_saves_ints():
 
 
 class FakeAccelerator:
-    """Records reduce calls; the other rank's value is ``other``."""
+    """Records gather calls; the other rank's value is ``other``."""
 
     def __init__(self, num_processes, other=0):
         self.num_processes, self.other, self.device, self.calls = num_processes, other, torch.device("cpu"), []
 
-    def reduce(self, tensor, reduction="sum"):
-        self.calls.append((tensor.tolist(), reduction))
-        return torch.maximum(tensor, torch.tensor([self.other]))
+    def gather(self, tensor):
+        self.calls.append(tensor.tolist())
+        return torch.cat([tensor, torch.tensor([self.other])])
 
 
 def test_agree_max_uses_the_accelerator_and_falls_back_to_the_value():
@@ -158,7 +158,8 @@ def test_agree_max_uses_the_accelerator_and_falls_back_to_the_value():
     one = FakeAccelerator(1)
     assert agree_max(2, one) == 2 and one.calls == []  # one process: no collective call
     two = FakeAccelerator(2, other=2)
-    assert agree_max(0, two) == 2 and two.calls == [([0], "max")]
+    assert agree_max(0, two) == 2 and two.calls == [[0]]
+    assert agree_max(1, FakeAccelerator(2, other=1)) == 1  # a maximum, not a sum
     with pytest.raises(TypeError):
         agree_max(1.5)
 
@@ -172,5 +173,5 @@ def test_the_detector_agrees_through_the_bound_trainers_accelerator():
     state = SimpleNamespace(global_step=0)
     control = SimpleNamespace(should_save=False, should_training_stop=False)
     cb.on_log(None, state, control, logs={"s": 1.0})  # the baseline: level 0 here
-    assert accelerator.calls == [([0], "max")]
+    assert accelerator.calls == [[0]]
     assert cb.level is CollapseLevel.COLLAPSE and control.should_training_stop  # this rank's own series is healthy
