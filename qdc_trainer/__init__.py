@@ -5,10 +5,10 @@
 - :class:`QDCDataCollator` carries each example's index through the batch;
 - :class:`QDCTrainer` / :class:`QDCTrainerMixin` install the sampler in a
   transformers ``Trainer`` (or any subclass, such as TRL's ``SFTTrainer``);
-- :class:`GenerationMonitorCallback` samples from the model on probe prompts
-  during training and logs the diversity and complexity of its generations;
-- :class:`CollapseDetectorCallback` watches logged series and warns, checkpoints or
-  stops when they collapse;
+- :mod:`qdc_trainer.callbacks` holds the Trainer callbacks: :class:`GenerationMonitorCallback`
+  samples from the model on probe prompts during training and logs the diversity and complexity
+  of its generations; :class:`CollapseDetectorCallback` watches logged series and warns,
+  checkpoints or stops when they collapse;
 - :func:`select_budget` / :func:`select_dataset` choose a fixed budget of scored candidates that balances
   quality, diversity and complexity (for synthetic-data and self-improvement pipelines);
 - :mod:`qdc_trainer.metrics` holds the measurements;
@@ -21,18 +21,29 @@
   and the self-improvement experiment (:mod:`qdc_trainer.self_improve`).
 """
 
-from .collapse import CollapseDetectorCallback, SeriesDetector, watch_from_keys
+from .callbacks import (
+    CollapseDetectorCallback,
+    CollapseLevel,
+    GenerationMonitorCallback,
+    GenerationMonitorConfig,
+    SeriesDetector,
+    measure_generations,
+    watch_from_keys,
+)
 from .collator import INDEX_KEY, QDCDataCollator
-from .monitor import GenerationMonitorCallback, GenerationMonitorConfig, measure_generations
 from .sampler import QDCSampler, QDCSamplerConfig
 from .selection import select_budget, select_dataset
 from .trainer import QDCTrainer, QDCTrainerMixin
+
+# the modules' old paths, still attributes of the package (qdc_trainer.collapse is qdc_trainer.callbacks.collapse)
+from . import _logging, collapse, monitor  # noqa: E402, F401  isort: skip
 
 __version__ = "0.1.0"
 
 __all__ = [
     "INDEX_KEY",
     "CollapseDetectorCallback",
+    "CollapseLevel",
     "GenerationMonitorCallback",
     "GenerationMonitorConfig",
     "QDCDataCollator",

@@ -369,7 +369,7 @@ def test_the_detector_resumes_from_a_checkpoint_outside_output_dir(tmp_path, tok
     _, straight = _detector_run(tmp_path, tokenizer, VALUES, tmp_path / "first")
     moved = tmp_path / "archive" / "checkpoint-5"
     shutil.copytree(tmp_path / "first" / "checkpoint-5", moved)  # e.g. copied to other storage
-    with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.collapse"):
         trainer, resumed = _detector_run(
             tmp_path, tokenizer, VALUES, tmp_path / "second", resume=str(moved), restore_callbacks=restore_callbacks
         )
@@ -458,7 +458,7 @@ def test_two_detectors_share_the_checkpoint_entry_and_a_changed_watch_takes_a_ne
     a2 = CollapseDetectorCallback(watch=[SeriesDetector("x", ema=1.0)], actions=())
     a2.on_train_begin(SimpleNamespace(output_dir="unused"), resumed_state, None)
     assert a2.detectors["x"].baseline == 1.0 and a2.detectors["x"].smoothed == 0.5
-    with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.collapse"):
         z = CollapseDetectorCallback(watch=[SeriesDetector("z", ema=1.0)], actions=())
         z.on_train_begin(
             SimpleNamespace(output_dir="unused"), SimpleNamespace(global_step=2, stateful_callbacks=saved), None

@@ -31,12 +31,13 @@ Modules: :mod:`~qdc_trainer.report.logs` (reading run logs, key groups),
 
 from __future__ import annotations
 
+from ..callbacks.generation_metrics import SAMPLES_FILE  # noqa: F401
+
 # Besides __all__, the constants stay importable from here, as before the split: the file and page names
 # (STATE_FILE, RUN_CONFIG_FILE, SAMPLES_FILE, RUN_PAGE, PROFILE_PAGE, FIGURES), the key groups (COLLAPSE_KEY,
 # TRAINING_KEYS, DIVERSITY_METRICS, GENERATION_KEYS, SAMPLER_KEYS, GROUPS, TITLES), the pages' styles and limits.
 from ..metrics.diversity import nearest_neighbor_distances
 from ..metrics.tradeoff import CLUSTER_TEXTS, cluster_quality_diversity, pareto_frontier  # noqa: F401
-from ..monitor import SAMPLES_FILE  # noqa: F401
 from .figures import (  # noqa: F401
     COLLAPSE_STYLE,
     COLORS,

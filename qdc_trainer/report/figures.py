@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..collapse import LEVEL_KEY as COLLAPSE_KEY
-from ..collapse import LOG_PREFIX as COLLAPSE_PREFIX
-from ..monitor import DIVERSITY_METRICS, SCOPES
-from ..monitor import PREFIX as GEN_PREFIX
+from ..callbacks.collapse import LEVEL_KEY as COLLAPSE_KEY
+from ..callbacks.collapse import LOG_PREFIX as COLLAPSE_PREFIX
+from ..callbacks.generation_metrics import DIVERSITY_METRICS, SCOPES
+from ..callbacks.generation_metrics import PREFIX as GEN_PREFIX
 from ..sampler import TELEMETRY_KEYS as SAMPLER_KEYS
 from ..sampler import TELEMETRY_PREFIX as SAMPLER_PREFIX
 from ..trainer import ENTROPY_KEY
@@ -81,16 +81,15 @@ FIGURES = (
         "diversity",
         "Diversity of the generations",
         "The generation monitor's diversity on its probe prompts: within a prompt (the k samples of one prompt, "
-        "averaged over prompts) and across prompts (one sample per prompt). "
-        "Distinct-n, Vendi and cosine distance fall, "
-        "self-BLEU and the gzip ratio rise when the outputs narrow.",
+        "averaged over prompts) and across prompts (one sample per prompt). Distinct-n, Vendi and cosine distance "
+        "fall, self-BLEU and the gzip ratio rise when the outputs narrow.",
     ),
     (
         "generation.png",
         "generation",
         "Complexity and quality of the generations",
-        "Length, entropy, repetition within a sample, share of empty samples, "
-        "and the scorer's quality when one is set.",
+        "Length, entropy, repetition within a sample, share of empty samples, and the scorer's quality when one is "
+        "set.",
     ),
     (
         "sampler.png",

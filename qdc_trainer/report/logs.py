@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..collapse import LEVEL_KEY as COLLAPSE_KEY
-from ..collapse import LOG_PREFIX as COLLAPSE_PREFIX
-from ..monitor import DIVERSITY_METRICS, GENERATION_METRICS, SAMPLES_FILE, SCOPES
-from ..monitor import PREFIX as GEN_PREFIX
+from ..callbacks.collapse import LEVEL_KEY as COLLAPSE_KEY
+from ..callbacks.collapse import LOG_PREFIX as COLLAPSE_PREFIX
+from ..callbacks.generation_metrics import DIVERSITY_METRICS, GENERATION_METRICS, SAMPLES_FILE, SCOPES
+from ..callbacks.generation_metrics import PREFIX as GEN_PREFIX
 from ..sampler import TELEMETRY_KEYS as SAMPLER_KEYS
 from ..sampler import TELEMETRY_PREFIX as SAMPLER_PREFIX
 from ..trainer import ENTROPY_KEY
@@ -274,7 +274,7 @@ def key_group(key: str) -> str | None:
 
 def watched_key(name: str, keys: Any) -> str:
     """The watched series behind ``qdc/collapse/<name>/...``: the detector drops a leading ``qdc/`` of the key
-    (:func:`qdc_trainer.collapse.series_name`: ``qdc/collapse/gen/entropy/level`` watches ``qdc/gen/entropy``);
+    (:func:`qdc_trainer.callbacks.series.series_name`: ``qdc/collapse/gen/entropy/level`` watches ``qdc/gen/entropy``);
     runs logged before that kept it.
 
     >>> watched_key("gen/entropy", {"qdc/gen/entropy"}), watched_key("entropy", {"entropy"})

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..monitor import SAMPLES_FILE
+from ..callbacks.generation_metrics import SAMPLES_FILE
 from .figures import FIGURES, color, figure_class, plot_run_group
 from .logs import COLLAPSE_KEY, GROUPS, RUN_CONFIG_FILE, RunLog, collapse_culprits, is_number, key_group, load_run
 from .page import escape_html, escape_md, fmt, html_head, html_table, md_table, now

@@ -14,8 +14,8 @@ from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, GenerationMonitorConfig, QDCTrainer
+from qdc_trainer.callbacks.monitor import PREFIX, SAMPLES_FILE, measure_generations
 from qdc_trainer.metrics import HashingEmbedder, VerifierScorer, compression_ratio, self_bleu, vendi_score
-from qdc_trainer.monitor import PREFIX, SAMPLES_FILE, measure_generations
 
 WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 PROMPTS = ["the cat", "a dog ran", "first add 2 and 3"]
@@ -333,7 +333,7 @@ def test_too_long_prompts_keep_their_last_tokens(tokenizer, tmp_path, caplog):
     long_prompt = " ".join(["the cat sat on the mat"] * 20)  # 120 tokens, context 64
     monitor = GenerationMonitorCallback([long_prompt, "a dog"], num_samples=2, max_new_tokens=16)
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=1)
-    with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.monitor"):
         trainer.train()
     assert "exceed the model's context (64) minus max_new_tokens (16)" in caplog.text
     assert len(monitor._encoded[0]) == 48 and monitor._encoded[0] == tokenizer(long_prompt)["input_ids"][-48:]
@@ -423,7 +423,7 @@ def test_a_failing_embedder_and_scorer_give_nan_and_one_warning_each(tokenizer, 
         scorer=failing("scorer down"),
     )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
-    with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.monitor"):
         trainer.train()
     logs = gen_logs(trainer)
     assert [e["step"] for e in logs] == [0, 2, 4] and trainer.state.global_step == 4
@@ -440,10 +440,10 @@ def test_a_failing_embedder_and_scorer_give_nan_and_one_warning_each(tokenizer, 
 
 
 def test_a_measuring_error_still_saves_the_samples(tokenizer, tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("qdc_trainer.monitor.measure_generations", failing("cannot measure"))
+    monkeypatch.setattr("qdc_trainer.callbacks.monitor.measure_generations", failing("cannot measure"))
     monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
-    with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.monitor"):
         trainer.train()
     logs = gen_logs(trainer)
     assert [e["step"] for e in logs] == [0, 2, 4]
@@ -465,7 +465,7 @@ def test_a_generation_error_is_a_warning_and_training_goes_on(tokenizer, tmp_pat
         return generate(*args, **kwargs)
 
     trainer.model.generate = flaky
-    with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.monitor"):
         trainer.train()
     logs = {e["step"]: e for e in gen_logs(trainer)}
     assert sorted(logs) == [0, 2, 4] and trainer.state.global_step == 4
@@ -536,7 +536,7 @@ def test_a_fresh_run_starts_the_samples_file_anew(tokenizer, tmp_path, caplog):
     for _ in range(2):
         monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
         trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
-        with caplog.at_level(logging.WARNING, logger="qdc_trainer.monitor"):
+        with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.monitor"):
             trainer.train()
         rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
         assert sorted((r["step"], r["prompt_index"], r["sample"]) for r in rows) == [

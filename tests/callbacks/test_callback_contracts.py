@@ -1,5 +1,5 @@
-"""Contracts every callback keeps: two train begin/end cycles, TensorBoard read-back, TRL's SFTTrainer, train
-entropy."""
+"""Contracts every callback keeps: two train begin/end cycles, TensorBoard read-back, TRL's SFTTrainer,
+train entropy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer, QDCTrainerMixin
-from qdc_trainer.monitor import SAMPLES_FILE
+from qdc_trainer.callbacks.monitor import SAMPLES_FILE
 
 WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 PROMPTS = ["the cat", "a dog ran", "first add 2 and 3"]

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from qdc_trainer.collapse import SeriesDetector
+from qdc_trainer.callbacks.series import SeriesDetector
 
 
 def run(detector: SeriesDetector, values) -> list[int]:
@@ -46,7 +46,7 @@ def test_slope_and_patience_warn_on_a_slow_steady_slide():
 
 
 def test_default_watch_is_the_calibrated_one():
-    from qdc_trainer.collapse import DEFAULT_WATCH, CollapseDetectorCallback
+    from qdc_trainer.callbacks.collapse import DEFAULT_WATCH, CollapseDetectorCallback
 
     cb = CollapseDetectorCallback()
     assert list(cb.detectors) == list(DEFAULT_WATCH)
@@ -143,7 +143,7 @@ def _train_with_series(
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
-    from qdc_trainer.collapse import CollapseDetectorCallback
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     class LogSeries(TrainerCallback):  # stands in for the generation monitor
         def __init__(self, trainer):
@@ -208,7 +208,7 @@ def test_callback_healthy_run_trains_to_the_end(tmp_path, tokenizer):
 def test_callback_state_restores(tmp_path, tokenizer):
     values = [0.8, 0.8, 0.8, 0.79, 0.6, 0.55, 0.4, 0.3]
     _, detector = _train_with_series(tmp_path, tokenizer, values)
-    from qdc_trainer.collapse import CollapseDetectorCallback
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     fresh = CollapseDetectorCallback(watch=[SeriesDetector("qdc/gen/per_input/distinct_2", ema=1.0, warmup=3)])
     fresh.load(str(tmp_path / "checkpoint-5"))
@@ -232,7 +232,7 @@ def test_callback_state_restores_itself_on_resume_and_resets_on_a_fresh_run(tmp_
     trainer_state = json.loads(state_path.read_text())
     del trainer_state["stateful_callbacks"]["qdc_trainer.CollapseDetectorCallback"]
     state_path.write_text(json.dumps(trainer_state))
-    with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.collapse"):
         _, fresh = _train_with_series(
             tmp_path, tokenizer, values, actions=("log",), resume=str(tmp_path / "checkpoint-5")
         )
@@ -243,7 +243,7 @@ def test_callback_state_restores_itself_on_resume_and_resets_on_a_fresh_run(tmp_
 def test_start_step_ignores_earlier_observations(monkeypatch):
     from types import SimpleNamespace
 
-    from qdc_trainer.collapse import CollapseDetectorCallback
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     cb = CollapseDetectorCallback(watch=[SeriesDetector("x", ema=1.0)], actions=("warn",), start_step=3)
     control = SimpleNamespace(should_save=False, should_training_stop=False)
@@ -258,7 +258,7 @@ def test_start_step_ignores_earlier_observations(monkeypatch):
 
 
 def test_watch_from_keys():
-    from qdc_trainer.collapse import KNOWN_SERIES, watch_from_keys
+    from qdc_trainer.callbacks.collapse import KNOWN_SERIES, watch_from_keys
 
     (known, custom) = watch_from_keys(["qdc/gen/per_input/self_bleu", "qdc/train/entropy:decrease"])
     assert (known.direction, known.relative, known.warn_change) == (
@@ -274,8 +274,8 @@ def test_watch_from_keys():
 def test_callback_reports_a_key_that_never_appears(monkeypatch):
     from types import SimpleNamespace
 
-    from qdc_trainer import collapse
-    from qdc_trainer.collapse import CollapseDetectorCallback
+    from qdc_trainer.callbacks import collapse
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     warnings = []
     monkeypatch.setattr(collapse.logger, "warning", lambda msg: warnings.append(msg))
@@ -296,7 +296,7 @@ def test_callback_reports_a_key_that_never_appears(monkeypatch):
     ],
 )
 def test_callback_bad_configuration(kwargs, match):
-    from qdc_trainer.collapse import CollapseDetectorCallback
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     with pytest.raises(ValueError, match=match):
         CollapseDetectorCallback(**kwargs)
@@ -330,8 +330,8 @@ def test_messages_say_absolute_changes_in_units_and_relative_ones_in_percent():
 def test_the_warning_names_the_series_with_its_baseline_in_words(monkeypatch):
     from types import SimpleNamespace
 
-    from qdc_trainer import collapse
-    from qdc_trainer.collapse import CollapseDetectorCallback
+    from qdc_trainer.callbacks import collapse
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     warnings = []
     monkeypatch.setattr(collapse.logger, "warning", lambda msg: warnings.append(msg))
@@ -350,7 +350,7 @@ def test_the_warning_names_the_series_with_its_baseline_in_words(monkeypatch):
 
 
 def test_series_name_and_logged_keys_drop_the_leading_qdc():
-    from qdc_trainer.collapse import CollapseDetectorCallback, series_name
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback, series_name
 
     assert series_name("qdc/gen/per_input/distinct_2") == "gen/per_input/distinct_2"
     assert series_name("entropy") == "entropy" and series_name("my/qdc/x") == "my/qdc/x"
@@ -359,7 +359,7 @@ def test_series_name_and_logged_keys_drop_the_leading_qdc():
 
 
 def test_rates_that_start_at_zero_do_not_declare_collapse_on_the_first_rise(caplog):
-    from qdc_trainer.collapse import KNOWN_SERIES, watch_from_keys
+    from qdc_trainer.callbacks.collapse import KNOWN_SERIES, watch_from_keys
 
     rise = [0.0, 0.0, 1 / 64]  # one empty sample out of 64
     for key in ("qdc/gen/empty_rate", "qdc/gen/repetition"):
@@ -369,7 +369,7 @@ def test_rates_that_start_at_zero_do_not_declare_collapse_on_the_first_rise(capl
         (d,) = watch_from_keys([key])
         assert run(d, [0.0, 0.2, 0.2, 0.4]) == [0, 1, 1, 2]  # EMA 0.1, 0.15, 0.275: absolute warning 0.1, collapse 0.25
     # a relative series whose baseline is 0 is scaled by min_scale (0.1), not blown up (it was level 2, change 7.8)
-    with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.series"):
         d = SeriesDetector("gen_unique", "increase")
         assert run(d, rise) == [0, 0, 0] and d.signal.change == pytest.approx((1 / 128) / 0.1)
     assert "below min_scale=0.1" in caplog.text and "relative=False" in caplog.text
@@ -377,7 +377,7 @@ def test_rates_that_start_at_zero_do_not_declare_collapse_on_the_first_rise(capl
 
 
 def test_actions_named_alone_and_bad_callback_arguments():
-    from qdc_trainer.collapse import CollapseDetectorCallback
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     assert CollapseDetectorCallback(actions="log").actions == ("log",)  # not ['g', 'l', 'o']
     assert CollapseDetectorCallback(actions=["stop", "log"]).actions == ("log", "stop")
@@ -414,7 +414,7 @@ def test_an_unbound_detector_that_logs_raises_at_train_begin(tmp_path, tokenizer
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from qdc_trainer.collapse import CollapseDetectorCallback
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 8}).map(lambda b: tokenizer(b["text"]), batched=True)
     args = TrainingArguments(
@@ -452,7 +452,7 @@ def _monitored_trainer(tmp_path, tokenizer, prompts: int, samples: int, **detect
     from transformers import Trainer, TrainingArguments
 
     from qdc_trainer import GenerationMonitorCallback
-    from qdc_trainer.collapse import CollapseDetectorCallback
+    from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     ds = Dataset.from_dict({"input_ids": [[4, 5, 6]] * 4})
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no", use_cpu=True)
@@ -468,7 +468,7 @@ def _monitored_trainer(tmp_path, tokenizer, prompts: int, samples: int, **detect
 def test_thresholds_widen_with_fewer_probe_samples_than_the_calibration(tmp_path, tokenizer, caplog):
     from types import SimpleNamespace
 
-    with caplog.at_level(logging.WARNING, logger="qdc_trainer.collapse"):
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.collapse"):
         trainer, detector = _monitored_trainer(
             tmp_path, tokenizer, prompts=8, samples=4, watch=watch_default_and("entropy")
         )
@@ -484,8 +484,8 @@ def test_thresholds_widen_with_fewer_probe_samples_than_the_calibration(tmp_path
             cb.on_log(trainer.args, state, control, logs={"qdc/gen/entropy": value})
         return cb.detectors["qdc/gen/entropy"].signal
 
-    # a 10% drift of the probes' entropy, the size of the false alarm at 8 x 4:
-    # a warning with the 16 x 4 thresholds only
+    # a 10% drift of the probes' entropy, the size of the false alarm at 8 x 4: a warning with the 16 x 4
+    # thresholds only
     drift = [2.0] + [1.79] * 6
     signal = levels(detector, drift)
     assert signal.level == 0 and signal.change == pytest.approx(0.1033, abs=1e-3)
@@ -502,6 +502,6 @@ def test_thresholds_widen_with_fewer_probe_samples_than_the_calibration(tmp_path
 
 
 def watch_default_and(key: str) -> list[SeriesDetector]:
-    from qdc_trainer.collapse import _default_watch
+    from qdc_trainer.callbacks.collapse import _default_watch
 
     return [*_default_watch(), SeriesDetector(key)]
