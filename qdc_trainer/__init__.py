@@ -22,10 +22,8 @@
 """
 
 from .collapse import CollapseDetectorCallback, SeriesDetector, watch_from_keys
-from .collator import INDEX_KEY, QDCDataCollator
+from .data import INDEX_KEY, QDCDataCollator, QDCSampler, QDCSamplerConfig, select_budget, select_dataset
 from .monitor import GenerationMonitorCallback, GenerationMonitorConfig, measure_generations
-from .sampler import QDCSampler, QDCSamplerConfig
-from .selection import select_budget, select_dataset
 from .trainer import QDCTrainer, QDCTrainerMixin
 
 __version__ = "0.1.0"

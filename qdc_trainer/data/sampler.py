@@ -39,8 +39,6 @@ example, so with 100 million examples choose ``update_every`` so that a refresh
 
 from __future__ import annotations
 
-import ast
-import json
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -50,7 +48,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._io import atomic_savez
+from . import sampler_state
+from .columns import check_column, dataset_columns, dense_ids, moments, zscore
+from .sampler_state import SamplerStateError
 
 __all__ = ["QDCSampler", "QDCSamplerConfig", "SamplerStateError"]
 
@@ -122,92 +122,6 @@ class QDCSamplerConfig:
                 raise ValueError(f"QDCSampler {name}={value!r} is invalid; it must be {ranges.get(name, '>= 0')}")
 
 
-def _column(values: Any, name: str, n: int | None, *, integer: bool = False) -> np.ndarray:
-    """A checked 1-D column: right length, numeric, finite."""
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one value per example (1-D), got shape {arr.shape}")
-    if n is not None and len(arr) != n:
-        raise ValueError(f"{name} has {len(arr)} values but the dataset has {n} examples")
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype} (e.g. {arr[:1].tolist()})")
-    if integer:
-        if arr.dtype.kind == "f":
-            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-                raise TypeError(f"{name} must hold integer cluster ids")
-            arr = arr.astype(np.int64)
-        return arr
-    arr = arr.astype(np.float32, copy=False)  # 4 bytes per example
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(
-            f"{name} has NaN or inf at rows {bad[:5].tolist()} ({len(bad)} in all; values beyond the float32 range "
-            "count as inf); fix or drop them"
-        )
-    return arr
-
-
-def _dataset_columns(dataset: Any, spec: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
-    """Score columns of a ``datasets.Dataset`` by argument name; ``spec`` maps an argument to (the parameter that
-    named its column, the column or None to leave it out). ``keys`` comes back as a list, any other column as a
-    numeric array."""
-    names = dataset.column_names
-    out: dict[str, Any] = {}
-    for arg, (param, column) in spec.items():
-        if column is None:
-            continue
-        if column not in names:
-            raise ValueError(
-                f"{arg}: column {column!r} is not in the dataset (columns: {names}); pass {param}=None to "
-                "leave it out, or compute it with qdc_trainer.metrics.score_dataset"
-            )
-        if arg == "keys":
-            out[arg] = list(dataset[column])
-            continue
-        try:
-            values = np.asarray(dataset.with_format("numpy")[column])
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"column {column!r} is not numeric: {err}") from None
-        if values.dtype == object:
-            raise TypeError(f"column {column!r} is not numeric (mixed or missing values)")
-        out[arg] = values
-    return out
-
-
-def _moments(x: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation in float64, a chunk at a time (no N-sized float64 copy)."""
-    total, total_sq = 0.0, 0.0
-    for lo in range(0, len(x), _CHUNK):
-        chunk = x[lo : lo + _CHUNK].astype(np.float64)
-        total += float(chunk.sum())
-        total_sq += float(chunk @ chunk)
-    mean = total / len(x)
-    return mean, math.sqrt(max(total_sq / len(x) - mean * mean, 0.0))
-
-
-def _zscore(x: np.ndarray, moments: tuple[float, float]) -> np.ndarray:
-    mean, std = moments
-    if std <= 1e-12 * max(1.0, abs(mean)):
-        return np.zeros(len(x))
-    return np.clip((x - mean) / std, -3, 3)
-
-
-def _dense_ids(raw: np.ndarray) -> np.ndarray:
-    """Cluster ids renumbered 0..K-1 (in order of value), as int32; ids that are already 0..K-1 are kept."""
-    lo, hi = int(raw.min()), int(raw.max())
-    if lo >= 0 and hi <= 4 * len(raw):  # O(N) lookup table instead of a sort
-        present = np.bincount(raw, minlength=hi + 1) > 0
-        if present.all() and hi < 2**31:
-            return raw.astype(np.int32, copy=False)
-        rank = (np.cumsum(present) - 1).astype(np.int32)
-        return rank[raw]
-    _, dense = np.unique(raw, return_inverse=True)
-    return dense.astype(np.int32)
-
-
 class QDCSampler(torch.utils.data.Sampler[int]):
     """A weighted sampler over ``num_examples`` examples whose weights balance Q, D and C and follow the loss.
 
@@ -256,21 +170,21 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         self.num_samples = n if num_samples is None else int(num_samples)
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.block_size = None if block_size is None else self._check_block_size(block_size)
+        self.block_size = block_size  # checked by the property
 
-        self.quality = None if quality is None else _column(quality, "quality", n)
-        self.complexity = None if complexity is None else _column(complexity, "complexity", n)
-        self._q_moments = None if self.quality is None else _moments(self.quality)
-        self._c_moments = None if self.complexity is None else _moments(self.complexity)
+        self.quality = None if quality is None else check_column(quality, "quality", n)
+        self.complexity = None if complexity is None else check_column(complexity, "complexity", n)
+        self._q_moments = None if self.quality is None else moments(self.quality)
+        self._c_moments = None if self.complexity is None else moments(self.complexity)
         if clusters is None:
             self.clusters = np.zeros(n, dtype=np.int32)
         else:
-            self.clusters = _dense_ids(_column(clusters, "clusters", n, integer=True))
+            self.clusters = dense_ids(check_column(clusters, "clusters", n, integer=True))
         self.num_clusters = int(self.clusters.max()) + 1
         self.cluster_sizes = np.bincount(self.clusters, minlength=self.num_clusters).astype(np.float64)
         bw = None
         if base_weights is not None:
-            bw = _column(base_weights, "base_weights", n)
+            bw = check_column(base_weights, "base_weights", n)
             if (bw < 0).any():
                 raise ValueError(f"base_weights has negative values at rows {np.flatnonzero(bw < 0)[:5].tolist()}")
             if not (bw > 0).any():
@@ -322,7 +236,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         names = getattr(dataset, "column_names", None)
         if names is None:
             raise TypeError(f"from_dataset needs a datasets.Dataset with named columns, got {type(dataset).__name__}")
-        columns = _dataset_columns(
+        columns = dataset_columns(
             dataset,
             {
                 "quality": ("quality_column", quality_column),
@@ -338,11 +252,51 @@ class QDCSampler(torch.utils.data.Sampler[int]):
                 f"{err} (dataset columns {quality_column!r}/{complexity_column!r}/{cluster_column!r})"
             ) from None
 
-    @staticmethod
-    def _check_block_size(block_size: Any) -> int:
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
-        return int(block_size)
+    # ------------------------------------------------------------------ block size
+
+    @property
+    def block_size(self) -> int | None:
+        """Indices drawn per block from one set of weights; None until set (then blocks of ``min(len, 4096)``).
+
+        Set it before iterating: a block drawn under one size is not replayed under another.
+        """
+        return self._block_size
+
+    @block_size.setter
+    def block_size(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"block_size must be a positive int (or None), got {value!r}")
+        self._block_size = None if value is None else int(value)
+
+    def configure_block(self, samples_per_step: int, global_batch: int) -> int:
+        """Fit the blocks to a training run; returns the block size.
+
+        ``samples_per_step`` is the examples of one optimizer step on all processes
+        (batch size x gradient accumulation x world size), ``global_batch`` those of
+        one dataloader step (batch size x world size). An unset block size becomes
+        ``update_every`` steps' worth of examples, so each block is drawn from the
+        weights of the previous update; a block smaller than one global batch is
+        refused (a batch would straddle blocks drawn from different weights).
+
+        >>> s = QDCSampler(100, update_every=5)
+        >>> s.configure_block(samples_per_step=8, global_batch=4)
+        40
+        >>> QDCSampler(100, block_size=2).configure_block(8, 4)
+        Traceback (most recent call last):
+            ...
+        ValueError: QDCSampler block_size=2 is smaller than one global batch (4); leave it unset ...
+        """
+        for name, value in (("samples_per_step", samples_per_step), ("global_batch", global_batch)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.block_size is None:
+            self.block_size = self.config.update_every * int(samples_per_step)
+        if self.block_size < global_batch:
+            raise ValueError(
+                f"QDCSampler block_size={self.block_size} is smaller than one global batch ({global_batch}); "
+                "leave it unset to get update_every optimizer steps' worth of examples"
+            )
+        return self.block_size
 
     # ------------------------------------------------------------------ the Sampler protocol
 
@@ -475,9 +429,9 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             hi = min(lo + _CHUNK, n)
             log_w = np.zeros(hi - lo)
             if self.quality is not None:
-                log_w += cfg.tradeoff * cfg.quality_strength * _zscore(self.quality[lo:hi], self._q_moments)
+                log_w += cfg.tradeoff * cfg.quality_strength * zscore(self.quality[lo:hi], self._q_moments)
             if self.complexity is not None:
-                log_w += cfg.complexity_strength * _zscore(self.complexity[lo:hi], self._c_moments)
+                log_w += cfg.complexity_strength * zscore(self.complexity[lo:hi], self._c_moments)
             w = np.exp(log_w)
             if base_weights is not None:
                 w *= base_weights[lo:hi]
@@ -531,7 +485,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             raise FloatingPointError(
                 f"QDCSampler weights sum to {total}; lower the strengths or check the score columns"
             )
-        # p_i = (1 - floor) w_i / W + floor / N, folded into the running sum: cdf_i = (1 - floor) C_i / W + (i + 1) floor / N.
+        # p_i = (1 - floor) w_i / W + floor / N, folded into the running sum:
+        # cdf_i = (1 - floor) C_i / W + (i + 1) floor / N.
         scale = (1 - floor) / total
         for lo in range(0, n, _CHUNK):
             hi = min(lo + _CHUNK, n)
@@ -605,45 +560,38 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         if self._window:
             idx = np.concatenate(self._window)
             out["qdc/sampler/cluster_coverage"] = len(np.unique(self.clusters[idx])) / self.num_clusters
-            for name, column, moments in (
+            for name, column, stats in (
                 ("quality", self.quality, self._q_moments),
                 ("complexity", self.complexity, self._c_moments),
             ):
                 if column is not None:
                     out[f"qdc/sampler/{name}_trained"] = float(column[idx].mean(dtype=np.float64))
-                    out[f"qdc/sampler/{name}_dataset"] = moments[0]
+                    out[f"qdc/sampler/{name}_dataset"] = stats[0]
         if self._online:
             out["qdc/sampler/loss_ema"] = float(self.global_loss_ema)
         if reset:
             self._window, self._window_size = [], 0
         return out
 
-    # ------------------------------------------------------------------ checkpointing
+    # ------------------------------------------------------------------ checkpointing (see sampler_state)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: loss EMAs, pending feedback, epoch, position, undrained blocks."""
-        pending_idx = np.concatenate(self._pending_idx) if self._pending_idx else np.zeros(0, np.int64)
-        pending_loss = np.concatenate(self._pending_loss) if self._pending_loss else np.zeros(0)
-        return {
-            "version": np.int64(_STATE_VERSION),
-            "num_examples": np.int64(self.num_examples),
-            "num_samples": np.int64(self.num_samples),
-            "block_size": np.int64(self.block_size or 0),
-            "config": np.array(json.dumps(asdict(self.config), sort_keys=True)),
-            "loss_ema": self.loss_ema,
-            "cluster_loss_ema": self.cluster_loss_ema,
-            "global_loss_ema": np.float64(self.global_loss_ema),
-            "num_updates": np.int64(self.num_updates),
-            "pending_idx": pending_idx,
-            "pending_loss": pending_loss,
-            "epoch": np.int64(self.epoch),
-            "consumed": np.int64(self.consumed),
-            "block_ids": np.array(sorted(self._blocks), dtype=np.int64),
-            "blocks": np.concatenate([self._blocks[b] for b in sorted(self._blocks)])
-            if self._blocks
-            else np.zeros(0, np.int64),
-            "block_lengths": np.array([len(self._blocks[b]) for b in sorted(self._blocks)], dtype=np.int64),
-        }
+        state = sampler_state.SamplerState(
+            block_size=self.block_size,
+            loss_ema=self.loss_ema,
+            cluster_loss_ema=self.cluster_loss_ema,
+            global_loss_ema=self.global_loss_ema,
+            num_updates=self.num_updates,
+            pending_idx=np.concatenate(self._pending_idx) if self._pending_idx else np.zeros(0, np.int64),
+            pending_loss=np.concatenate(self._pending_loss) if self._pending_loss else np.zeros(0),
+            epoch=self.epoch,
+            consumed=self.consumed,
+            blocks=self._blocks,
+        )
+        return sampler_state.encode(
+            state, num_examples=self.num_examples, num_samples=self.num_samples, config=asdict(self.config)
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the next iteration replays the undrained blocks and continues exactly.
@@ -653,190 +601,39 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         EMA; NaN is how an unseen example, cluster or run is stored) or each setting that differs from
         this sampler's, with both values. On an error the sampler is left as it was.
         """
-        missing = [key for key in _STATE_KEYS if key not in state]
-        if missing:
-            raise SamplerStateError(
-                f"the state lacks {missing}: it is incomplete or was not written by QDCSampler.save"
-            )
-        n, n_clusters = self.num_examples, self.num_clusters
-        for key, mine in (("num_examples", n), ("num_samples", self.num_samples)):
-            saved = _scalar(state, key, int)
-            if saved != mine:
-                raise SamplerStateError(
-                    f"the checkpoint's sampler has {key}={saved}, this one {mine}: a different dataset? Build the sampler "
-                    "over the dataset the checkpoint was trained on, or start a new run"
-                )
-        differing = _config_differences(_saved_config(state["config"]), asdict(self.config))
-        if differing:
-            raise SamplerStateError(
-                "the checkpoint's sampler was configured differently: "
-                + "; ".join(f"{key}={saved!r} in the checkpoint, {mine!r} now" for key, saved, mine in differing)
-                + ". Build the sampler with the checkpoint's settings to resume exactly, or start a new run"
-            )
-        saved_block = _scalar(state, "block_size", int)
-        if saved_block < 0:
-            raise SamplerStateError(f"block_size={saved_block} is negative")
-        saved_block = saved_block or None
-        if self.block_size is not None and saved_block is not None and saved_block != self.block_size:
-            raise SamplerStateError(
-                f"block_size={saved_block} in the checkpoint, {self.block_size} now: leave block_size unset (QDCTrainer "
-                "derives it from the batch size, accumulation and world size, which must match the checkpoint's run)"
-            )
-
-        loss_ema = _array(state, "loss_ema", np.float32, n)
-        cluster_loss_ema = _array(state, "cluster_loss_ema", np.float64, n_clusters)
-        global_loss_ema = _scalar(state, "global_loss_ema", float)
-        emas = (
-            ("loss_ema", loss_ema),
-            ("cluster_loss_ema", cluster_loss_ema),
-            ("global_loss_ema", np.array([global_loss_ema])),
+        restored = sampler_state.decode(
+            state,
+            num_examples=self.num_examples,
+            num_samples=self.num_samples,
+            config=asdict(self.config),
+            clusters=self.clusters,
+            num_clusters=self.num_clusters,
+            block_size=self.block_size,
         )
-        for key, values in emas:
-            bad = np.flatnonzero(np.isinf(values))
-            if len(bad):
-                raise SamplerStateError(
-                    f"{key} is infinite at {bad[:5].tolist()} (NaN marks unseen; inf is never stored)"
-                )
-        if math.isnan(global_loss_ema) and (not np.isnan(loss_ema).all() or not np.isnan(cluster_loss_ema).all()):
-            raise SamplerStateError(
-                "global_loss_ema is NaN (nothing seen) but some example or cluster loss EMAs are set"
-            )
-        unseen_cluster = np.isnan(cluster_loss_ema)[self.clusters[~np.isnan(loss_ema)]]
-        if unseen_cluster.any():
-            raise SamplerStateError(
-                f"{int(unseen_cluster.sum())} examples have a loss EMA but their cluster has none: were the clusters "
-                "computed differently for this run?"
-            )
-        num_updates = _scalar(state, "num_updates", int)
-        epoch = _scalar(state, "epoch", int)
-        consumed = _scalar(state, "consumed", int)
-        for key, value in (("num_updates", num_updates), ("epoch", epoch)):
-            if value < 0:
-                raise SamplerStateError(f"{key}={value} is negative")
-        if not 0 <= consumed <= self.num_samples:
-            raise SamplerStateError(f"consumed={consumed} is outside [0, num_samples={self.num_samples}]")
-        pending_idx = _indices(state, "pending_idx", n)
-        pending_loss = _array(state, "pending_loss", np.float64, len(pending_idx))
-        ids = _array(state, "block_ids", np.int64, None)
-        lengths = _array(state, "block_lengths", np.int64, len(ids))
-        blocks = _indices(state, "blocks", n)
-        block = saved_block or self.block_size or min(self.num_samples, 4096)
-        n_blocks = -(-self.num_samples // block)
-        if len(ids) and (ids.min() < 0 or ids.max() >= n_blocks or len(np.unique(ids)) != len(ids)):
-            raise SamplerStateError(f"block_ids {ids[:5].tolist()}... are not distinct blocks in [0, {n_blocks})")
-        if (lengths < 0).any() or lengths.sum() != len(blocks) or (lengths > block).any():
-            raise SamplerStateError(
-                f"block_lengths {lengths[:5].tolist()}... do not split the {len(blocks)} saved indices into blocks of <= {block}"
-            )
-
-        self.block_size = saved_block or self.block_size
-        self.loss_ema = loss_ema.copy()
-        self.cluster_loss_ema = cluster_loss_ema.copy()
-        self.global_loss_ema = global_loss_ema
-        self.num_updates = num_updates
-        self._pending_idx = [pending_idx.copy()]
-        self._pending_loss = [pending_loss.copy()]
-        self.epoch = epoch
-        self.consumed = consumed
-        pieces = np.split(blocks.copy(), np.cumsum(lengths)[:-1]) if len(ids) else []
+        self.block_size = restored.block_size
+        self.loss_ema = restored.loss_ema
+        self.cluster_loss_ema = restored.cluster_loss_ema
+        self.global_loss_ema = restored.global_loss_ema
+        self.num_updates = restored.num_updates
+        self._pending_idx = [restored.pending_idx]
+        self._pending_loss = [restored.pending_loss]
+        self.epoch = restored.epoch
+        self.consumed = restored.consumed
         self._blocks = {}
-        self._replay = dict(zip(ids.tolist(), pieces))
+        self._replay = restored.blocks
         self._skip_below = self.consumed
         self._refresh()
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` (an ``.npz`` file, written whole or not at all: through a
         temporary file in the same folder and an atomic rename)."""
-        atomic_savez(path, **self.state_dict())
+        sampler_state.write(path, self.state_dict())
 
     def load(self, path: str | os.PathLike) -> None:
         """Read a file written by :meth:`save`; a damaged or mismatched file raises a :class:`SamplerStateError`
         that names it (the sampler is then left as it was)."""
-        path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                state = {k: data[k] for k in data.files}
-        except FileNotFoundError:
-            raise
-        except Exception as err:  # BadZipFile, EOFError, zlib.error, ValueError (not an npz, pickled data), OSError
-            raise SamplerStateError(
-                f"QDC sampler state {path} cannot be read ({type(err).__name__}: {err}): it is truncated, empty or not "
-                "written by QDCSampler.save (a run killed while saving it?). Resume from an earlier checkpoint"
-            ) from err
+        state = sampler_state.read(path)
         try:
             self.load_state_dict(state)
         except SamplerStateError as err:
-            raise SamplerStateError(f"QDC sampler state {path}: {err}") from None
-
-
-class SamplerStateError(ValueError):
-    """A saved sampler state cannot be restored: damaged, incomplete, out of range or configured differently."""
-
-
-_STATE_VERSION = 2  # 1: config stored as repr(sorted(items)); 2: as JSON
-_STATE_KEYS = (
-    "num_examples",
-    "num_samples",
-    "block_size",
-    "config",
-    "loss_ema",
-    "cluster_loss_ema",
-    "global_loss_ema",
-    "num_updates",
-    "pending_idx",
-    "pending_loss",
-    "epoch",
-    "consumed",
-    "block_ids",
-    "blocks",
-    "block_lengths",
-)
-
-
-def _scalar(state: dict[str, Any], key: str, kind: type) -> Any:
-    """A scalar entry as ``int`` or ``float``, or a :class:`SamplerStateError` naming the key."""
-    value = np.asarray(state[key])
-    if value.shape != () or value.dtype.kind not in ("biu" if kind is int else "biuf"):
-        raise SamplerStateError(f"{key} should be one {kind.__name__}, got {value.dtype} of shape {value.shape}")
-    return kind(value)
-
-
-def _array(state: dict[str, Any], key: str, dtype: Any, length: int | None) -> np.ndarray:
-    """A 1-D numeric entry of the expected length, converted to ``dtype``."""
-    value = np.asarray(state[key])
-    kinds = "iu" if np.dtype(dtype).kind in "iu" else "iuf"
-    if value.ndim != 1 or (value.dtype.kind not in kinds and len(value)):
-        raise SamplerStateError(f"{key} should be a 1-D numeric array, got {value.dtype} of shape {value.shape}")
-    if length is not None and len(value) != length:
-        raise SamplerStateError(f"{key} has {len(value)} values, expected {length}")
-    return value.astype(dtype, copy=False)
-
-
-def _indices(state: dict[str, Any], key: str, n: int) -> np.ndarray:
-    """A 1-D array of example indices, all in ``[0, n)``."""
-    idx = _array(state, key, np.int64, None)
-    if len(idx) and (idx.min() < 0 or idx.max() >= n):
-        bad = np.flatnonzero((idx < 0) | (idx >= n))
-        raise SamplerStateError(f"{key} has indices outside [0, {n}): {idx[bad[:5]].tolist()} ({len(bad)} in all)")
-    return idx
-
-
-def _saved_config(value: Any) -> dict[str, Any]:
-    """The configuration stored in a state: JSON (version 2) or ``repr`` of the sorted items (version 1)."""
-    text = str(np.asarray(value))
-    try:
-        config = json.loads(text) if text.startswith("{") else dict(ast.literal_eval(text))
-    except (ValueError, SyntaxError, TypeError) as err:
-        raise SamplerStateError(f"config {text[:80]!r} cannot be parsed ({err})") from None
-    if not isinstance(config, dict):
-        raise SamplerStateError(f"config {text[:80]!r} is not a mapping of settings")
-    return config
-
-
-def _config_differences(saved: dict[str, Any], mine: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, saved value, current value) for every setting that differs (a missing one counts as None)."""
-    return [
-        (key, saved.get(key), mine.get(key))
-        for key in sorted(set(saved) | set(mine))
-        if saved.get(key) != mine.get(key)
-    ]
+            raise SamplerStateError(f"QDC sampler state {os.fspath(path)}: {err}") from None

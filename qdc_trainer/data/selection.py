@@ -18,7 +18,7 @@ the data round after round; :func:`select_budget` keeps the budget spread out:
    ``exp(tradeoff * quality_strength * zq + complexity_strength * zc)`` (the
    Gumbel top-k trick), or, with ``greedy=True``, taken in order of that utility.
 
-The knobs are those of :class:`~qdc_trainer.sampler.QDCSamplerConfig`, so one
+The knobs are those of :class:`~qdc_trainer.data.sampler.QDCSamplerConfig`, so one
 config drives both the selection and the sampler that then trains on it.
 
 >>> quality = [1, 1, 0, 1, 1, 1]  # candidate 2 fails the verifier
@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from .sampler import QDCSamplerConfig, _column, _dataset_columns, _dense_ids, _moments, _zscore
+from .columns import check_column, dataset_columns, dense_ids, moments, zscore
+from .sampler import QDCSamplerConfig
 
 __all__ = ["select_budget", "select_dataset", "cluster_quotas"]
 
@@ -139,9 +140,9 @@ def select_budget(
     cfg = QDCSamplerConfig(**{**(asdict(config) if config is not None else {}), **overrides})
     n = int(num_candidates)
     # Every input is checked before anything is chosen, also when there is nothing to choose (n or budget 0).
-    q = None if quality is None else _column(quality, "quality", n).astype(np.float64)
-    c = None if complexity is None else _column(complexity, "complexity", n).astype(np.float64)
-    cluster_ids = None if clusters is None else _column(clusters, "clusters", n, integer=True)
+    q = None if quality is None else check_column(quality, "quality", n).astype(np.float64)
+    c = None if complexity is None else check_column(complexity, "complexity", n).astype(np.float64)
+    cluster_ids = None if clusters is None else check_column(clusters, "clusters", n, integer=True)
     if keys is not None:
         keys = list(keys)
         if len(keys) != n:
@@ -158,7 +159,7 @@ def select_budget(
             raise ValueError("min_quality needs the quality scores")
     if n == 0 or budget == 0:
         return np.zeros(0, dtype=np.int64)
-    k = np.zeros(n, dtype=np.int64) if cluster_ids is None else _dense_ids(cluster_ids)
+    k = np.zeros(n, dtype=np.int64) if cluster_ids is None else dense_ids(cluster_ids)
 
     keep = np.ones(n, dtype=bool)
     if min_quality is not None:
@@ -170,9 +171,9 @@ def select_budget(
     # Utility: the log of the sampler's static weight, z-scores over the eligible candidates.
     utility = np.zeros(n)
     if q is not None:
-        utility[eligible] += cfg.tradeoff * cfg.quality_strength * _zscore(q[eligible], _moments(q[eligible]))
+        utility[eligible] += cfg.tradeoff * cfg.quality_strength * zscore(q[eligible], moments(q[eligible]))
     if c is not None:
-        utility[eligible] += cfg.complexity_strength * _zscore(c[eligible], _moments(c[eligible]))
+        utility[eligible] += cfg.complexity_strength * zscore(c[eligible], moments(c[eligible]))
 
     if keys is not None:
         best: dict[Hashable, int] = {}
@@ -212,13 +213,14 @@ def select_dataset(
 
     >>> from datasets import Dataset
     >>> ds = Dataset.from_dict({"text": ["a", "a", "b", "c"], "quality": [1.0, 0.5, 1.0, 0.0]})
-    >>> select_dataset(ds, 3, complexity_column=None, cluster_column=None, key_column="text", min_quality=0.5)["text"][:]
+    >>> kept = select_dataset(ds, 3, complexity_column=None, cluster_column=None, key_column="text", min_quality=0.5)
+    >>> kept["text"][:]
     ['a', 'b']
     """
     names = getattr(dataset, "column_names", None)
     if names is None or not hasattr(dataset, "select"):
         raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}")
-    columns = _dataset_columns(
+    columns = dataset_columns(
         dataset,
         {
             "quality": ("quality_column", quality_column),

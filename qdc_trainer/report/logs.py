@@ -25,10 +25,10 @@ import numpy as np
 
 from ..collapse import LEVEL_KEY as COLLAPSE_KEY
 from ..collapse import LOG_PREFIX as COLLAPSE_PREFIX
+from ..data.sampler import TELEMETRY_KEYS as SAMPLER_KEYS
+from ..data.sampler import TELEMETRY_PREFIX as SAMPLER_PREFIX
 from ..monitor import DIVERSITY_METRICS, GENERATION_METRICS, SAMPLES_FILE, SCOPES
 from ..monitor import PREFIX as GEN_PREFIX
-from ..sampler import TELEMETRY_KEYS as SAMPLER_KEYS
-from ..sampler import TELEMETRY_PREFIX as SAMPLER_PREFIX
 from ..trainer import ENTROPY_KEY
 
 __all__ = [
