@@ -5,6 +5,8 @@
 - :mod:`~qdc_trainer.data.sampler`: :class:`QDCSampler` draws training examples with weights that balance
   quality, diversity and complexity and follow the training loss (its checkpoint state in
   :mod:`~qdc_trainer.data.sampler_state`);
+- :mod:`~qdc_trainer.data.weights`: the weight formula and its knobs, :class:`QDCSamplerConfig` (shared by the
+  sampler and the selection);
 - :mod:`~qdc_trainer.data.collator`: :class:`IndexedDataset` and :class:`QDCDataCollator` carry each example's
   index (:data:`INDEX_KEY`) through the batch to the training step;
 - :mod:`~qdc_trainer.data.columns`: the score-column helpers the sampler and the selection share.

@@ -1,24 +1,8 @@
 """QDCSampler: draws training examples with weights that balance quality, diversity and complexity,
 and that move online with the training loss.
 
-The weight of example ``i`` (cluster ``k = cluster_i``, ``n_k`` examples in its cluster) is::
-
-    w_i = exp(beta_q * zq_i)                       quality, soft (never a hard filter)
-        * exp(beta_c * zc_i)                       complexity
-        * (n_k / mean_k n_k) ** (-alpha)           diversity: small clusters gain mass
-        * clip((l_i / l_bar) ** gamma_e, 1/R, R)   online, per example: unlearned examples keep mass
-        * clip((L_k / l_bar) ** gamma_k, 1/R, R)   online, per cluster
-        * base_i                                   optional user weights
-
-    p_i = (1 - floor) * w_i / sum_j w_j + floor / N
-
-where ``zq``, ``zc`` are z-scores of the quality and complexity columns, clipped
-to [-3, 3]; ``l_i`` is an exponential moving average (EMA) of example ``i``'s
-training loss (its cluster's EMA ``L_k`` until it has been seen, the global
-EMA ``l_bar`` until the cluster has been seen); ``R = max_online_ratio``. One knob,
-``tradeoff`` (λ in [0, 1]), sets the quality-diversity balance:
-``beta_q = λ · quality_strength`` and ``alpha = (1 - λ) · diversity_strength``.
-The floor keeps every example reachable: ``p_i >= floor / N``.
+The weight of each example multiplies a quality, a complexity, a cluster-balance and two online
+loss factors; :mod:`qdc_trainer.data.weights` gives the formula and :class:`QDCSamplerConfig` its knobs.
 
 Losses come back from the training step (:meth:`QDCSampler.record`, called by
 ``QDCTrainer``); they are applied, and the weights refreshed, every
@@ -42,15 +26,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import sampler_state
-from .columns import check_column, dataset_columns, dense_ids, moments, zscore
+from . import sampler_state, weights
+from .columns import check_column, dataset_columns, dense_ids, moments
 from .sampler_state import SamplerStateError
+from .weights import QDCSamplerConfig
 
 __all__ = ["QDCSampler", "QDCSamplerConfig", "SamplerStateError"]
 
@@ -59,67 +44,8 @@ TELEMETRY_PREFIX = "qdc/sampler/"
 TELEMETRY_KEYS = ("ess_ratio", "weight_entropy", "cluster_coverage", "quality", "complexity", "loss_ema", "updates")
 """The telemetry's names under the prefix; ``quality`` and ``complexity`` are logged as ``<name>_trained`` and
 ``<name>_dataset``."""
-_CHUNK = 1 << 20  # examples per vectorised chunk of a refresh
 _MAX_WINDOW = 1 << 20  # telemetry keeps at most this many recent trained indices
 _MAX_OPEN_BLOCKS = 16  # drawn blocks kept for a checkpoint (prefetching reaches only a few ahead)
-
-
-@dataclass
-class QDCSamplerConfig:
-    """Knobs of :class:`QDCSampler` (see the module docstring for the formula)."""
-
-    tradeoff: float = field(
-        default=0.5, metadata={"help": "λ in [0, 1]: 0 = all diversity (cluster balance), 1 = all quality."}
-    )
-    quality_strength: float = field(
-        default=2.0, metadata={"help": "beta_q at tradeoff 1: weight multiplier per quality std."}
-    )
-    diversity_strength: float = field(
-        default=1.0, metadata={"help": "alpha at tradeoff 0: 1 gives every cluster equal mass."}
-    )
-    complexity_strength: float = field(
-        default=0.5, metadata={"help": "beta_c: weight multiplier per complexity std (0 = off)."}
-    )
-    example_loss_strength: float = field(
-        default=0.5, metadata={"help": "gamma_e: exponent of the per-example loss ratio."}
-    )
-    cluster_loss_strength: float = field(
-        default=0.5, metadata={"help": "gamma_k: exponent of the per-cluster loss ratio."}
-    )
-    max_online_ratio: float = field(default=4.0, metadata={"help": "R: each online factor is clipped to [1/R, R]."})
-    ema_decay: float = field(default=0.9, metadata={"help": "EMA decay of the per-example and per-cluster losses."})
-    floor: float = field(default=0.1, metadata={"help": "Share of probability spread uniformly: p_i >= floor / N."})
-    update_every: int = field(
-        default=10, metadata={"help": "Apply losses and refresh weights every this many optimizer steps."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the index stream (with the epoch and block)."})
-
-    def __post_init__(self) -> None:
-        checks = {
-            "tradeoff": 0 <= self.tradeoff <= 1,
-            "quality_strength": self.quality_strength >= 0,
-            "diversity_strength": self.diversity_strength >= 0,
-            "complexity_strength": self.complexity_strength >= 0,
-            "example_loss_strength": self.example_loss_strength >= 0,
-            "cluster_loss_strength": self.cluster_loss_strength >= 0,
-            "max_online_ratio": self.max_online_ratio >= 1,
-            "ema_decay": 0 <= self.ema_decay < 1,
-            "floor": 0 < self.floor <= 1,
-            "update_every": isinstance(self.update_every, int) and self.update_every >= 1,
-            "seed": isinstance(self.seed, int) and self.seed >= 0,
-        }
-        ranges = {
-            "tradeoff": "[0, 1]",
-            "max_online_ratio": ">= 1",
-            "ema_decay": "[0, 1)",
-            "floor": "(0, 1]",
-            "update_every": "an int >= 1",
-            "seed": "an int >= 0",
-        }
-        for name, ok in checks.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
-                raise ValueError(f"QDCSampler {name}={value!r} is invalid; it must be {ranges.get(name, '>= 0')}")
 
 
 class QDCSampler(torch.utils.data.Sampler[int]):
@@ -189,7 +115,15 @@ class QDCSampler(torch.utils.data.Sampler[int]):
                 raise ValueError(f"base_weights has negative values at rows {np.flatnonzero(bw < 0)[:5].tolist()}")
             if not (bw > 0).any():
                 raise ValueError("base_weights are all zero: no example could be drawn")
-        self._static = self._static_weights(bw)
+        self._static = weights.static_weights(
+            n,
+            self.config,
+            quality=self.quality,
+            quality_moments=self._q_moments,
+            complexity=self.complexity,
+            complexity_moments=self._c_moments,
+            base_weights=bw,
+        )
 
         # Online state.
         self.loss_ema = np.full(n, np.nan, dtype=np.float32)
@@ -208,6 +142,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         self._window_size = 0
         self._cdf = np.empty(n, dtype=np.float64)
         self._stats: dict[str, float] | None = None  # computed when telemetry asks
+        self._device_np: torch.Tensor | None = None  # loss_weights_tensor's device copy of N p
         self._refresh()
 
     # ------------------------------------------------------------------ construction helpers
@@ -421,92 +356,32 @@ class QDCSampler(torch.utils.data.Sampler[int]):
 
     # ------------------------------------------------------------------ weights
 
-    def _static_weights(self, base_weights: np.ndarray | None) -> np.ndarray:
-        """exp(beta_q zq + beta_c zc) * base weights, once, as float32 (the part that never changes)."""
-        cfg, n = self.config, self.num_examples
-        out = np.empty(n, dtype=np.float32)
-        for lo in range(0, n, _CHUNK):
-            hi = min(lo + _CHUNK, n)
-            log_w = np.zeros(hi - lo)
-            if self.quality is not None:
-                log_w += cfg.tradeoff * cfg.quality_strength * zscore(self.quality[lo:hi], self._q_moments)
-            if self.complexity is not None:
-                log_w += cfg.complexity_strength * zscore(self.complexity[lo:hi], self._c_moments)
-            w = np.exp(log_w)
-            if base_weights is not None:
-                w *= base_weights[lo:hi]
-            out[lo:hi] = w
-        return out
-
-    def _cluster_factors(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per cluster: (cluster balance x online cluster factor x an unseen example's factor, the latter alone)."""
-        cfg = self.config
-        alpha = (1 - cfg.tradeoff) * cfg.diversity_strength
-        factor = (self.cluster_sizes / self.cluster_sizes.mean()) ** (-alpha)
-        unseen = np.ones(self.num_clusters)
-        if self._online:
-            ratio = np.where(np.isnan(self.cluster_loss_ema), 1.0, self.cluster_loss_ema / self.global_loss_ema)
-            factor = factor * self._online_factor(ratio, cfg.cluster_loss_strength)
-            unseen = self._online_factor(ratio, cfg.example_loss_strength)  # an unseen example takes its cluster's loss
-        return factor * unseen, unseen
+    def _refresh(self) -> None:
+        """Recompute the cumulative probabilities from the current loss EMAs (see :mod:`.weights`)."""
+        self._device_np = None  # loss_weights_tensor's device copy of N p, now stale
+        self._stats = None
+        per_cluster, unseen = weights.cluster_factors(
+            self.cluster_sizes, self.config, self.cluster_loss_ema, self.global_loss_ema
+        )
+        weights.fill_cdf(
+            self._cdf,
+            self._static,
+            self.clusters,
+            per_cluster,
+            self.config,
+            unseen=unseen,
+            loss_ema=self.loss_ema,
+            global_loss_ema=self.global_loss_ema,
+        )
 
     @property
     def _online(self) -> bool:
-        return not math.isnan(self.global_loss_ema) and self.global_loss_ema > 0
-
-    def _online_factor(self, ratio: np.ndarray, strength: float) -> np.ndarray:
-        r = self.config.max_online_ratio
-        return np.clip(np.maximum(ratio, 1e-12) ** strength, 1 / r, r)
-
-    def _refresh(self) -> None:
-        """Recompute the cumulative probabilities, a chunk at a time (no N-sized temporaries)."""
-        n, floor, cfg = self.num_examples, self.config.floor, self.config
-        per_cluster, unseen = self._cluster_factors()
-        per_cluster32 = per_cluster.astype(np.float32)
-        example_signal = self._online and cfg.example_loss_strength > 0
-        total = 0.0
-        for lo in range(0, n, _CHUNK):
-            hi = min(lo + _CHUNK, n)
-            k = self.clusters[lo:hi]
-            w = self._static[lo:hi] * per_cluster32[k]
-            if example_signal:
-                ema = self.loss_ema[lo:hi]
-                seen = np.flatnonzero(~np.isnan(ema))
-                if len(seen):
-                    own = self._online_factor(
-                        ema[seen].astype(np.float64) / self.global_loss_ema, cfg.example_loss_strength
-                    )
-                    w[seen] *= (own / unseen[k[seen]]).astype(np.float32)
-            np.cumsum(w, dtype=np.float64, out=self._cdf[lo:hi])
-            self._cdf[lo:hi] += total
-            total = float(self._cdf[hi - 1])
-        self._device_np: torch.Tensor | None = None  # loss_weights_tensor's device copy of N p, now stale
-        if not math.isfinite(total) or total <= 0:
-            raise FloatingPointError(
-                f"QDCSampler weights sum to {total}; lower the strengths or check the score columns"
-            )
-        # p_i = (1 - floor) w_i / W + floor / N, folded into the running sum:
-        # cdf_i = (1 - floor) C_i / W + (i + 1) floor / N.
-        scale = (1 - floor) / total
-        for lo in range(0, n, _CHUNK):
-            hi = min(lo + _CHUNK, n)
-            chunk = self._cdf[lo:hi]
-            chunk *= scale
-            chunk += np.arange(lo + 1, hi + 1, dtype=np.float64) * (floor / n)
-        self._stats = None
+        return weights.is_online(self.global_loss_ema)
 
     def _weight_stats(self) -> dict[str, float]:
         """ESS / N and the normalised entropy of the draw probabilities (one pass, on demand)."""
         if self._stats is None:
-            n, sum_sq, entropy, previous = self.num_examples, 0.0, 0.0, 0.0
-            for lo in range(0, n, _CHUNK):
-                hi = min(lo + _CHUNK, n)
-                p = np.diff(self._cdf[lo:hi], prepend=previous)
-                previous = float(self._cdf[hi - 1])
-                sum_sq += float(p @ p)
-                nz = p[p > 0]
-                entropy -= float((nz * np.log(nz)).sum())
-            self._stats = {"ess_ratio": 1.0 / (n * sum_sq), "weight_entropy": entropy / math.log(n) if n > 1 else 1.0}
+            self._stats = weights.weight_stats(self._cdf)
         return self._stats
 
     def probabilities(self, indices: Any = None) -> np.ndarray:

@@ -18,7 +18,7 @@ the data round after round; :func:`select_budget` keeps the budget spread out:
    ``exp(tradeoff * quality_strength * zq + complexity_strength * zc)`` (the
    Gumbel top-k trick), or, with ``greedy=True``, taken in order of that utility.
 
-The knobs are those of :class:`~qdc_trainer.data.sampler.QDCSamplerConfig`, so one
+The knobs are those of :class:`~qdc_trainer.data.weights.QDCSamplerConfig`, so one
 config drives both the selection and the sampler that then trains on it.
 
 >>> quality = [1, 1, 0, 1, 1, 1]  # candidate 2 fails the verifier
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .columns import check_column, dataset_columns, dense_ids, moments, zscore
-from .sampler import QDCSamplerConfig
+from .weights import QDCSamplerConfig
 
 __all__ = ["select_budget", "select_dataset", "cluster_quotas"]
 

@@ -65,12 +65,14 @@ def test_the_data_package_exports_its_public_api():
 
 
 def test_sampler_and_selection_share_the_column_helpers():
-    from qdc_trainer.data import sampler, selection
+    from qdc_trainer.data import sampler, selection, weights
 
-    for name in ("check_column", "dense_ids", "moments", "zscore", "dataset_columns"):
+    for name in ("check_column", "dense_ids", "moments", "dataset_columns"):
         assert getattr(sampler, name) is getattr(columns, name)
     for name in ("check_column", "dense_ids", "moments", "zscore", "dataset_columns"):
         assert getattr(selection, name) is getattr(columns, name)
+    assert weights.zscore is columns.zscore
+    assert sampler.QDCSamplerConfig is selection.QDCSamplerConfig is weights.QDCSamplerConfig
 
 
 def test_column_helpers_check_and_standardise():
