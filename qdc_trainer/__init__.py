@@ -30,9 +30,7 @@ from .callbacks import (
     measure_generations,
     watch_from_keys,
 )
-from .collator import INDEX_KEY, QDCDataCollator
-from .sampler import QDCSampler, QDCSamplerConfig
-from .selection import select_budget, select_dataset
+from .data import INDEX_KEY, QDCDataCollator, QDCSampler, QDCSamplerConfig, select_budget, select_dataset
 from .trainer import QDCTrainer, QDCTrainerMixin
 
 # the modules' old paths, still attributes of the package (qdc_trainer.collapse is qdc_trainer.callbacks.collapse)

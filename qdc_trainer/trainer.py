@@ -58,9 +58,9 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import logging
 
-from .collator import INDEX_KEY, IndexedDataset, QDCDataCollator
+from .data.collator import INDEX_KEY, IndexedDataset, QDCDataCollator
+from .data.sampler import QDCSampler
 from .losses import ENTROPY_POSITIONS, CausalLMLossTap, per_example_loss, strided_entropy
-from .sampler import QDCSampler
 
 __all__ = ["QDCTrainerMixin", "QDCTrainer", "SAMPLER_STATE_FILE", "LOSS_WEIGHTINGS"]
 
@@ -170,15 +170,8 @@ class QDCTrainerMixin:
         if self.qdc_sampler is None:
             return super().get_train_dataloader()
         sampler = self.qdc_sampler
-        if sampler.block_size is None:
-            samples_per_step = self._train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
-            sampler.block_size = sampler.config.update_every * samples_per_step
-        global_batch = self._train_batch_size * self.args.world_size
-        if sampler.block_size < global_batch:
-            raise ValueError(
-                f"QDCSampler block_size={sampler.block_size} is smaller than one global batch ({global_batch}); "
-                "leave it unset to get update_every optimizer steps' worth of examples"
-            )
+        samples_per_step = self._train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        sampler.configure_block(samples_per_step, global_batch=self._train_batch_size * self.args.world_size)
         original = self.train_dataset
         self.train_dataset = IndexedDataset(original)
         try:

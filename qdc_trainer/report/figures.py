@@ -22,8 +22,8 @@ from ..callbacks.collapse import LEVEL_KEY as COLLAPSE_KEY
 from ..callbacks.collapse import LOG_PREFIX as COLLAPSE_PREFIX
 from ..callbacks.generation_metrics import DIVERSITY_METRICS, SCOPES
 from ..callbacks.generation_metrics import PREFIX as GEN_PREFIX
-from ..sampler import TELEMETRY_KEYS as SAMPLER_KEYS
-from ..sampler import TELEMETRY_PREFIX as SAMPLER_PREFIX
+from ..data.sampler import TELEMETRY_KEYS as SAMPLER_KEYS
+from ..data.sampler import TELEMETRY_PREFIX as SAMPLER_PREFIX
 from ..trainer import ENTROPY_KEY
 from .logs import GENERATION_KEYS, GROUPS, TRAINING_KEYS, TRL_ENTROPY_KEY, RunLog, key_group, watched_key
 

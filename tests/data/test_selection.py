@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qdc_trainer import QDCSampler, QDCSamplerConfig
-from qdc_trainer.selection import cluster_quotas, select_budget, select_dataset
+from qdc_trainer.data import QDCSampler, QDCSamplerConfig, cluster_quotas, select_budget, select_dataset
 
 # --------------------------------------------------------------------------- cluster quotas
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from qdc_trainer.sampler import QDCSampler, QDCSamplerConfig
+from qdc_trainer.data import QDCSampler, QDCSamplerConfig
 
 
 def hand_probabilities(quality, clusters, cfg: QDCSamplerConfig, complexity=None):
