@@ -94,7 +94,7 @@ from qdc_trainer import (  # noqa: E402
     QDCTrainer,
     generation,  # noqa: E402
 )
-from qdc_trainer.monitor import SAMPLES_FILE  # noqa: E402
+from qdc_trainer.callbacks.monitor import SAMPLES_FILE  # noqa: E402
 
 _DECODE_BATCH = generation._decode_batch
 

@@ -80,7 +80,7 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCTrainer, SeriesDetector  # noqa: E402
-from qdc_trainer.collapse import DEFAULT_WATCH, KNOWN_SERIES, REFERENCE_SAMPLES, _default_watch  # noqa: E402
+from qdc_trainer.callbacks.collapse import DEFAULT_WATCH, KNOWN_SERIES, REFERENCE_SAMPLES, _default_watch  # noqa: E402
 from qdc_trainer.metrics import VerifierScorer  # noqa: E402
 
 WORDS = [f"w{i:02d}" for i in range(48)]

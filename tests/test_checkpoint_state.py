@@ -20,7 +20,7 @@ from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
 from qdc_trainer import QDCSampler, QDCTrainer
-from qdc_trainer.collapse import CollapseDetectorCallback, SeriesDetector
+from qdc_trainer.callbacks.collapse import CollapseDetectorCallback, SeriesDetector
 from qdc_trainer.trainer import SAMPLER_STATE_FILE
 
 WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
@@ -248,7 +248,7 @@ def test_a_damaged_state_file_is_named(tmp_path, damage):
         ValueError, match=rf"{path}.*(truncated, empty or not written by QDCSampler.save).*earlier checkpoint"
     ) as err:
         fresh.load(path)
-    from qdc_trainer import sampler as sampler_module
+    from qdc_trainer.data import sampler as sampler_module
 
     assert isinstance(err.value, sampler_module.SamplerStateError)
     assert np.array_equal(fresh.probabilities(), before) and fresh.consumed == 0

@@ -24,7 +24,7 @@ def test_one_rank_collapses_both_stop_at_the_same_step(tmp_path):
 
 
 def test_generation_monitor_with_an_uneven_prompt_split(tmp_path):
-    from qdc_trainer.monitor import SAMPLES_FILE
+    from qdc_trainer.callbacks.monitor import SAMPLES_FILE
 
     _run(_accelerate_launch(2, str(ROOT / "tests" / "mp" / "run_monitor.py"), str(tmp_path)), tmp_path / "launch.log")
     ranks = [json.loads(Path(tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

@@ -514,9 +514,9 @@ def test_monitor_timing_is_a_generation_series():
 def test_key_groups_come_from_the_modules_that_log_them():
     """The report's key groups are the constants of the monitor and the sampler: every key they log is placed."""
     from qdc_trainer import GenerationMonitorCallback, QDCSampler
-    from qdc_trainer.monitor import DIVERSITY_METRICS, PREFIX, SCOPES
+    from qdc_trainer.callbacks.monitor import DIVERSITY_METRICS, PREFIX, SCOPES
+    from qdc_trainer.data.sampler import TELEMETRY_KEYS, TELEMETRY_PREFIX
     from qdc_trainer.report import key_group
-    from qdc_trainer.sampler import TELEMETRY_KEYS, TELEMETRY_PREFIX
 
     monitor = GenerationMonitorCallback(
         ["a", "b"], num_samples=2, max_new_tokens=2, scorer=lambda prompts, completions: [1.0] * len(completions)

@@ -341,7 +341,7 @@ def test_packed_batches_are_refused_at_construction_with_a_sampler(tokenizer, tm
 
 def test_a_batch_with_fewer_rows_than_indices_fails_with_a_clear_message(tokenizer, tmp_path):
     """A padding-free collator flattens the examples into one row; the check in compute_loss names the cause."""
-    from qdc_trainer.collator import INDEX_KEY
+    from qdc_trainer.data.collator import INDEX_KEY
 
     ds = text_dataset(8).map(
         lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]

@@ -19,7 +19,7 @@ from conftest import build_gpt2, build_tokenizer  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
-from qdc_trainer.collapse import CollapseDetectorCallback, SeriesDetector  # noqa: E402
+from qdc_trainer.callbacks.collapse import CollapseDetectorCallback, SeriesDetector  # noqa: E402
 
 KEY = "qdc/gen/per_input/distinct_2"
 HEALTHY = [0.8] * 12
