@@ -1,6 +1,6 @@
 """QDCTrainer with the sampler, importance weighting, the generation monitor and the collapse detector under FSDP.
 
-Run by tests/test_fsdp.py with two CPU processes (gloo)::
+Run by tests/distributed/test_fsdp.py with two CPU processes (gloo)::
 
     accelerate launch --use_fsdp --num_processes 2 --fsdp_version 2 ... run_fsdp.py OUT_DIR
 
@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-TESTS_DIR = Path(__file__).resolve().parent.parent
+TESTS_DIR = Path(__file__).resolve().parent.parent.parent
 
 
 def main(out_dir: str) -> None:

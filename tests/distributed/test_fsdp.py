@@ -5,7 +5,7 @@ On two CPU processes (gloo), accelerate 1.15 does not shard: its ``AcceleratorSt
 request is dropped and the model is wrapped in ``DistributedDataParallel``. This test runs that launch as a
 user would and checks that everything trains and agrees across ranks; it asserts which wrapper was used, so
 a later accelerate that shards on CPU shows up here. Under real FSDP2 sharding the same script
-(``tests/mp/run_fsdp.py``) ran on one GPU; see the README's performance section.
+(``tests/distributed/scripts/run_fsdp.py``) ran on one GPU; see the README's performance section.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_multiprocess import ROOT, _free_port, _run
+from launch import SCRIPTS, free_port, run
 
 pytestmark = pytest.mark.slow
 
@@ -37,17 +37,17 @@ def test_fsdp_launch_on_two_cpu_processes(tmp_path):
         "--dynamo_backend",
         "no",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
         "--fsdp_auto_wrap_policy",
         "TRANSFORMER_BASED_WRAP",
         "--fsdp_transformer_layer_cls_to_wrap",
         "GPT2Block",
         "--fsdp_state_dict_type",
         "SHARDED_STATE_DICT",
-        str(ROOT / "tests" / "mp" / "run_fsdp.py"),
+        str(SCRIPTS / "run_fsdp.py"),
         str(tmp_path),
     ]
-    _run(cmd, tmp_path / "launch.log")
+    run(cmd, tmp_path / "launch.log")
     ranks = [json.loads(Path(tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
     # accelerate 1.15 on CPU: FSDP is not applied (see the module docstring)

@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from test_multiprocess import ROOT, _accelerate_launch, _run
+from launch import SCRIPTS, accelerate_launch, run
 
 pytestmark = pytest.mark.slow
 
 
 def test_one_rank_collapses_both_stop_at_the_same_step(tmp_path):
-    _run(
-        _accelerate_launch(2, str(ROOT / "tests" / "mp" / "run_collapse_stop.py"), str(tmp_path)),
+    run(
+        accelerate_launch(2, str(SCRIPTS / "run_collapse_stop.py"), str(tmp_path)),
         tmp_path / "launch.log",
     )
     ranks = [json.loads(Path(tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -26,7 +26,7 @@ def test_one_rank_collapses_both_stop_at_the_same_step(tmp_path):
 def test_generation_monitor_with_an_uneven_prompt_split(tmp_path):
     from qdc_trainer.callbacks.monitor import SAMPLES_FILE
 
-    _run(_accelerate_launch(2, str(ROOT / "tests" / "mp" / "run_monitor.py"), str(tmp_path)), tmp_path / "launch.log")
+    run(accelerate_launch(2, str(SCRIPTS / "run_monitor.py"), str(tmp_path)), tmp_path / "launch.log")
     ranks = [json.loads(Path(tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2] and [r["global_step"] for r in ranks] == [4, 4]
     # 3 evaluations (steps 0, 2, 4) x 3 calls: rank 1 pads its 2 prompts to rank 0's 3

@@ -1,6 +1,6 @@
 """QDCTrainer under real multi-process training: ``accelerate launch`` with 2 CPU processes (gloo).
 
-tests/mp/run_qdc_training.py trains a tiny GPT-2 and writes, per rank, what the
+tests/distributed/scripts/run_qdc_training.py trains a tiny GPT-2 and writes, per rank, what the
 sampler drew, what each rank trained on (``qdc_idx`` read in ``compute_loss``),
 what the sampler was fed back after the gather, and its final state. All the
 comparisons happen here:
@@ -21,22 +21,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from launch import SCRIPTS, accelerate_launch, run
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "tests" / "mp" / "run_qdc_training.py"
-LAUNCH_TIMEOUT = 420  # seconds; a hang (e.g. a rank waiting in a collective) fails instead of blocking
+SCRIPT = SCRIPTS / "run_qdc_training.py"
 
-PER_DEVICE_BATCH = 4  # must match tests/mp/run_qdc_training.py
+PER_DEVICE_BATCH = 4  # must match tests/distributed/scripts/run_qdc_training.py
 GRAD_ACCUM = 2
 UPDATE_EVERY = 2
 SAVE_STEPS = 5  # odd: the checkpoint holds pending (not yet applied) feedback
@@ -45,78 +40,14 @@ RAGGED_N = 102  # 2 processes: the last round has 4 + 2 examples (accelerate com
 MAX_STEPS = {1: 16, 2: 12}  # crosses one epoch boundary in every configuration
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(
-        {
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "HF_HUB_OFFLINE": "1",
-            "HF_DATASETS_OFFLINE": "1",
-            "TRANSFORMERS_VERBOSITY": "error",
-            "ACCELERATE_USE_CPU": "true",
-            "CUDA_VISIBLE_DEVICES": "",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        }
-    )
-    env.pop("ACCELERATE_CONFIG_FILE", None)
-    return env
-
-
-def _run(cmd: list[str], log: Path) -> None:
-    """Run ``cmd`` in its own session; on a timeout kill that session (the launcher and its ranks)."""
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=LAUNCH_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"{' '.join(cmd[-3:])} hung: no exit after {LAUNCH_TIMEOUT}s\n{log.read_text()[-4000:]}")
-    assert rc == 0, f"{' '.join(cmd)} exited with {rc}\n{log.read_text()[-6000:]}"
-
-
-def _accelerate_launch(num_processes: int, *target: str) -> list[str]:
-    """The ``accelerate launch`` command that starts ``num_processes`` CPU ranks running ``target``.
-
-    `accelerate launch --cpu --num_processes 2` on one machine starts ONE process (its simple launcher;
-    multi-CPU needs mpirun). `--multi_gpu` goes through torchrun and starts 2 ranks; with
-    `use_cpu=True` / ACCELERATE_USE_CPU each rank sets up MULTI_CPU with the gloo backend.
-    """
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        str(num_processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        *target,
-    ]
-
-
 def _launch(runs: list[dict], tmp: Path, tag: str, num_processes: int) -> None:
     spec = tmp / f"{tag}.spec.json"
     spec.write_text(json.dumps({"runs": runs}))
     if num_processes == 1:
         cmd = [sys.executable, str(SCRIPT), str(spec)]
     else:
-        cmd = _accelerate_launch(num_processes, str(SCRIPT), str(spec))
-    _run(cmd, tmp / f"{tag}.log")
+        cmd = accelerate_launch(num_processes, str(SCRIPT), str(spec))
+    run(cmd, tmp / f"{tag}.log")
 
 
 def _run_spec(tmp: Path, world: int, name: str, num_examples: int, workers: int, resume: str | None = None) -> dict:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_multiprocess import ROOT, _accelerate_launch, _run
+from launch import ROOT, accelerate_launch, run
 
 pytestmark = pytest.mark.slow
 
 
 def test_main_recipe_under_two_processes(tmp_path):
     out = tmp_path / "run"
-    cmd = _accelerate_launch(
+    cmd = accelerate_launch(
         2,
         "-m",
         "qdc_trainer.cli",
@@ -26,7 +26,7 @@ def test_main_recipe_under_two_processes(tmp_path):
         "--report_to",
         "none",
     )
-    _run(cmd, tmp_path / "launch.log")
+    run(cmd, tmp_path / "launch.log")
     log = (tmp_path / "launch.log").read_text()
     results = json.loads((out / "results.json").read_text())
     assert results["global_step"] == 4

@@ -2,7 +2,7 @@
 
 Run under ``accelerate launch`` with 2 processes; writes ``<out>/rank<R>.json`` with the
 number of ``generate`` calls the rank made and the ``qdc/...`` values it logged. Used by
-tests/test_multiprocess_collapse.py.
+tests/distributed/test_multiprocess_collapse.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent.parent))
 
 import torch  # noqa: E402
 from conftest import build_gpt2, build_tokenizer  # noqa: E402

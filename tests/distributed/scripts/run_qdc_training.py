@@ -1,4 +1,4 @@
-"""Train a tiny GPT-2 with QDCTrainer and write what every rank saw to JSON (driven by tests/test_multiprocess.py).
+"""Train a tiny GPT-2 with QDCTrainer and write what every rank saw to JSON (tests/distributed/test_multiprocess.py).
 
 Run with one process per rank on the CPU (gloo), or with plain ``python`` for one process::
 
@@ -39,7 +39,7 @@ import os
 import sys
 from pathlib import Path
 
-TESTS_DIR = Path(__file__).resolve().parent.parent
+TESTS_DIR = Path(__file__).resolve().parent.parent.parent
 
 # Sampler knobs shared by every run: non-uniform static weights, strong online feedback.
 SAMPLER_KWARGS = dict(

@@ -1,7 +1,7 @@
 """Two ranks see different values of a watched series; only rank 0's collapse.
 
 Run under ``accelerate launch`` with 2 processes; writes ``<out>/rank<R>.json`` with the
-step each rank stopped at. Used by tests/test_multiprocess_collapse.py.
+step each rank stopped at. Used by tests/distributed/test_multiprocess_collapse.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent.parent))
 
 import torch  # noqa: E402
 from conftest import build_gpt2, build_tokenizer  # noqa: E402
