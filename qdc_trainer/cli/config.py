@@ -9,7 +9,6 @@ missing file raises :class:`ConfigError` with a message that names the problem.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field, fields
@@ -23,9 +22,7 @@ __all__ = [
     "RecipeConfig",
     "config_parser",
     "load_config",
-    "load_self_improve_config",
-    "recipe_kind",
-    "self_improve_parser",
+    "recipe_experiment",
 ]
 
 
@@ -147,7 +144,7 @@ class RecipeConfig:
 
 def _training_class(trainer: str) -> type:
     if trainer == "trl_sft":
-        from ._optional import require
+        from .._optional import require
 
         require("trl", "trl", "the trl_sft trainer")
         from trl import SFTConfig
@@ -222,10 +219,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     """
     overrides = list(overrides or [])
     mapping, where = _read_yaml(path)
-    if mapping.get("experiment") == "self_improve":
+    if mapping.get("experiment") is not None:
+        name = str(mapping["experiment"])
         raise ConfigError(
-            f"{where} is a self-improvement recipe (experiment: self_improve): run it with "
-            "`qdc self-improve --config ...` or `qdc train --config ...`"
+            f"{where} is the recipe of an experiment (experiment: {name}): run it with "
+            f"`qdc {name.replace('_', '-')} --config ...` or `qdc train --config ...`"
         )
     trainer = str(mapping.get("trainer", "qdc"))
     if "--trainer" in overrides:
@@ -288,57 +286,27 @@ def _check_overrides(overrides: list[str], known: set[str]) -> None:
             raise ConfigError(f"unknown flag --{name}{hint}")
 
 
-def recipe_kind(path: str | os.PathLike | None) -> str:
-    """``"self_improve"`` for a recipe with ``experiment: self_improve`` (run by ``qdc self-improve``, or by
-    ``qdc train``, which hands it over), else ``"train"``."""
-    mapping, where = _read_yaml(path)
-    kind = mapping.get("experiment", "train")
-    if kind not in ("train", "self_improve"):
-        raise ConfigError(f"{where}: experiment={kind!r} must be 'self_improve' (or left out for a training recipe)")
-    return kind
+def recipe_experiment(path: str | os.PathLike | None) -> str | None:
+    """The ``experiment:`` key of a recipe (``"self_improve"``), or None for a training recipe.
 
+    An experiment's recipe is run by that experiment's command (``qdc self-improve``); ``qdc train`` hands it
+    over (:func:`qdc_trainer.cli.main.main`).
 
-def self_improve_parser() -> Any:
-    """The ``HfArgumentParser`` of ``qdc self-improve`` (one group: :class:`~qdc_trainer.self_improve.SelfImproveConfig`)."""
-    from .self_improve import SelfImproveConfig
-
-    return _hf_parser([SelfImproveConfig])
-
-
-def load_self_improve_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Any:
-    """Read a flat YAML self-improvement recipe with ``--key value`` overrides into a ``SelfImproveConfig``.
-
-    >>> cfg = load_self_improve_config(None, ["--rounds", "3", "--arms", "quality", "qdc"])
-    >>> cfg.rounds, cfg.arms
-    (3, ['quality', 'qdc'])
+    >>> recipe_experiment(None) is None
+    True
     """
-    from .self_improve import SelfImproveConfig
-
-    overrides = list(overrides or [])
     mapping, where = _read_yaml(path)
-    known = {f.name for f in fields(SelfImproveConfig)}
-    flags = _to_flags(mapping, where, known)
-    _check_overrides(overrides, known)
-    (cfg,) = _parse(self_improve_parser(), flags + overrides, where)
-    from .self_improve import SMOKE as SELF_IMPROVE_SMOKE
-
-    given = _flag_names(overrides) & set(SELF_IMPROVE_SMOKE)
-    if cfg.smoke and given:  # a flag on the command line wins over smoke's setting
-        (plain,) = _parse(self_improve_parser(), flags + overrides + ["--smoke", "false"], where)
-        values = {**dataclasses.asdict(cfg), **{k: getattr(plain, k) for k in given}, "smoke": False}
-        try:
-            cfg = SelfImproveConfig(**values)  # checked again, with the flags' values
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{where}: {e}") from None
-        cfg.smoke = True
-    return cfg
+    name = mapping.get("experiment")
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"{where}: experiment={name!r} must name an experiment (self_improve), or be left out")
+    return name
 
 
 def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, where: str) -> None:
-    from .collapse import ACTIONS
+    from ..collapse import ACTIONS
 
     if qdc.detector_watch:
-        from .collapse import watch_from_keys
+        from ..collapse import watch_from_keys
 
         try:
             watch_from_keys(qdc.detector_watch)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any
 
 from .config import RecipeConfig
 
 __all__ = ["profile_recipe", "train_recipe"]
+
+logger = logging.getLogger(__name__)
 
 RUN_FILE = "qdc_run.json"
 RESULTS_FILE = "results.json"
@@ -40,7 +43,7 @@ def load_model_and_tokenizer(cfg: RecipeConfig) -> tuple[Any, Any]:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(m.model_name_or_path)
         return model, tokenizer
-    from .tasks import arithmetic
+    from ..tasks import arithmetic
 
     folder = os.path.join(cfg.training.output_dir, "tokenizer")
     if m.tokenizer_name_or_path:
@@ -60,7 +63,7 @@ def load_splits(cfg: RecipeConfig) -> dict[str, Any]:
     """``{"train", "validation"[, "test_ood"]}`` datasets with ``prompt`` and ``completion`` columns."""
     d = cfg.data
     if d.task == "arithmetic":
-        from .tasks import arithmetic
+        from ..tasks import arithmetic
 
         splits = arithmetic.make_splits(
             arithmetic.ArithmeticConfig(noise=d.noise, seed=d.task_seed),
@@ -154,21 +157,21 @@ def _check_text(ds: Any, d: Any, split: str) -> Any:
 def _quality_scorer(cfg: RecipeConfig) -> Any:
     if cfg.qdc.quality == "none":
         return None
-    from .metrics import VerifierScorer
-    from .tasks import arithmetic
+    from ..metrics import VerifierScorer
+    from ..tasks import arithmetic
 
     return VerifierScorer(arithmetic.verify, progress=False)
 
 
 def _embedder(cfg: RecipeConfig) -> Any:
-    from .metrics import Embedder, HashingEmbedder
+    from ..metrics import Embedder, HashingEmbedder
 
     return Embedder.sentence_transformers() if cfg.qdc.embedder == "minilm" else HashingEmbedder()
 
 
 def score_training_data(cfg: RecipeConfig, train: Any) -> Any:
     """Add ``quality``, ``complexity`` and ``cluster`` columns (one batched pass with a progress bar, then k-means)."""
-    from .metrics import score_dataset
+    from ..metrics import score_dataset
 
     return score_dataset(
         train,
@@ -193,7 +196,7 @@ def _is_main() -> bool:
 
 def _tokenize(tokenizer: Any, dataset: Any, max_tokens: int) -> Any:
     """``<bos> prompt completion <eos>`` with the loss on the completion only (the prompt's labels are -100)."""
-    from .tasks.arithmetic import tokenize_examples
+    from ..tasks.arithmetic import tokenize_examples
 
     keep = {"quality", "complexity", "cluster"}
     return dataset.map(
@@ -209,8 +212,8 @@ def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, val
     """The Trainer the recipe names, with the sampler when it has one."""
     from transformers import DataCollatorForSeq2Seq, Trainer
 
-    from .sampler import QDCSampler
-    from .trainer import QDCTrainer, QDCTrainerMixin
+    from ..sampler import QDCSampler
+    from ..trainer import QDCTrainer, QDCTrainerMixin
 
     q = cfg.qdc
     sampler = None
@@ -273,8 +276,8 @@ def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, val
 
 
 def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
-    from .collapse import CollapseDetectorCallback
-    from .monitor import GenerationMonitorCallback
+    from ..collapse import CollapseDetectorCallback
+    from ..monitor import GenerationMonitorCallback
 
     q = cfg.qdc
     callbacks: list = []
@@ -290,7 +293,7 @@ def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
             )
         )
     if q.detector:
-        from .collapse import watch_from_keys
+        from ..collapse import watch_from_keys
 
         watch = watch_from_keys(q.detector_watch) if q.detector_watch else None
         callbacks.append(
@@ -303,7 +306,7 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     """Run a recipe end to end; returns ``{"output_dir", "results", "report"}``."""
     out = cfg.training.output_dir
     if cfg.qdc.report:  # fail now, not after training
-        from ._optional import require
+        from .._optional import require
 
         require("matplotlib", "plot", "the report (report: true)")
     if os.path.exists(out) and not os.path.isdir(out):
@@ -339,7 +342,7 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     if trainer.is_world_process_zero():
         trainer.state.save_to_json(os.path.join(out, "trainer_state.json"))
         if cfg.data.task == "arithmetic" and cfg.qdc.final_eval_size > 0:
-            from .tasks.arithmetic import evaluate_accuracy
+            from ..tasks.arithmetic import evaluate_accuracy
 
             model = trainer.accelerator.unwrap_model(trainer.model)
             for split in ("validation", "test_ood"):
@@ -348,11 +351,9 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
                     results[f"accuracy_{split}"] = evaluate_accuracy(model, tokenizer, rows)
         with open(os.path.join(out, RESULTS_FILE), "w") as f:
             json.dump(results, f, indent=2)
-        print(
-            "results: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items())
-        )
+        logger.info("results: %s", results)
         if cfg.qdc.report:
-            from .report import write_run_report
+            from ..report import write_run_report
 
             report = str(write_run_report([out], os.path.join(out, "report")))
     return {"output_dir": out, "results": results, "report": report}
@@ -414,9 +415,7 @@ def _start_afresh(out: str) -> None:
         )
     if not _is_main():
         return
-    import logging
-
-    from .report import FIGURES, RUN_PAGE, SAMPLES_FILE, STATE_FILE
+    from ..report import FIGURES, RUN_PAGE, SAMPLES_FILE, STATE_FILE
 
     stale = [
         STATE_FILE,
@@ -428,14 +427,14 @@ def _start_afresh(out: str) -> None:
     for name in removed:
         os.remove(os.path.join(out, name))
     if removed:
-        logging.getLogger(__name__).warning(
+        logger.warning(
             "output_dir %s held an earlier run; this fresh run replaces it (removed %s)", out, ", ".join(removed)
         )
 
 
 def profile_recipe(cfg: RecipeConfig) -> str:
     """Score a recipe's training data and write its QDC profile to ``<output_dir>/profile``; returns the page."""
-    from .report import write_profile_report
+    from ..report import write_profile_report
 
     splits = load_splits(cfg)
     scored = score_training_data(cfg, splits["train"])
