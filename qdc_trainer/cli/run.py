@@ -43,7 +43,7 @@ def load_model_and_tokenizer(cfg: RecipeConfig) -> tuple[Any, Any]:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(m.model_name_or_path)
         return model, tokenizer
-    from ..tasks import arithmetic
+    from ..tasks import arithmetic  # the built-in task's tiny model, whatever the data
 
     folder = os.path.join(cfg.training.output_dir, "tokenizer")
     if m.tokenizer_name_or_path:
@@ -62,11 +62,10 @@ def load_model_and_tokenizer(cfg: RecipeConfig) -> tuple[Any, Any]:
 def load_splits(cfg: RecipeConfig) -> dict[str, Any]:
     """``{"train", "validation"[, "test_ood"]}`` datasets with ``prompt`` and ``completion`` columns."""
     d = cfg.data
-    if d.task == "arithmetic":
-        from ..tasks import arithmetic
-
-        splits = arithmetic.make_splits(
-            arithmetic.ArithmeticConfig(noise=d.noise, seed=d.task_seed),
+    task = _task(cfg)
+    if task is not None:
+        splits = task.make_splits(
+            task.ArithmeticConfig(noise=d.noise, seed=d.task_seed),
             train_size=d.train_size,
             eval_size=d.eval_size,
             ood_size=d.ood_size,
@@ -154,13 +153,30 @@ def _check_text(ds: Any, d: Any, split: str) -> Any:
     return ds
 
 
+def _task(cfg: RecipeConfig) -> Any:
+    """The built-in task module a recipe names (``task: arithmetic``), or None for ``task: dataset``.
+
+    Everything task-specific the runner does goes through this module's public functions: its splits
+    (``make_splits``), its tiny tokenizer and model (``build_tokenizer``, ``build_model``), its verifier
+    (``verify``, for ``quality: verifier``) and its final evaluation (``evaluate_accuracy``)."""
+    if cfg.data.task == "arithmetic":
+        from ..tasks import arithmetic
+
+        return arithmetic
+    return None
+
+
 def _quality_scorer(cfg: RecipeConfig) -> Any:
+    """``quality: verifier``: the task's own verifier (:func:`~qdc_trainer.cli.config.load_config` refuses it for
+    ``task: dataset``); ``quality: none``: no quality score."""
     if cfg.qdc.quality == "none":
         return None
     from ..metrics import VerifierScorer
-    from ..tasks import arithmetic
 
-    return VerifierScorer(arithmetic.verify, progress=False)
+    task = _task(cfg)
+    if task is None:
+        raise ValueError(f"quality: {cfg.qdc.quality} needs a task with a verifier (task: arithmetic)")
+    return VerifierScorer(task.verify, progress=False)
 
 
 def _embedder(cfg: RecipeConfig) -> Any:
@@ -192,20 +208,6 @@ def _is_main() -> bool:
     from accelerate import PartialState
 
     return PartialState().is_main_process
-
-
-def _tokenize(tokenizer: Any, dataset: Any, max_tokens: int) -> Any:
-    """``<bos> prompt completion <eos>`` with the loss on the completion only (the prompt's labels are -100)."""
-    from ..tasks.arithmetic import tokenize_examples
-
-    keep = {"quality", "complexity", "cluster"}
-    return dataset.map(
-        tokenize_examples,
-        batched=True,
-        fn_kwargs={"tokenizer": tokenizer, "max_length": max_tokens},
-        remove_columns=[c for c in dataset.column_names if c not in keep],
-        desc="tokenizing",
-    )
 
 
 def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, validation: Any, callbacks: list) -> Any:
@@ -245,8 +247,12 @@ def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, val
             qdc_sampler=sampler,
         )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    train_tok = _tokenize(tokenizer, train, cfg.data.max_tokens)
-    eval_tok = _tokenize(tokenizer, validation, cfg.data.max_tokens) if validation is not None else None
+    from ..tasks.text import tokenize_dataset  # any prompt / completion data: loss on the completion only
+
+    train_tok = tokenize_dataset(train, tokenizer, max_length=cfg.data.max_tokens)
+    eval_tok = (
+        tokenize_dataset(validation, tokenizer, max_length=cfg.data.max_tokens) if validation is not None else None
+    )
     if q.trainer == "plain":
         trainer = Trainer(
             model=model,
@@ -341,14 +347,13 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     trainer.save_model(out)  # on every process: under FSDP or ZeRO-3 saving gathers the shards
     if trainer.is_world_process_zero():
         trainer.state.save_to_json(os.path.join(out, "trainer_state.json"))
-        if cfg.data.task == "arithmetic" and cfg.qdc.final_eval_size > 0:
-            from ..tasks.arithmetic import evaluate_accuracy
-
+        task = _task(cfg)
+        if task is not None and cfg.qdc.final_eval_size > 0:
             model = trainer.accelerator.unwrap_model(trainer.model)
             for split in ("validation", "test_ood"):
                 if split in splits:
                     rows = splits[split].select(range(min(cfg.qdc.final_eval_size, len(splits[split]))))
-                    results[f"accuracy_{split}"] = evaluate_accuracy(model, tokenizer, rows)
+                    results[f"accuracy_{split}"] = task.evaluate_accuracy(model, tokenizer, rows)
         with open(os.path.join(out, RESULTS_FILE), "w") as f:
             json.dump(results, f, indent=2)
         logger.info("results: %s", results)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import build_gpt2
 
-from qdc_trainer.config import load_config
-from qdc_trainer.run import train_recipe
+from qdc_trainer.cli.config import load_config
+from qdc_trainer.cli.run import train_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 

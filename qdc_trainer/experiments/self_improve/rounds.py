@@ -145,19 +145,14 @@ def _train(
     from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments
 
     from ...sampler import QDCSampler
-    from ...tasks.arithmetic import tokenize_examples
+    from ...tasks.text import tokenize_dataset
     from ...trainer import QDCTrainer
 
     if not rows:
         return  # nothing survived selection: the model is unchanged this round
     columns = ["prompt", "completion"] + (["quality", "complexity", "cluster"] if sampler else [])
     ds = Dataset.from_list([{c: r[c] for c in columns} for r in rows])
-    ds = ds.map(
-        tokenize_examples,
-        batched=True,
-        fn_kwargs={"tokenizer": tokenizer, "mask_prompt": False},
-        remove_columns=["prompt", "completion"],
-    )
+    ds = tokenize_dataset(ds, tokenizer, mask_prompt=False, desc=None)
     args = TrainingArguments(
         output_dir=output_dir,
         max_steps=steps,
