@@ -66,9 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "figures (distributions, cluster sizes, a quality-diversity scatter with its frontier) and a page\n"
         "to <output_dir>/profile. Takes the same keys as `qdc train`.",
     )
-    from ..experiments.self_improve.cli import add_command as add_self_improve
-
-    add_self_improve(sub)  # the experiment adds its own subcommand
     report = sub.add_parser(
         "report",
         help="plots of one or more runs",
@@ -85,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where to write the report (default: RUN_DIR/report for one run, else ./qdc_report)",
     )
     report.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per run (default: folder names)")
+    from ..experiments.self_improve.cli import add_command as add_self_improve
+
+    add_self_improve(sub)  # the experiment adds its own subcommand
 
     args, rest = parser.parse_known_args(argv)
     if args.command is None:
