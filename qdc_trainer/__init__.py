@@ -15,10 +15,12 @@
 - :mod:`qdc_trainer.generation` holds the one sampling loop (left-padded batches, forked RNG, entropy and
   log-probabilities) that the monitor, the task's evaluation and the experiment share;
 - :mod:`qdc_trainer.tasks` holds the built-in synthetic arithmetic task (generator, verifier, splits,
-  tiny tokenizer and model);
+  tiny tokenizer and model) and the task-independent tokenizing of prompt and completion data;
 - :mod:`qdc_trainer.report` writes reports with plots of runs and of datasets;
-- the ``qdc`` command line (:mod:`qdc_trainer.cli`) runs recipes (:mod:`qdc_trainer.config`, :mod:`qdc_trainer.run`)
-  and the self-improvement experiment (:mod:`qdc_trainer.self_improve`).
+- the ``qdc`` command line (:mod:`qdc_trainer.cli`) runs recipes (:mod:`qdc_trainer.cli.config`,
+  :mod:`qdc_trainer.cli.run`) and the experiments' own subcommands;
+- :mod:`qdc_trainer.experiments` holds experiments built on the library, kept apart from it: the
+  self-improvement experiment (:mod:`qdc_trainer.experiments.self_improve`, ``qdc self-improve``).
 """
 
 from .callbacks import (

@@ -3,6 +3,7 @@
 :mod:`qdc_trainer.tasks.arithmetic` holds step-by-step arithmetic problems with a
 verifier, in-distribution and out-of-distribution splits, a tiny tokenizer and a
 tiny GPT-2 configuration that learns the task on a CPU in a few minutes.
+:mod:`qdc_trainer.tasks.text` tokenizes the prompt and completion pairs of any task.
 
 >>> from qdc_trainer.tasks import ArithmeticConfig, generate_examples, verify
 >>> ex = generate_examples(1, ArithmeticConfig(noise=0.0), seed=0)[0]
@@ -10,7 +11,7 @@ tiny GPT-2 configuration that learns the task on a CPU in a few minutes.
 1.0
 """
 
-from . import arithmetic as arithmetic
+from . import arithmetic as arithmetic  # the submodule, re-exported
 from .arithmetic import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_LENGTH,

@@ -9,6 +9,10 @@
 
 Every recipe key can be given as a flag after the file (flags win). ``qdc train --help``
 lists every key with its default; an unknown key or a bad value is an error that names it.
+
+``self-improve`` is the experiment's own subcommand: :func:`qdc_trainer.experiments.self_improve.cli.add_command`
+adds it to the subparsers (plain composition: an experiment's parser carries its ``run`` function as a default).
+``qdc train`` on a recipe that says ``experiment: self_improve`` hands it to that command (:func:`_hand_over`).
 """
 
 from __future__ import annotations
@@ -29,16 +33,6 @@ gets the model, trainer_state.json, qdc_generations.jsonl, results.json and repo
 a folder that holds an earlier run replaces it; a folder with checkpoint-* folders is refused unless
 resume_from_checkpoint is set (true: the last checkpoint in output_dir). With smoke: true, a flag on the
 command line wins over smoke's settings.
-"""
-
-
-SELF_IMPROVE_HELP = """Run the self-improvement experiment: rounds of (the model writes whole examples, the verifier
-checks them, a selection rule keeps a fixed budget, the model trains on it), one arm per selection rule
-(quality: most confident verified; qdc: budgeted QDC selection + QDCSampler; reservoir; fixed_pool),
-for several seeds. The run folder gets results.md, results.json, one PNG per metric and overview.png.
-A finished seed and arm is reused when the same command runs again; --overwrite true starts afresh, deleting
-only what an earlier run wrote there (a folder without its config.json, the current folder, its parents, home
-and / are refused).
 """
 
 
@@ -72,7 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "figures (distributions, cluster sizes, a quality-diversity scatter with its frontier) and a page\n"
         "to <output_dir>/profile. Takes the same keys as `qdc train`.",
     )
-    improve = _add_config_command(sub, "self-improve", "the self-improvement experiment", SELF_IMPROVE_HELP)
     report = sub.add_parser(
         "report",
         help="plots of one or more runs",
@@ -89,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where to write the report (default: RUN_DIR/report for one run, else ./qdc_report)",
     )
     report.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per run (default: folder names)")
+    from ..experiments.self_improve.cli import add_command as add_self_improve
+
+    add_self_improve(sub)  # the experiment adds its own subcommand
 
     args, rest = parser.parse_known_args(argv)
     if args.command is None:
@@ -98,10 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest:
             report.error(f"unrecognized arguments: {' '.join(rest)}")
         return _report(args)
-    if args.command == "self-improve" or (
-        args.command == "train" and not args.help and args.config and _recipe_kind(args.config) == "self_improve"
-    ):
-        return _self_improve(improve, args, rest)
+    if args.command == "train" and not args.help and args.config:
+        experiment = _experiment_of(args.config)
+        if experiment is not None:
+            return _hand_over(sub, experiment, args, rest)
+    if hasattr(args, "run"):  # an experiment's subcommand runs itself
+        return args.run(sub.choices[args.command], args, rest)
     command = train if args.command == "train" else profile
     from .config import ConfigError, config_parser, load_config
 
@@ -117,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             result = train_recipe(cfg)
+            if _is_main():  # under accelerate launch, one process prints
+                print("results: " + ", ".join(_fmt(k, v) for k, v in result["results"].items()))
             print(f"\nrun folder: {result['output_dir']}")
             if result.get("report"):
                 print(f"report: {result['report']}")
@@ -141,38 +141,44 @@ def _error(command: str, err: Exception | str) -> int:
     return 2
 
 
-def _recipe_kind(path: str) -> str:
-    from .config import ConfigError, recipe_kind
+def _experiment_of(path: str) -> str | None:
+    """The ``experiment:`` key of a recipe, None for a training recipe (or one :func:`load_config` will refuse)."""
+    from .config import ConfigError, recipe_experiment
 
     try:
-        return recipe_kind(path)
+        return recipe_experiment(path)
     except ConfigError:
-        return "train"  # load_config reports the problem
+        return None  # load_config reports the problem
 
 
-def _self_improve(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:
-    from .config import ConfigError, load_self_improve_config, self_improve_parser
+def _hand_over(sub: argparse._SubParsersAction, experiment: str, args: argparse.Namespace, rest: list[str]) -> int:
+    """``qdc train --config R`` where R says ``experiment: <name>``: run the command of that name (``self_improve``
+    -> ``qdc self-improve``) on R, as if it had been typed. This is the one place where the command line reads a
+    recipe to choose what to run."""
+    command = experiment.replace("_", "-")
+    parser = sub.choices.get(command)
+    if parser is None or parser.get_default("run") is None:
+        known = sorted(name for name, p in sub.choices.items() if p.get_default("run") is not None)
+        return _error(
+            "train", f"{args.config}: experiment={experiment!r} is none of {[k.replace('-', '_') for k in known]}"
+        )
+    return parser.get_default("run")(parser, args, rest)
 
-    if args.help:
-        return _help(parser, self_improve_parser())
-    try:
-        cfg = load_self_improve_config(args.config, rest)
-    except ConfigError as err:
-        return _error("self-improve", err)
-    from .self_improve import run_self_improvement
 
-    try:
-        result = run_self_improvement(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        return _error("self-improve", err)
-    print(f"run folder: {result['output_dir']}")
-    return 0
+def _is_main() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def _fmt(key: str, value: object) -> str:
+    return f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
 
 
 def _report(args: argparse.Namespace) -> int:
     import os
 
-    from .report import write_run_report
+    from ..report import write_run_report
 
     if args.labels and len(args.labels) != len(args.runs):
         return _error("report", f"{len(args.labels)} labels for {len(args.runs)} runs")

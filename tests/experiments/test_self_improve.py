@@ -15,20 +15,21 @@ import numpy as np
 import pytest
 import torch
 
-from qdc_trainer.config import ConfigError, load_self_improve_config
-from qdc_trainer.self_improve import (
+from qdc_trainer.cli.config import ConfigError
+from qdc_trainer.experiments.self_improve import (
     METRICS,
     SelfImproveConfig,
-    _split_example,
     choose,
+    load_self_improve_config,
     probe_prompts,
     sample_examples,
     summarize,
     write_results,
 )
+from qdc_trainer.experiments.self_improve.sampling import _split_example
 from qdc_trainer.tasks.arithmetic import ArithmeticConfig, build_model, build_tokenizer, generate_examples, verify
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "arithmetic" / "self_improve.yaml"
 
 
@@ -101,7 +102,7 @@ def test_scoring_helpers():
     good = generate_examples(1, ArithmeticConfig(noise=0.0, min_ops=2, max_ops=2), seed=1)[0]
     prompt, completion = _split_example(good["text"])
     assert verify(prompt, completion) == 1.0
-    from qdc_trainer.self_improve import _num_ops, _problem_key, _safe_verify
+    from qdc_trainer.experiments.self_improve.sampling import _num_ops, _problem_key, _safe_verify
 
     assert _safe_verify("garbage without a problem\n", "x") == 0.0
     assert _num_ops(prompt) == 2 and _num_ops("no problem here") == 0
@@ -122,7 +123,7 @@ def test_scoring_helpers():
 def _candidates(n: int = 120, seed: int = 0) -> list[dict]:
     """Arithmetic examples as sample_examples writes them: some corrupted, with made-up confidences that favour
     one-operation problems (as a model's likelihood does)."""
-    from qdc_trainer.self_improve import _num_ops, _problem_key
+    from qdc_trainer.experiments.self_improve.sampling import _num_ops, _problem_key
 
     rng = random.Random(seed)
     rows = []
@@ -366,7 +367,7 @@ def _overwrite(output_dir, capsys) -> tuple[int, str]:
 
 
 def test_overwrite_refuses_a_folder_it_did_not_write(tmp_path, capsys, no_rmtree, monkeypatch):
-    import qdc_trainer.self_improve as si
+    import qdc_trainer.experiments.self_improve.run as si
 
     monkeypatch.setattr(si, "_run_jobs", lambda *a, **k: pytest.fail("the run started"))
     folder = tmp_path / "mine"
@@ -382,7 +383,7 @@ def test_overwrite_refuses_a_folder_it_did_not_write(tmp_path, capsys, no_rmtree
 def test_overwrite_refuses_the_current_folder_its_parents_home_and_root(
     where, tmp_path, capsys, no_rmtree, monkeypatch
 ):
-    import qdc_trainer.self_improve as si
+    import qdc_trainer.experiments.self_improve.run as si
 
     monkeypatch.setattr(si, "_run_jobs", lambda *a, **k: pytest.fail("the run started"))
     work = tmp_path / "a" / "b"
@@ -402,7 +403,7 @@ def test_overwrite_refuses_the_current_folder_its_parents_home_and_root(
 
 
 def test_overwrite_removes_only_what_its_run_wrote(tmp_path, capsys, monkeypatch):
-    import qdc_trainer.self_improve as si
+    import qdc_trainer.experiments.self_improve.run as si
 
     class Started(Exception):
         pass

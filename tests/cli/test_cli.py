@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from qdc_trainer.cli import main
-from qdc_trainer.config import ConfigError, load_config, load_self_improve_config, recipe_kind
+from qdc_trainer.cli.config import ConfigError, load_config, recipe_experiment
+from qdc_trainer.experiments.self_improve import load_self_improve_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
-# Device-dependent settings a CPU-only machine cannot validate (bf16 needs a GPU); everything else is checked as
-# written.
+# Device-dependent settings a CPU-only machine cannot validate (bf16 needs a GPU); the rest is checked as written.
 ON_CPU = {"sft_smollm2_alpaca.yaml": ["--bf16", "false", "--use_cpu", "true"]}
 
 
@@ -26,7 +26,7 @@ def test_there_are_recipes_for_every_trainer():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_every_recipe_parses_and_validates(recipe, tmp_path):
-    if recipe_kind(recipe) == "self_improve":
+    if recipe_experiment(recipe) == "self_improve":
         cfg = load_self_improve_config(recipe, ["--output_dir", str(tmp_path)])
         assert cfg.output_dir == str(tmp_path) and cfg.experiment == "self_improve"
     else:
@@ -112,17 +112,20 @@ def test_every_help_exits_0(command):
 
 def test_train_hands_a_self_improvement_recipe_over(tmp_path, capsys):
     recipe = ROOT / "recipes" / "arithmetic" / "self_improve.yaml"
-    assert recipe_kind(recipe) == "self_improve"
+    assert recipe_experiment(recipe) == "self_improve"
     # The error comes from the self-improvement settings, so train handed the recipe over.
     assert main(["train", "--config", str(recipe), "--budget", "999999"]) == 2
     err = capsys.readouterr().err
     assert "qdc self-improve: error" in err and "larger than candidates" in err
-    with pytest.raises(ConfigError, match="self-improvement recipe"):
+    with pytest.raises(ConfigError, match="recipe of an experiment .experiment: self_improve.*qdc self-improve"):
         load_config(recipe)  # what `qdc profile` reads
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiment: evolve\n")
-    with pytest.raises(ConfigError, match="experiment='evolve'"):
-        recipe_kind(bad)
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "experiment='evolve' is none of ['self_improve']" in capsys.readouterr().err
+    bad.write_text("experiment: [1]\n")
+    with pytest.raises(ConfigError, match="must name an experiment"):
+        recipe_experiment(bad)
 
 
 def test_console_script_is_declared():
@@ -144,7 +147,7 @@ def test_a_reporting_backend_that_is_not_installed_is_named_before_training(monk
     from transformers.integrations import integration_utils
 
     monkeypatch.setattr(integration_utils, "is_tensorboard_available", lambda: False)
-    recipe = str(Path(__file__).parent.parent / "recipes" / "arithmetic" / "sft_qdc.yaml")
+    recipe = str(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml")
     with pytest.raises(
         ConfigError, match=r"report_to \['tensorboard'\] is not installed; pip install 'qdc-trainer\[tensorboard\]'"
     ):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import build_gpt2
 
-from qdc_trainer.config import load_config
-from qdc_trainer.run import train_recipe
+from qdc_trainer.cli.config import load_config
+from qdc_trainer.cli.run import train_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 
@@ -217,7 +217,7 @@ def test_the_trl_recipe_runs(tmp_path):
     assert {"qdc/gen/per_input/distinct_2", "qdc/sampler/ess_ratio"} <= keys
 
 
-# ------------------------------------------------------------------- bad data and run folders: exit 2, a message
+# ------------------------------------------------------------------------- bad data and run folders: exit 2, a message
 
 
 def _data(tmp_path, rows, name="data.jsonl"):

@@ -1,0 +1,404 @@
+"""Recipe configuration: dataclasses read from a flat YAML file, with command-line flags on top.
+
+A recipe is one flat YAML mapping whose keys are fields of :class:`ModelArguments`,
+:class:`DataArguments`, :class:`QDCArguments` and ``transformers.TrainingArguments``
+(TRL's ``SFTConfig`` when ``trainer: trl_sft``). Flags given after the file override
+it: ``qdc train --config recipe.yaml --max_steps 5``. An unknown key, a bad value or a
+missing file raises :class:`ConfigError` with a message that names the problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+__all__ = [
+    "ConfigError",
+    "DataArguments",
+    "ModelArguments",
+    "QDCArguments",
+    "RecipeConfig",
+    "config_parser",
+    "load_config",
+    "recipe_experiment",
+]
+
+
+class ConfigError(ValueError):
+    """A recipe configuration problem (unknown key, bad value, missing file)."""
+
+
+@dataclass
+class ModelArguments:
+    """The model and tokenizer."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "a hub id or local folder for from_pretrained; unset: a tiny GPT-2 built from a config "
+            "(random weights) with the built-in task's tokenizer"
+        },
+    )
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "tokenizer (default: the model's)"})
+    n_layer: int = field(default=4, metadata={"help": "layers of the tiny model"})
+    n_embd: int = field(default=128, metadata={"help": "width of the tiny model"})
+    n_head: int = field(default=4, metadata={"help": "attention heads of the tiny model"})
+    model_seed: int = field(default=0, metadata={"help": "seed of the tiny model's random weights"})
+
+
+@dataclass
+class DataArguments:
+    """The training data: the built-in arithmetic task, or any dataset with prompt and completion columns."""
+
+    task: Literal["arithmetic", "dataset"] = field(
+        default="arithmetic", metadata={"help": "the built-in arithmetic task, or a dataset loaded with load_dataset"}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "load_dataset path: a hub id, or a builder such as 'json' with data_files"}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "load_dataset configuration name"})
+    data_files: str | None = field(default=None, metadata={"help": "local data file(s) for a builder such as 'json'"})
+    train_split: str = field(default="train", metadata={"help": "split to train on"})
+    eval_split: str | None = field(default=None, metadata={"help": "split for evaluation and probe prompts"})
+    prompt_field: str = field(default="prompt", metadata={"help": "column with the prompt (instruction)"})
+    completion_field: str = field(default="completion", metadata={"help": "column with the completion (response)"})
+    max_train_examples: int | None = field(default=None, metadata={"help": "keep at most this many training examples"})
+    max_tokens: int = field(default=128, metadata={"help": "tokens per training example at most"})
+    train_size: int = field(default=20000, metadata={"help": "arithmetic: training problems"})
+    eval_size: int = field(default=200, metadata={"help": "arithmetic: in-distribution evaluation problems"})
+    ood_size: int = field(default=200, metadata={"help": "arithmetic: out-of-distribution problems"})
+    noise: float = field(default=0.2, metadata={"help": "arithmetic: share of training solutions with an error"})
+    task_seed: int = field(default=0, metadata={"help": "arithmetic: seed of the generated problems"})
+
+
+@dataclass
+class QDCArguments:
+    """Which trainer, and the QDC sampler, scoring, generation monitor, collapse detector and report."""
+
+    trainer: Literal["qdc", "plain", "trl_sft"] = field(
+        default="qdc",
+        metadata={"help": "QDCTrainer, the plain transformers Trainer, or TRL's SFTTrainer with the QDC mixin"},
+    )
+    sampler: bool = field(default=True, metadata={"help": "reweight examples with QDCSampler (trainer qdc or trl_sft)"})
+    tradeoff: float = field(default=0.5, metadata={"help": "sampler: 0 balances clusters, 1 follows quality"})
+    update_every: int = field(default=10, metadata={"help": "sampler: optimizer steps between weight refreshes"})
+    loss_weighting: Literal["none", "sampler", "importance"] = field(
+        default="none", metadata={"help": "QDCTrainer loss weights"}
+    )
+    quality: Literal["verifier", "none"] = field(
+        default="verifier", metadata={"help": "quality score of the training examples (verifier: the task's)"}
+    )
+    complexity: Literal["length", "steps", "compression", "none"] = field(
+        default="steps", metadata={"help": "complexity score of the training examples"}
+    )
+    embedder: Literal["hashing", "minilm"] = field(
+        default="hashing",
+        metadata={"help": "embeddings for the clusters: hashed n-grams, or all-MiniLM-L6-v2 (extra 'embeddings')"},
+    )
+    n_clusters: int = field(default=8, metadata={"help": "k-means clusters of the training examples"})
+    monitor: bool = field(default=True, metadata={"help": "add the generation monitor"})
+    probes: int = field(default=16, metadata={"help": "monitor: probe prompts (taken from the evaluation data)"})
+    monitor_samples: int = field(default=4, metadata={"help": "monitor: samples per probe prompt"})
+    monitor_max_new_tokens: int = field(default=48, metadata={"help": "monitor: tokens per sample at most"})
+    monitor_every: int | None = field(
+        default=None, metadata={"help": "monitor: every N steps (default: evaluation cadence)"}
+    )
+    detector: bool = field(default=True, metadata={"help": "add the collapse detector"})
+    detector_actions: list[str] = field(
+        default_factory=lambda: ["log", "warn", "checkpoint", "stop"],
+        metadata={"help": "collapse detector actions: log, warn, checkpoint, stop"},
+    )
+    detector_watch: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "collapse detector: series to watch, 'key' (calibrated settings) or 'key:decrease' / "
+            "'key:increase'; default: the calibrated DEFAULT_WATCH"
+        },
+    )
+    detector_start_step: int = field(
+        default=0, metadata={"help": "collapse detector: ignore observations before this step (training from scratch)"}
+    )
+    final_eval_size: int = field(default=100, metadata={"help": "problems per split in the final greedy evaluation"})
+    report: bool = field(default=True, metadata={"help": "write the report (PNG figures and a page) at the end"})
+    smoke: bool = field(
+        default=False,
+        metadata={
+            "help": "a few steps on little data (checks that the recipe runs; says nothing of its "
+            "results); it overrides the recipe's values, a flag on the command line wins"
+        },
+    )
+
+
+@dataclass
+class RecipeConfig:
+    """A parsed recipe: the four argument groups and where they came from."""
+
+    model: ModelArguments
+    data: DataArguments
+    qdc: QDCArguments
+    training: Any  # transformers.TrainingArguments or trl.SFTConfig
+    source: str | None = None
+
+
+def _training_class(trainer: str) -> type:
+    if trainer == "trl_sft":
+        from .._optional import require
+
+        require("trl", "trl", "the trl_sft trainer")
+        from trl import SFTConfig
+
+        return SFTConfig
+    from transformers import TrainingArguments
+
+    return TrainingArguments
+
+
+def _hf_parser(groups: list[type]) -> Any:
+    """An ``HfArgumentParser`` over ``groups`` whose ``error`` raises :class:`ConfigError` instead of exiting."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(groups)
+
+    def error(message: str) -> None:
+        raise ConfigError(message)
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
+def _parse(parser: Any, args: list[str], where: str) -> tuple:
+    """The parsed dataclasses; a bad value becomes a :class:`ConfigError` that says where it came from."""
+    try:
+        return parser.parse_args_into_dataclasses(args=args)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def config_parser(trainer: str = "qdc") -> Any:
+    """The ``HfArgumentParser`` over the four groups; its ``error`` raises :class:`ConfigError` instead of exiting."""
+    return _hf_parser([ModelArguments, DataArguments, QDCArguments, _training_class(trainer)])
+
+
+def _known_keys(trainer: str) -> set[str]:
+    keys: set[str] = set()
+    for cls in (ModelArguments, DataArguments, QDCArguments, _training_class(trainer)):
+        keys |= {f.name for f in fields(cls) if f.init}
+    return keys
+
+
+def _to_flags(mapping: dict[str, Any], where: str, known: set[str]) -> list[str]:
+    flags: list[str] = []
+    for key, value in mapping.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see qdc train --help for every key"
+            raise ConfigError(f"unknown key {key!r} in {where}{hint}")
+        if value is None:
+            continue  # the field's default
+        if isinstance(value, (list, tuple)):
+            flags += [f"--{key}", *[str(v) for v in value]] if value else []
+        elif isinstance(value, dict):
+            import json
+
+            flags += [f"--{key}", json.dumps(value)]
+        else:
+            flags += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RecipeConfig:
+    """Read a flat YAML recipe, apply ``--key value`` overrides, and return the parsed groups.
+
+    >>> cfg = load_config(None, ["--output_dir", "out", "--max_steps", "3", "--probes", "4"])
+    >>> cfg.training.max_steps, cfg.qdc.probes, cfg.data.task
+    (3, 4, 'arithmetic')
+    """
+    overrides = list(overrides or [])
+    mapping, where = _read_yaml(path)
+    if mapping.get("experiment") is not None:
+        name = str(mapping["experiment"])
+        raise ConfigError(
+            f"{where} is the recipe of an experiment (experiment: {name}): run it with "
+            f"`qdc {name.replace('_', '-')} --config ...` or `qdc train --config ...`"
+        )
+    trainer = str(mapping.get("trainer", "qdc"))
+    if "--trainer" in overrides:
+        trainer = (
+            overrides[overrides.index("--trainer") + 1]
+            if overrides.index("--trainer") + 1 < len(overrides)
+            else trainer
+        )
+    if trainer not in ("qdc", "plain", "trl_sft"):
+        raise ConfigError(f"trainer={trainer!r} is not one of ('qdc', 'plain', 'trl_sft')")
+    known = _known_keys(trainer)
+    flags = _to_flags(mapping, where, known)
+    _check_overrides(overrides, known)
+    if "output_dir" not in mapping and "--output_dir" not in overrides:
+        flags += [
+            "--output_dir",
+            os.path.join("runs", os.path.splitext(os.path.basename(str(path)))[0] if path else "qdc"),
+        ]
+    model, data, qdc, training = _parse(config_parser(trainer), flags + overrides, where)
+    _validate(model, data, qdc, where)
+    _check_reporting(training, where)
+    if qdc.smoke:
+        _shrink(data, qdc, training, keep=_flag_names(overrides))
+    return RecipeConfig(model=model, data=data, qdc=qdc, training=training, source=str(path) if path else None)
+
+
+def _read_yaml(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
+    """The flat mapping of a recipe file (empty without a file) and where it came from, for messages."""
+    if path is None:
+        return {}, "the command line"
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        try:
+            loaded = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a flat mapping of key: value, not a {type(loaded).__name__}")
+    nested = [k for k, v in loaded.items() if isinstance(v, dict) and k not in ("fsdp_config", "model_init_kwargs")]
+    if nested:
+        raise ConfigError(f"{path}: recipes are flat key: value files; {nested[0]!r} holds a nested mapping")
+    return loaded, str(path)
+
+
+def _check_overrides(overrides: list[str], known: set[str]) -> None:
+    for token in overrides:
+        if (
+            token.startswith("--")
+            and token[2:].split("=")[0] not in known
+            and token[2:].split("=")[0].removeprefix("no_") not in known
+        ):
+            name = token[2:].split("=")[0]
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f"; did you mean {', '.join('--' + c for c in close)}?" if close else ""
+            raise ConfigError(f"unknown flag --{name}{hint}")
+
+
+def recipe_experiment(path: str | os.PathLike | None) -> str | None:
+    """The ``experiment:`` key of a recipe (``"self_improve"``), or None for a training recipe.
+
+    An experiment's recipe is run by that experiment's command (``qdc self-improve``); ``qdc train`` hands it
+    over (:func:`qdc_trainer.cli.main.main`).
+
+    >>> recipe_experiment(None) is None
+    True
+    """
+    mapping, where = _read_yaml(path)
+    name = mapping.get("experiment")
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"{where}: experiment={name!r} must name an experiment (self_improve), or be left out")
+    return name
+
+
+def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, where: str) -> None:
+    from ..collapse import ACTIONS
+
+    if qdc.detector_watch:
+        from ..collapse import watch_from_keys
+
+        try:
+            watch_from_keys(qdc.detector_watch)
+        except ValueError as e:
+            raise ConfigError(f"{where}: detector_watch: {e}") from None
+    bad = [a for a in qdc.detector_actions if a not in ACTIONS]
+    if bad:
+        raise ConfigError(f"{where}: detector_actions {bad} are not among {ACTIONS}")
+    if data.task == "dataset" and not data.dataset_name:
+        raise ConfigError(f"{where}: task 'dataset' needs dataset_name (a hub id, or 'json' with data_files)")
+    if data.task == "dataset" and qdc.quality == "verifier":
+        raise ConfigError(f"{where}: quality 'verifier' is the arithmetic task's; use quality: none for a dataset")
+    if qdc.trainer == "plain" and qdc.sampler:
+        qdc.sampler = False  # the plain Trainer has no sampler: that is the point of the baseline
+    smallest = {"monitor_samples": 2, "final_eval_size": 0}
+    for name in (
+        "probes",
+        "monitor_samples",
+        "monitor_max_new_tokens",
+        "n_clusters",
+        "final_eval_size",
+        "update_every",
+    ):
+        if getattr(qdc, name) < smallest.get(name, 1):
+            raise ConfigError(f"{where}: {name}={getattr(qdc, name)} must be at least {smallest.get(name, 1)}")
+    if not 0.0 <= data.noise <= 1.0:
+        raise ConfigError(f"{where}: noise={data.noise} must be in [0, 1]")
+    if not 0.0 <= qdc.tradeoff <= 1.0:
+        raise ConfigError(f"{where}: tradeoff={qdc.tradeoff} must be in [0, 1]")
+
+
+def _check_reporting(training: Any, where: str) -> None:
+    """Fail before training when ``report_to`` names an integration whose package is not installed (the Trainer
+    would raise only once it starts, after the data are scored)."""
+    from transformers.integrations import integration_utils
+
+    missing = []
+    for name in [r for r in (training.report_to or []) if r not in ("all", "none")]:
+        check = getattr(integration_utils, f"is_{name.replace('-', '_')}_available", None)
+        if check is not None and not check():
+            missing.append(name)
+    if missing:
+        hint = (
+            "pip install 'qdc-trainer[tensorboard]'"
+            if missing == ["tensorboard"]
+            else f"pip install {' '.join(missing)}"
+        )
+        raise ConfigError(
+            f"{where}: report_to {missing} is not installed; {hint}, or set report_to: none (or another backend)"
+        )
+
+
+SMOKE = {
+    "train_size": 64,
+    "eval_size": 8,
+    "ood_size": 8,
+    "max_train_examples": 64,
+    "probes": 2,
+    "monitor_samples": 2,
+    "monitor_max_new_tokens": 16,
+    "n_clusters": 2,
+    "final_eval_size": 4,
+    "max_steps": 4,
+    "logging_steps": 2,
+    "eval_steps": 2,
+    "save_steps": 2,
+    "monitor_every": 2,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "detector_start_step": 0,
+}
+"""What ``smoke: true`` sets: a run of a few steps on a little data."""
+
+
+def _flag_names(overrides: list[str]) -> set[str]:
+    """The keys given as flags on the command line (``--max_steps 2``, ``--max_steps=2``, ``--no_sampler``)."""
+    names = set()
+    for token in overrides:
+        if token.startswith("--"):
+            name = token[2:].split("=")[0]
+            names |= {name, name.removeprefix("no_")}
+    return names
+
+
+def _shrink(data: DataArguments, qdc: QDCArguments, training: Any, keep: set[str] = frozenset()) -> None:
+    """Apply :data:`SMOKE` over the recipe's values; a key given as a flag on the command line (``keep``) wins."""
+    for group in (data, qdc, training):
+        for name, value in SMOKE.items():
+            if name in keep:
+                continue
+            if hasattr(group, name) and (name != "max_train_examples" or data.task == "dataset"):
+                setattr(group, name, value)
+    if "num_train_epochs" not in keep:
+        training.num_train_epochs = 1

@@ -1,0 +1,75 @@
+"""``qdc self-improve``: the experiment's own subcommand, added to the ``qdc`` command line by
+:func:`add_command` (``qdc_trainer.cli.main`` calls it; nothing else registers commands)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["COMMAND", "add_command", "run_command"]
+
+COMMAND = "self-improve"
+"""The subcommand's name; a recipe with ``experiment: self_improve`` names it too (``qdc train`` hands it over)."""
+
+HELP = """Run the self-improvement experiment: rounds of (the model writes whole examples, the verifier
+checks them, a selection rule keeps a fixed budget, the model trains on it), one arm per selection rule
+(quality: most confident verified; qdc: budgeted QDC selection + QDCSampler; reservoir; fixed_pool),
+for several seeds. The run folder gets results.md, results.json, one PNG per metric and overview.png.
+A finished seed and arm is reused when the same command runs again; --overwrite true starts afresh, deleting
+only what an earlier run wrote there (a folder without its config.json, the current folder, its parents, home
+and / are refused).
+"""
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``self-improve`` to the ``qdc`` command's subparsers; the parser's default ``run`` is :func:`run_command`.
+
+    >>> parser = argparse.ArgumentParser(prog="qdc")
+    >>> command = add_command(parser.add_subparsers(dest="command"))
+    >>> args, rest = parser.parse_known_args(["self-improve", "--config", "si.yaml", "--rounds", "2"])
+    >>> args.command, args.config, args.run is run_command, rest
+    ('self-improve', 'si.yaml', True, ['--rounds', '2'])
+    """
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="the self-improvement experiment",
+        description=HELP,
+        add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-h", "--help", action="store_true", help="show this message and every recipe key, then exit")
+    parser.add_argument("--config", metavar="YAML", help="recipe file (flat key: value)")
+    parser.set_defaults(run=run_command)
+    return parser
+
+
+def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:
+    """Run ``qdc self-improve`` (``args.help``, ``args.config``, the other flags in ``rest``); returns the exit
+    code (0 success, 2 a configuration error). Prints the summary and where the results are."""
+    from ...cli.config import ConfigError
+    from .config import load_self_improve_config, self_improve_parser
+
+    if args.help:
+        parser.print_help()
+        print("\nrecipe keys (YAML keys, or flags after the file):")
+        print(self_improve_parser().format_help().split("\n", 2)[-1])
+        return 0
+    try:
+        cfg = load_self_improve_config(args.config, rest)
+    except ConfigError as err:
+        return _error(err)
+    from .run import run_self_improvement
+
+    try:
+        result = run_self_improvement(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        return _error(err)
+    print(result["summary"]["text"])
+    print(f"\ntable: {result['table']}")
+    print(f"run folder: {result['output_dir']}")
+    return 0
+
+
+def _error(err: Exception) -> int:
+    print(f"qdc {COMMAND}: error: {err}", file=sys.stderr)
+    return 2
