@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_gpt2
 from datasets import Dataset
+from helpers import build_gpt2
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
 from qdc_trainer import QDCSampler, QDCTrainer

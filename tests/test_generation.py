@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import build_gpt2, build_tokenizer
+from helpers import build_gpt2, build_tokenizer
 
 from qdc_trainer.generation import Sample, fit_to_context, forked_rng, generate, split_prompts
 

@@ -12,8 +12,8 @@ import traceback
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_gpt2
 from datasets import Dataset
+from helpers import build_gpt2
 from torch.profiler import ProfilerActivity, profile
 from transformers import DataCollatorForLanguageModeling, TrainingArguments
 from transformers.loss.loss_utils import ForCausalLMLoss

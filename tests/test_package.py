@@ -91,7 +91,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, tokenizer):
     train_ds = Dataset.from_dict(
         {"text": texts, "quality": [0.2, 0.9, 0.5] * 4, "complexity": [1.0, 2.0, 3.0] * 4, "cluster": [0, 1, 2] * 4}
     ).map(lambda b: tokenizer(b["text"]), batched=True)
-    from conftest import build_gpt2
+    from helpers import build_gpt2
 
     # A model of its own: training changes its weights and leaves it in train mode.
     namespace: dict = {"model": build_gpt2(tokenizer), "tokenizer": tokenizer, "train_ds": train_ds}

@@ -7,8 +7,8 @@ import functools
 import numpy as np
 import pytest
 import torch
-from conftest import build_gpt2, tiny_gpt2_config
 from datasets import Dataset
+from helpers import build_gpt2, tiny_gpt2_config
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from qdc_trainer import INDEX_KEY, QDCDataCollator, QDCSampler, QDCTrainer

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build_gpt2
 from datasets import Dataset
+from helpers import build_gpt2
 from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer, QDCTrainerMixin

@@ -139,8 +139,8 @@ def test_warming_up_signal():
 def _train_with_series(
     tmp_path, tokenizer, values, key="qdc/gen/per_input/distinct_2", actions=None, resume=None, **detector_kwargs
 ):
-    from conftest import build_gpt2
     from datasets import Dataset
+    from helpers import build_gpt2
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
     from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
@@ -410,8 +410,8 @@ def test_bad_numbers_fail_at_construction(kwargs, error, match):
 
 
 def test_an_unbound_detector_that_logs_raises_at_train_begin(tmp_path, tokenizer):
-    from conftest import build_gpt2
     from datasets import Dataset
+    from helpers import build_gpt2
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
@@ -447,8 +447,8 @@ def test_an_unbound_detector_that_logs_raises_at_train_begin(tmp_path, tokenizer
 
 
 def _monitored_trainer(tmp_path, tokenizer, prompts: int, samples: int, **detector_kwargs):
-    from conftest import build_gpt2
     from datasets import Dataset
+    from helpers import build_gpt2
     from transformers import Trainer, TrainingArguments
 
     from qdc_trainer import GenerationMonitorCallback

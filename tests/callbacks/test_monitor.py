@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import build_gpt2, build_tokenizer
 from datasets import Dataset
+from helpers import build_gpt2, build_tokenizer
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, GenerationMonitorConfig, QDCTrainer

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import build_gpt2
+from helpers import build_gpt2
 
 from qdc_trainer.cli.config import load_config
 from qdc_trainer.cli.run import train_recipe

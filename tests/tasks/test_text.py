@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import build_tokenizer
 from datasets import Dataset
+from helpers import build_tokenizer
 
 from qdc_trainer.tasks.text import SCORE_COLUMNS, tokenize_dataset, tokenize_examples
 

@@ -15,8 +15,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 import torch  # noqa: E402
-from conftest import build_gpt2, build_tokenizer  # noqa: E402
 from datasets import Dataset  # noqa: E402
+from helpers import build_gpt2, build_tokenizer  # noqa: E402
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 from qdc_trainer.callbacks.collapse import CollapseDetectorCallback, SeriesDetector  # noqa: E402

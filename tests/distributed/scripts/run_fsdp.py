@@ -25,7 +25,7 @@ def main(out_dir: str) -> None:
     sys.path.insert(0, str(TESTS_DIR))
     import numpy as np
     import torch
-    from conftest import build_gpt2, build_tokenizer
+    from helpers import build_gpt2, build_tokenizer
     from transformers import TrainingArguments
 
     from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer

@@ -116,7 +116,7 @@ def make_dataset(tokenizer, num_examples: int):
 def run_one(run: dict) -> None:
     import numpy as np
     import torch
-    from conftest import build_gpt2, build_tokenizer
+    from helpers import build_gpt2, build_tokenizer
     from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
     from qdc_trainer import INDEX_KEY, QDCSampler, QDCTrainer

@@ -297,8 +297,8 @@ def test_only_the_groups_that_were_logged_are_drawn(tmp_path):
 
 
 def test_report_of_a_real_trainer_run(tmp_path, tokenizer):
-    from conftest import build_gpt2
     from datasets import Dataset
+    from helpers import build_gpt2
     from transformers import DataCollatorForLanguageModeling, TrainerCallback, TrainingArguments
 
     from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer, SeriesDetector

@@ -1,11 +1,11 @@
-"""Contracts added after review: strict inputs for model-based measures, shared tokenization, per-text self-BLEU."""
+"""Input contracts of the metrics: strict inputs for model-based measures, shared tokenization, per-text self-BLEU."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import build_gpt2, tiny_gpt2_config
+from helpers import build_gpt2, tiny_gpt2_config
 
 from qdc_trainer.metrics import (
     Corpus,
@@ -79,7 +79,7 @@ def test_keep_embeddings_without_clusters():
 
 
 def test_from_transformers_leaves_the_tokenizer_alone():
-    from conftest import build_tokenizer
+    from helpers import build_tokenizer
 
     tok = build_tokenizer()
     tok.pad_token = None

@@ -5,7 +5,7 @@ This script installs it without dependencies into a temporary folder and loads o
 its two self-contained modules (compression.py and ngram_diversity.py, which need
 nltk alone), then stores their outputs for tests/test_reference_packages.py.
 
-    python tests/reference/make_diversity_package_values.py
+    python tests/metrics/reference/make_diversity_package_values.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE.parent.parent.parent))
 
 from qdc_trainer.demo import EXAMPLES  # noqa: E402
 

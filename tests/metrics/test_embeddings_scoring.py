@@ -142,7 +142,7 @@ def test_from_transformers_is_masked_mean_of_last_hidden_state(tokenizer, tiny_l
 
 
 def test_from_transformers_restores_train_mode(tokenizer):
-    from conftest import build_gpt2
+    from helpers import build_gpt2
 
     model = build_gpt2(tokenizer, seed=7, resid_pdrop=0.5, embd_pdrop=0.5)
     emb = Embedder.from_transformers(model, tokenizer, progress=False)

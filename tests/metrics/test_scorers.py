@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import CORPUS, build_gpt2, build_tokenizer, tiny_gpt2_config
+from helpers import CORPUS, build_gpt2, build_tokenizer, tiny_gpt2_config
 
 from qdc_trainer.metrics import (
     JudgeScorer,

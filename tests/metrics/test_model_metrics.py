@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import CORPUS, build_gpt2
+from helpers import CORPUS, build_gpt2
 
 from qdc_trainer.metrics import ifd_score, lengths, sequence_perplexity, token_entropy
 
