@@ -7,7 +7,7 @@ Run from the repository root::
 
 Model: a random-weight GPT-2 of 4 layers, 128 wide, 4 heads (``--model small``;
 ``--model tiny`` is the tests' 2 x 32 one), with the word-level tokenizer of
-``tests/conftest.py`` (42 tokens) and a context of 256 positions, so that 128
+``tests/helpers.py`` (42 tokens) and a context of 256 positions, so that 128
 new tokens fit. A training step (batch 8 x 32 tokens, one torch thread) takes
 about 30 ms on one CPU core. The probe prompts are 16 seeded sequences of 4 to 10
 vocabulary words. Everything runs on the CPU.
@@ -175,12 +175,12 @@ def make_texts(n_texts: int, words: list[str], length: int | tuple[int, int], se
     return texts
 
 
-def build_model(conftest: ModuleType, tokenizer: Any, name: str) -> Any:
+def build_model(helpers: ModuleType, tokenizer: Any, name: str) -> Any:
     """The tests' GPT-2 config, resized (``build_gpt2`` cannot take n_layer/n_embd/n_head/n_positions)."""
     from transformers import GPT2LMHeadModel
 
     layers, width, heads = MODELS[name]
-    config = conftest.tiny_gpt2_config(tokenizer)
+    config = helpers.tiny_gpt2_config(tokenizer)
     config.n_layer, config.n_embd, config.n_head, config.n_positions = layers, width, heads, CONTEXT
     torch.manual_seed(0)
     return GPT2LMHeadModel(config)
@@ -287,7 +287,7 @@ KINDS = ("bare", "entropy", "monitored")
 
 
 def bench_training(
-    sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_name: str, prompts: list[str]
+    sizes: Sizes, helpers: ModuleType, tokenizer: Any, model_name: str, prompts: list[str]
 ) -> list[TrainRun]:
     import datasets
     from transformers import DataCollatorForLanguageModeling, TrainingArguments
@@ -301,7 +301,7 @@ def bench_training(
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
     def run(kind: str, steps: int) -> TrainRun:
-        model = build_model(conftest, tokenizer, model_name)
+        model = build_model(helpers, tokenizer, model_name)
         clock = StepClock()
         callbacks: list[TrainerCallback] = [clock]
         monitor = detector = None
@@ -554,13 +554,13 @@ def plain_loop(
 
 
 def bench_evaluation(
-    sizes: Sizes, conftest: ModuleType, tokenizer: Any, model_name: str, prompts: list[str], new_tokens: int
+    sizes: Sizes, helpers: ModuleType, tokenizer: Any, model_name: str, prompts: list[str], new_tokens: int
 ) -> EvalResult:
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     result = EvalResult(new_tokens)
-    model = build_model(conftest, tokenizer, model_name)
+    model = build_model(helpers, tokenizer, model_name)
     with tempfile.TemporaryDirectory() as output_dir:
         args = TrainingArguments(
             output_dir=output_dir, report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0
@@ -725,8 +725,8 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore")
-    conftest = load_module("_bench_monitor_conftest", REPO_ROOT / "tests" / "conftest.py")
-    tokenizer = conftest.build_tokenizer()
+    helpers = load_module("_bench_monitor_helpers", REPO_ROOT / "tests" / "helpers.py")
+    tokenizer = helpers.build_tokenizer()
     words = [w for w in tokenizer.get_vocab() if not (w.startswith("<") and w.endswith(">"))]
     prompts = make_texts(sizes.prompts, words, PROMPT_WORDS, SEED + 1)
 
@@ -735,9 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         training = None
         if not args.skip_training:
-            training = training_report(bench_training(sizes, conftest, tokenizer, args.model, prompts), sizes)
+            training = training_report(bench_training(sizes, helpers, tokenizer, args.model, prompts), sizes)
         evaluations = [
-            bench_evaluation(sizes, conftest, tokenizer, args.model, prompts, n) for n in sizes.eval_new_tokens
+            bench_evaluation(sizes, helpers, tokenizer, args.model, prompts, n) for n in sizes.eval_new_tokens
         ]
     finally:
         torch.set_num_threads(saved_threads)

@@ -25,7 +25,7 @@ Targets (full sizes):
   by N, at most 32 bytes per example (N >= 1e7; smaller N are dominated by
   allocator noise). The memory retained after construction and the bytes of
   the sampler's own per-example arrays are printed beside it.
-* Per-step training time of a tiny GPT-2 (``tests/conftest.py``) under
+* Per-step training time of a tiny GPT-2 (``tests/helpers.py``) under
   ``QDCTrainer`` + ``QDCSampler`` (quality and cluster columns, default
   ``update_every``) against the plain ``transformers.Trainer`` on the same data,
   batch size and number of steps: overhead under 2% (``log_entropy=False``: the
@@ -643,12 +643,12 @@ class TrainRun:
 MODELS = {"tiny": (2, 32, 2), "small": (4, 128, 4)}  # GPT-2 layers, width, heads
 
 
-def build_model(conftest: ModuleType, tokenizer: Any, model: str) -> Any:
+def build_model(helpers: ModuleType, tokenizer: Any, model: str) -> Any:
     from transformers import GPT2LMHeadModel
 
     layers, width, heads = MODELS[model]
     torch.manual_seed(0)
-    config = conftest.tiny_gpt2_config(tokenizer)
+    config = helpers.tiny_gpt2_config(tokenizer)
     config.n_layer, config.n_embd, config.n_head = layers, width, heads
     return GPT2LMHeadModel(config)
 
@@ -662,8 +662,8 @@ def bench_trainer(sizes: Sizes, threads: int, model_name: str = "tiny") -> tuple
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore")
-    conftest = load_module("_bench_sampler_conftest", REPO_ROOT / "tests" / "conftest.py")
-    tokenizer = conftest.build_tokenizer()
+    helpers = load_module("_bench_sampler_helpers", REPO_ROOT / "tests" / "helpers.py")
+    tokenizer = helpers.build_tokenizer()
     words = [w for w in tokenizer.get_vocab() if not (w.startswith("<") and w.endswith(">"))]
     texts = make_texts(sizes.texts, words, sizes.text_words)
     encoded = tokenizer(texts)
@@ -679,7 +679,7 @@ def bench_trainer(sizes: Sizes, threads: int, model_name: str = "tiny") -> tuple
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
     def run(kind: str, instrumented: bool = False) -> TrainRun:
-        model = build_model(conftest, tokenizer, model_name)
+        model = build_model(helpers, tokenizer, model_name)
         clock = StepClock()
         with tempfile.TemporaryDirectory() as output_dir:
             args = TrainingArguments(
