@@ -51,3 +51,20 @@ def build_gpt2(tokenizer, seed: int = 0, **kwargs):
 
     torch.manual_seed(seed)
     return GPT2LMHeadModel(tiny_gpt2_config(tokenizer, **kwargs)).eval()
+
+
+def cpu_training_args(output_dir, **overrides):
+    """Quiet, seeded ``TrainingArguments`` on the CPU (batch 4, no saving, no reporting); ``overrides`` win."""
+    from transformers import TrainingArguments
+
+    defaults = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        learning_rate=1e-3,
+    )
+    return TrainingArguments(**{**defaults, **overrides})

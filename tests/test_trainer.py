@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2, tiny_gpt2_config
+from helpers import build_gpt2, cpu_training_args, tiny_gpt2_config
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from qdc_trainer import INDEX_KEY, QDCDataCollator, QDCSampler, QDCTrainer
@@ -27,19 +27,7 @@ def make_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
 
 
 def args_for(tmp_path, **kwargs) -> TrainingArguments:
-    defaults = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=6,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-        learning_rate=1e-3,
-    )
-    return TrainingArguments(**{**defaults, **kwargs})
+    return cpu_training_args(tmp_path, **{"max_steps": 6, "logging_steps": 1, **kwargs})
 
 
 def no_dropout_lm(tokenizer, seed=0):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2
-from transformers import DataCollatorForLanguageModeling, TrainingArguments
+from helpers import build_gpt2, cpu_training_args
+from transformers import DataCollatorForLanguageModeling
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer, QDCTrainerMixin
 from qdc_trainer.callbacks.monitor import SAMPLES_FILE
@@ -26,19 +26,7 @@ def text_dataset(n=32, seed=0):
 
 
 def args_for(tmp_path, **kwargs):
-    defaults = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=4,
-        logging_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-        learning_rate=1e-3,
-    )
-    return TrainingArguments(**{**defaults, **kwargs})
+    return cpu_training_args(tmp_path, **{"max_steps": 4, "logging_steps": 2, **kwargs})
 
 
 def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):

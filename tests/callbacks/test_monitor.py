@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2, build_tokenizer
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+from helpers import build_gpt2, build_tokenizer, cpu_training_args
+from transformers import DataCollatorForLanguageModeling, Trainer
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, GenerationMonitorConfig, QDCTrainer
 from qdc_trainer.callbacks.monitor import PREFIX, SAMPLES_FILE, measure_generations
@@ -153,19 +153,7 @@ def lm_dataset(tokenizer, n=32, seed=0):
 
 
 def training_args(tmp_path, **kwargs):
-    defaults = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=6,
-        logging_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-        learning_rate=1e-3,
-    )
-    return TrainingArguments(**{**defaults, **kwargs})
+    return cpu_training_args(tmp_path, **{"max_steps": 6, "logging_steps": 2, **kwargs})
 
 
 def make_trainer(tokenizer, tmp_path, callbacks, model=None, trainer_cls=QDCTrainer, eval_dataset=None, **kwargs):
