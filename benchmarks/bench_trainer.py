@@ -167,7 +167,9 @@ def run_arm(
     return clock.times, peak
 
 
-def bench_shape(shape: Shape, rounds: int, steps: int, warmup: int, gpu: bool) -> list[dict[str, Any]]:
+def bench_shape(
+    shape: Shape, rounds: int, steps: int, warmup: int, gpu: bool, arms: tuple[str, ...] = ARMS
+) -> list[dict[str, Any]]:
     layers, batch, tokens = (
         (shape.layers, shape.batch, shape.tokens) if gpu else (shape.cpu_layers, shape.cpu_batch, shape.cpu_tokens)
     )
@@ -175,10 +177,10 @@ def bench_shape(shape: Shape, rounds: int, steps: int, warmup: int, gpu: bool) -
     if gpu:
         model = model.cuda()
     data = TokenDataset(batch * (steps + warmup) * 2, tokens, shape.vocab)
-    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    peaks: dict[str, float] = {arm: 0.0 for arm in ARMS}
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    peaks: dict[str, float] = {arm: 0.0 for arm in arms}
     for r in range(rounds):
-        order = ARMS if r % 2 == 0 else tuple(reversed(ARMS))
+        order = arms if r % 2 == 0 else tuple(reversed(arms))
         for arm in order:
             t, peak = run_arm(
                 arm, model, data, batch, warmup + steps, gpu, out=f"/tmp/qdc_bench_trainer/{shape.name}/{arm}"
@@ -191,7 +193,7 @@ def bench_shape(shape: Shape, rounds: int, steps: int, warmup: int, gpu: bool) -
             )
     base, base_peak = statistics.median(times["plain"]), peaks["plain"]
     rows = []
-    for arm in ARMS:
+    for arm in arms:
         median = statistics.median(times[arm])
         rows.append(
             dict(
@@ -235,6 +237,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even if a GPU is there")
     parser.add_argument("--smoke", action="store_true", help="a tiny model, one round of 2 steps (checks that it runs)")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms to run (plain always runs)")
     args = parser.parse_args(argv)
     hf_logging.set_verbosity_error()
     gpu = torch.cuda.is_available() and not args.cpu
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         args.shapes, args.rounds, args.steps, args.warmup = ["smoke"], 1, 2, 1
     rows = []
     for name in args.shapes:
-        rows.extend(bench_shape(SHAPES[name], args.rounds, args.steps, args.warmup, gpu))
+        arms = ("plain",) + tuple(a for a in args.arms if a != "plain")
+        rows.extend(bench_shape(SHAPES[name], args.rounds, args.steps, args.warmup, gpu, arms))
     print_rows(rows)
     if args.json:
         with open(args.json, "w") as f:

@@ -13,6 +13,8 @@ Embeddings and dataset scoring:
     Embedder, HashingEmbedder, score_dataset, cluster_embeddings.
 Quality against diversity (the dataset profile's measures):
     pareto_frontier, cluster_quality_diversity.
+Coverage of problems by k samples each:
+    pass_at_k, pass_at_k_per_problem, never_solved_share.
 Text metrics accept a list of texts or a ``Corpus`` (texts tokenized once, for
 computing several metrics on the same texts). The text measurements also load
 with ``evaluate.load(evaluate_module_path(...))``.
@@ -37,6 +39,7 @@ from .complexity import (
     sequence_perplexity,
     token_entropy,
 )
+from .coverage import never_solved_share, pass_at_k, pass_at_k_per_problem
 from .diversity import (
     GroupedDiversity,
     compression_ratio,
@@ -99,9 +102,12 @@ __all__ = [
     "lengths",
     "mean_nearest_neighbor_distance",
     "nearest_neighbor_distances",
+    "never_solved_share",
     "mean_pairwise_cosine_distance",
     "ngram_entropy",
     "pareto_frontier",
+    "pass_at_k",
+    "pass_at_k_per_problem",
     "reasoning_steps",
     "repetition_rate",
     "score_dataset",
