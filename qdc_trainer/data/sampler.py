@@ -297,11 +297,14 @@ class QDCSampler(torch.utils.data.Sampler[int]):
 
     # ------------------------------------------------------------------ online feedback
 
-    def record(self, indices: Any, losses: Any) -> None:
+    def record(self, indices: Any, losses: Any, *, consume: bool = True) -> None:
         """Feed back per-example training losses (identical on every process, in stream order).
 
         NaN losses (an example with no supervised token) count as consumed but carry
-        no signal. Applied at the next :meth:`update`.
+        no signal. Applied at the next :meth:`update`. ``consume=False`` records the
+        signal without moving the stream position (``consumed``), for a caller that
+        tracks the position itself (GRPO's reward feedback arrives before the
+        generation batch is trained on; see :mod:`qdc_trainer.data.prompt_sampler`).
         """
         idx = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices, dtype=np.int64).reshape(-1)
         loss = np.asarray(
@@ -311,7 +314,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             raise ValueError(f"record: {len(idx)} indices but {len(loss)} losses")
         if len(idx) and (idx.min() < 0 or idx.max() >= self.num_examples):
             raise IndexError(f"record: indices must be in [0, {self.num_examples}), got {idx.min()}..{idx.max()}")
-        self.consumed += len(idx)
+        if consume:
+            self.consumed += len(idx)
         self._pending_idx.append(idx)
         self._pending_loss.append(loss)
         self._window.append(idx)
