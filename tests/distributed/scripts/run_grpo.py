@@ -57,24 +57,24 @@ def main(spec_path: str) -> None:
     prompts = make_splits(ArithmeticConfig(), NUM_PROMPTS, 2, 2, seed=0)["train"]
     dataset = Dataset.from_dict({"prompt": prompts["prompt"]})
 
+    class Recording(QDCTrainerMixin, GRPOTrainer):
+        generations: list[dict]
+
+        def _generate_and_score_completions(self, inputs):
+            local = [row.get(INDEX_KEY) for row in inputs]
+            out = super()._generate_and_score_completions(inputs)
+            if self.model.training:
+                self.generations.append(
+                    {
+                        "step": self.state.global_step,
+                        "indices": local,
+                        "completions": list(self._logs["completion"]),
+                        "rewards": [float(r) for r in self._logs["rewards"]["reward"]],
+                    }
+                )
+            return out
+
     for run in spec["runs"]:
-        generations: list[dict] = []
-
-        class Recording(QDCTrainerMixin, GRPOTrainer):
-            def _generate_and_score_completions(self, inputs):
-                local = [row.get(INDEX_KEY) for row in inputs]
-                out = super()._generate_and_score_completions(inputs)
-                if self.model.training:
-                    generations.append(
-                        {
-                            "step": self.state.global_step,
-                            "indices": local,
-                            "completions": list(self._logs["completion"]),
-                            "rewards": [float(r) for r in self._logs["rewards"]["reward"]],
-                        }
-                    )
-                return out
-
         sampler = QDCSampler(
             len(dataset),
             quality=np.linspace(0.0, 1.0, len(dataset)),
@@ -108,6 +108,7 @@ def main(spec_path: str) -> None:
             qdc_sampler=sampler,
             callbacks=[RolloutMonitorCallback()],
         )
+        trainer.generations = []
         trainer.train(resume_from_checkpoint=run["resume_from"])
         accelerator = trainer.accelerator
         result = {
@@ -116,7 +117,7 @@ def main(spec_path: str) -> None:
             "distributed_type": str(accelerator.distributed_type),
             "global_step": trainer.state.global_step,
             "block_size": sampler.block_size,
-            "generations": generations,
+            "generations": trainer.generations,
             "rollout_logs": [r for r in trainer.state.log_history if any(k.startswith("qdc/rollout/") for k in r)],
             "train_logs": [r for r in trainer.state.log_history if "loss" in r],
             "final": {
