@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "DataArguments",
     "ModelArguments",
+    "GRPOArguments",
     "QDCArguments",
     "RecipeConfig",
     "config_parser",
@@ -77,9 +78,12 @@ class DataArguments:
 class QDCArguments:
     """Which trainer, and the QDC sampler, scoring, generation monitor, collapse detector and report."""
 
-    trainer: Literal["qdc", "plain", "trl_sft"] = field(
+    trainer: Literal["qdc", "plain", "trl_sft", "grpo"] = field(
         default="qdc",
-        metadata={"help": "QDCTrainer, the plain transformers Trainer, or TRL's SFTTrainer with the QDC mixin"},
+        metadata={
+            "help": "QDCTrainer, the plain transformers Trainer, TRL's SFTTrainer with the QDC mixin, or TRL's "
+            "GRPOTrainer with the QDC mixin (a supervised warm-up, then GRPO with the task's verifier as reward)"
+        },
     )
     sampler: bool = field(default=True, metadata={"help": "reweight examples with QDCSampler (trainer qdc or trl_sft)"})
     tradeoff: float = field(default=0.5, metadata={"help": "sampler: 0 balances clusters, 1 follows quality"})
@@ -132,17 +136,52 @@ class QDCArguments:
 
 
 @dataclass
+class GRPOArguments:
+    """The GRPO recipe (``trainer: grpo``): a supervised warm-up on the task, then GRPO with its verifier as the
+    reward. The GRPO stage's own settings (``learning_rate``, ``max_steps``, ``num_generations``,
+    ``max_completion_length``, ...) are TRL's ``GRPOConfig`` keys."""
+
+    sft_steps: int = field(
+        default=600, metadata={"help": "warm-up: supervised steps on the task's training split (0: none)"}
+    )
+    sft_learning_rate: float = field(default=3e-3, metadata={"help": "warm-up: learning rate"})
+    sft_batch_size: int = field(default=32, metadata={"help": "warm-up: batch size"})
+    sft_output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "warm-up: where the warmed-up model is saved, and reused when it was made with the same "
+            "settings (default <output_dir>/sft; give two recipes the same folder to start them from one model)"
+        },
+    )
+    rollout_monitor: bool = field(
+        default=True, metadata={"help": "log qdc/rollout/* (diversity and pass@k of GRPO's own rollouts)"}
+    )
+    eval_samples: int = field(
+        default=8, metadata={"help": "k of pass@k in the evaluations before and after GRPO (sampled completions)"}
+    )
+    eval_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of those evaluations"})
+
+
+@dataclass
 class RecipeConfig:
-    """A parsed recipe: the four argument groups and where they came from."""
+    """A parsed recipe: the argument groups and where they came from."""
 
     model: ModelArguments
     data: DataArguments
     qdc: QDCArguments
-    training: Any  # transformers.TrainingArguments or trl.SFTConfig
+    training: Any  # transformers.TrainingArguments, trl.SFTConfig or trl.GRPOConfig
     source: str | None = None
+    grpo: GRPOArguments | None = None  # trainer: grpo only
 
 
 def _training_class(trainer: str) -> type:
+    if trainer == "grpo":
+        from .._optional import require
+
+        require("trl", "trl", "the grpo trainer")
+        from trl import GRPOConfig
+
+        return GRPOConfig
     if trainer == "trl_sft":
         from .._optional import require
 
@@ -180,12 +219,17 @@ def _parse(parser: Any, args: list[str], where: str) -> tuple:
 
 def config_parser(trainer: str = "qdc") -> Any:
     """The ``HfArgumentParser`` over the four groups; its ``error`` raises :class:`ConfigError` instead of exiting."""
-    return _hf_parser([ModelArguments, DataArguments, QDCArguments, _training_class(trainer)])
+    return _hf_parser(_groups(trainer))
+
+
+def _groups(trainer: str) -> list[type]:
+    extra = [GRPOArguments] if trainer == "grpo" else []
+    return [ModelArguments, DataArguments, QDCArguments, _training_class(trainer), *extra]
 
 
 def _known_keys(trainer: str) -> set[str]:
     keys: set[str] = set()
-    for cls in (ModelArguments, DataArguments, QDCArguments, _training_class(trainer)):
+    for cls in _groups(trainer):
         keys |= {f.name for f in fields(cls) if f.init}
     return keys
 
@@ -232,8 +276,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             if overrides.index("--trainer") + 1 < len(overrides)
             else trainer
         )
-    if trainer not in ("qdc", "plain", "trl_sft"):
-        raise ConfigError(f"trainer={trainer!r} is not one of ('qdc', 'plain', 'trl_sft')")
+    if trainer not in ("qdc", "plain", "trl_sft", "grpo"):
+        raise ConfigError(f"trainer={trainer!r} is not one of ('qdc', 'plain', 'trl_sft', 'grpo')")
     known = _known_keys(trainer)
     flags = _to_flags(mapping, where, known)
     _check_overrides(overrides, known)
@@ -242,12 +286,47 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             "--output_dir",
             os.path.join("runs", os.path.splitext(os.path.basename(str(path)))[0] if path else "qdc"),
         ]
-    model, data, qdc, training = _parse(config_parser(trainer), flags + overrides, where)
+    model, data, qdc, training, *extra = _parse(config_parser(trainer), flags + overrides, where)
+    grpo = extra[0] if extra else None
     _validate(model, data, qdc, where)
+    if grpo is not None:
+        _validate_grpo(data, qdc, grpo, training, where)
     _check_reporting(training, where)
     if qdc.smoke:
-        _shrink(data, qdc, training, keep=_flag_names(overrides))
-    return RecipeConfig(model=model, data=data, qdc=qdc, training=training, source=str(path) if path else None)
+        keep = _flag_names(overrides)
+        _shrink(data, qdc, training, keep=keep)
+        if grpo is not None:
+            _shrink_grpo(grpo, training, keep)
+    return RecipeConfig(
+        model=model, data=data, qdc=qdc, training=training, source=str(path) if path else None, grpo=grpo
+    )
+
+
+def _validate_grpo(data: DataArguments, qdc: QDCArguments, grpo: GRPOArguments, training: Any, where: str) -> None:
+    if data.task != "arithmetic":
+        raise ConfigError(f"{where}: trainer grpo needs task: arithmetic (its verifier is the reward)")
+    if qdc.loss_weighting != "none":
+        raise ConfigError(f"{where}: loss_weighting needs a loss per example; under trainer grpo leave it at none")
+    for name in ("sft_steps", "sft_batch_size", "eval_samples"):
+        if getattr(grpo, name) < (0 if name == "sft_steps" else 1):
+            raise ConfigError(f"{where}: {name}={getattr(grpo, name)} is too small")
+    if not grpo.sft_learning_rate > 0 or not grpo.eval_temperature > 0:
+        raise ConfigError(f"{where}: sft_learning_rate and eval_temperature must be > 0")
+
+
+GRPO_SMOKE = {"sft_steps": 4, "eval_samples": 2, "num_generations": 2, "max_completion_length": 16}
+"""What ``smoke: true`` sets in a GRPO recipe, on top of :data:`SMOKE`."""
+
+
+def _shrink_grpo(grpo: GRPOArguments, training: Any, keep: set[str]) -> None:
+    for name, value in GRPO_SMOKE.items():
+        if name not in keep:
+            setattr(grpo if hasattr(grpo, name) else training, name, value)
+    if not keep & {"generation_batch_size", "steps_per_generation"}:  # GRPOConfig derived them from the old batch
+        training.steps_per_generation = training.gradient_accumulation_steps
+        training.generation_batch_size = (
+            training.per_device_train_batch_size * training.steps_per_generation * max(training.world_size, 1)
+        )
 
 
 def _read_yaml(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:

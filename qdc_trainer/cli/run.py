@@ -310,6 +310,10 @@ def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
 
 def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     """Run a recipe end to end; returns ``{"output_dir", "results", "report"}``."""
+    if cfg.qdc.trainer == "grpo":
+        from .grpo import train_grpo_recipe
+
+        return train_grpo_recipe(cfg)
     out = cfg.training.output_dir
     if cfg.qdc.report:  # fail now, not after training
         from .._optional import require
