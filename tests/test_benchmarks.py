@@ -74,3 +74,12 @@ def test_calibrate_rl_collapse_smoke(tmp_path):
     assert rows == ["hacking_0.json", "healthy_0.json", "planted_0.json"]
     again = run_smoke("calibrate_rl_collapse.py", "--out", str(tmp_path / "cal"), "--summarize")
     assert again.strip() in out  # the tables come from the saved rows alone
+
+
+def test_grpo_evidence_smoke(tmp_path):
+    out = run_smoke("grpo_evidence.py", "--out", str(tmp_path / "ev"))
+    assert "| pass@1 ID, before GRPO |" in out and "| collapse warnings (runs) |" in out
+    for arm in ("uniform", "qdc"):
+        assert (tmp_path / "ev" / f"{arm}_seed0" / "results.json").is_file()
+    # one warm-up, shared by both arms
+    assert (tmp_path / "ev" / "sft" / "qdc_warmup.json").is_file()

@@ -2,9 +2,10 @@
 
 1. **Warm-up.** The tiny model learns the arithmetic task by supervised training on the
    task's training split (``sft_steps``; the plain ``Trainer``, loss on the completion
-   only). The warmed-up model is saved in ``sft_output_dir`` with the settings that
-   made it, and reused by any recipe that names the same folder with the same settings,
-   so that two recipes (QDC prompts, uniform prompts) start from one model.
+   only; seeded by ``model_seed``). The warmed-up model is saved in ``sft_output_dir``
+   with the settings that made it, and reused by any recipe that names the same folder
+   with the same settings, so that two recipes (QDC prompts, uniform prompts) and
+   several GRPO seeds start from one model.
 2. **Before.** pass@1 and pass@k (k = ``eval_samples`` sampled completions, verified) on
    the in-distribution ``validation`` and the out-of-distribution ``test_ood`` problems.
 3. **GRPO.** TRL's ``GRPOTrainer`` with the task's verifier as the reward, through
@@ -52,7 +53,6 @@ def _warmup_settings(cfg: RecipeConfig) -> dict[str, Any]:
         "sft_steps": g.sft_steps,
         "sft_learning_rate": g.sft_learning_rate,
         "sft_batch_size": g.sft_batch_size,
-        "seed": cfg.training.seed,
         "use_cpu": bool(cfg.training.use_cpu),
     }
 
@@ -95,7 +95,7 @@ def warm_up(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any) -> Any:
         use_cpu=bool(cfg.training.use_cpu),
         bf16=bool(cfg.training.bf16),  # one process has one precision (accelerate's state is set once)
         fp16=bool(cfg.training.fp16),
-        seed=cfg.training.seed,
+        seed=cfg.model.model_seed,  # the warm-up depends on the model alone, not on the GRPO run's seed
         disable_tqdm=cfg.training.disable_tqdm,
     )
     trainer = Trainer(
