@@ -166,6 +166,8 @@ def train_grpo_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     from ..trainer import QDCTrainerMixin
     from .run import (
         RESULTS_FILE,
+        RUN_FILE,
+        _describe,
         _is_main,
         _resume_point,
         _start_afresh,
@@ -187,6 +189,10 @@ def train_grpo_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     cfg.training.resume_from_checkpoint = resume
     if resume is None:
         _start_afresh(out)
+    if _is_main():
+        os.makedirs(out, exist_ok=True)
+        with atomic_write(os.path.join(out, RUN_FILE)) as f:
+            json.dump(_describe(cfg), f, indent=2, default=str)
     model, tokenizer = load_model_and_tokenizer(cfg)
     splits = load_splits(cfg)
     model = warm_up(cfg, model, tokenizer, splits["train"])

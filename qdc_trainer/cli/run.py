@@ -458,4 +458,5 @@ def _describe(cfg: RecipeConfig) -> dict[str, Any]:
         "data": dataclasses.asdict(cfg.data),
         "qdc": dataclasses.asdict(cfg.qdc),
         "training": {k: v for k, v in cfg.training.to_dict().items() if not k.startswith("_")},
+        **({"grpo": dataclasses.asdict(cfg.grpo)} if cfg.grpo is not None else {}),
     }
