@@ -20,7 +20,15 @@
   callbacks receives the same rollouts and logs their diversity and coverage, with no
   extra generation;
 - the loss is GRPO's own: no loss tap, no ``qdc/train/entropy`` (TRL logs ``entropy``),
-  and ``loss_weighting`` must stay ``"none"``.
+  and ``loss_weighting`` must stay ``"none"``;
+- the model gets position ids from its attention mask whenever a forward passes none
+  (:func:`add_mask_positions`). GRPO left-pads the prompts of a batch and scores the
+  sequences without ``position_ids``; a model with absolute position embeddings (GPT-2,
+  OPT, ...) then scores every padded row at positions shifted by its padding, while it
+  sampled them at the right ones (``generate`` derives positions from the mask). On the
+  arithmetic task's GPT-2 five pads moved a solution's log-probability by 20 nats, and
+  GRPO trained on those scores made the model worse. TRL fixed the same for its online
+  DPO trainers (huggingface/trl#6819); rotary models are unaffected either way.
 
 This module reads two things from TRL's ``GRPOTrainer`` (TRL 1.x) that are not public API: the
 rollout records ``_logs`` (prompts, completions and per-function rewards of the last generation
@@ -36,7 +44,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Rollouts", "completion_text", "is_grpo_trainer", "read_rollouts", "reward_spread", "unsupported_trl"]
+__all__ = [
+    "Rollouts",
+    "add_mask_positions",
+    "completion_text",
+    "is_grpo_trainer",
+    "read_rollouts",
+    "reward_spread",
+    "unsupported_trl",
+]
 
 SUPPORTED_TRL = ("SFTTrainer", "GRPOTrainer")
 """TRL trainers the mixin supports; any other TRL trainer (DPO, KTO, RLOO, reward modelling, ...) is refused:
@@ -81,6 +97,46 @@ def unsupported_trl(cls: type) -> str | None:
 def is_grpo_trainer(trainer: Any) -> bool:
     """Whether ``trainer`` is (a subclass of) TRL's ``GRPOTrainer``."""
     return "GRPOTrainer" in _trl_trainer_names(type(trainer))
+
+
+def add_mask_positions(model: Any) -> None:
+    """Make ``model``'s forward derive ``position_ids`` from ``attention_mask`` when it is called without them
+    (``cumsum(mask) - 1``, as ``generate`` does; only the last ``input_ids.shape[1]`` positions when a cache
+    holds the rest). A no-op for a model whose forward takes no ``position_ids``; added once.
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> model = GPT2LMHeadModel(GPT2Config(vocab_size=10, n_positions=8, n_embd=8, n_layer=1, n_head=2)).eval()
+    >>> add_mask_positions(model)
+    >>> ids, padded = torch.tensor([[5, 6, 7]]), torch.tensor([[0, 0, 5, 6, 7]])
+    >>> plain = model(ids).logits[0]
+    >>> left = model(padded, attention_mask=torch.tensor([[0, 0, 1, 1, 1]])).logits[0, 2:]
+    >>> bool(torch.allclose(plain, left, atol=1e-5))
+    True
+    """
+    import inspect
+
+    if getattr(model, "_qdc_mask_positions", False):
+        return
+    try:
+        accepts = "position_ids" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    if not accepts:
+        return
+
+    def hook(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        mask = kwargs.get("attention_mask")
+        if kwargs.get("position_ids") is not None or mask is None or mask.dim() != 2:
+            return None
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        embeds = kwargs.get("inputs_embeds")
+        length = ids.shape[1] if ids is not None else embeds.shape[1] if embeds is not None else mask.shape[1]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
+        return args, {**kwargs, "position_ids": positions}
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    model._qdc_mask_positions = True
 
 
 def completion_text(completion: Any) -> str:

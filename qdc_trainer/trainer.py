@@ -163,6 +163,10 @@ class QDCTrainerMixin:
         self.log_entropy = bool(log_entropy) and not self._qdc_grpo  # GRPO logs its own `entropy`
         self._qdc_grouped: GroupedPromptSampler | None = None
         self._qdc_batches_per_epoch: int | None = None
+        if self._qdc_grpo:
+            for scored in (self.model, getattr(self, "ref_model", None)):
+                if scored is not None:
+                    grpo.add_mask_positions(scored)
         self._qdc_entropy: torch.Tensor | None = None  # (sum, count) on the device, since the last log
         self._qdc_pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (index, loss) per micro-step, on the device
         for callback in self.callback_handler.callbacks:

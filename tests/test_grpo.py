@@ -173,3 +173,26 @@ def test_a_failing_measure_logs_nan_and_warns_once(caplog):
         monitor.observe(rollouts)
     assert monitor.failures == 2 and all(np.isnan(r["qdc/rollout/zero_signal_share"]) for r in monitor.pending)
     assert sum("RolloutMonitorCallback" in m for m in caplog.messages) == 1
+
+
+def test_grpo_scores_left_padded_rows_at_their_own_positions(setting, tmp_path):
+    # GRPO left-pads prompts and scores them without position_ids; GPT-2's absolute positions would shift
+    import torch
+
+    tokenizer, dataset = setting
+    model = build_model(tokenizer, seed=0)
+    ids = torch.tensor([tokenizer("Compute 2 + 3.\nStep 1: 2 + 3 = 5.").input_ids])
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 4, dtype=torch.long), torch.ones_like(ids)], dim=1)
+    with torch.no_grad():
+        shifted = model(padded, attention_mask=mask).logits[0, 4:]
+    assert not torch.allclose(shifted, model(ids).logits[0], atol=1e-3)  # the problem, without the mixin
+    QDCGRPOTrainer(
+        model=model,
+        args=_args(tmp_path),
+        reward_funcs=[digit_reward],
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    with torch.no_grad():
+        assert torch.allclose(model(padded, attention_mask=mask).logits[0, 4:], model(ids).logits[0], atol=1e-5)
