@@ -59,7 +59,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from transformers.utils import logging
 
 from .data.collator import INDEX_KEY, IndexedDataset, QDCDataCollator
-from .data.sampler import QDCSampler
+from .data.sampler import LOSS_WEIGHTINGS, QDCSampler
 from .losses import ENTROPY_POSITIONS, CausalLMLossTap, per_example_loss, strided_entropy
 
 __all__ = ["QDCTrainerMixin", "QDCTrainer", "SAMPLER_STATE_FILE", "LOSS_WEIGHTINGS"]
@@ -70,8 +70,6 @@ SAMPLER_STATE_FILE = "qdc_sampler.npz"
 """File name of the sampler state inside a checkpoint folder."""
 ENTROPY_KEY = "qdc/train/entropy"
 """The logged mean next-token entropy (nats) of the training batches (``log_entropy``)."""
-
-LOSS_WEIGHTINGS = ("none", "sampler", "importance")
 
 _UNSET = object()
 _CHECKPOINT_RE = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")

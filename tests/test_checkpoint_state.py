@@ -19,7 +19,7 @@ from datasets import Dataset
 from helpers import build_gpt2
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
-from qdc_trainer import QDCSampler, QDCTrainer
+from qdc_trainer import QDCSampler, QDCSamplerConfig, QDCTrainer
 from qdc_trainer.callbacks.collapse import CollapseDetectorCallback, SeriesDetector
 from qdc_trainer.trainer import SAMPLER_STATE_FILE
 
@@ -37,7 +37,7 @@ def make_dataset(tokenizer, n: int = 64) -> Dataset:
 
 def qdc_run(tokenizer, ds, output_dir, resume=None, save_hook=None, **arg_overrides):
     """A QDC run of 9 optimizer steps (2 micro-batches each), checkpoints every 3, only the last one kept."""
-    sampler = QDCSampler.from_dataset(ds, complexity_column=None, update_every=2, seed=3)
+    sampler = QDCSampler.from_dataset(ds, complexity_column=None, config=QDCSamplerConfig(update_every=2, seed=3))
     trained: list[list[int]] = []  # the micro-batches fed back (feedback is recorded in pieces at refreshes)
     record = sampler.record
 
@@ -149,7 +149,7 @@ def test_resume_from_a_checkpoint_without_sampler_state_is_refused(tokenizer, tm
 def test_ignore_data_skip_draws_fresh_batches_instead_of_the_skipped_positions(tokenizer, tmp_path):
     ds = make_dataset(tokenizer)
     qdc_run(tokenizer, ds, tmp_path, max_steps=7, save_steps=7)  # 56 of 64 examples, in blocks of 16
-    expected = QDCSampler.from_dataset(ds, complexity_column=None, update_every=2, seed=3)
+    expected = QDCSampler.from_dataset(ds, complexity_column=None, config=QDCSamplerConfig(update_every=2, seed=3))
     expected.load(tmp_path / "checkpoint-7" / SAMPLER_STATE_FILE)
     assert expected.consumed == 56 and 1 not in expected._replay  # block 1 was trained on and forgotten
     expected.reset_position()
@@ -168,7 +168,7 @@ def test_ignore_data_skip_draws_fresh_batches_instead_of_the_skipped_positions(t
 
 def test_a_process_killed_while_saving_leaves_the_previous_state_file_whole(tmp_path):
     path = tmp_path / "qdc_sampler.npz"
-    sampler = QDCSampler(50, quality=np.linspace(0, 1, 50), seed=1, block_size=10)
+    sampler = QDCSampler(50, quality=np.linspace(0, 1, 50), block_size=10, config=QDCSamplerConfig(seed=1))
     sampler.save(path)
     before = path.read_bytes()
     script = textwrap.dedent(f"""
@@ -188,12 +188,12 @@ def test_a_process_killed_while_saving_leaves_the_previous_state_file_whole(tmp_
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     assert subprocess.run([sys.executable, "-c", script], env=env).returncode == 9
     assert path.read_bytes() == before  # the old state, whole: the partial one went to a temporary file
-    QDCSampler(50, quality=np.linspace(0, 1, 50), seed=1, block_size=10).load(path)
+    QDCSampler(50, quality=np.linspace(0, 1, 50), block_size=10, config=QDCSamplerConfig(seed=1)).load(path)
 
 
 def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     path = tmp_path / "qdc_sampler.npz"
-    sampler = QDCSampler(20, seed=1)
+    sampler = QDCSampler(20, config=QDCSamplerConfig(seed=1))
     sampler.save(path)
     before = path.read_bytes()
 
@@ -219,7 +219,13 @@ def test_atomic_write_text():
 
 
 def _saved_sampler(tmp_path):
-    s = QDCSampler(30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=3)
+    s = QDCSampler(
+        30,
+        quality=np.linspace(0, 1, 30),
+        clusters=np.arange(30) % 3,
+        block_size=6,
+        config=QDCSamplerConfig(seed=2, update_every=3),
+    )
     it = iter(s)
     batch = [next(it) for _ in range(6)]
     s.record(batch, np.arange(6, dtype=float) + 1)
@@ -231,7 +237,11 @@ def _saved_sampler(tmp_path):
 
 def _fresh():
     return QDCSampler(
-        30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=3
+        30,
+        quality=np.linspace(0, 1, 30),
+        clusters=np.arange(30) % 3,
+        block_size=6,
+        config=QDCSamplerConfig(seed=2, update_every=3),
     )
 
 
@@ -300,7 +310,11 @@ def test_nan_marks_unseen_examples_and_loads(tmp_path):
 def test_a_changed_setting_names_the_key_and_both_values(tmp_path):
     _, path = _saved_sampler(tmp_path)
     changed = QDCSampler(
-        30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=10, floor=0.2
+        30,
+        quality=np.linspace(0, 1, 30),
+        clusters=np.arange(30) % 3,
+        block_size=6,
+        config=QDCSamplerConfig(seed=2, update_every=10, floor=0.2),
     )
     with pytest.raises(
         ValueError,

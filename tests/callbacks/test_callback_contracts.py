@@ -12,7 +12,15 @@ from datasets import Dataset
 from helpers import build_gpt2, cpu_training_args
 from transformers import DataCollatorForLanguageModeling
 
-from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer, QDCTrainerMixin
+from qdc_trainer import (
+    CollapseDetectorCallback,
+    GenerationMonitorCallback,
+    GenerationMonitorConfig,
+    QDCSampler,
+    QDCSamplerConfig,
+    QDCTrainer,
+    QDCTrainerMixin,
+)
 from qdc_trainer.callbacks.monitor import SAMPLES_FILE
 
 WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
@@ -31,8 +39,10 @@ def args_for(tmp_path, **kwargs):
 
 def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
     ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
-    sampler = QDCSampler.from_dataset(ds, complexity_column=None, update_every=1)
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    sampler = QDCSampler.from_dataset(ds, complexity_column=None, config=QDCSamplerConfig(update_every=1))
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+    )
     detector = CollapseDetectorCallback(
         watch={"qdc/gen/per_input/distinct_1": "decrease", "qdc/train/entropy": "decrease"}
     )
@@ -80,7 +90,9 @@ def test_logged_scalars_are_read_back_from_tensorboard(tokenizer, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+    )
     detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_1": "decrease"})
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
@@ -126,7 +138,9 @@ def test_sft_trainer_with_the_callbacks(tokenizer, tmp_path):
         pass
 
     ds = text_dataset(24).remove_columns(["quality", "cluster"])
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+    )
     detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"})
     config = SFTConfig(
         output_dir=str(tmp_path),
@@ -172,7 +186,9 @@ def test_trl_metrics_stay_on_the_trainers_own_records(tokenizer, tmp_path, with_
         pass
 
     ds = text_dataset(32).remove_columns(["quality", "cluster"])
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=1)
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=1)
+    )
     detector = CollapseDetectorCallback(
         watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"}, actions=("log",)
     )
@@ -241,7 +257,7 @@ def test_samples_file_is_json_lines(tokenizer, tmp_path):
     ds = text_dataset(8).map(
         lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
     )
-    monitor = GenerationMonitorCallback(["the cat"], num_samples=2, max_new_tokens=3)
+    monitor = GenerationMonitorCallback(["the cat"], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=3))
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
         args=args_for(tmp_path, max_steps=1),
@@ -265,7 +281,9 @@ def test_samples_reach_a_wandb_table(tokenizer, tmp_path, monkeypatch):
     ds = text_dataset(8).map(
         lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
     )
-    monitor = GenerationMonitorCallback(PROMPTS[:2], num_samples=2, max_new_tokens=3, every_n_steps=2)
+    monitor = GenerationMonitorCallback(
+        PROMPTS[:2], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=3, every_n_steps=2)
+    )
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
         args=args_for(tmp_path / "out", max_steps=2, report_to=["wandb"]),

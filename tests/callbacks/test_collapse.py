@@ -451,12 +451,14 @@ def _monitored_trainer(tmp_path, tokenizer, prompts: int, samples: int, **detect
     from helpers import build_gpt2
     from transformers import Trainer, TrainingArguments
 
-    from qdc_trainer import GenerationMonitorCallback
+    from qdc_trainer import GenerationMonitorCallback, GenerationMonitorConfig
     from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     ds = Dataset.from_dict({"input_ids": [[4, 5, 6]] * 4})
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no", use_cpu=True)
-    monitor = GenerationMonitorCallback(["the cat"] * prompts, num_samples=samples, max_new_tokens=2)
+    monitor = GenerationMonitorCallback(
+        ["the cat"] * prompts, config=GenerationMonitorConfig(num_samples=samples, max_new_tokens=2)
+    )
     trainer = Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds, processing_class=tokenizer)
     detector = CollapseDetectorCallback(trainer, **detector_kwargs)
     trainer.add_callback(monitor)
