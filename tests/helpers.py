@@ -1,9 +1,11 @@
-"""Builders the tests share: a word-level tokenizer trained on the fly and tiny random-weight GPT-2 models
-(no network). Import them as ``from helpers import build_gpt2`` (tests/ is on ``sys.path``: pytest puts the
+"""Builders the tests share: a word-level tokenizer trained on the fly, tiny random-weight GPT-2 models (no
+network), seeded datasets of random texts with the score columns the sampler reads, and quiet CPU training
+arguments. Import them as ``from helpers import build_gpt2`` (tests/ is on ``sys.path``: pytest puts the
 folder of tests/conftest.py there, and the distributed scripts add it themselves)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 CORPUS = [
@@ -68,3 +70,60 @@ def cpu_training_args(output_dir, **overrides):
         learning_rate=1e-3,
     )
     return TrainingArguments(**{**defaults, **overrides})
+
+
+WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
+"""The words of :func:`random_text_dataset`'s texts (every one is in :func:`build_tokenizer`'s vocabulary)."""
+
+
+def random_text_dataset(n, *, seed=0, lengths=(3, 10), clusters=None, labels=False):
+    """``n`` seeded texts of random :data:`WORDS`, from ``lengths[0]`` to ``lengths[1] - 1`` words each.
+
+    With ``clusters``: the score columns the sampler reads, a random ``quality`` in [0, 1) and a ``cluster`` id
+    (``i % clusters``); with ``labels``: a ``label`` (``i % 2``). The texts do not depend on the other columns."""
+    from datasets import Dataset
+
+    rng = np.random.default_rng(seed)
+    columns = {"text": [" ".join(rng.choice(WORDS, size=rng.integers(*lengths))) for _ in range(n)]}
+    if clusters is not None:
+        columns.update(quality=rng.random(n), cluster=np.arange(n) % clusters)
+    if labels:
+        columns["label"] = np.arange(n) % 2
+    return Dataset.from_dict(columns)
+
+
+def tokenized(dataset, tokenizer, *, keep_text=False):
+    """``dataset`` with its ``text`` column tokenized in batches (``input_ids``, ``attention_mask``); the text
+    column is dropped unless ``keep_text``."""
+    return dataset.map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=None if keep_text else ["text"])
+
+
+def series_trainer(output_dir, tokenizer, key, values, **training_args):
+    """A plain ``Trainer`` on a tiny GPT-2 that runs one step per value of ``values`` and logs it under ``key`` at
+    the end of the step (a stand-in for the generation monitor, to drive a collapse detector). ``training_args``
+    add to or override its ``TrainingArguments`` (batch 4, no saving, no reporting, on the CPU)."""
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+
+    class LogSeries(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            trainer.log({key: values[state.global_step - 1]})
+
+    defaults = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        max_steps=len(values),
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=build_gpt2(tokenizer),
+        args=TrainingArguments(**{**defaults, **training_args}),
+        train_dataset=tokenized(Dataset.from_dict({"text": ["the cat sat on the mat"] * 64}), tokenizer),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
+    trainer.add_callback(LogSeries())
+    return trainer

@@ -16,23 +16,19 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+from helpers import build_gpt2, random_text_dataset, series_trainer, tokenized
+from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
 from qdc_trainer import QDCSampler, QDCSamplerConfig, QDCTrainer
 from qdc_trainer.callbacks.collapse import CollapseDetectorCallback, SeriesDetector
 from qdc_trainer.trainer import SAMPLER_STATE_FILE
 
-WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 KEY = "qdc/gen/per_input/distinct_2"
 ENTRY = "qdc_trainer.CollapseDetectorCallback"
 
 
 def make_dataset(tokenizer, n: int = 64) -> Dataset:
-    rng = np.random.default_rng(0)
-    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 10))) for _ in range(n)]
-    ds = Dataset.from_dict({"text": texts, "quality": rng.random(n), "cluster": np.arange(n) % 4})
-    return ds.map(lambda b: tokenizer(b["text"]), batched=True)
+    return tokenized(random_text_dataset(n, clusters=4), tokenizer, keep_text=True)
 
 
 def qdc_run(tokenizer, ds, output_dir, resume=None, save_hook=None, **arg_overrides):
@@ -341,35 +337,12 @@ def test_a_version_1_state_still_loads(tmp_path):
 
 
 def _detector_run(tmp_path, tokenizer, values, output_dir, resume=None, restore_callbacks=False, warn_change=0.15):
-    class LogSeries(TrainerCallback):  # stands in for the generation monitor
-        def __init__(self, trainer):
-            self.trainer = trainer
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.trainer.log({KEY: values[state.global_step - 1]})
-
-    ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 64}).map(lambda b: tokenizer(b["text"]), batched=True)
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        max_steps=len(values),
-        logging_steps=1000,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        restore_callback_states_from_checkpoint=restore_callbacks,
-    )
-    trainer = Trainer(
-        model=build_gpt2(tokenizer),
-        args=args,
-        train_dataset=ds.remove_columns(["text"]),
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    trainer = series_trainer(
+        output_dir, tokenizer, KEY, values, restore_callback_states_from_checkpoint=restore_callbacks
     )
     detector = CollapseDetectorCallback(
         trainer, watch=[SeriesDetector(KEY, ema=1.0, warmup=3, warn_change=warn_change)], actions=("log", "checkpoint")
     )
-    trainer.add_callback(LogSeries(trainer))
     trainer.add_callback(detector)
     trainer.train(resume_from_checkpoint=resume)
     return trainer, detector

@@ -8,22 +8,15 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2, cpu_training_args, tiny_gpt2_config
+from helpers import WORDS, build_gpt2, cpu_training_args, random_text_dataset, tiny_gpt2_config, tokenized
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from qdc_trainer import INDEX_KEY, QDCDataCollator, QDCSampler, QDCSamplerConfig, QDCTrainer
 from qdc_trainer.trainer import LOSS_WEIGHTINGS, SAMPLER_STATE_FILE
 
-WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
-
 
 def make_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 10))) for _ in range(n)]
-    ds = Dataset.from_dict(
-        {"text": texts, "quality": rng.random(n), "cluster": np.arange(n) % 4, "label": np.arange(n) % 2}
-    )
-    return ds.map(lambda b: tokenizer(b["text"]), batched=True)
+    return tokenized(random_text_dataset(n, seed=seed, clusters=4, labels=True), tokenizer, keep_text=True)
 
 
 def args_for(tmp_path, **kwargs) -> TrainingArguments:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2, cpu_training_args
+from helpers import build_gpt2, cpu_training_args, random_text_dataset, tokenized
 from transformers import DataCollatorForLanguageModeling
 
 from qdc_trainer import (
@@ -23,14 +23,7 @@ from qdc_trainer import (
 )
 from qdc_trainer.callbacks.monitor import SAMPLES_FILE
 
-WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 PROMPTS = ["the cat", "a dog ran", "first add 2 and 3"]
-
-
-def text_dataset(n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(n)]
-    return Dataset.from_dict({"text": texts, "quality": rng.random(n), "cluster": np.arange(n) % 3})
 
 
 def args_for(tmp_path, **kwargs):
@@ -38,7 +31,7 @@ def args_for(tmp_path, **kwargs):
 
 
 def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
-    ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    ds = tokenized(random_text_dataset(32, lengths=(3, 9), clusters=3), tokenizer)
     sampler = QDCSampler.from_dataset(ds, complexity_column=None, config=QDCSamplerConfig(update_every=1))
     monitor = GenerationMonitorCallback(
         PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
@@ -89,7 +82,7 @@ def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
 def test_logged_scalars_are_read_back_from_tensorboard(tokenizer, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
+    ds = tokenized(random_text_dataset(32, lengths=(3, 9)), tokenizer)
     monitor = GenerationMonitorCallback(
         PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
     )
@@ -137,7 +130,7 @@ def test_sft_trainer_with_the_callbacks(tokenizer, tmp_path):
     class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
         pass
 
-    ds = text_dataset(24).remove_columns(["quality", "cluster"])
+    ds = random_text_dataset(24, lengths=(3, 9))
     monitor = GenerationMonitorCallback(
         PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
     )
@@ -185,7 +178,7 @@ def test_trl_metrics_stay_on_the_trainers_own_records(tokenizer, tmp_path, with_
     class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
         pass
 
-    ds = text_dataset(32).remove_columns(["quality", "cluster"])
+    ds = random_text_dataset(32, lengths=(3, 9))
     monitor = GenerationMonitorCallback(
         PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=1)
     )
@@ -231,7 +224,7 @@ def test_trl_metrics_stay_on_the_trainers_own_records(tokenizer, tmp_path, with_
 def test_train_entropy_is_the_mean_predictive_entropy_at_the_scored_positions(tokenizer, tmp_path):
     """One step whose batch is the whole dataset: the logged value equals the entropy from a forward pass by hand."""
     texts = ["the cat sat on the mat", "a dog ran in the park", "first add 2 and 3", "the answer is 5"]
-    ds = Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    ds = tokenized(Dataset.from_dict({"text": texts}), tokenizer)
     model = build_gpt2(tokenizer, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     batch = collator([ds[i] for i in range(len(ds))])
@@ -254,9 +247,7 @@ def test_train_entropy_is_the_mean_predictive_entropy_at_the_scored_positions(to
 
 
 def test_samples_file_is_json_lines(tokenizer, tmp_path):
-    ds = text_dataset(8).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
-    )
+    ds = tokenized(random_text_dataset(8, lengths=(3, 9)), tokenizer)
     monitor = GenerationMonitorCallback(["the cat"], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=3))
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
@@ -278,9 +269,7 @@ def test_samples_reach_a_wandb_table(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    ds = text_dataset(8).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
-    )
+    ds = tokenized(random_text_dataset(8, lengths=(3, 9)), tokenizer)
     monitor = GenerationMonitorCallback(
         PROMPTS[:2], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=3, every_n_steps=2)
     )
@@ -314,7 +303,7 @@ def test_packed_batches_are_refused_at_construction_with_a_sampler(tokenizer, tm
     class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
         pass
 
-    ds = text_dataset(16).remove_columns(["quality", "cluster"])
+    ds = random_text_dataset(16, lengths=(3, 9))
     config = SFTConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -349,9 +338,7 @@ def test_a_batch_with_fewer_rows_than_indices_fails_with_a_clear_message(tokeniz
     """A padding-free collator flattens the examples into one row; the check in compute_loss names the cause."""
     from qdc_trainer.data.collator import INDEX_KEY
 
-    ds = text_dataset(8).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
-    )
+    ds = tokenized(random_text_dataset(8, lengths=(3, 9)), tokenizer)
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
         args=args_for(tmp_path),

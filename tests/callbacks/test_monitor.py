@@ -9,15 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset
-from helpers import build_gpt2, build_tokenizer, cpu_training_args
+from helpers import build_gpt2, build_tokenizer, cpu_training_args, random_text_dataset, tokenized
 from transformers import DataCollatorForLanguageModeling, Trainer
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, GenerationMonitorConfig, QDCTrainer
 from qdc_trainer.callbacks.monitor import PREFIX, SAMPLES_FILE, measure_generations
 from qdc_trainer.metrics import HashingEmbedder, VerifierScorer, compression_ratio, self_bleu, vendi_score
 
-WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 PROMPTS = ["the cat", "a dog ran", "first add 2 and 3"]
 
 
@@ -161,12 +159,6 @@ def test_the_keyword_spelling_of_the_settings_warns_and_still_works():
 # --------------------------------------------------------------------------- with a real Trainer
 
 
-def lm_dataset(tokenizer, n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(n)]
-    return Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
-
-
 def training_args(tmp_path, **kwargs):
     return cpu_training_args(tmp_path, **{"max_steps": 6, "logging_steps": 2, **kwargs})
 
@@ -175,7 +167,7 @@ def make_trainer(tokenizer, tmp_path, callbacks, model=None, trainer_cls=QDCTrai
     return trainer_cls(
         model=model if model is not None else build_gpt2(tokenizer),
         args=training_args(tmp_path, **kwargs),
-        train_dataset=lm_dataset(tokenizer),
+        train_dataset=tokenized(random_text_dataset(32, lengths=(3, 9)), tokenizer),
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
@@ -231,7 +223,7 @@ def test_default_cadence_follows_evaluation_then_logging(tokenizer, tmp_path):
         tokenizer,
         tmp_path / "b",
         [monitor],
-        eval_dataset=lm_dataset(tokenizer, n=8, seed=1),
+        eval_dataset=tokenized(random_text_dataset(8, seed=1, lengths=(3, 9)), tokenizer),
         eval_strategy="steps",
         eval_steps=2,
     )
@@ -385,7 +377,7 @@ def test_the_monitor_needs_a_trainer_and_a_tokenizer(tokenizer, tmp_path):
     trainer = Trainer(
         model=build_gpt2(tokenizer),
         args=training_args(tmp_path, max_steps=1),
-        train_dataset=lm_dataset(tokenizer),
+        train_dataset=tokenized(random_text_dataset(32, lengths=(3, 9)), tokenizer),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         callbacks=[monitor],
     )
