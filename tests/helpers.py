@@ -127,3 +127,27 @@ def series_trainer(output_dir, tokenizer, key, values, **training_args):
     )
     trainer.add_callback(LogSeries())
     return trainer
+
+
+def build_gpt2_classifier(tokenizer, num_labels, seed: int = 0, **kwargs):
+    """A 2-layer, 32-wide ``GPT2ForSequenceClassification`` with random weights (seeded): a reward model."""
+    from transformers import GPT2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    return GPT2ForSequenceClassification(tiny_gpt2_config(tokenizer, num_labels=num_labels, **kwargs)).eval()
+
+
+def token_ids(tokenizer, text: str) -> list[int]:
+    """The token ids of ``text``, without special tokens."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def completion_loss(model, tokenizer, prompt: str, completion: str) -> float:
+    """The model's own cross-entropy (``labels=``) on the completion's tokens after ``[bos] + prompt``."""
+    p = token_ids(tokenizer, prompt) if prompt else []
+    c = token_ids(tokenizer, completion)
+    seq = torch.tensor([[tokenizer.bos_token_id] + p + c])
+    labels = seq.clone()
+    labels[0, : 1 + len(p)] = -100
+    with torch.no_grad():
+        return float(model(input_ids=seq, labels=labels).loss)
