@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 CORPUS = [
     "the cat sat on the mat",
@@ -98,35 +99,39 @@ def tokenized(dataset, tokenizer, *, keep_text=False):
     return dataset.map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=None if keep_text else ["text"])
 
 
-def series_trainer(output_dir, tokenizer, key, values, **training_args):
-    """A plain ``Trainer`` on a tiny GPT-2 that runs one step per value of ``values`` and logs it under ``key`` at
-    the end of the step (a stand-in for the generation monitor, to drive a collapse detector). ``training_args``
-    add to or override its ``TrainingArguments`` (batch 4, no saving, no reporting, on the CPU)."""
+def tiny_trainer(output_dir, tokenizer, max_steps, *, num_examples=64, **training_args):
+    """A plain ``Trainer`` on a tiny GPT-2 over ``num_examples`` copies of one sentence, for ``max_steps`` steps
+    (batch 4, no saving, no reporting, on the CPU; ``training_args`` add to or override its arguments). With
+    :class:`LogSeries` it drives a collapse detector."""
     from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
-
-    class LogSeries(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            trainer.log({key: values[state.global_step - 1]})
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     defaults = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=4,
-        max_steps=len(values),
+        max_steps=max_steps,
         logging_steps=1000,
         save_strategy="no",
         report_to=[],
         use_cpu=True,
         disable_tqdm=True,
     )
-    trainer = Trainer(
+    return Trainer(
         model=build_gpt2(tokenizer),
         args=TrainingArguments(**{**defaults, **training_args}),
-        train_dataset=tokenized(Dataset.from_dict({"text": ["the cat sat on the mat"] * 64}), tokenizer),
+        train_dataset=tokenized(Dataset.from_dict({"text": ["the cat sat on the mat"] * num_examples}), tokenizer),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
     )
-    trainer.add_callback(LogSeries())
-    return trainer
+
+
+class LogSeries(TrainerCallback):
+    """Logs ``values[step - 1]`` under ``key`` at the end of every step: a stand-in for the generation monitor."""
+
+    def __init__(self, trainer, key, values):
+        self.trainer, self.key, self.values = trainer, key, values
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.log({self.key: self.values[state.global_step - 1]})
 
 
 def build_gpt2_classifier(tokenizer, num_labels, seed: int = 0, **kwargs):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2, random_text_dataset, series_trainer, tokenized
+from helpers import LogSeries, build_gpt2, random_text_dataset, tiny_trainer, tokenized
 from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
 from qdc_trainer import QDCSampler, QDCSamplerConfig, QDCTrainer
@@ -337,12 +337,13 @@ def test_a_version_1_state_still_loads(tmp_path):
 
 
 def _detector_run(tmp_path, tokenizer, values, output_dir, resume=None, restore_callbacks=False, warn_change=0.15):
-    trainer = series_trainer(
-        output_dir, tokenizer, KEY, values, restore_callback_states_from_checkpoint=restore_callbacks
+    trainer = tiny_trainer(
+        output_dir, tokenizer, len(values), restore_callback_states_from_checkpoint=restore_callbacks
     )
     detector = CollapseDetectorCallback(
         trainer, watch=[SeriesDetector(KEY, ema=1.0, warmup=3, warn_change=warn_change)], actions=("log", "checkpoint")
     )
+    trainer.add_callback(LogSeries(trainer, KEY, values))
     trainer.add_callback(detector)
     trainer.train(resume_from_checkpoint=resume)
     return trainer, detector

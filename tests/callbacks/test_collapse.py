@@ -139,16 +139,17 @@ def test_warming_up_signal():
 def _train_with_series(
     tmp_path, tokenizer, values, key="qdc/gen/per_input/distinct_2", actions=None, resume=None, **detector_kwargs
 ):
-    from helpers import series_trainer
+    from helpers import LogSeries, tiny_trainer
 
     from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
-    trainer = series_trainer(tmp_path, tokenizer, key, values)
+    trainer = tiny_trainer(tmp_path, tokenizer, len(values))
     detector = CollapseDetectorCallback(
         trainer,
         watch=[SeriesDetector(key, ema=1.0, warmup=3, **detector_kwargs)],
         **({"actions": actions} if actions else {}),
     )
+    trainer.add_callback(LogSeries(trainer, key, values))
     trainer.add_callback(detector)
     trainer.train(resume_from_checkpoint=resume)
     return trainer, detector
