@@ -73,6 +73,23 @@ def cpu_training_args(output_dir, **overrides):
     return TrainingArguments(**{**defaults, **overrides})
 
 
+def cpu_sft_args(output_dir, **overrides):
+    """Quiet TRL ``SFTConfig`` on the CPU (batch 4, no saving, no reporting, 32 tokens); ``overrides`` win. The seed
+    and learning rate are TRL's defaults."""
+    from trl import SFTConfig
+
+    defaults = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        max_length=32,
+    )
+    return SFTConfig(**{**defaults, **overrides})
+
+
 WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 """The words of :func:`random_text_dataset`'s texts (every one is in :func:`build_tokenizer`'s vocabulary)."""
 

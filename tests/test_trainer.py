@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import WORDS, build_gpt2, cpu_training_args, random_text_dataset, tiny_gpt2_config, tokenized
+from helpers import WORDS, build_gpt2, cpu_sft_args, cpu_training_args, random_text_dataset, tiny_gpt2_config, tokenized
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from qdc_trainer import INDEX_KEY, QDCDataCollator, QDCSampler, QDCSamplerConfig, QDCTrainer
@@ -299,7 +299,7 @@ def test_without_a_sampler_it_is_the_plain_trainer(tokenizer, tmp_path):
 
 
 def test_sft_trainer_through_the_mixin(tokenizer, tmp_path):
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from qdc_trainer import QDCTrainerMixin
 
@@ -317,17 +317,7 @@ def test_sft_trainer_through_the_mixin(tokenizer, tmp_path):
         recorded_losses.append(np.asarray(loss)),
         original(idx, loss),
     )[2]
-    config = SFTConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=4,
-        logging_steps=1,
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        max_length=32,
-        save_strategy="no",
-    )
+    config = cpu_sft_args(tmp_path, max_steps=4, logging_steps=1)
     trainer = QDCSFTTrainer(
         model=no_dropout_lm(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer, qdc_sampler=sampler
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2, cpu_training_args, random_text_dataset, tokenized
+from helpers import build_gpt2, cpu_sft_args, cpu_training_args, random_text_dataset, tokenized
 from transformers import DataCollatorForLanguageModeling
 
 from qdc_trainer import (
@@ -125,7 +125,7 @@ def test_logged_scalars_are_read_back_from_tensorboard(tokenizer, tmp_path):
 
 
 def test_sft_trainer_with_the_callbacks(tokenizer, tmp_path):
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
         pass
@@ -135,18 +135,7 @@ def test_sft_trainer_with_the_callbacks(tokenizer, tmp_path):
         PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
     )
     detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"})
-    config = SFTConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=4,
-        logging_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        max_length=32,
-        dataset_text_field="text",
-    )
+    config = cpu_sft_args(tmp_path, max_steps=4, logging_steps=2, dataset_text_field="text")
     for trainer_cls in (SFTTrainer, QDCSFTTrainer):
         trainer = trainer_cls(
             model=build_gpt2(tokenizer),
@@ -173,7 +162,7 @@ TRL_KEYS = ("entropy", "mean_token_accuracy", "num_tokens")
 @pytest.mark.parametrize("with_mixin", [False, True])
 def test_trl_metrics_stay_on_the_trainers_own_records(tokenizer, tmp_path, with_mixin):
     """TRL's log() empties its metric buffer on every call: the callbacks' records must not take it."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
         pass
@@ -185,18 +174,7 @@ def test_trl_metrics_stay_on_the_trainers_own_records(tokenizer, tmp_path, with_
     detector = CollapseDetectorCallback(
         watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"}, actions=("log",)
     )
-    config = SFTConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=6,
-        logging_steps=3,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        max_length=32,
-        dataset_text_field="text",
-    )
+    config = cpu_sft_args(tmp_path, max_steps=6, logging_steps=3, dataset_text_field="text")
     trainer = (QDCSFTTrainer if with_mixin else SFTTrainer)(
         model=build_gpt2(tokenizer),
         args=config,
@@ -298,25 +276,20 @@ def test_samples_reach_a_wandb_table(tokenizer, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("setting", ["packing", "padding_free"])
 def test_packed_batches_are_refused_at_construction_with_a_sampler(tokenizer, tmp_path, setting):
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
         pass
 
     ds = random_text_dataset(16, lengths=(3, 9))
-    config = SFTConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
+    config = cpu_sft_args(
+        tmp_path,
         max_steps=2,
         logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
         dataset_text_field="text",
         **{setting: True},
-        max_length=None if setting == "padding_free" else 32,
-    )  # TRL: padding-free does not truncate
+        max_length=None if setting == "padding_free" else 32,  # TRL: padding-free does not truncate
+    )
     with pytest.raises(
         ValueError,
         match=f"does not support packed batches yet \\({setting}=True.*Set packing=False and padding_free=False",
