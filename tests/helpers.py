@@ -56,37 +56,27 @@ def build_gpt2(tokenizer, seed: int = 0, **kwargs):
     return GPT2LMHeadModel(tiny_gpt2_config(tokenizer, **kwargs)).eval()
 
 
+def quiet_cpu_args() -> dict:
+    """The training arguments every builder here starts from (a new dict): batch 4, no saving, no reporting, on
+    the CPU, no progress bars."""
+    return dict(per_device_train_batch_size=4, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+
+
 def cpu_training_args(output_dir, **overrides):
-    """Quiet, seeded ``TrainingArguments`` on the CPU (batch 4, no saving, no reporting); ``overrides`` win."""
+    """Quiet, seeded ``TrainingArguments`` on the CPU (:func:`quiet_cpu_args`, seed 0, learning rate 1e-3);
+    ``overrides`` win."""
     from transformers import TrainingArguments
 
-    defaults = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-        learning_rate=1e-3,
-    )
+    defaults = dict(output_dir=str(output_dir), **quiet_cpu_args(), seed=0, learning_rate=1e-3)
     return TrainingArguments(**{**defaults, **overrides})
 
 
 def cpu_sft_args(output_dir, **overrides):
-    """Quiet TRL ``SFTConfig`` on the CPU (batch 4, no saving, no reporting, 32 tokens); ``overrides`` win. The seed
-    and learning rate are TRL's defaults."""
+    """Quiet TRL ``SFTConfig`` on the CPU (:func:`quiet_cpu_args`, 32 tokens); ``overrides`` win. The seed and learning
+    rate are TRL's defaults."""
     from trl import SFTConfig
 
-    defaults = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        max_length=32,
-    )
+    defaults = dict(output_dir=str(output_dir), **quiet_cpu_args(), max_length=32)
     return SFTConfig(**{**defaults, **overrides})
 
 
@@ -118,21 +108,12 @@ def tokenized(dataset, tokenizer, *, keep_text=False):
 
 def tiny_trainer(output_dir, tokenizer, max_steps, *, num_examples=64, **training_args):
     """A plain ``Trainer`` on a tiny GPT-2 over ``num_examples`` copies of one sentence, for ``max_steps`` steps
-    (batch 4, no saving, no reporting, on the CPU; ``training_args`` add to or override its arguments). With
+    (:func:`quiet_cpu_args`; ``training_args`` add to or override its arguments). With
     :class:`LogSeries` it drives a collapse detector."""
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    defaults = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        max_steps=max_steps,
-        logging_steps=1000,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    defaults = dict(output_dir=str(output_dir), **quiet_cpu_args(), max_steps=max_steps, logging_steps=1000)
     return Trainer(
         model=build_gpt2(tokenizer),
         args=TrainingArguments(**{**defaults, **training_args}),

@@ -298,8 +298,8 @@ def test_only_the_groups_that_were_logged_are_drawn(tmp_path):
 
 def test_report_of_a_real_trainer_run(tmp_path, tokenizer):
     from datasets import Dataset
-    from helpers import build_gpt2
-    from transformers import DataCollatorForLanguageModeling, TrainerCallback, TrainingArguments
+    from helpers import build_gpt2, cpu_training_args
+    from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
     from qdc_trainer import (
         CollapseDetectorCallback,
@@ -324,20 +324,7 @@ def test_report_of_a_real_trainer_run(tmp_path, tokenizer):
         {"text": texts, "quality": [1.0, 0.5, 0.2] * 8, "complexity": [6.0, 6.0, 8.0] * 8, "cluster": [0, 1, 2] * 8}
     ).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
     folder = tmp_path / "run"
-    args = TrainingArguments(
-        output_dir=str(folder),
-        per_device_train_batch_size=4,
-        max_steps=4,
-        logging_steps=2,
-        eval_strategy="steps",
-        eval_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-        learning_rate=1e-3,
-    )
+    args = cpu_training_args(folder, max_steps=4, logging_steps=2, eval_strategy="steps", eval_steps=2)
     monitor = GenerationMonitorCallback(
         ["the cat", "a dog"], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=6)
     )
