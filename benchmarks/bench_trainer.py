@@ -43,7 +43,7 @@ from transformers import (
 )
 from transformers import logging as hf_logging
 
-from qdc_trainer import QDCSampler, QDCTrainer
+from qdc_trainer import QDCSampler, QDCSamplerConfig, QDCTrainer
 
 ARMS = ("plain", "qdc", "qdc_no_entropy", "qdc_importance", "entropy_only")
 
@@ -150,7 +150,7 @@ def run_arm(
     elif arm == "entropy_only":
         trainer = QDCTrainer(**kwargs)
     else:
-        sampler = QDCSampler(n, quality=quality, clusters=clusters, seed=0)
+        sampler = QDCSampler(n, quality=quality, clusters=clusters, config=QDCSamplerConfig(seed=0))
         trainer = QDCTrainer(
             **kwargs,
             qdc_sampler=sampler,

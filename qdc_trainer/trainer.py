@@ -63,7 +63,7 @@ from . import grpo
 from .callbacks.rollout import RolloutMonitorCallback
 from .data.collator import INDEX_KEY, IndexedDataset, QDCDataCollator
 from .data.prompt_sampler import GroupedPromptSampler
-from .data.sampler import QDCSampler
+from .data.sampler import LOSS_WEIGHTINGS, QDCSampler
 from .losses import ENTROPY_POSITIONS, CausalLMLossTap, per_example_loss, strided_entropy
 
 __all__ = ["QDCTrainerMixin", "QDCTrainer", "SAMPLER_STATE_FILE", "LOSS_WEIGHTINGS"]
@@ -74,8 +74,6 @@ SAMPLER_STATE_FILE = "qdc_sampler.npz"
 """File name of the sampler state inside a checkpoint folder."""
 ENTROPY_KEY = "qdc/train/entropy"
 """The logged mean next-token entropy (nats) of the training batches (``log_entropy``)."""
-
-LOSS_WEIGHTINGS = ("none", "sampler", "importance")
 
 _UNSET = object()
 _CHECKPOINT_RE = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")

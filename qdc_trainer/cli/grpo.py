@@ -161,7 +161,6 @@ def train_grpo_recipe(cfg: RecipeConfig) -> dict[str, Any]:
 
     from ..callbacks.rollout import RolloutMonitorCallback
     from ..data.sampler import QDCSampler
-    from ..data.weights import QDCSamplerConfig
     from ..tasks.arithmetic import extract_answer
     from ..trainer import QDCTrainerMixin
     from .run import (
@@ -208,9 +207,7 @@ def train_grpo_recipe(cfg: RecipeConfig) -> dict[str, Any]:
             quality_column="quality" if "quality" in columns else None,
             complexity_column="complexity" if "complexity" in columns else None,
             cluster_column="cluster" if "cluster" in columns else None,
-            config=QDCSamplerConfig(
-                tradeoff=cfg.qdc.tradeoff, update_every=cfg.qdc.update_every, seed=cfg.training.seed
-            ),
+            config=cfg.sampler,
         )
     probes = list(splits["validation"]["prompt"][: cfg.qdc.probes]) if "validation" in splits else []
     callbacks = build_callbacks(cfg, probes)
