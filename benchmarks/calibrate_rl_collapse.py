@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
     parser.add_argument("--generations", type=int, default=8, help="completions per prompt")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per completion at most")
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument(
         "--recipe", default=str(Path(__file__).resolve().parent.parent / "recipes/arithmetic/grpo_qdc.yaml")
     )

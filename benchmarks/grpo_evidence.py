@@ -4,7 +4,7 @@ For each seed, runs ``recipes/arithmetic/grpo_uniform.yaml`` and ``recipes/arith
 ``qdc train`` (one warm-up, shared by every run through ``sft_output_dir``; the seed changes GRPO's sampling and
 prompt order) and prints a markdown table from their ``results.json``: pass@1 and pass@8 in and out of
 distribution before and after GRPO, the rollouts' across-prompt distinct-2 and zero-signal share at the start and
-the end of GRPO, and the collapse detector's verdict. Runs already finished are reused, so an interrupted run
+the end of GRPO, and the verdict of the collapse detector's default RL watch (replayed over the logged series). Runs already finished are reused, so an interrupted run
 continues; ``--summarize`` only prints the table.
 
     python benchmarks/grpo_evidence.py --seeds 0 1 2 --workers 2     # the README's table
@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 ARMS = {"uniform": "recipes/arithmetic/grpo_uniform.yaml", "qdc": "recipes/arithmetic/grpo_qdc.yaml"}
 COLUMNS = [
     ("pass@1_validation", "pass@1 ID"),
@@ -83,9 +84,31 @@ def table(out: Path, seeds: list[int]) -> str:
         for stage in ("start", "end"):
             row = [cell([r[f"{key}_{stage}"] for r in results[arm] if f"{key}_{stage}" in r]) for arm in ARMS]
             lines.append(f"| {label}, {stage} | " + " | ".join(row) + " |")
-    warned = [f"{sum(r.get('collapse_warning_step') is not None for r in results[arm])} / {len(seeds)}" for arm in ARMS]
-    lines.append("| collapse warnings (runs) | " + " | ".join(warned) + " |")
+    warned = {arm: [_first_warning(run_dir(out, arm, s)) for s in seeds] for arm in ARMS}
+    cells = []
+    for arm in ARMS:
+        steps = [w for w in warned[arm] if w is not None]
+        cells.append(f"{len(steps)} / {len(seeds)}" + (f" (steps {', '.join(map(str, steps))})" if steps else ""))
+    lines.append("| collapse warnings of the default RL watch (runs) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _first_warning(folder: Path) -> int | None:
+    """The first step at which the shipped ``DEFAULT_RL_WATCH`` warns, replayed over the run's logged series
+    (so the verdict is the current default's, whatever the detector did during the run)."""
+    from qdc_trainer.callbacks.series import DEFAULT_RL_WATCH, SeriesDetector
+
+    history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+    first = None
+    for key, settings in DEFAULT_RL_WATCH.items():
+        detector = SeriesDetector(key, **settings)
+        for record in history:
+            if key in record:
+                detector.update(int(record["step"]), record[key])
+        step = detector.first_warning_step
+        if step is not None and (first is None or step < first):
+            first = step
+    return first
 
 
 def main(argv: list[str] | None = None) -> str:

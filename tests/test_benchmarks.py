@@ -78,7 +78,7 @@ def test_calibrate_rl_collapse_smoke(tmp_path):
 
 def test_grpo_evidence_smoke(tmp_path):
     out = run_smoke("grpo_evidence.py", "--out", str(tmp_path / "ev"))
-    assert "| pass@1 ID, before GRPO |" in out and "| collapse warnings (runs) |" in out
+    assert "| pass@1 ID, before GRPO |" in out and "| collapse warnings of the default RL watch (runs) |" in out
     for arm in ("uniform", "qdc"):
         assert (tmp_path / "ev" / f"{arm}_seed0" / "results.json").is_file()
     # one warm-up, shared by both arms
