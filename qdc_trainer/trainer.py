@@ -36,7 +36,7 @@ The mixin
   reaches TensorBoard, W&B and MLflow;
 - logs ``qdc/train/entropy``, the mean entropy (nats) of the model's next-token
   distribution at the scored positions of the training batches since the last log,
-  from the logits the loss already needed, on 256 evenly spaced positions per
+  from the logits the loss already needed, on 64 evenly spaced positions per
   micro-batch (no extra forward pass; ``log_entropy``);
 - binds itself to callbacks that need the trainer (``GenerationMonitorCallback``,
   ``CollapseDetectorCallback``) when they were created without one.
@@ -112,7 +112,7 @@ class QDCTrainerMixin:
         qdc_sampler: the :class:`~qdc_trainer.QDCSampler` over ``train_dataset``
             (None: the subclass behaves exactly like its base).
         loss_weighting: ``"none"`` (default), ``"sampler"`` or ``"importance"``.
-        log_entropy: log ``qdc/train/entropy`` (default True; a softmax over 256 evenly spaced
+        log_entropy: log ``qdc/train/entropy`` (default True; a softmax over 64 evenly spaced
             positions of each micro-batch, whatever its size).
 
     All other arguments go to the base Trainer. The data collator is wrapped in
