@@ -255,7 +255,15 @@ class QDCTrainerMixin:
                 from accelerate.utils import gather_object
 
                 indices = gather_object(indices)
-            rollouts = grpo.read_rollouts(self, None if indices is None else np.asarray(indices, dtype=np.int64))
+            try:
+                rollouts = grpo.read_rollouts(self, None if indices is None else np.asarray(indices, dtype=np.int64))
+            except Exception as err:
+                if indices is not None:  # the sampler cannot go on without its feedback: say so now
+                    raise
+                if not getattr(self, "_qdc_rollout_warned", False):  # monitors alone never stop training
+                    logger.warning(f"the rollout monitor could not read GRPO's rollouts ({err!r}); it logs nothing")
+                    self._qdc_rollout_warned = True
+                return output
             if indices is not None:
                 prompts, spread = grpo.reward_spread(rollouts)
                 self.qdc_sampler.record(prompts, spread, consume=False)

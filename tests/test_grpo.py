@@ -196,3 +196,35 @@ def test_grpo_scores_left_padded_rows_at_their_own_positions(setting, tmp_path):
     )
     with torch.no_grad():
         assert torch.allclose(model(padded, attention_mask=mask).logits[0, 4:], model(ids).logits[0], atol=1e-5)
+
+
+def test_monitors_alone_never_stop_training_when_the_rollouts_cannot_be_read(setting, tmp_path, monkeypatch, caplog):
+    import qdc_trainer.grpo as grpo_module
+
+    def broken(trainer, indices):
+        raise RuntimeError("this TRL keeps its rollouts elsewhere")
+
+    monkeypatch.setattr(grpo_module, "read_rollouts", broken)
+    tokenizer, dataset = setting
+    trainer = QDCGRPOTrainer(
+        model=build_model(tokenizer, seed=0),
+        args=_args(tmp_path, max_steps=2),
+        reward_funcs=[digit_reward],
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[RolloutMonitorCallback()],
+    )
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer"):
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert sum("could not read GRPO's rollouts" in m for m in caplog.messages) == 1
+    sampled = QDCGRPOTrainer(
+        model=build_model(tokenizer, seed=0),
+        args=_args(tmp_path, max_steps=1),
+        reward_funcs=[digit_reward],
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        qdc_sampler=QDCSampler(len(dataset)),
+    )
+    with pytest.raises(RuntimeError, match="elsewhere"):  # with a sampler the feedback is not optional
+        sampled.train()
