@@ -195,9 +195,9 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {name} | {limits} | {smoothing} | " + " | ".join(cells) + f" | {drift} |")
     lines += [
         "",
-        "| condition | runs | reward first → last | TRL entropy first → last "
+        "| condition | runs | reward first → last | reward half-way (steps) | TRL entropy first → last "
         "| across-prompt distinct-2 first → last | seconds per run |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for condition in CONDITIONS:
         runs = [r for r in rows if r["condition"] == condition]
@@ -213,11 +213,29 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             return f"{first:.2f} → {last:.2f}"
 
         seconds = sum(r["seconds"] for r in runs) / len(runs)
+        halfway = ", ".join(str(_halfway(r["series"].get("reward", []))) for r in runs)
         lines.append(
-            f"| {condition} | {len(runs)} | {ends('reward')} | {ends('entropy')} | "
+            f"| {condition} | {len(runs)} | {ends('reward')} | {halfway} | {ends('entropy')} | "
             f"{ends('qdc/rollout/across_prompt/distinct_2')} | {seconds:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _halfway(series: list[tuple[int, float]], window: int = 5) -> int | None:
+    """The first step at which the reward's running mean (``window`` logs) has made half its gain over the run
+    (the moment the policy has visibly moved; a warning's delay is measured from it)."""
+    if len(series) < 2 * window:
+        return None
+    values = [v for _, v in series]
+    means = [
+        sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+        for i in range(len(values))
+    ]
+    start, end = means[window - 1], means[-1]
+    if end <= start:
+        return None
+    target = start + (end - start) / 2
+    return next(series[i][0] for i in range(window - 1, len(means)) if means[i] >= target)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
