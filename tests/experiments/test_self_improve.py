@@ -335,7 +335,7 @@ def test_claims_1_and_2_by_hand():
     claims = summarize(rows)["claims"]
     assert claims["qdc_improves"]["held"] and claims["qdc_improves"]["seeds_up_5"] == "4/5"
     assert claims["qdc_improves"]["gain_per_seed"][4] == pytest.approx(0.01)
-    assert claims["control_rises"]["held"]
+    assert claims["control_rises"]["held"] and claims["control_rises"]["control/replace"]["rises"]
     # quality/accumulate gains 6 points in 2 of 5 seeds only: not an improvement by claim 1's test.
     assert claims["quality_does_not_improve"]["held"]
     assert claims["quality_does_not_improve"]["quality/accumulate"]["seeds_up_5"] == "2/5"
@@ -382,7 +382,7 @@ def test_table_and_plots(tmp_path):
     assert cells[header.index("acc_id")] == "0.200 ± 0.000"
     assert cells[header.index("detector")] == "2/2"
     headline = next(l for l in text.splitlines() if l.startswith("| quality/replace |"))
-    assert "-0.60, -0.60" in headline  # each seed's change in acc_id
+    assert "-0.600, -0.600" in headline  # each seed's change in acc_id
     assert "claim quality_collapses: held" in text and "Settings: `rounds: 2`" in text
     names = {f.name for f in figures}
     assert {"overview.png", "acc_id.png", "valid.png", "data_unique.png", "pass_at_k.png"} <= names

@@ -64,7 +64,7 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace, rest:
         print("\nrecipe keys (YAML keys, or flags after the file):")
         print(self_improve_parser().format_help().split("\n", 2)[-1])
         return 0
-    if args.rebuild:
+    if getattr(args, "rebuild", None):  # `qdc train` hands a recipe over with its own arguments (no --rebuild)
         return _rebuild(args.rebuild, rest)
     try:
         cfg = load_self_improve_config(args.config, rest)
