@@ -22,7 +22,7 @@ Arms (same seeds, same number of candidates, same budget):
   :func:`qdc_trainer.data.selection.select_budget` (verified only, deduplicated,
   cluster coverage, complexity: a push, or a pull towards ``complexity_target``)
   and trained with :class:`qdc_trainer.data.QDCSampler`;
-- ``star``: STaR-style (Zelikman et al. 2022): new problems of the task's distribution,
+- ``star``: STaR-style (Zelikman et al. 2022, arXiv 2203.14465): new problems of the task's distribution,
   the model writes the solutions, the verifier keeps the correct ones, chosen with
   ``select_budget`` as in ``qdc``;
 - ``control``: fresh examples of the task every round (perfect data): how far the
