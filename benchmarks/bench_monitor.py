@@ -306,8 +306,8 @@ def bench_training(
         callbacks: list[TrainerCallback] = [clock]
         monitor = detector = None
         if kind == "monitored":
-            overrides = {} if sizes.train_new_tokens is None else {"max_new_tokens": sizes.train_new_tokens}
-            monitor = GenerationMonitorCallback(prompts, **overrides)
+            settings = {} if sizes.train_new_tokens is None else {"max_new_tokens": sizes.train_new_tokens}
+            monitor = GenerationMonitorCallback(prompts, config=GenerationMonitorConfig(**settings))
             detector = CollapseDetectorCallback()
             callbacks += [monitor, detector]
         with tempfile.TemporaryDirectory() as output_dir:
@@ -567,7 +567,9 @@ def bench_evaluation(
         )
         trainer = Trainer(model=model, args=args, processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)
-        monitor = GenerationMonitorCallback(prompts, trainer=trainer, at_start=False, max_new_tokens=new_tokens)
+        monitor = GenerationMonitorCallback(
+            prompts, trainer=trainer, config=GenerationMonitorConfig(at_start=False, max_new_tokens=new_tokens)
+        )
         monitor.on_train_begin(trainer.args, trainer.state, trainer.control)
         cfg = monitor.config
         per_call = max(1, cfg.batch_size // cfg.num_samples)

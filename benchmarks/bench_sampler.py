@@ -75,7 +75,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # benchmark the working tree, installed or not
 
 import qdc_trainer.trainer as qdc_trainer_module  # noqa: E402
-from qdc_trainer import QDCSampler, QDCTrainer  # noqa: E402
+from qdc_trainer import QDCSampler, QDCSamplerConfig, QDCTrainer  # noqa: E402
 
 SEED = 20240601
 NUM_CLUSTERS = 1_000
@@ -357,7 +357,7 @@ def bench_sampler_at(n: int, sizes: Sizes, single: float) -> SamplerResult:
             complexity=columns["complexity"],
             clusters=columns["clusters"],
             block_size=sizes.block_sizes[0],
-            seed=SEED % 1000,
+            config=QDCSamplerConfig(seed=SEED % 1000),
         ),
         n,
     )
@@ -704,7 +704,11 @@ def bench_trainer(sizes: Sizes, threads: int, model_name: str = "tiny") -> tuple
             else:
                 cls = TimedQDCSampler if instrumented else QDCSampler
                 sampler = cls.from_dataset(
-                    dataset, quality_column="quality", complexity_column=None, cluster_column="cluster", seed=0
+                    dataset,
+                    quality_column="quality",
+                    complexity_column=None,
+                    cluster_column="cluster",
+                    config=QDCSamplerConfig(seed=0),
                 )
                 # the sampler's own cost; qdc/train/entropy is measured by bench_monitor.py
                 trainer = QDCTrainer(**common, qdc_sampler=sampler, log_entropy=False)

@@ -43,7 +43,7 @@ from transformers import (
 )
 from transformers import logging as hf_logging
 
-from qdc_trainer import QDCSampler, QDCTrainer
+from qdc_trainer import QDCSampler, QDCSamplerConfig, QDCTrainer
 
 ARMS = ("plain", "qdc", "qdc_no_entropy", "qdc_importance", "entropy_only")
 
@@ -150,7 +150,7 @@ def run_arm(
     elif arm == "entropy_only":
         trainer = QDCTrainer(**kwargs)
     else:
-        sampler = QDCSampler(n, quality=quality, clusters=clusters, seed=0)
+        sampler = QDCSampler(n, quality=quality, clusters=clusters, config=QDCSamplerConfig(seed=0))
         trainer = QDCTrainer(
             **kwargs,
             qdc_sampler=sampler,
@@ -214,6 +214,46 @@ def bench_shape(
     return rows
 
 
+def bench_loss_path(shape: Shape, repeats: int, gpu: bool) -> list[dict[str, Any]]:
+    """The loss call alone (forward and backward over the logits of one micro-batch), the model's own
+    ``ForCausalLMLoss`` against the QDC tap with and without the entropy sample and importance weights, on the
+    shape's vocabulary and batch. Its extra time, next to the plain step's, bounds what the loss path can add to
+    a step; it is far steadier than whole steps on a shared CPU (the fastest of ``repeats`` calls counts)."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from qdc_trainer.losses import ENTROPY_POSITIONS, CausalLMLossTap
+
+    batch, tokens = (shape.batch, shape.tokens) if gpu else (shape.cpu_batch, shape.cpu_tokens)
+    device = "cuda" if gpu else "cpu"
+    generator = torch.Generator(device=device).manual_seed(0)
+    dtype = torch.bfloat16 if gpu else torch.float32
+    logits = torch.randn(batch, tokens, shape.vocab, generator=generator, device=device).to(dtype)
+    labels = torch.randint(0, shape.vocab, (batch, tokens), generator=generator, device=device)
+    ones = torch.ones(batch, device=device)
+    calls = {
+        "plain": lambda x: ForCausalLMLoss(x, labels, shape.vocab),
+        "qdc": lambda x: CausalLMLossTap(None, ENTROPY_POSITIONS)(x, labels, shape.vocab),
+        "qdc_no_entropy": lambda x: CausalLMLossTap(None, 0)(x, labels, shape.vocab),
+        "qdc_importance": lambda x: CausalLMLossTap(ones, ENTROPY_POSITIONS)(x, labels, shape.vocab),
+    }
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(repeats):
+        for name in calls if r % 2 == 0 else reversed(list(calls)):
+            x = logits.detach().requires_grad_(True)
+            if gpu:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            calls[name](x).backward()
+            if gpu:
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    base = min(times["plain"])
+    return [
+        dict(shape=shape.name, arm=name, best_ms=1e3 * min(t), extra_ms=1e3 * (min(t) - base), repeats=repeats)
+        for name, t in times.items()
+    ]
+
+
 def print_rows(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'shape':<11} {'device':<6} {'arm':<15} {'median ms':>10} {'mean ms':>9} {'ratio':>7} "
@@ -238,6 +278,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--smoke", action="store_true", help="a tiny model, one round of 2 steps (checks that it runs)")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms to run (plain always runs)")
+    parser.add_argument(
+        "--loss-path",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="also time the loss call alone, the fastest of REPEATS (see bench_loss_path)",
+    )
     args = parser.parse_args(argv)
     hf_logging.set_verbosity_error()
     gpu = torch.cuda.is_available() and not args.cpu
@@ -248,6 +295,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         arms = ("plain",) + tuple(a for a in args.arms if a != "plain")
         rows.extend(bench_shape(SHAPES[name], args.rounds, args.steps, args.warmup, gpu, arms))
     print_rows(rows)
+    if args.loss_path:
+        loss_rows = []
+        for name in args.shapes:
+            loss_rows.extend(bench_loss_path(SHAPES[name], args.loss_path, gpu))
+        steps = {r["shape"]: r["median_ms"] for r in rows if r["arm"] == "plain"}
+        print("\nthe loss call alone (forward and backward over one micro-batch's logits), fastest of", args.loss_path)
+        for r in loss_rows:
+            share = r["extra_ms"] / steps[r["shape"]] if r["shape"] in steps else float("nan")
+            r["extra_share_of_plain_step"] = share
+            print(
+                f"  {r['shape']:<11} {r['arm']:<15} {r['best_ms']:>9.1f} ms  extra {r['extra_ms']:>7.1f} ms "
+                f"= {100 * share:5.2f}% of a plain step"
+            )
+        rows = rows + loss_rows
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -79,7 +79,13 @@ from transformers import (  # noqa: E402
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCTrainer, SeriesDetector  # noqa: E402
+from qdc_trainer import (  # noqa: E402
+    CollapseDetectorCallback,
+    GenerationMonitorCallback,
+    GenerationMonitorConfig,
+    QDCTrainer,
+    SeriesDetector,
+)
 from qdc_trainer.callbacks.collapse import DEFAULT_WATCH, KNOWN_SERIES, REFERENCE_SAMPLES, _default_watch  # noqa: E402
 from qdc_trainer.metrics import VerifierScorer  # noqa: E402
 
@@ -209,12 +215,10 @@ def finetune(model, tokenizer, texts, eval_texts, chain: Chain, args, seed: int,
     probes = [f"topic {WORDS[i]} :" for i in range(0, len(WORDS), len(WORDS) // args.probes)][: args.probes]
     monitor = GenerationMonitorCallback(
         probes,
-        num_samples=args.samples,
-        max_new_tokens=16,
-        every_n_steps=args.every,
-        seed=seed,
-        save_samples=False,
         scorer=VerifierScorer(chain.validity, progress=False),
+        config=GenerationMonitorConfig(
+            num_samples=args.samples, max_new_tokens=16, every_n_steps=args.every, seed=seed, save_samples=False
+        ),
     )
     detector = CollapseDetectorCallback(actions=("log",))
     trainer = QDCTrainer(

@@ -4,11 +4,13 @@
   clusters, complexity, live training loss);
 - :class:`QDCDataCollator` carries each example's index through the batch;
 - :class:`QDCTrainer` / :class:`QDCTrainerMixin` install the sampler in a
-  transformers ``Trainer`` (or any subclass, such as TRL's ``SFTTrainer``);
+  transformers ``Trainer`` (or any subclass, such as TRL's ``SFTTrainer``), and in TRL's
+  ``GRPOTrainer`` draw its prompts with the reward spread as the online signal (:mod:`qdc_trainer.grpo`);
 - :mod:`qdc_trainer.callbacks` holds the Trainer callbacks: :class:`GenerationMonitorCallback`
   samples from the model on probe prompts during training and logs the diversity and complexity
   of its generations; :class:`CollapseDetectorCallback` watches logged series and warns,
-  checkpoints or stops when they collapse;
+  checkpoints or stops when they collapse; :class:`RolloutMonitorCallback` measures the rollouts GRPO
+  already generates (diversity within and across prompts, pass@k);
 - :func:`select_budget` / :func:`select_dataset` choose a fixed budget of scored candidates that balances
   quality, diversity and complexity (for synthetic-data and self-improvement pipelines);
 - :mod:`qdc_trainer.metrics` holds the measurements;
@@ -28,6 +30,7 @@ from .callbacks import (
     CollapseLevel,
     GenerationMonitorCallback,
     GenerationMonitorConfig,
+    RolloutMonitorCallback,
     SeriesDetector,
     measure_generations,
     watch_from_keys,
@@ -51,6 +54,7 @@ __all__ = [
     "QDCSamplerConfig",
     "QDCTrainer",
     "QDCTrainerMixin",
+    "RolloutMonitorCallback",
     "SeriesDetector",
     "measure_generations",
     "select_budget",

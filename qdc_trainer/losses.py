@@ -68,8 +68,10 @@ def per_example_loss(
     return losses, (labels != ignore_index).float()
 
 
-ENTROPY_POSITIONS = 256
-"""Positions per micro-step at which :class:`CausalLMLossTap` measures the predictive entropy."""
+ENTROPY_POSITIONS = 64
+"""Positions per micro-step at which :class:`CausalLMLossTap` measures the predictive entropy. 64: over a logging
+window of tens of micro-steps that is thousands of positions, and on a CPU with a vocabulary of 151,936 the
+sample costs under 1% of a training step (256 positions cost about 3%)."""
 
 
 class CausalLMLossTap:

@@ -36,7 +36,7 @@ The mixin
   reaches TensorBoard, W&B and MLflow;
 - logs ``qdc/train/entropy``, the mean entropy (nats) of the model's next-token
   distribution at the scored positions of the training batches since the last log,
-  from the logits the loss already needed, on 256 evenly spaced positions per
+  from the logits the loss already needed, on 64 evenly spaced positions per
   micro-batch (no extra forward pass; ``log_entropy``);
 - binds itself to callbacks that need the trainer (``GenerationMonitorCallback``,
   ``CollapseDetectorCallback``) when they were created without one.
@@ -51,6 +51,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 from transformers.loss.loss_utils import LOSS_MAPPING
@@ -58,8 +59,11 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from transformers.utils import logging
 
+from . import grpo
+from .callbacks.rollout import RolloutMonitorCallback
 from .data.collator import INDEX_KEY, IndexedDataset, QDCDataCollator
-from .data.sampler import QDCSampler
+from .data.prompt_sampler import GroupedPromptSampler
+from .data.sampler import LOSS_WEIGHTINGS, QDCSampler
 from .losses import ENTROPY_POSITIONS, CausalLMLossTap, per_example_loss, strided_entropy
 
 __all__ = ["QDCTrainerMixin", "QDCTrainer", "SAMPLER_STATE_FILE", "LOSS_WEIGHTINGS"]
@@ -71,8 +75,6 @@ SAMPLER_STATE_FILE = "qdc_sampler.npz"
 ENTROPY_KEY = "qdc/train/entropy"
 """The logged mean next-token entropy (nats) of the training batches (``log_entropy``)."""
 
-LOSS_WEIGHTINGS = ("none", "sampler", "importance")
-
 _UNSET = object()
 _CHECKPOINT_RE = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
 
@@ -81,15 +83,20 @@ class _SamplerCallback(TrainerCallback):
     """Epoch bookkeeping and weight refreshes of the sampler (identical on every rank); the mixin's
     ``_save_checkpoint`` writes its state."""
 
-    def __init__(self, sampler: QDCSampler, flush: Callable[[], None]) -> None:
+    def __init__(
+        self, sampler: QDCSampler, flush: Callable[[], None], position: Callable[[Any], None] | None = None
+    ) -> None:
         self.sampler = sampler
         self.flush = flush  # records the losses kept on the device since the last flush
+        self.position = position  # moves the stream position on, where the trainer tracks it (GRPO)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.flush()  # the last epoch's feedback counts in that epoch
         self.sampler.set_epoch(int(math.floor(state.epoch or 0.0)))
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.position is not None:
+            self.position(state)
         if state.global_step % self.sampler.config.update_every == 0:
             self.flush()
             self.sampler.update()
@@ -105,11 +112,17 @@ class QDCTrainerMixin:
         qdc_sampler: the :class:`~qdc_trainer.QDCSampler` over ``train_dataset``
             (None: the subclass behaves exactly like its base).
         loss_weighting: ``"none"`` (default), ``"sampler"`` or ``"importance"``.
-        log_entropy: log ``qdc/train/entropy`` (default True; a softmax over 256 evenly spaced
+        log_entropy: log ``qdc/train/entropy`` (default True; a softmax over 64 evenly spaced
             positions of each micro-batch, whatever its size).
 
     All other arguments go to the base Trainer. The data collator is wrapped in
     :class:`~qdc_trainer.QDCDataCollator` if it is not one already.
+
+    Supported bases: ``transformers.Trainer`` and its subclasses, TRL's ``SFTTrainer`` and TRL's
+    ``GRPOTrainer`` (prompts drawn in GRPO's layout, reward feedback, rollouts handed to a
+    :class:`~qdc_trainer.RolloutMonitorCallback`; see :mod:`qdc_trainer.grpo`). Other TRL trainers
+    (``DPOTrainer``, ``KTOTrainer``, ``RLOOTrainer``, ``RewardTrainer``, ...) are refused with a ``TypeError``:
+    their batches are preference pairs or their losses are not one per example.
     """
 
     def __init__(
@@ -124,6 +137,13 @@ class QDCTrainerMixin:
             raise TypeError(f"qdc_sampler must be a QDCSampler, got {type(qdc_sampler).__name__}")
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"loss_weighting={loss_weighting!r} is not one of {LOSS_WEIGHTINGS}")
+        unsupported = grpo.unsupported_trl(type(self))
+        if unsupported is not None:
+            raise TypeError(
+                f"QDCTrainerMixin does not support TRL's {unsupported}: it works with transformers.Trainer, TRL's "
+                f"{' and '.join(grpo.SUPPORTED_TRL)} (the loss or reward feedback needs one loss or one group of "
+                "rollouts per example)"
+            )
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)  # Trainer(model, args, ...)
         packed = [name for name in ("packing", "padding_free") if getattr(training_args, name, False) is True]
         if qdc_sampler is not None and packed:  # before the base class packs the dataset
@@ -135,7 +155,16 @@ class QDCTrainerMixin:
         super().__init__(*args, **kwargs)
         self.qdc_sampler = qdc_sampler
         self.loss_weighting = loss_weighting
-        self.log_entropy = bool(log_entropy)
+        self._qdc_grpo = grpo.is_grpo_trainer(self)
+        if self._qdc_grpo and loss_weighting != "none":
+            raise ValueError("loss_weighting needs a loss per example; under GRPOTrainer leave it at 'none'")
+        self.log_entropy = bool(log_entropy) and not self._qdc_grpo  # GRPO logs its own `entropy`
+        self._qdc_grouped: GroupedPromptSampler | None = None
+        self._qdc_batches_per_epoch: int | None = None
+        if self._qdc_grpo:
+            for scored in (self.model, getattr(self, "ref_model", None)):
+                if scored is not None:
+                    grpo.add_mask_positions(scored)
         self._qdc_entropy: torch.Tensor | None = None  # (sum, count) on the device, since the last log
         self._qdc_pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (index, loss) per micro-step, on the device
         for callback in self.callback_handler.callbacks:
@@ -155,6 +184,9 @@ class QDCTrainerMixin:
                     f"but train_dataset has {len(train_dataset)} "
                     "(was the dataset filtered or packed after the sampler was built?)"
                 )
+        if self._qdc_grpo:  # GRPO's batches are lists of rows: the index stays in each row
+            self.add_callback(_SamplerCallback(qdc_sampler, self._flush_feedback, self._grpo_position))
+            return
         if not isinstance(self.data_collator, QDCDataCollator):
             self.data_collator = QDCDataCollator(self.data_collator)
         self.add_callback(_SamplerCallback(qdc_sampler, self._flush_feedback))
@@ -170,14 +202,22 @@ class QDCTrainerMixin:
         if self.qdc_sampler is None:
             return super().get_train_dataloader()
         sampler = self.qdc_sampler
-        samples_per_step = self._train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
-        sampler.configure_block(samples_per_step, global_batch=self._train_batch_size * self.args.world_size)
+        if self._qdc_grpo:
+            prompts = self.args.generation_batch_size // self.num_generations
+            reuse = self.args.steps_per_generation * self.num_iterations  # micro-steps per generation batch
+            chunks = max(1, -(-sampler.config.update_every * self.args.gradient_accumulation_steps // reuse))
+            sampler.configure_block(chunks * prompts, global_batch=prompts)  # whole chunks per block
+        else:
+            samples_per_step = self._train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+            sampler.configure_block(samples_per_step, global_batch=self._train_batch_size * self.args.world_size)
         original = self.train_dataset
         self.train_dataset = IndexedDataset(original)
         try:
-            return super().get_train_dataloader()
+            dataloader = super().get_train_dataloader()
         finally:
             self.train_dataset = original
+        self._qdc_batches_per_epoch = len(dataloader)
+        return dataloader
 
     def _get_train_sampler(self, train_dataset=None):
         if self.qdc_sampler is None:
@@ -187,12 +227,67 @@ class QDCTrainerMixin:
             raise ValueError(
                 f"qdc_sampler covers {self.qdc_sampler.num_examples} examples, train_dataset has {len(dataset)}"
             )
+        if self._qdc_grpo:
+            self._qdc_grouped = GroupedPromptSampler(
+                self.qdc_sampler,
+                num_generations=self.num_generations,
+                prompts_per_generation=self.args.generation_batch_size // self.num_generations,
+                repeat_count=self.args.steps_per_generation * self.num_iterations,
+            )
+            return self._qdc_grouped
         return self.qdc_sampler
+
+    # ------------------------------------------------------------------ GRPO (see qdc_trainer.grpo)
+
+    def _generate_and_score_completions(self, inputs):
+        """GRPO's generation and scoring, then the rollouts' feedback to the sampler and the rollout monitors."""
+        training = self.model.training
+        indices = None
+        if training and self.qdc_sampler is not None:
+            indices = [row.pop(INDEX_KEY) for row in inputs]
+        else:
+            for row in inputs:
+                row.pop(INDEX_KEY, None)
+        output = super()._generate_and_score_completions(inputs)
+        monitors = [cb for cb in self.callback_handler.callbacks if isinstance(cb, RolloutMonitorCallback)]
+        if training and (indices is not None or monitors):
+            if indices is not None and self.accelerator.num_processes > 1:
+                from accelerate.utils import gather_object
+
+                indices = gather_object(indices)
+            try:
+                rollouts = grpo.read_rollouts(self, None if indices is None else np.asarray(indices, dtype=np.int64))
+            except Exception as err:
+                if indices is not None:  # the sampler cannot go on without its feedback: say so now
+                    raise
+                if not getattr(self, "_qdc_rollout_warned", False):  # monitors alone never stop training
+                    logger.warning(f"the rollout monitor could not read GRPO's rollouts ({err!r}); it logs nothing")
+                    self._qdc_rollout_warned = True
+                return output
+            if indices is not None:
+                prompts, spread = grpo.reward_spread(rollouts)
+                self.qdc_sampler.record(prompts, spread, consume=False)
+            for monitor in monitors:
+                monitor.observe(rollouts)
+        return output
+
+    def _grpo_position(self, state: Any) -> None:
+        """Move the prompt stream's position to the micro-steps this epoch has finished (counted as the Trainer
+        counts what to skip when it resumes)."""
+        if self._qdc_grouped is None or not self._qdc_batches_per_epoch:
+            return
+        accumulation = self.args.gradient_accumulation_steps
+        steps_per_epoch = max(-(-self._qdc_batches_per_epoch // accumulation), 1)
+        self._qdc_grouped.set_position((state.global_step % steps_per_epoch) * accumulation)
 
     # ------------------------------------------------------------------ loss and feedback
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         sampler = self.qdc_sampler
+        if self._qdc_grpo:  # GRPO's own loss; the sampler's feedback comes from the rewards
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         if not model.training or (sampler is None and not self.log_entropy):
             inputs.pop(INDEX_KEY, None)
             return super().compute_loss(

@@ -16,28 +16,24 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+from helpers import LogSeries, build_gpt2, random_text_dataset, tiny_trainer, tokenized
+from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
-from qdc_trainer import QDCSampler, QDCTrainer
+from qdc_trainer import QDCSampler, QDCSamplerConfig, QDCTrainer
 from qdc_trainer.callbacks.collapse import CollapseDetectorCallback, SeriesDetector
 from qdc_trainer.trainer import SAMPLER_STATE_FILE
 
-WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 KEY = "qdc/gen/per_input/distinct_2"
 ENTRY = "qdc_trainer.CollapseDetectorCallback"
 
 
 def make_dataset(tokenizer, n: int = 64) -> Dataset:
-    rng = np.random.default_rng(0)
-    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 10))) for _ in range(n)]
-    ds = Dataset.from_dict({"text": texts, "quality": rng.random(n), "cluster": np.arange(n) % 4})
-    return ds.map(lambda b: tokenizer(b["text"]), batched=True)
+    return tokenized(random_text_dataset(n, clusters=4), tokenizer, keep_text=True)
 
 
 def qdc_run(tokenizer, ds, output_dir, resume=None, save_hook=None, **arg_overrides):
     """A QDC run of 9 optimizer steps (2 micro-batches each), checkpoints every 3, only the last one kept."""
-    sampler = QDCSampler.from_dataset(ds, complexity_column=None, update_every=2, seed=3)
+    sampler = QDCSampler.from_dataset(ds, complexity_column=None, config=QDCSamplerConfig(update_every=2, seed=3))
     trained: list[list[int]] = []  # the micro-batches fed back (feedback is recorded in pieces at refreshes)
     record = sampler.record
 
@@ -149,7 +145,7 @@ def test_resume_from_a_checkpoint_without_sampler_state_is_refused(tokenizer, tm
 def test_ignore_data_skip_draws_fresh_batches_instead_of_the_skipped_positions(tokenizer, tmp_path):
     ds = make_dataset(tokenizer)
     qdc_run(tokenizer, ds, tmp_path, max_steps=7, save_steps=7)  # 56 of 64 examples, in blocks of 16
-    expected = QDCSampler.from_dataset(ds, complexity_column=None, update_every=2, seed=3)
+    expected = QDCSampler.from_dataset(ds, complexity_column=None, config=QDCSamplerConfig(update_every=2, seed=3))
     expected.load(tmp_path / "checkpoint-7" / SAMPLER_STATE_FILE)
     assert expected.consumed == 56 and 1 not in expected._replay  # block 1 was trained on and forgotten
     expected.reset_position()
@@ -168,7 +164,7 @@ def test_ignore_data_skip_draws_fresh_batches_instead_of_the_skipped_positions(t
 
 def test_a_process_killed_while_saving_leaves_the_previous_state_file_whole(tmp_path):
     path = tmp_path / "qdc_sampler.npz"
-    sampler = QDCSampler(50, quality=np.linspace(0, 1, 50), seed=1, block_size=10)
+    sampler = QDCSampler(50, quality=np.linspace(0, 1, 50), block_size=10, config=QDCSamplerConfig(seed=1))
     sampler.save(path)
     before = path.read_bytes()
     script = textwrap.dedent(f"""
@@ -188,12 +184,12 @@ def test_a_process_killed_while_saving_leaves_the_previous_state_file_whole(tmp_
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     assert subprocess.run([sys.executable, "-c", script], env=env).returncode == 9
     assert path.read_bytes() == before  # the old state, whole: the partial one went to a temporary file
-    QDCSampler(50, quality=np.linspace(0, 1, 50), seed=1, block_size=10).load(path)
+    QDCSampler(50, quality=np.linspace(0, 1, 50), block_size=10, config=QDCSamplerConfig(seed=1)).load(path)
 
 
 def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     path = tmp_path / "qdc_sampler.npz"
-    sampler = QDCSampler(20, seed=1)
+    sampler = QDCSampler(20, config=QDCSamplerConfig(seed=1))
     sampler.save(path)
     before = path.read_bytes()
 
@@ -219,7 +215,13 @@ def test_atomic_write_text():
 
 
 def _saved_sampler(tmp_path):
-    s = QDCSampler(30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=3)
+    s = QDCSampler(
+        30,
+        quality=np.linspace(0, 1, 30),
+        clusters=np.arange(30) % 3,
+        block_size=6,
+        config=QDCSamplerConfig(seed=2, update_every=3),
+    )
     it = iter(s)
     batch = [next(it) for _ in range(6)]
     s.record(batch, np.arange(6, dtype=float) + 1)
@@ -231,7 +233,11 @@ def _saved_sampler(tmp_path):
 
 def _fresh():
     return QDCSampler(
-        30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=3
+        30,
+        quality=np.linspace(0, 1, 30),
+        clusters=np.arange(30) % 3,
+        block_size=6,
+        config=QDCSamplerConfig(seed=2, update_every=3),
     )
 
 
@@ -300,7 +306,11 @@ def test_nan_marks_unseen_examples_and_loads(tmp_path):
 def test_a_changed_setting_names_the_key_and_both_values(tmp_path):
     _, path = _saved_sampler(tmp_path)
     changed = QDCSampler(
-        30, quality=np.linspace(0, 1, 30), clusters=np.arange(30) % 3, seed=2, block_size=6, update_every=10, floor=0.2
+        30,
+        quality=np.linspace(0, 1, 30),
+        clusters=np.arange(30) % 3,
+        block_size=6,
+        config=QDCSamplerConfig(seed=2, update_every=10, floor=0.2),
     )
     with pytest.raises(
         ValueError,
@@ -327,35 +337,13 @@ def test_a_version_1_state_still_loads(tmp_path):
 
 
 def _detector_run(tmp_path, tokenizer, values, output_dir, resume=None, restore_callbacks=False, warn_change=0.15):
-    class LogSeries(TrainerCallback):  # stands in for the generation monitor
-        def __init__(self, trainer):
-            self.trainer = trainer
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.trainer.log({KEY: values[state.global_step - 1]})
-
-    ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 64}).map(lambda b: tokenizer(b["text"]), batched=True)
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        max_steps=len(values),
-        logging_steps=1000,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        restore_callback_states_from_checkpoint=restore_callbacks,
-    )
-    trainer = Trainer(
-        model=build_gpt2(tokenizer),
-        args=args,
-        train_dataset=ds.remove_columns(["text"]),
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    trainer = tiny_trainer(
+        output_dir, tokenizer, len(values), restore_callback_states_from_checkpoint=restore_callbacks
     )
     detector = CollapseDetectorCallback(
         trainer, watch=[SeriesDetector(KEY, ema=1.0, warmup=3, warn_change=warn_change)], actions=("log", "checkpoint")
     )
-    trainer.add_callback(LogSeries(trainer))
+    trainer.add_callback(LogSeries(trainer, KEY, values))
     trainer.add_callback(detector)
     trainer.train(resume_from_checkpoint=resume)
     return trainer, detector

@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import DataCollatorForLanguageModeling, TrainingArguments
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-from qdc_trainer import QDCSampler, QDCTrainer
+from qdc_trainer import QDCSampler, QDCSamplerConfig, QDCTrainer
 from qdc_trainer.losses import CausalLMLossTap, strided_entropy
 
 VOCAB = 50_257  # GPT-2's: a chunk of 16 MB of float32 logits holds only 83 rows of it
@@ -79,7 +79,7 @@ def _trainer(tokenizer, tmp_path, batch: int, length: int, **kwargs) -> tuple[QD
         args=args,
         train_dataset=ds,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        qdc_sampler=QDCSampler(len(ds), seed=0),
+        qdc_sampler=QDCSampler(len(ds), config=QDCSamplerConfig(seed=0)),
         **kwargs,
     )
     inputs = next(iter(trainer.get_train_dataloader()))

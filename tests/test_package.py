@@ -111,3 +111,6 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, tokenizer):
     assert monitor.evaluations == 3  # before the first step, then steps 2 and 4
     assert [e["step"] for e in watched.state.log_history if "qdc/gen/entropy" in e] == [0, 2, 4]
     assert (tmp_path / "out-watched" / "qdc_generations.jsonl").is_file()
+    grpo_history = namespace["grpo_trainer"].state.log_history  # the GRPO example trained 2 steps
+    assert [e["step"] for e in grpo_history if "qdc/rollout/pass@4" in e] == [1, 2]
+    assert namespace["prompt_sampler"].num_updates == 1

@@ -8,22 +8,15 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2, cpu_training_args, tiny_gpt2_config
+from helpers import WORDS, build_gpt2, cpu_sft_args, cpu_training_args, random_text_dataset, tiny_gpt2_config, tokenized
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, Trainer, TrainingArguments
 
-from qdc_trainer import INDEX_KEY, QDCDataCollator, QDCSampler, QDCTrainer
-from qdc_trainer.trainer import SAMPLER_STATE_FILE
-
-WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
+from qdc_trainer import INDEX_KEY, QDCDataCollator, QDCSampler, QDCSamplerConfig, QDCTrainer
+from qdc_trainer.trainer import LOSS_WEIGHTINGS, SAMPLER_STATE_FILE
 
 
 def make_dataset(tokenizer, n: int = 48, seed: int = 0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 10))) for _ in range(n)]
-    ds = Dataset.from_dict(
-        {"text": texts, "quality": rng.random(n), "cluster": np.arange(n) % 4, "label": np.arange(n) % 2}
-    )
-    return ds.map(lambda b: tokenizer(b["text"]), batched=True)
+    return tokenized(random_text_dataset(n, seed=seed, clusters=4, labels=True), tokenizer, keep_text=True)
 
 
 def args_for(tmp_path, **kwargs) -> TrainingArguments:
@@ -49,13 +42,14 @@ def losses(trainer) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
-@pytest.mark.parametrize("weighting", ["none", "sampler", "importance"])
+@pytest.mark.parametrize("weighting", LOSS_WEIGHTINGS)
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_uniform_weights_give_the_plain_trainer_loss(tokenizer, tmp_path, weighting, grad_accum):
     ds = make_dataset(tokenizer)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     # No quality/cluster terms and no online terms: uniform, static weights, so every loss weight is 1.
-    make_sampler = lambda: QDCSampler(len(ds), example_loss_strength=0.0, cluster_loss_strength=0.0, seed=5)  # noqa: E731
+    uniform = QDCSamplerConfig(example_loss_strength=0.0, cluster_loss_strength=0.0, seed=5)
+    make_sampler = lambda: QDCSampler(len(ds), config=uniform)  # noqa: E731
     args = args_for(tmp_path, gradient_accumulation_steps=grad_accum)
     order_sampler = make_sampler()
     order_sampler.block_size = args.per_device_train_batch_size * grad_accum * order_sampler.config.update_every
@@ -88,7 +82,7 @@ def test_feedback_names_the_trained_examples(tokenizer, tmp_path, remove_unused_
     ds = make_dataset(tokenizer)
     if not remove_unused_columns:
         ds = ds.remove_columns(["text", "quality", "cluster", "label"])  # the collator would choke on strings
-    sampler = QDCSampler(len(ds), clusters=np.arange(len(ds)) % 4, update_every=2, seed=1)
+    sampler = QDCSampler(len(ds), clusters=np.arange(len(ds)) % 4, config=QDCSamplerConfig(update_every=2, seed=1))
     recorded, seen_by_model = [], []
     original_record = sampler.record
     sampler.record = lambda idx, loss: (recorded.extend(np.asarray(idx).tolist()), original_record(idx, loss))[1]
@@ -129,7 +123,7 @@ def test_feedback_names_the_trained_examples(tokenizer, tmp_path, remove_unused_
 
 def test_online_weights_follow_the_training_loss(tokenizer, tmp_path):
     ds = make_dataset(tokenizer, n=32)
-    sampler = QDCSampler(len(ds), update_every=1, seed=2)
+    sampler = QDCSampler(len(ds), config=QDCSamplerConfig(update_every=1, seed=2))
     trainer = QDCTrainer(
         model=no_dropout_lm(tokenizer),
         args=args_for(tmp_path, max_steps=8),
@@ -153,7 +147,8 @@ def test_sequence_classification_loss_and_feedback(tokenizer, tmp_path):
     config = tiny_gpt2_config(tokenizer, num_labels=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     collator = DataCollatorWithPadding(tokenizer)
     # Online terms off (uniform weights, so the loss must match) but updates on (the loss EMA must fill).
-    make_sampler = lambda: QDCSampler(len(ds), example_loss_strength=0.0, cluster_loss_strength=0.0, update_every=2)  # noqa: E731
+    uniform = QDCSamplerConfig(example_loss_strength=0.0, cluster_loss_strength=0.0, update_every=2)
+    make_sampler = lambda: QDCSampler(len(ds), config=uniform)  # noqa: E731
     args = args_for(tmp_path)
     order_sampler = make_sampler()
     order_sampler.block_size = 4 * order_sampler.config.update_every
@@ -187,7 +182,7 @@ def test_exact_resume_single_process(tokenizer, tmp_path):
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
 
     def run(output_dir, resume=None):
-        sampler = QDCSampler.from_dataset(ds, complexity_column=None, update_every=2, seed=3)
+        sampler = QDCSampler.from_dataset(ds, complexity_column=None, config=QDCSamplerConfig(update_every=2, seed=3))
         trained = []
         original_record = sampler.record
         sampler.record = lambda idx, loss: (trained.append(np.asarray(idx).tolist()), original_record(idx, loss))[1]
@@ -220,7 +215,7 @@ def test_exact_resume_single_process(tokenizer, tmp_path):
 
 def test_second_epoch_and_resume_across_epochs(tokenizer, tmp_path):
     ds = make_dataset(tokenizer, n=20)  # 5 steps per epoch at batch 4
-    sampler = QDCSampler(len(ds), update_every=2, seed=4)
+    sampler = QDCSampler(len(ds), config=QDCSamplerConfig(update_every=2, seed=4))
     epochs = []
     original = sampler.set_epoch
     sampler.set_epoch = lambda e: (epochs.append(e), original(e))[1]
@@ -304,7 +299,7 @@ def test_without_a_sampler_it_is_the_plain_trainer(tokenizer, tmp_path):
 
 
 def test_sft_trainer_through_the_mixin(tokenizer, tmp_path):
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from qdc_trainer import QDCTrainerMixin
 
@@ -314,7 +309,7 @@ def test_sft_trainer_through_the_mixin(tokenizer, tmp_path):
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(WORDS, size=6)) for _ in range(24)]
     ds = Dataset.from_dict({"text": texts, "quality": rng.random(24), "cluster": np.arange(24) % 3})
-    sampler = QDCSampler.from_dataset(ds, complexity_column=None, update_every=1)
+    sampler = QDCSampler.from_dataset(ds, complexity_column=None, config=QDCSamplerConfig(update_every=1))
     recorded, recorded_losses = [], []
     original = sampler.record
     sampler.record = lambda idx, loss: (
@@ -322,17 +317,7 @@ def test_sft_trainer_through_the_mixin(tokenizer, tmp_path):
         recorded_losses.append(np.asarray(loss)),
         original(idx, loss),
     )[2]
-    config = SFTConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=4,
-        logging_steps=1,
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        max_length=32,
-        save_strategy="no",
-    )
+    config = cpu_sft_args(tmp_path, max_steps=4, logging_steps=1)
     trainer = QDCSFTTrainer(
         model=no_dropout_lm(tokenizer), args=config, train_dataset=ds, processing_class=tokenizer, qdc_sampler=sampler
     )

@@ -6,6 +6,8 @@ The last two steps of the data flow (train → **monitor** → **detect**):
   (:func:`measure_generations`, the logged key names, :class:`GenerationMonitorConfig`);
 - :mod:`~qdc_trainer.callbacks.monitor`: :class:`GenerationMonitorCallback` samples from the model on
   probe prompts and logs ``qdc/gen/...``;
+- :mod:`~qdc_trainer.callbacks.rollout`: :class:`RolloutMonitorCallback` measures the rollouts GRPO
+  already generated and logs ``qdc/rollout/...`` (no extra sampling);
 - :mod:`~qdc_trainer.callbacks.series`: the pure per-series detector (:class:`SeriesDetector`,
   :class:`CollapseSignal`, :class:`CollapseLevel`, the calibrated :data:`DEFAULT_WATCH` / :data:`KNOWN_SERIES`);
 - :mod:`~qdc_trainer.callbacks.collapse`: :class:`CollapseDetectorCallback` feeds logged series to the
@@ -22,6 +24,7 @@ from .agreement import agree_max
 from .collapse import CollapseDetectorCallback
 from .generation_metrics import GenerationMonitorConfig, measure_generations
 from .monitor import GenerationMonitorCallback
+from .rollout import RolloutMonitorCallback
 from .series import (
     DEFAULT_WATCH,
     KNOWN_SERIES,
@@ -38,6 +41,7 @@ __all__ = [
     "CollapseDetectorCallback",
     "CollapseLevel",
     "CollapseSignal",
+    "RolloutMonitorCallback",
     "GenerationMonitorCallback",
     "GenerationMonitorConfig",
     "SeriesDetector",

@@ -7,6 +7,8 @@ logging steps would take those metrics onto its own record and shorten their win
 :func:`log_record` logs through the base ``transformers.Trainer.log`` instead: it appends the record
 to ``state.log_history`` and calls the callbacks' ``on_log`` (which reaches TensorBoard, W&B, MLflow
 and the other reporting integrations), and skips any subclass override. The
+Trainer's own decision to log at this step (``control.should_log``, which that ``on_log`` event clears)
+is kept, so a record logged from ``on_step_end`` never takes the place of the training log. The
 ``QDCTrainerMixin``'s own additions (sampler telemetry, ``qdc/train/entropy``) only attach to
 records with ``"loss"``, so skipping them changes nothing for a callback's record.
 """
@@ -37,6 +39,11 @@ def log_record(trainer: Any, logs: dict[str, float]) -> None:
     [{'qdc/gen/length': 3.0}]
     """
     if isinstance(trainer, Trainer):
+        # the on_log event clears control.should_log: keep the Trainer's own decision to log this step
+        control = getattr(trainer, "control", None)
+        keep = getattr(control, "should_log", None)
         Trainer.log(trainer, logs)
+        if keep is not None:
+            trainer.control.should_log = keep
     else:
         trainer.log(logs)

@@ -20,12 +20,14 @@ from transformers.utils import logging
 from ._logging import log_record
 from .agreement import agree_max
 from .series import (  # noqa: F401  (also importable from here, as before the split)
+    DEFAULT_RL_WATCH,
     DEFAULT_WATCH,
     DIRECTIONS,
     KNOWN_SERIES,
     CollapseLevel,
     CollapseSignal,
     SeriesDetector,
+    _default_rl_watch,
     _default_watch,
     _step_or_none,
     series_name,
@@ -125,6 +127,7 @@ class CollapseDetectorCallback(TrainerCallback):
         start_step: int = 0,
         reference_samples: int | None = REFERENCE_SAMPLES,
     ) -> None:
+        self._default_watch = watch is None
         if watch is None:
             detectors = _default_watch()
         elif isinstance(watch, dict):
@@ -175,9 +178,20 @@ class CollapseDetectorCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._require_trainer()
+        self._fit_to_trainer()
         self._fit_to_monitor()
         self._start_run(args, state)
         return control
+
+    def _fit_to_trainer(self) -> None:
+        """Under TRL's ``GRPOTrainer`` a detector built with the default watch watches :data:`DEFAULT_RL_WATCH`
+        (the rollout series and TRL's ``entropy``) instead of the generation monitor's series."""
+        from ..grpo import is_grpo_trainer
+
+        if self._default_watch and self.trainer is not None and is_grpo_trainer(self.trainer):
+            if set(self.detectors) != set(DEFAULT_RL_WATCH):
+                self.detectors = {d.key: d for d in _default_rl_watch()}
+                self.reset()
 
     def _fit_to_monitor(self) -> None:
         """Widen the thresholds of the monitor's series (``qdc/gen/...``) when it draws fewer samples per

@@ -3,7 +3,7 @@
 :func:`measure_generations` is the pure part (texts in, numbers out);
 :class:`GenerationMonitorCallback` does the sampling inside a ``Trainer`` run::
 
-    monitor = GenerationMonitorCallback(probe_prompts, trainer=trainer)
+    monitor = GenerationMonitorCallback(probe_prompts, config=GenerationMonitorConfig(num_samples=4), trainer=trainer)
     trainer.add_callback(monitor)
 
 (:class:`~qdc_trainer.QDCTrainer` binds itself to callbacks given without a trainer.)
@@ -21,6 +21,7 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from .._config import resolve_config
 from ..generation import fit_to_context, generate, split_prompts
 from ._logging import log_record
 from .generation_metrics import (  # noqa: F401  (also importable from here, as before the split)
@@ -58,13 +59,15 @@ class GenerationMonitorCallback(TrainerCallback):
         prompts: probe prompts: strings, or chat conversations (lists of
             ``{"role", "content"}`` messages, rendered with the tokenizer's chat template).
             A prompt longer than the context minus ``max_new_tokens`` keeps its last tokens.
-        config: a :class:`GenerationMonitorConfig`; keyword ``overrides`` change single fields.
+        config: the settings, a :class:`GenerationMonitorConfig` (None: its defaults).
         trainer: the Trainer (its ``log``, model, tokenizer and accelerator are used);
             or call :meth:`bind` later. ``QDCTrainer`` binds it automatically.
         embedder: optional; maps a list of texts to an embedding matrix
             (:class:`~qdc_trainer.metrics.Embedder`) for Vendi and cosine diversity.
         scorer: optional quality scorer ``scorer(prompts, completions) -> scores``
             (:class:`~qdc_trainer.metrics.VerifierScorer` and friends).
+        **overrides: deprecated: single settings as keyword arguments (``num_samples=4``); they still
+            work in this release, with a ``FutureWarning``. Pass ``config=GenerationMonitorConfig(num_samples=4)``.
 
     Logged keys (through ``trainer.log``, so they reach TensorBoard, W&B and MLflow):
     ``qdc/gen/per_input/<m>`` and ``qdc/gen/across_input/<m>`` for ``<m>`` in
@@ -124,13 +127,7 @@ class GenerationMonitorCallback(TrainerCallback):
                 raise TypeError(f"probe prompt {i} must be a string or a list of {{'role', 'content'}} messages")
         if trainer is not None and not callable(getattr(trainer, "log", None)):
             raise TypeError(f"trainer must be a transformers Trainer, got {type(trainer).__name__}")
-        if config is not None and not isinstance(config, GenerationMonitorConfig):
-            raise TypeError(f"config must be a GenerationMonitorConfig, got {type(config).__name__}")
-        base = config or GenerationMonitorConfig()
-        unknown = set(overrides) - set(base.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown setting(s) {sorted(unknown)}; see GenerationMonitorConfig")
-        self.config = GenerationMonitorConfig(**{**base.__dict__, **overrides})
+        self.config = resolve_config(GenerationMonitorConfig, config, overrides, owner="GenerationMonitorCallback")
         self.prompts = prompts
         self.trainer = trainer
         self.embedder = embedder

@@ -41,6 +41,7 @@ import numpy as np
 from transformers.utils import logging
 
 __all__ = [
+    "DEFAULT_RL_WATCH",
     "DEFAULT_WATCH",
     "KNOWN_SERIES",
     "CollapseLevel",
@@ -382,8 +383,22 @@ DEFAULT_WATCH: dict[str, dict[str, Any]] = {
 }
 """The series a default :class:`CollapseDetectorCallback` watches, with their calibrated settings."""
 
+DEFAULT_RL_WATCH: dict[str, dict[str, Any]] = {
+    # GRPO's rollouts (qdc_trainer.callbacks.rollout), logged every step from a few prompts: the baseline is the mean
+    # of the first 5 observations and a new one weighs 0.2. Calibrated in benchmarks/calibrate_rl_collapse.py.
+    "qdc/rollout/across_prompt/distinct_2": dict(
+        direction="decrease", relative=False, warmup=5, ema=0.2, warn_change=0.1, collapse_change=0.25
+    ),
+    "qdc/rollout/across_prompt/self_bleu": dict(
+        direction="increase", relative=False, warmup=5, ema=0.2, warn_change=0.1, collapse_change=0.25
+    ),
+}
+"""What a default :class:`CollapseDetectorCallback` watches under TRL's ``GRPOTrainer``, with the calibrated
+settings."""
+
 KNOWN_SERIES: dict[str, dict[str, Any]] = {
     **DEFAULT_WATCH,
+    **DEFAULT_RL_WATCH,
     "qdc/gen/across_input/self_bleu": dict(direction="increase", relative=False, warn_change=0.15, collapse_change=0.3),
     # rates in [0, 1] that start at (or near) 0: only absolute changes mean anything
     "qdc/gen/empty_rate": dict(direction="increase", relative=False, warn_change=0.1, collapse_change=0.25),
@@ -407,6 +422,10 @@ def series_name(key: str) -> str:
 
 def _default_watch() -> list[SeriesDetector]:
     return [SeriesDetector(key, **settings) for key, settings in DEFAULT_WATCH.items()]
+
+
+def _default_rl_watch() -> list[SeriesDetector]:
+    return [SeriesDetector(key, **settings) for key, settings in DEFAULT_RL_WATCH.items()]
 
 
 def watch_from_keys(keys: list[str]) -> list[SeriesDetector]:

@@ -1,29 +1,62 @@
 """Recipe configuration: dataclasses read from a flat YAML file, with command-line flags on top.
 
 A recipe is one flat YAML mapping whose keys are fields of :class:`ModelArguments`,
-:class:`DataArguments`, :class:`QDCArguments` and ``transformers.TrainingArguments``
-(TRL's ``SFTConfig`` when ``trainer: trl_sft``). Flags given after the file override
-it: ``qdc train --config recipe.yaml --max_steps 5``. An unknown key, a bad value or a
-missing file raises :class:`ConfigError` with a message that names the problem.
+:class:`DataArguments`, :class:`QDCArguments`, the library's own settings
+(:class:`~qdc_trainer.data.weights.QDCSamplerConfig`, keys as its fields: ``tradeoff``, ``update_every``, ...;
+:class:`~qdc_trainer.callbacks.generation_metrics.GenerationMonitorConfig`, keys prefixed ``monitor_``:
+``monitor_num_samples``, ...) and ``transformers.TrainingArguments`` (TRL's ``SFTConfig`` when
+``trainer: trl_sft``). Each setting is declared once, in its dataclass, with its default, help and checks:
+the recipe's groups :class:`SamplerArguments` and :class:`MonitorArguments` are made from the library's
+dataclasses (:func:`config_arguments`), and :func:`load_config` builds those dataclasses from them
+(:attr:`RecipeConfig.sampler`, :attr:`RecipeConfig.monitor`). Flags given after the file override it:
+``qdc train --config recipe.yaml --max_steps 5``. An unknown key, a bad value or a missing file raises
+:class:`ConfigError` with a message that names the problem.
+
+:func:`read_yaml`, :func:`to_flags`, :func:`check_overrides`, :func:`parse_flags`, :func:`flag_names` and
+:func:`hf_parser` are the recipe format's parts, for experiments that read recipes of their own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from ..callbacks.generation_metrics import GenerationMonitorConfig
+from ..data.weights import QDCSamplerConfig
+from ..trainer import LOSS_WEIGHTINGS
+
 __all__ = [
+    "RENAMED_KEYS",
+    "TRAINERS",
     "ConfigError",
     "DataArguments",
     "ModelArguments",
+    "GRPOArguments",
+    "MonitorArguments",
     "QDCArguments",
     "RecipeConfig",
+    "SamplerArguments",
+    "check_overrides",
+    "config_arguments",
+    "config_from_arguments",
     "config_parser",
+    "flag_names",
+    "hf_parser",
     "load_config",
+    "parse_flags",
+    "read_yaml",
     "recipe_experiment",
+    "to_flags",
 ]
+
+TRAINERS = ("qdc", "plain", "trl_sft", "grpo")
+"""What ``trainer:`` can name: QDCTrainer, the plain transformers Trainer, TRL's SFTTrainer with the QDC mixin, TRL's
+GRPOTrainer with the QDC mixin."""
 
 
 class ConfigError(ValueError):
@@ -75,17 +108,22 @@ class DataArguments:
 
 @dataclass
 class QDCArguments:
-    """Which trainer, and the QDC sampler, scoring, generation monitor, collapse detector and report."""
+    """Which trainer, the scoring, which callbacks (monitor, detector) and the report.
 
-    trainer: Literal["qdc", "plain", "trl_sft"] = field(
+    The sampler's knobs and the monitor's settings are the library's dataclasses (:class:`SamplerArguments`,
+    :class:`MonitorArguments`), declared there once."""
+
+    trainer: str = field(
         default="qdc",
-        metadata={"help": "QDCTrainer, the plain transformers Trainer, or TRL's SFTTrainer with the QDC mixin"},
+        metadata={
+            "help": "QDCTrainer, the plain transformers Trainer, TRL's SFTTrainer with the QDC mixin, or TRL's "
+            "GRPOTrainer with the QDC mixin (a supervised warm-up, then GRPO with the task's verifier as reward)",
+            "choices": list(TRAINERS),
+        },
     )
     sampler: bool = field(default=True, metadata={"help": "reweight examples with QDCSampler (trainer qdc or trl_sft)"})
-    tradeoff: float = field(default=0.5, metadata={"help": "sampler: 0 balances clusters, 1 follows quality"})
-    update_every: int = field(default=10, metadata={"help": "sampler: optimizer steps between weight refreshes"})
-    loss_weighting: Literal["none", "sampler", "importance"] = field(
-        default="none", metadata={"help": "QDCTrainer loss weights"}
+    loss_weighting: str = field(
+        default="none", metadata={"help": "QDCTrainer loss weights", "choices": list(LOSS_WEIGHTINGS)}
     )
     quality: Literal["verifier", "none"] = field(
         default="verifier", metadata={"help": "quality score of the training examples (verifier: the task's)"}
@@ -100,11 +138,6 @@ class QDCArguments:
     n_clusters: int = field(default=8, metadata={"help": "k-means clusters of the training examples"})
     monitor: bool = field(default=True, metadata={"help": "add the generation monitor"})
     probes: int = field(default=16, metadata={"help": "monitor: probe prompts (taken from the evaluation data)"})
-    monitor_samples: int = field(default=4, metadata={"help": "monitor: samples per probe prompt"})
-    monitor_max_new_tokens: int = field(default=48, metadata={"help": "monitor: tokens per sample at most"})
-    monitor_every: int | None = field(
-        default=None, metadata={"help": "monitor: every N steps (default: evaluation cadence)"}
-    )
     detector: bool = field(default=True, metadata={"help": "add the collapse detector"})
     detector_actions: list[str] = field(
         default_factory=lambda: ["log", "warn", "checkpoint", "stop"],
@@ -131,18 +164,120 @@ class QDCArguments:
     )
 
 
+def config_arguments(
+    config_class: type, *, name: str, title: str, prefix: str = "", exclude: tuple[str, ...] = ()
+) -> type:
+    """A dataclass of recipe keys made from a library config dataclass: its fields (but ``exclude``), named
+    ``prefix + field``, with the same types, defaults and help. The values are checked when
+    :func:`config_from_arguments` builds the library's dataclass from them, by that dataclass.
+
+    >>> Monitor = config_arguments(GenerationMonitorConfig, name="M", title="monitor", prefix="monitor_")
+    >>> Monitor().monitor_num_samples == GenerationMonitorConfig().num_samples
+    True
+    """
+    hints = typing.get_type_hints(config_class)
+    specs = []
+    for f in fields(config_class):
+        if not f.init or f.name in exclude:
+            continue
+        default = (
+            field(default=f.default, metadata=dict(f.metadata))
+            if f.default is not dataclasses.MISSING
+            else field(default_factory=f.default_factory, metadata=dict(f.metadata))
+        )
+        specs.append((prefix + f.name, hints[f.name], default))
+    namespace = {
+        "_argument_group_name": title,  # HfArgumentParser's heading of the group in --help
+        "config_class": config_class,
+        "prefix": prefix,
+        "__module__": __name__,
+    }
+    made = dataclasses.make_dataclass(name, specs, namespace=namespace)
+    made.__doc__ = f"The recipe keys of :class:`{config_class.__name__}` ({title})."
+    return made
+
+
+def config_from_arguments(arguments: Any, where: str, **fixed: Any) -> Any:
+    """The library dataclass of a :func:`config_arguments` group, checked by it; ``fixed`` sets fields the
+    recipe does not expose (the seed). A bad value raises :class:`ConfigError` naming the group's keys."""
+    values = {f.name.removeprefix(arguments.prefix): getattr(arguments, f.name) for f in fields(arguments)}
+    try:
+        return arguments.config_class(**values, **fixed)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {arguments._argument_group_name}: {e}") from None
+
+
+SamplerArguments = config_arguments(
+    QDCSamplerConfig,
+    name="SamplerArguments",
+    title="QDC sampler (QDCSamplerConfig; its seed is the training seed)",
+    exclude=("seed",),
+)
+MonitorArguments = config_arguments(
+    GenerationMonitorConfig,
+    name="MonitorArguments",
+    title="generation monitor (GenerationMonitorConfig, keys prefixed monitor_; its seed is the training seed)",
+    prefix="monitor_",
+    exclude=("seed", "generation_kwargs"),
+)
+
+RENAMED_KEYS = {"monitor_samples": "monitor_num_samples", "monitor_every": "monitor_every_n_steps"}
+"""Recipe keys of the previous release and their names now (the monitor's keys are its settings, prefixed
+``monitor_``). The old names are still read, with a ``FutureWarning``, until the next release."""
+
+
+@dataclass
+class GRPOArguments:
+    """The GRPO recipe (``trainer: grpo``): a supervised warm-up on the task, then GRPO with its verifier as the
+    reward. The GRPO stage's own settings (``learning_rate``, ``max_steps``, ``num_generations``,
+    ``max_completion_length``, ...) are TRL's ``GRPOConfig`` keys."""
+
+    sft_steps: int = field(
+        default=600, metadata={"help": "warm-up: supervised steps on the task's training split (0: none)"}
+    )
+    sft_learning_rate: float = field(default=3e-3, metadata={"help": "warm-up: learning rate"})
+    sft_batch_size: int = field(default=32, metadata={"help": "warm-up: batch size"})
+    sft_output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "warm-up: where the warmed-up model is saved, and reused when it was made with the same "
+            "settings (default <output_dir>/sft; give two recipes the same folder to start them from one model)"
+        },
+    )
+    rollout_monitor: bool = field(
+        default=True, metadata={"help": "log qdc/rollout/* (diversity and pass@k of GRPO's own rollouts)"}
+    )
+    eval_samples: int = field(
+        default=8, metadata={"help": "k of pass@k in the evaluations before and after GRPO (sampled completions)"}
+    )
+    eval_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of those evaluations"})
+
+
 @dataclass
 class RecipeConfig:
-    """A parsed recipe: the four argument groups and where they came from."""
+    """A parsed recipe: the argument groups, where they came from, and the library settings built from them.
+
+    ``sampler`` and ``monitor`` are what :func:`~qdc_trainer.cli.run.train_recipe` passes to ``QDCSampler`` and
+    ``GenerationMonitorCallback``; :func:`load_config` sets their seeds to the training seed."""
 
     model: ModelArguments
     data: DataArguments
     qdc: QDCArguments
-    training: Any  # transformers.TrainingArguments or trl.SFTConfig
+    training: Any  # transformers.TrainingArguments, trl.SFTConfig or trl.GRPOConfig
     source: str | None = None
+    sampler: QDCSamplerConfig = field(default_factory=QDCSamplerConfig)
+    monitor: GenerationMonitorConfig = field(default_factory=GenerationMonitorConfig)
+    grpo: GRPOArguments | None = None  # trainer: grpo only
 
 
 def _training_class(trainer: str) -> type:
+    if trainer == "grpo":
+        from .._optional import require
+
+        require("trl", "trl", "the grpo trainer")
+        from trl import GRPOConfig
+
+        return GRPOConfig
     if trainer == "trl_sft":
         from .._optional import require
 
@@ -155,7 +290,7 @@ def _training_class(trainer: str) -> type:
     return TrainingArguments
 
 
-def _hf_parser(groups: list[type]) -> Any:
+def hf_parser(groups: list[type]) -> Any:
     """An ``HfArgumentParser`` over ``groups`` whose ``error`` raises :class:`ConfigError` instead of exiting."""
     from transformers import HfArgumentParser
 
@@ -168,7 +303,7 @@ def _hf_parser(groups: list[type]) -> Any:
     return parser
 
 
-def _parse(parser: Any, args: list[str], where: str) -> tuple:
+def parse_flags(parser: Any, args: list[str], where: str) -> tuple:
     """The parsed dataclasses; a bad value becomes a :class:`ConfigError` that says where it came from."""
     try:
         return parser.parse_args_into_dataclasses(args=args)
@@ -178,19 +313,35 @@ def _parse(parser: Any, args: list[str], where: str) -> tuple:
         raise ConfigError(f"{where}: {e}") from None
 
 
+def _groups(trainer: str) -> list[type]:
+    extra = [GRPOArguments] if trainer == "grpo" else []
+    return [
+        ModelArguments,
+        DataArguments,
+        QDCArguments,
+        SamplerArguments,
+        MonitorArguments,
+        _training_class(trainer),
+        *extra,
+    ]
+
+
 def config_parser(trainer: str = "qdc") -> Any:
-    """The ``HfArgumentParser`` over the four groups; its ``error`` raises :class:`ConfigError` instead of exiting."""
-    return _hf_parser([ModelArguments, DataArguments, QDCArguments, _training_class(trainer)])
+    """The ``HfArgumentParser`` over the recipe's groups; its ``error`` raises :class:`ConfigError` instead of
+    exiting."""
+    return hf_parser(_groups(trainer))
 
 
 def _known_keys(trainer: str) -> set[str]:
     keys: set[str] = set()
-    for cls in (ModelArguments, DataArguments, QDCArguments, _training_class(trainer)):
+    for cls in _groups(trainer):
         keys |= {f.name for f in fields(cls) if f.init}
     return keys
 
 
-def _to_flags(mapping: dict[str, Any], where: str, known: set[str]) -> list[str]:
+def to_flags(mapping: dict[str, Any], where: str, known: set[str]) -> list[str]:
+    """``--key value`` flags for a recipe mapping; a key not in ``known`` raises :class:`ConfigError` with the
+    closest known ones."""
     flags: list[str] = []
     for key, value in mapping.items():
         if key not in known:
@@ -213,18 +364,19 @@ def _to_flags(mapping: dict[str, Any], where: str, known: set[str]) -> list[str]
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RecipeConfig:
     """Read a flat YAML recipe, apply ``--key value`` overrides, and return the parsed groups.
 
-    >>> cfg = load_config(None, ["--output_dir", "out", "--max_steps", "3", "--probes", "4"])
-    >>> cfg.training.max_steps, cfg.qdc.probes, cfg.data.task
-    (3, 4, 'arithmetic')
+    >>> cfg = load_config(None, ["--output_dir", "out", "--max_steps", "3", "--probes", "4", "--tradeoff", "0.3"])
+    >>> cfg.training.max_steps, cfg.qdc.probes, cfg.data.task, cfg.sampler.tradeoff
+    (3, 4, 'arithmetic', 0.3)
     """
-    overrides = list(overrides or [])
-    mapping, where = _read_yaml(path)
+    mapping, where = read_yaml(path)
     if mapping.get("experiment") is not None:
         name = str(mapping["experiment"])
         raise ConfigError(
             f"{where} is the recipe of an experiment (experiment: {name}): run it with "
             f"`qdc {name.replace('_', '-')} --config ...` or `qdc train --config ...`"
         )
+    mapping = _renamed_keys(mapping, where)
+    overrides = _renamed_flags(list(overrides or []))
     trainer = str(mapping.get("trainer", "qdc"))
     if "--trainer" in overrides:
         trainer = (
@@ -232,25 +384,98 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             if overrides.index("--trainer") + 1 < len(overrides)
             else trainer
         )
-    if trainer not in ("qdc", "plain", "trl_sft"):
-        raise ConfigError(f"trainer={trainer!r} is not one of ('qdc', 'plain', 'trl_sft')")
+    if trainer not in TRAINERS:
+        raise ConfigError(f"trainer={trainer!r} is not one of {TRAINERS}")
     known = _known_keys(trainer)
-    flags = _to_flags(mapping, where, known)
-    _check_overrides(overrides, known)
+    flags = to_flags(mapping, where, known)
+    check_overrides(overrides, known)
     if "output_dir" not in mapping and "--output_dir" not in overrides:
         flags += [
             "--output_dir",
             os.path.join("runs", os.path.splitext(os.path.basename(str(path)))[0] if path else "qdc"),
         ]
-    model, data, qdc, training = _parse(config_parser(trainer), flags + overrides, where)
+    model, data, qdc, sampler, monitor, training, *extra = parse_flags(config_parser(trainer), flags + overrides, where)
+    grpo = extra[0] if extra else None
     _validate(model, data, qdc, where)
+    if grpo is not None:
+        _validate_grpo(data, qdc, grpo, training, where)
     _check_reporting(training, where)
     if qdc.smoke:
-        _shrink(data, qdc, training, keep=_flag_names(overrides))
-    return RecipeConfig(model=model, data=data, qdc=qdc, training=training, source=str(path) if path else None)
+        keep = flag_names(overrides)
+        _shrink(data, (qdc, sampler, monitor), training, keep=keep)
+        if grpo is not None:
+            _shrink_grpo(grpo, training, keep)
+    return RecipeConfig(
+        model=model,
+        data=data,
+        qdc=qdc,
+        training=training,
+        source=str(path) if path else None,
+        sampler=config_from_arguments(sampler, where, seed=training.seed),
+        monitor=config_from_arguments(monitor, where, seed=training.seed),
+        grpo=grpo,
+    )
 
 
-def _read_yaml(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
+def _validate_grpo(data: DataArguments, qdc: QDCArguments, grpo: GRPOArguments, training: Any, where: str) -> None:
+    if data.task != "arithmetic":
+        raise ConfigError(f"{where}: trainer grpo needs task: arithmetic (its verifier is the reward)")
+    if qdc.loss_weighting != "none":
+        raise ConfigError(f"{where}: loss_weighting needs a loss per example; under trainer grpo leave it at none")
+    for name in ("sft_steps", "sft_batch_size", "eval_samples"):
+        if getattr(grpo, name) < (0 if name == "sft_steps" else 1):
+            raise ConfigError(f"{where}: {name}={getattr(grpo, name)} is too small")
+    if not grpo.sft_learning_rate > 0 or not grpo.eval_temperature > 0:
+        raise ConfigError(f"{where}: sft_learning_rate and eval_temperature must be > 0")
+
+
+GRPO_SMOKE = {"sft_steps": 4, "eval_samples": 2, "num_generations": 2, "max_completion_length": 16}
+"""What ``smoke: true`` sets in a GRPO recipe, on top of :data:`SMOKE`."""
+
+
+def _shrink_grpo(grpo: GRPOArguments, training: Any, keep: set[str]) -> None:
+    for name, value in GRPO_SMOKE.items():
+        if name not in keep:
+            setattr(grpo if hasattr(grpo, name) else training, name, value)
+    if not keep & {"generation_batch_size", "steps_per_generation"}:  # GRPOConfig derived them from the old batch
+        training.steps_per_generation = training.gradient_accumulation_steps
+        training.generation_batch_size = (
+            training.per_device_train_batch_size * training.steps_per_generation * max(training.world_size, 1)
+        )
+
+
+def _renamed_keys(mapping: dict[str, Any], where: str) -> dict[str, Any]:
+    """The recipe with the keys of :data:`RENAMED_KEYS` under their new names (a ``FutureWarning`` for each)."""
+    for old, new in RENAMED_KEYS.items():
+        if old in mapping:
+            if new in mapping:
+                raise ConfigError(f"{where} gives both {old!r} and {new!r}; keep {new!r} (the new name of {old!r})")
+            warnings.warn(
+                f"{where}: the key {old!r} is now {new!r}; the old name is read until the next release",
+                FutureWarning,
+                stacklevel=3,
+            )
+    return {RENAMED_KEYS.get(key, key): value for key, value in mapping.items()}
+
+
+def _renamed_flags(overrides: list[str]) -> list[str]:
+    """The flags with those of :data:`RENAMED_KEYS` under their new names (a ``FutureWarning`` for each)."""
+    out = []
+    for token in overrides:
+        name, sep, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        if name in RENAMED_KEYS:
+            new = RENAMED_KEYS[name]
+            warnings.warn(
+                f"the flag --{name} is now --{new}; the old name is read until the next release",
+                FutureWarning,
+                stacklevel=3,
+            )
+            token = f"--{new}{sep}{value}"
+        out.append(token)
+    return out
+
+
+def read_yaml(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
     """The flat mapping of a recipe file (empty without a file) and where it came from, for messages."""
     if path is None:
         return {}, "the command line"
@@ -273,7 +498,9 @@ def _read_yaml(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
     return loaded, str(path)
 
 
-def _check_overrides(overrides: list[str], known: set[str]) -> None:
+def check_overrides(overrides: list[str], known: set[str]) -> None:
+    """Raise :class:`ConfigError` for a ``--flag`` (or ``--no_flag``) that is not in ``known``, with the closest
+    known ones."""
     for token in overrides:
         if (
             token.startswith("--")
@@ -295,7 +522,7 @@ def recipe_experiment(path: str | os.PathLike | None) -> str | None:
     >>> recipe_experiment(None) is None
     True
     """
-    mapping, where = _read_yaml(path)
+    mapping, where = read_yaml(path)
     name = mapping.get("experiment")
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"{where}: experiment={name!r} must name an experiment (self_improve), or be left out")
@@ -321,21 +548,12 @@ def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, whe
         raise ConfigError(f"{where}: quality 'verifier' is the arithmetic task's; use quality: none for a dataset")
     if qdc.trainer == "plain" and qdc.sampler:
         qdc.sampler = False  # the plain Trainer has no sampler: that is the point of the baseline
-    smallest = {"monitor_samples": 2, "final_eval_size": 0}
-    for name in (
-        "probes",
-        "monitor_samples",
-        "monitor_max_new_tokens",
-        "n_clusters",
-        "final_eval_size",
-        "update_every",
-    ):
+    smallest = {"final_eval_size": 0}
+    for name in ("probes", "n_clusters", "final_eval_size"):
         if getattr(qdc, name) < smallest.get(name, 1):
             raise ConfigError(f"{where}: {name}={getattr(qdc, name)} must be at least {smallest.get(name, 1)}")
     if not 0.0 <= data.noise <= 1.0:
         raise ConfigError(f"{where}: noise={data.noise} must be in [0, 1]")
-    if not 0.0 <= qdc.tradeoff <= 1.0:
-        raise ConfigError(f"{where}: tradeoff={qdc.tradeoff} must be in [0, 1]")
 
 
 def _check_reporting(training: Any, where: str) -> None:
@@ -365,7 +583,7 @@ SMOKE = {
     "ood_size": 8,
     "max_train_examples": 64,
     "probes": 2,
-    "monitor_samples": 2,
+    "monitor_num_samples": 2,
     "monitor_max_new_tokens": 16,
     "n_clusters": 2,
     "final_eval_size": 4,
@@ -373,7 +591,7 @@ SMOKE = {
     "logging_steps": 2,
     "eval_steps": 2,
     "save_steps": 2,
-    "monitor_every": 2,
+    "monitor_every_n_steps": 2,
     "per_device_train_batch_size": 8,
     "per_device_eval_batch_size": 8,
     "gradient_accumulation_steps": 1,
@@ -382,7 +600,7 @@ SMOKE = {
 """What ``smoke: true`` sets: a run of a few steps on a little data."""
 
 
-def _flag_names(overrides: list[str]) -> set[str]:
+def flag_names(overrides: list[str]) -> set[str]:
     """The keys given as flags on the command line (``--max_steps 2``, ``--max_steps=2``, ``--no_sampler``)."""
     names = set()
     for token in overrides:
@@ -392,9 +610,9 @@ def _flag_names(overrides: list[str]) -> set[str]:
     return names
 
 
-def _shrink(data: DataArguments, qdc: QDCArguments, training: Any, keep: set[str] = frozenset()) -> None:
+def _shrink(data: DataArguments, groups: tuple, training: Any, keep: set[str] = frozenset()) -> None:
     """Apply :data:`SMOKE` over the recipe's values; a key given as a flag on the command line (``keep``) wins."""
-    for group in (data, qdc, training):
+    for group in (data, *groups, training):
         for name, value in SMOKE.items():
             if name in keep:
                 continue
@@ -402,3 +620,12 @@ def _shrink(data: DataArguments, qdc: QDCArguments, training: Any, keep: set[str
                 setattr(group, name, value)
     if "num_train_epochs" not in keep:
         training.num_train_epochs = 1
+
+
+# The names these had when they were private; experiments/self_improve/config.py imports them.
+_hf_parser = hf_parser
+_parse = parse_flags
+_read_yaml = read_yaml
+_to_flags = to_flags
+_check_overrides = check_overrides
+_flag_names = flag_names

@@ -27,12 +27,13 @@ TRAIN_HELP = """Train with a recipe: a flat YAML file of settings, any of which 
 
 Keys: the model (model_name_or_path, or a tiny model: n_layer, n_embd, n_head), the data
 (task: arithmetic or dataset; dataset_name, data_files, prompt_field, completion_field, ...),
-QDC (trainer: qdc, plain or trl_sft; sampler, tradeoff, monitor, probes, detector, ...) and every
-transformers TrainingArguments field (output_dir, max_steps, learning_rate, ...). The run folder
-gets the model, trainer_state.json, qdc_generations.jsonl, results.json and report/. A fresh run into
-a folder that holds an earlier run replaces it; a folder with checkpoint-* folders is refused unless
-resume_from_checkpoint is set (true: the last checkpoint in output_dir). With smoke: true, a flag on the
-command line wins over smoke's settings.
+QDC (trainer: qdc, plain or trl_sft; sampler, monitor, probes, detector, ...), the sampler's knobs
+(QDCSamplerConfig: tradeoff, update_every, ...), the monitor's settings (GenerationMonitorConfig, prefixed
+monitor_: monitor_num_samples, ...) and every transformers TrainingArguments field (output_dir, max_steps,
+learning_rate, ...). The run folder gets the model, trainer_state.json, qdc_generations.jsonl, results.json
+and report/. A fresh run into a folder that holds an earlier run replaces it; a folder with checkpoint-*
+folders is refused unless resume_from_checkpoint is set (true: the last checkpoint in output_dir). With
+smoke: true, a flag on the command line wins over smoke's settings.
 """
 
 

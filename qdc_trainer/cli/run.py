@@ -1,7 +1,7 @@
 """Run a recipe: data, scoring, sampler, callbacks, training, final evaluation and report.
 
 :func:`train_recipe` is what ``qdc train`` runs; :func:`profile_recipe` is ``qdc profile``.
-Both take a :class:`~qdc_trainer.config.RecipeConfig` (see :func:`~qdc_trainer.config.load_config`).
+Both take a :class:`~qdc_trainer.cli.config.RecipeConfig` (see :func:`~qdc_trainer.cli.config.load_config`).
 The same recipe runs under ``accelerate launch`` on several processes: every rank
 builds the same data and scores (all seeded), and only the main process writes
 files other than the Trainer's own.
@@ -225,9 +225,7 @@ def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, val
             quality_column="quality" if "quality" in train.column_names else None,
             complexity_column="complexity" if "complexity" in train.column_names else None,
             cluster_column="cluster" if "cluster" in train.column_names else None,
-            tradeoff=q.tradeoff,
-            update_every=q.update_every,
-            seed=cfg.training.seed,
+            config=cfg.sampler,
         )
     if q.trainer == "trl_sft":
         from trl import SFTTrainer
@@ -288,16 +286,7 @@ def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
     q = cfg.qdc
     callbacks: list = []
     if q.monitor:
-        callbacks.append(
-            GenerationMonitorCallback(
-                probes,
-                num_samples=q.monitor_samples,
-                max_new_tokens=q.monitor_max_new_tokens,
-                every_n_steps=q.monitor_every,
-                scorer=_quality_scorer(cfg),
-                seed=cfg.training.seed,
-            )
-        )
+        callbacks.append(GenerationMonitorCallback(probes, cfg.monitor, scorer=_quality_scorer(cfg)))
     if q.detector:
         from ..collapse import watch_from_keys
 
@@ -310,6 +299,10 @@ def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
 
 def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     """Run a recipe end to end; returns ``{"output_dir", "results", "report"}``."""
+    if cfg.qdc.trainer == "grpo":
+        from .grpo import train_grpo_recipe
+
+        return train_grpo_recipe(cfg)
     out = cfg.training.output_dir
     if cfg.qdc.report:  # fail now, not after training
         from .._optional import require
@@ -453,5 +446,8 @@ def _describe(cfg: RecipeConfig) -> dict[str, Any]:
         "model": dataclasses.asdict(cfg.model),
         "data": dataclasses.asdict(cfg.data),
         "qdc": dataclasses.asdict(cfg.qdc),
+        "sampler": dataclasses.asdict(cfg.sampler),
+        "monitor": dataclasses.asdict(cfg.monitor),
         "training": {k: v for k, v in cfg.training.to_dict().items() if not k.startswith("_")},
+        **({"grpo": dataclasses.asdict(cfg.grpo)} if cfg.grpo is not None else {}),
     }

@@ -35,12 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._config import resolve_config
 from . import sampler_state, weights
 from .columns import check_column, dataset_columns, dense_ids, moments
 from .sampler_state import SamplerStateError
 from .weights import QDCSamplerConfig
 
-__all__ = ["QDCSampler", "QDCSamplerConfig", "SamplerStateError"]
+__all__ = ["LOSS_WEIGHTINGS", "QDCSampler", "QDCSamplerConfig", "SamplerStateError"]
+
+LOSS_WEIGHTINGS = ("none", "sampler", "importance")
+"""The per-example loss weightings (:meth:`QDCSampler.loss_weights`; ``QDCTrainer(loss_weighting=...)``)."""
 
 TELEMETRY_PREFIX = "qdc/sampler/"
 """Prefix of :meth:`QDCSampler.telemetry`'s keys (``QDCTrainer`` logs them)."""
@@ -61,12 +65,14 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         clusters: one integer cluster id per example (e.g. from
             ``qdc_trainer.metrics.score_dataset``), or None for a single cluster.
         base_weights: optional non-negative user weights, multiplied in.
-        config: a :class:`QDCSamplerConfig`; keyword arguments override its fields.
+        config: the knobs, a :class:`QDCSamplerConfig` (None: its defaults).
         num_samples: indices per epoch (``len()``); default N.
         block_size: indices drawn per block from one set of weights; ``QDCTrainer``
             sets it to ``update_every`` optimizer steps' worth of examples.
+        **overrides: deprecated: single knobs as keyword arguments (``tradeoff=0.3``); they still
+            work in this release, with a ``FutureWarning``. Pass ``config=QDCSamplerConfig(tradeoff=0.3)``.
 
-    >>> s = QDCSampler(4, quality=[0.0, 1.0, 2.0, 3.0], seed=1, block_size=4)
+    >>> s = QDCSampler(4, quality=[0.0, 1.0, 2.0, 3.0], config=QDCSamplerConfig(seed=1), block_size=4)
     >>> len(s), len(list(s))
     (4, 4)
     >>> p = s.probabilities()
@@ -89,11 +95,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
     ) -> None:
         if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or num_examples < 1:
             raise ValueError(f"num_examples must be a positive int, got {num_examples!r}")
-        base = asdict(config) if config is not None else {}
-        unknown = set(overrides) - set(QDCSamplerConfig.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"unknown QDCSampler option(s) {sorted(unknown)}; see QDCSamplerConfig")
-        self.config = QDCSamplerConfig(**{**base, **overrides})
+        self.config = resolve_config(QDCSamplerConfig, config, overrides, owner="QDCSampler")
         n = int(num_examples)
         self.num_examples = n
         self.num_samples = n if num_samples is None else int(num_samples)
@@ -164,7 +166,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         """Build a sampler from the score columns of a ``datasets.Dataset``.
 
         Pass None for a column you do not have (its term is left out). The columns
-        can be computed with :func:`qdc_trainer.metrics.score_dataset`.
+        can be computed with :func:`qdc_trainer.metrics.score_dataset`. ``kwargs`` go to
+        :class:`QDCSampler` (``config=QDCSamplerConfig(...)``, ``num_samples``, ``block_size``).
         """
         if not hasattr(dataset, "__len__"):
             raise TypeError(
@@ -183,7 +186,12 @@ class QDCSampler(torch.utils.data.Sampler[int]):
                 "base_weights": ("weight_column", weight_column),
             },
         )
+        knobs = {name: kwargs.pop(name) for name in list(kwargs) if name in QDCSamplerConfig.__dataclass_fields__}
         try:
+            if knobs:  # the deprecated spelling, warned about here so that the warning names the caller's line
+                kwargs["config"] = resolve_config(
+                    QDCSamplerConfig, kwargs.get("config"), knobs, owner="QDCSampler.from_dataset"
+                )
             return cls(len(dataset), **columns, **kwargs)
         except (TypeError, ValueError) as err:
             raise type(err)(
@@ -216,7 +224,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         weights of the previous update; a block smaller than one global batch is
         refused (a batch would straddle blocks drawn from different weights).
 
-        >>> s = QDCSampler(100, update_every=5)
+        >>> s = QDCSampler(100, config=QDCSamplerConfig(update_every=5))
         >>> s.configure_block(samples_per_step=8, global_batch=4)
         40
         >>> QDCSampler(100, block_size=2).configure_block(8, 4)
@@ -300,11 +308,14 @@ class QDCSampler(torch.utils.data.Sampler[int]):
 
     # ------------------------------------------------------------------ online feedback
 
-    def record(self, indices: Any, losses: Any) -> None:
+    def record(self, indices: Any, losses: Any, *, consume: bool = True) -> None:
         """Feed back per-example training losses (identical on every process, in stream order).
 
         NaN losses (an example with no supervised token) count as consumed but carry
-        no signal. Applied at the next :meth:`update`.
+        no signal. Applied at the next :meth:`update`. ``consume=False`` records the
+        signal without moving the stream position (``consumed``), for a caller that
+        tracks the position itself (GRPO's reward feedback arrives before the
+        generation batch is trained on; see :mod:`qdc_trainer.data.prompt_sampler`).
         """
         idx = np.asarray(indices.detach().cpu() if hasattr(indices, "detach") else indices, dtype=np.int64).reshape(-1)
         loss = np.asarray(
@@ -314,7 +325,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             raise ValueError(f"record: {len(idx)} indices but {len(loss)} losses")
         if len(idx) and (idx.min() < 0 or idx.max() >= self.num_examples):
             raise IndexError(f"record: indices must be in [0, {self.num_examples}), got {idx.min()}..{idx.max()}")
-        self.consumed += len(idx)
+        if consume:
+            self.consumed += len(idx)
         self._pending_idx.append(idx)
         self._pending_loss.append(loss)
         self._window.append(idx)
@@ -405,7 +417,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             return p * self.num_examples
         if mode == "importance":
             return 1.0 / (p * self.num_examples)
-        raise ValueError(f"loss weighting {mode!r} is not one of 'none', 'sampler', 'importance'")
+        raise ValueError(f"loss weighting {mode!r} is not one of {LOSS_WEIGHTINGS}")
 
     def loss_weights_tensor(self, indices: torch.Tensor, mode: str) -> torch.Tensor:
         """:meth:`loss_weights` as a float32 tensor on the device of ``indices``, without a copy to the host.
@@ -413,12 +425,12 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         A device copy of ``N p`` (4 bytes per example) is made at the first call after each weight refresh,
         so the training step itself never synchronises with the host.
 
-        >>> s = QDCSampler(4, example_loss_strength=0.0, cluster_loss_strength=0.0)
+        >>> s = QDCSampler(4, config=QDCSamplerConfig(example_loss_strength=0.0, cluster_loss_strength=0.0))
         >>> s.loss_weights_tensor(torch.tensor([0, 3]), "importance").tolist()
         [1.0, 1.0]
         """
-        if mode not in ("none", "sampler", "importance"):
-            raise ValueError(f"loss weighting {mode!r} is not one of 'none', 'sampler', 'importance'")
+        if mode not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss weighting {mode!r} is not one of {LOSS_WEIGHTINGS}")
         if mode == "none":
             return torch.ones(indices.shape, dtype=torch.float32, device=indices.device)
         cached = self._device_np

@@ -9,20 +9,21 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import build_gpt2, cpu_training_args
+from helpers import build_gpt2, cpu_sft_args, cpu_training_args, random_text_dataset, tokenized
 from transformers import DataCollatorForLanguageModeling
 
-from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer, QDCTrainerMixin
+from qdc_trainer import (
+    CollapseDetectorCallback,
+    GenerationMonitorCallback,
+    GenerationMonitorConfig,
+    QDCSampler,
+    QDCSamplerConfig,
+    QDCTrainer,
+    QDCTrainerMixin,
+)
 from qdc_trainer.callbacks.monitor import SAMPLES_FILE
 
-WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 PROMPTS = ["the cat", "a dog ran", "first add 2 and 3"]
-
-
-def text_dataset(n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(n)]
-    return Dataset.from_dict({"text": texts, "quality": rng.random(n), "cluster": np.arange(n) % 3})
 
 
 def args_for(tmp_path, **kwargs):
@@ -30,9 +31,11 @@ def args_for(tmp_path, **kwargs):
 
 
 def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
-    ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
-    sampler = QDCSampler.from_dataset(ds, complexity_column=None, update_every=1)
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    ds = tokenized(random_text_dataset(32, lengths=(3, 9), clusters=3), tokenizer)
+    sampler = QDCSampler.from_dataset(ds, complexity_column=None, config=QDCSamplerConfig(update_every=1))
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+    )
     detector = CollapseDetectorCallback(
         watch={"qdc/gen/per_input/distinct_1": "decrease", "qdc/train/entropy": "decrease"}
     )
@@ -79,8 +82,10 @@ def test_every_callback_survives_two_train_cycles(tokenizer, tmp_path):
 def test_logged_scalars_are_read_back_from_tensorboard(tokenizer, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ds = text_dataset().map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"])
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    ds = tokenized(random_text_dataset(32, lengths=(3, 9)), tokenizer)
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+    )
     detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_1": "decrease"})
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
@@ -120,26 +125,17 @@ def test_logged_scalars_are_read_back_from_tensorboard(tokenizer, tmp_path):
 
 
 def test_sft_trainer_with_the_callbacks(tokenizer, tmp_path):
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
         pass
 
-    ds = text_dataset(24).remove_columns(["quality", "cluster"])
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
-    detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"})
-    config = SFTConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=4,
-        logging_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        max_length=32,
-        dataset_text_field="text",
+    ds = random_text_dataset(24, lengths=(3, 9))
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
     )
+    detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"})
+    config = cpu_sft_args(tmp_path, max_steps=4, logging_steps=2, dataset_text_field="text")
     for trainer_cls in (SFTTrainer, QDCSFTTrainer):
         trainer = trainer_cls(
             model=build_gpt2(tokenizer),
@@ -166,28 +162,19 @@ TRL_KEYS = ("entropy", "mean_token_accuracy", "num_tokens")
 @pytest.mark.parametrize("with_mixin", [False, True])
 def test_trl_metrics_stay_on_the_trainers_own_records(tokenizer, tmp_path, with_mixin):
     """TRL's log() empties its metric buffer on every call: the callbacks' records must not take it."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
         pass
 
-    ds = text_dataset(32).remove_columns(["quality", "cluster"])
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=1)
+    ds = random_text_dataset(32, lengths=(3, 9))
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=1)
+    )
     detector = CollapseDetectorCallback(
         watch={"qdc/gen/per_input/distinct_2": "decrease", "entropy": "decrease"}, actions=("log",)
     )
-    config = SFTConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=6,
-        logging_steps=3,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        max_length=32,
-        dataset_text_field="text",
-    )
+    config = cpu_sft_args(tmp_path, max_steps=6, logging_steps=3, dataset_text_field="text")
     trainer = (QDCSFTTrainer if with_mixin else SFTTrainer)(
         model=build_gpt2(tokenizer),
         args=config,
@@ -215,7 +202,7 @@ def test_trl_metrics_stay_on_the_trainers_own_records(tokenizer, tmp_path, with_
 def test_train_entropy_is_the_mean_predictive_entropy_at_the_scored_positions(tokenizer, tmp_path):
     """One step whose batch is the whole dataset: the logged value equals the entropy from a forward pass by hand."""
     texts = ["the cat sat on the mat", "a dog ran in the park", "first add 2 and 3", "the answer is 5"]
-    ds = Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    ds = tokenized(Dataset.from_dict({"text": texts}), tokenizer)
     model = build_gpt2(tokenizer, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     batch = collator([ds[i] for i in range(len(ds))])
@@ -238,10 +225,8 @@ def test_train_entropy_is_the_mean_predictive_entropy_at_the_scored_positions(to
 
 
 def test_samples_file_is_json_lines(tokenizer, tmp_path):
-    ds = text_dataset(8).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
-    )
-    monitor = GenerationMonitorCallback(["the cat"], num_samples=2, max_new_tokens=3)
+    ds = tokenized(random_text_dataset(8, lengths=(3, 9)), tokenizer)
+    monitor = GenerationMonitorCallback(["the cat"], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=3))
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
         args=args_for(tmp_path, max_steps=1),
@@ -262,10 +247,10 @@ def test_samples_reach_a_wandb_table(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    ds = text_dataset(8).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
+    ds = tokenized(random_text_dataset(8, lengths=(3, 9)), tokenizer)
+    monitor = GenerationMonitorCallback(
+        PROMPTS[:2], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=3, every_n_steps=2)
     )
-    monitor = GenerationMonitorCallback(PROMPTS[:2], num_samples=2, max_new_tokens=3, every_n_steps=2)
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
         args=args_for(tmp_path / "out", max_steps=2, report_to=["wandb"]),
@@ -291,25 +276,20 @@ def test_samples_reach_a_wandb_table(tokenizer, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("setting", ["packing", "padding_free"])
 def test_packed_batches_are_refused_at_construction_with_a_sampler(tokenizer, tmp_path, setting):
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
         pass
 
-    ds = text_dataset(16).remove_columns(["quality", "cluster"])
-    config = SFTConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
+    ds = random_text_dataset(16, lengths=(3, 9))
+    config = cpu_sft_args(
+        tmp_path,
         max_steps=2,
         logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
         dataset_text_field="text",
         **{setting: True},
-        max_length=None if setting == "padding_free" else 32,
-    )  # TRL: padding-free does not truncate
+        max_length=None if setting == "padding_free" else 32,  # TRL: padding-free does not truncate
+    )
     with pytest.raises(
         ValueError,
         match=f"does not support packed batches yet \\({setting}=True.*Set packing=False and padding_free=False",
@@ -331,9 +311,7 @@ def test_a_batch_with_fewer_rows_than_indices_fails_with_a_clear_message(tokeniz
     """A padding-free collator flattens the examples into one row; the check in compute_loss names the cause."""
     from qdc_trainer.data.collator import INDEX_KEY
 
-    ds = text_dataset(8).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text", "quality", "cluster"]
-    )
+    ds = tokenized(random_text_dataset(8, lengths=(3, 9)), tokenizer)
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
         args=args_for(tmp_path),

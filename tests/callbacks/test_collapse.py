@@ -139,42 +139,17 @@ def test_warming_up_signal():
 def _train_with_series(
     tmp_path, tokenizer, values, key="qdc/gen/per_input/distinct_2", actions=None, resume=None, **detector_kwargs
 ):
-    from datasets import Dataset
-    from helpers import build_gpt2
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+    from helpers import LogSeries, tiny_trainer
 
     from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
-    class LogSeries(TrainerCallback):  # stands in for the generation monitor
-        def __init__(self, trainer):
-            self.trainer = trainer
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.trainer.log({key: values[state.global_step - 1]})
-
-    ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 64}).map(lambda b: tokenizer(b["text"]), batched=True)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=len(values),
-        logging_steps=1000,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-    )
-    trainer = Trainer(
-        model=build_gpt2(tokenizer),
-        args=args,
-        train_dataset=ds.remove_columns(["text"]),
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-    )
+    trainer = tiny_trainer(tmp_path, tokenizer, len(values))
     detector = CollapseDetectorCallback(
         trainer,
         watch=[SeriesDetector(key, ema=1.0, warmup=3, **detector_kwargs)],
         **({"actions": actions} if actions else {}),
     )
-    trainer.add_callback(LogSeries(trainer))
+    trainer.add_callback(LogSeries(trainer, key, values))
     trainer.add_callback(detector)
     trainer.train(resume_from_checkpoint=resume)
     return trainer, detector
@@ -411,12 +386,12 @@ def test_bad_numbers_fail_at_construction(kwargs, error, match):
 
 def test_an_unbound_detector_that_logs_raises_at_train_begin(tmp_path, tokenizer):
     from datasets import Dataset
-    from helpers import build_gpt2
+    from helpers import build_gpt2, tokenized
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
-    ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 8}).map(lambda b: tokenizer(b["text"]), batched=True)
+    ds = tokenized(Dataset.from_dict({"text": ["the cat sat on the mat"] * 8}), tokenizer)
     args = TrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -431,7 +406,7 @@ def test_an_unbound_detector_that_logs_raises_at_train_begin(tmp_path, tokenizer
         return Trainer(
             model=build_gpt2(tokenizer),
             args=args,
-            train_dataset=ds.remove_columns(["text"]),
+            train_dataset=ds,
             data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
             callbacks=[detector],
         )
@@ -451,12 +426,14 @@ def _monitored_trainer(tmp_path, tokenizer, prompts: int, samples: int, **detect
     from helpers import build_gpt2
     from transformers import Trainer, TrainingArguments
 
-    from qdc_trainer import GenerationMonitorCallback
+    from qdc_trainer import GenerationMonitorCallback, GenerationMonitorConfig
     from qdc_trainer.callbacks.collapse import CollapseDetectorCallback
 
     ds = Dataset.from_dict({"input_ids": [[4, 5, 6]] * 4})
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no", use_cpu=True)
-    monitor = GenerationMonitorCallback(["the cat"] * prompts, num_samples=samples, max_new_tokens=2)
+    monitor = GenerationMonitorCallback(
+        ["the cat"] * prompts, config=GenerationMonitorConfig(num_samples=samples, max_new_tokens=2)
+    )
     trainer = Trainer(model=build_gpt2(tokenizer), args=args, train_dataset=ds, processing_class=tokenizer)
     detector = CollapseDetectorCallback(trainer, **detector_kwargs)
     trainer.add_callback(monitor)

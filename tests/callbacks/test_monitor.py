@@ -9,15 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset
-from helpers import build_gpt2, build_tokenizer, cpu_training_args
+from helpers import build_gpt2, build_tokenizer, cpu_training_args, random_text_dataset, tokenized
 from transformers import DataCollatorForLanguageModeling, Trainer
 
 from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, GenerationMonitorConfig, QDCTrainer
 from qdc_trainer.callbacks.monitor import PREFIX, SAMPLES_FILE, measure_generations
 from qdc_trainer.metrics import HashingEmbedder, VerifierScorer, compression_ratio, self_bleu, vendi_score
 
-WORDS = "the cat sat on mat a dog ran in park first add to get then multiply by answer is".split()
 PROMPTS = ["the cat", "a dog ran", "first add 2 and 3"]
 
 
@@ -137,19 +135,28 @@ def test_bad_prompts_and_settings():
         GenerationMonitorCallback("just one string")
     with pytest.raises(TypeError, match="probe prompt 0"):
         GenerationMonitorCallback([3])
-    with pytest.raises(TypeError, match="unknown setting"):
+    with pytest.raises(TypeError, match=r"unknown GenerationMonitorCallback option\(s\) \['num_sample'\]"):
         GenerationMonitorCallback(["a"], num_sample=3)
-    monitor = GenerationMonitorCallback(["a"], GenerationMonitorConfig(max_new_tokens=7), num_samples=3)
-    assert monitor.config.max_new_tokens == 7 and monitor.config.num_samples == 3
+    with pytest.raises(TypeError, match="config must be a GenerationMonitorConfig, got dict"):
+        GenerationMonitorCallback(["a"], {"num_samples": 3})
+
+
+def test_the_keyword_spelling_of_the_settings_warns_and_still_works():
+    config = GenerationMonitorConfig(max_new_tokens=7)
+    assert GenerationMonitorCallback(["a"], config=config).config == config
+    with pytest.warns(
+        FutureWarning,
+        match=r"GenerationMonitorCallback\(num_samples=3\).*config=dataclasses.replace\(config, num_samples=3\)",
+    ) as caught:
+        monitor = GenerationMonitorCallback(["a"], config, num_samples=3)
+    assert caught[0].filename == __file__  # the warning names the caller's line
+    assert monitor.config == GenerationMonitorConfig(max_new_tokens=7, num_samples=3) and config.num_samples == 4
+    with pytest.warns(FutureWarning, match=r"config=GenerationMonitorConfig\(num_samples=3, at_start=False\)"):
+        monitor = GenerationMonitorCallback(["a"], num_samples=3, at_start=False)
+    assert monitor.config == GenerationMonitorConfig(num_samples=3, at_start=False)
 
 
 # --------------------------------------------------------------------------- with a real Trainer
-
-
-def lm_dataset(tokenizer, n=32, seed=0):
-    rng = np.random.default_rng(seed)
-    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(n)]
-    return Dataset.from_dict({"text": texts}).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
 
 
 def training_args(tmp_path, **kwargs):
@@ -160,7 +167,7 @@ def make_trainer(tokenizer, tmp_path, callbacks, model=None, trainer_cls=QDCTrai
     return trainer_cls(
         model=model if model is not None else build_gpt2(tokenizer),
         args=training_args(tmp_path, **kwargs),
-        train_dataset=lm_dataset(tokenizer),
+        train_dataset=tokenized(random_text_dataset(32, lengths=(3, 9)), tokenizer),
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
@@ -173,7 +180,9 @@ def gen_logs(trainer):
 
 
 def test_monitor_in_a_trainer_logs_saves_and_restores(tokenizer, tmp_path):
-    monitor = GenerationMonitorCallback(PROMPTS, every_n_steps=3, num_samples=2, max_new_tokens=6)
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(every_n_steps=3, num_samples=2, max_new_tokens=6)
+    )
     trainer = make_trainer(tokenizer, tmp_path, [monitor])
     trainer.model.activation_checkpointing_enable()
     side = tokenizer.padding_side
@@ -201,16 +210,20 @@ def test_monitor_in_a_trainer_logs_saves_and_restores(tokenizer, tmp_path):
 
 
 def test_default_cadence_follows_evaluation_then_logging(tokenizer, tmp_path):
-    monitor = GenerationMonitorCallback(PROMPTS[:2], num_samples=2, max_new_tokens=4, at_start=False)
+    monitor = GenerationMonitorCallback(
+        PROMPTS[:2], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, at_start=False)
+    )
     trainer = make_trainer(tokenizer, tmp_path / "a", [monitor], logging_steps=5)
     trainer.train()
     assert [e["step"] for e in gen_logs(trainer)] == [5]
-    monitor = GenerationMonitorCallback(PROMPTS[:2], num_samples=2, max_new_tokens=4, at_start=False)
+    monitor = GenerationMonitorCallback(
+        PROMPTS[:2], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, at_start=False)
+    )
     trainer = make_trainer(
         tokenizer,
         tmp_path / "b",
         [monitor],
-        eval_dataset=lm_dataset(tokenizer, n=8, seed=1),
+        eval_dataset=tokenized(random_text_dataset(8, seed=1, lengths=(3, 9)), tokenizer),
         eval_strategy="steps",
         eval_steps=2,
     )
@@ -223,7 +236,10 @@ def test_monitoring_leaves_training_unchanged(tokenizer, tmp_path):
     runs = []
     for name, callbacks in (
         ("plain", []),
-        ("monitored", [GenerationMonitorCallback(PROMPTS, every_n_steps=2, max_new_tokens=5)]),
+        (
+            "monitored",
+            [GenerationMonitorCallback(PROMPTS, config=GenerationMonitorConfig(every_n_steps=2, max_new_tokens=5))],
+        ),
     ):
         trainer = make_trainer(tokenizer, tmp_path / name, callbacks, model=build_gpt2(tokenizer, seed=3))
         trainer.train()
@@ -234,7 +250,9 @@ def test_monitoring_leaves_training_unchanged(tokenizer, tmp_path):
 
 def test_generations_and_entropy_match_a_plain_generate_call(tokenizer, tmp_path):
     model = build_gpt2(tokenizer, seed=1)
-    monitor = GenerationMonitorCallback(PROMPTS[:1], num_samples=3, max_new_tokens=8, seed=11, at_start=False)
+    monitor = GenerationMonitorCallback(
+        PROMPTS[:1], config=GenerationMonitorConfig(num_samples=3, max_new_tokens=8, seed=11, at_start=False)
+    )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], model=model, max_steps=1)
     monitor.on_train_begin(trainer.args, trainer.state, trainer.control)
     records = monitor._generate_local(rank=0, world=1, step=4)
@@ -277,7 +295,9 @@ def test_activation_checkpointing_does_not_change_the_generations(tokenizer, tmp
         if checkpointing:
             model.activation_checkpointing_enable()
         model.train()
-        monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=8, seed=5, at_start=False)
+        monitor = GenerationMonitorCallback(
+            PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=8, seed=5, at_start=False)
+        )
         trainer = make_trainer(tokenizer, tmp_path / str(checkpointing), [monitor], model=model, max_steps=1)
         monitor.on_train_begin(trainer.args, trainer.state, trainer.control)
         results.append(monitor._generate_local(rank=0, world=1, step=0))
@@ -289,11 +309,9 @@ def test_embedder_and_scorer_add_their_keys(tokenizer, tmp_path):
     scorer = VerifierScorer(lambda prompt, completion: len(completion.split()) > 2)
     monitor = GenerationMonitorCallback(
         PROMPTS,
-        num_samples=2,
-        max_new_tokens=5,
-        every_n_steps=100,
         embedder=HashingEmbedder(n_features=64),
         scorer=scorer,
+        config=GenerationMonitorConfig(num_samples=2, max_new_tokens=5, every_n_steps=100),
     )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=1)
     trainer.train()
@@ -310,7 +328,8 @@ def test_chat_prompts_use_the_chat_template(tmp_path):
         "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}answer is{% endif %}"
     )
     monitor = GenerationMonitorCallback(
-        [[{"role": "user", "content": "the cat"}], "a dog"], num_samples=2, max_new_tokens=3
+        [[{"role": "user", "content": "the cat"}], "a dog"],
+        config=GenerationMonitorConfig(num_samples=2, max_new_tokens=3),
     )
     trainer = make_trainer(tok, tmp_path, [monitor], max_steps=1)
     monitor.on_train_begin(trainer.args, trainer.state, trainer.control)
@@ -319,7 +338,9 @@ def test_chat_prompts_use_the_chat_template(tmp_path):
 
 def test_too_long_prompts_keep_their_last_tokens(tokenizer, tmp_path, caplog):
     long_prompt = " ".join(["the cat sat on the mat"] * 20)  # 120 tokens, context 64
-    monitor = GenerationMonitorCallback([long_prompt, "a dog"], num_samples=2, max_new_tokens=16)
+    monitor = GenerationMonitorCallback(
+        [long_prompt, "a dog"], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=16)
+    )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=1)
     with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.monitor"):
         trainer.train()
@@ -327,7 +348,7 @@ def test_too_long_prompts_keep_their_last_tokens(tokenizer, tmp_path, caplog):
     assert len(monitor._encoded[0]) == 48 and monitor._encoded[0] == tokenizer(long_prompt)["input_ids"][-48:]
     assert gen_logs(trainer)[0]["qdc/gen/length"] > 0
 
-    too_many = GenerationMonitorCallback(["a dog"], max_new_tokens=64)
+    too_many = GenerationMonitorCallback(["a dog"], config=GenerationMonitorConfig(max_new_tokens=64))
     trainer = make_trainer(tokenizer, tmp_path / "b", [too_many], max_steps=1)
     with pytest.raises(ValueError, match="leaves no room"):
         trainer.train()
@@ -336,7 +357,10 @@ def test_too_long_prompts_keep_their_last_tokens(tokenizer, tmp_path, caplog):
 def test_empty_generations_are_logged_as_such_and_the_detector_skips_them(tokenizer, tmp_path):
     eos = tokenizer.eos_token_id
     monitor = GenerationMonitorCallback(
-        PROMPTS, num_samples=2, max_new_tokens=1, every_n_steps=2, generation_kwargs={"forced_eos_token_id": eos}
+        PROMPTS,
+        config=GenerationMonitorConfig(
+            num_samples=2, max_new_tokens=1, every_n_steps=2, generation_kwargs={"forced_eos_token_id": eos}
+        ),
     )
     detector = CollapseDetectorCallback(watch={"qdc/gen/per_input/distinct_2": "decrease"})
     trainer = make_trainer(tokenizer, tmp_path, [monitor, detector], max_steps=4)
@@ -353,7 +377,7 @@ def test_the_monitor_needs_a_trainer_and_a_tokenizer(tokenizer, tmp_path):
     trainer = Trainer(
         model=build_gpt2(tokenizer),
         args=training_args(tmp_path, max_steps=1),
-        train_dataset=lm_dataset(tokenizer),
+        train_dataset=tokenized(random_text_dataset(32, lengths=(3, 9)), tokenizer),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         callbacks=[monitor],
     )
@@ -372,11 +396,10 @@ def test_empty_samples_with_a_lexical_embedder_do_not_stop_training(tokenizer, t
     eos = tokenizer.eos_token_id
     monitor = GenerationMonitorCallback(
         PROMPTS,
-        num_samples=2,
-        max_new_tokens=1,
-        every_n_steps=2,
         embedder=HashingEmbedder(n_features=64),
-        generation_kwargs={"forced_eos_token_id": eos},
+        config=GenerationMonitorConfig(
+            num_samples=2, max_new_tokens=1, every_n_steps=2, generation_kwargs={"forced_eos_token_id": eos}
+        ),
     )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=2)
     trainer.train()
@@ -404,11 +427,9 @@ def failing(message, calls=None):
 def test_a_failing_embedder_and_scorer_give_nan_and_one_warning_each(tokenizer, tmp_path, caplog):
     monitor = GenerationMonitorCallback(
         PROMPTS,
-        num_samples=2,
-        max_new_tokens=4,
-        every_n_steps=2,
         embedder=failing("embedder down"),
         scorer=failing("scorer down"),
+        config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2),
     )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
     with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.monitor"):
@@ -429,7 +450,9 @@ def test_a_failing_embedder_and_scorer_give_nan_and_one_warning_each(tokenizer, 
 
 def test_a_measuring_error_still_saves_the_samples(tokenizer, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr("qdc_trainer.callbacks.monitor.measure_generations", failing("cannot measure"))
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+    )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
     with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.monitor"):
         trainer.train()
@@ -443,7 +466,9 @@ def test_a_measuring_error_still_saves_the_samples(tokenizer, tmp_path, caplog, 
 
 
 def test_a_generation_error_is_a_warning_and_training_goes_on(tokenizer, tmp_path, caplog):
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+    )
     trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
     generate = trainer.model.generate
 
@@ -492,7 +517,7 @@ def test_every_rank_makes_the_same_collective_calls_when_one_fails(monkeypatch, 
     monkeypatch.setattr(accelerate.utils, "broadcast_object_list", broadcast_object_list)
     logged = []
     for rank in (1, 0):
-        monitor = GenerationMonitorCallback(["p"], num_samples=2)
+        monitor = GenerationMonitorCallback(["p"], config=GenerationMonitorConfig(num_samples=2))
         monitor.trainer = type(
             "T",
             (),
@@ -522,7 +547,9 @@ def test_every_rank_makes_the_same_collective_calls_when_one_fails(monkeypatch, 
 
 def test_a_fresh_run_starts_the_samples_file_anew(tokenizer, tmp_path, caplog):
     for _ in range(2):
-        monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+        monitor = GenerationMonitorCallback(
+            PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+        )
         trainer = make_trainer(tokenizer, tmp_path, [monitor], max_steps=4)
         with caplog.at_level(logging.WARNING, logger="qdc_trainer.callbacks.monitor"):
             trainer.train()
@@ -532,14 +559,18 @@ def test_a_fresh_run_starts_the_samples_file_anew(tokenizer, tmp_path, caplog):
         ]  # this run's samples only, once each
     assert caplog.text.count("held 18 sample(s) of an earlier run") == 1
     # save_samples=False leaves the file alone
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2, save_samples=False)
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2, save_samples=False)
+    )
     make_trainer(tokenizer, tmp_path, [monitor], max_steps=2).train()
     assert len((tmp_path / SAMPLES_FILE).read_text().splitlines()) == 18
 
 
 def test_a_resumed_run_keeps_the_samples_its_checkpoint_covers(tokenizer, tmp_path):
     def run(folder, **kwargs):
-        monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=4, every_n_steps=2)
+        monitor = GenerationMonitorCallback(
+            PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+        )
         trainer = make_trainer(
             tokenizer,
             folder,

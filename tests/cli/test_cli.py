@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from qdc_trainer import GenerationMonitorConfig, QDCSamplerConfig
 from qdc_trainer.cli import main
-from qdc_trainer.cli.config import ConfigError, load_config, recipe_experiment
+from qdc_trainer.cli.config import (
+    ConfigError,
+    MonitorArguments,
+    QDCArguments,
+    SamplerArguments,
+    load_config,
+    recipe_experiment,
+)
 from qdc_trainer.experiments.self_improve import load_self_improve_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +77,11 @@ def test_flags_override_the_file():
         ("task: dataset\n", [], "needs dataset_name"),
         ("noise: 1.5\n", [], "noise=1.5 must be in"),
         ("detector_watch: [loss]\n", [], "detector_watch: 'loss' has no known settings"),
+        ("tradeoff: 1.5\n", [], r"QDC sampler.*tradeoff=1.5 is invalid; it must be \[0, 1\]"),
+        ("update_every: 0\n", [], "QDC sampler.*update_every=0 is invalid"),
+        ("monitor_num_samples: 1\n", [], "generation monitor.*num_samples=1 must be an int >= 2"),
+        ("loss_weighting: heavy\n", [], "loss_weighting.*invalid choice: 'heavy'"),
+        ("monitor_samples: 2\nmonitor_num_samples: 3\n", [], "gives both 'monitor_samples' and 'monitor_num_samples'"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path, yaml_text, flags, message):
@@ -106,6 +120,9 @@ def test_every_help_exits_0(command):
     assert "usage" in result.stdout.lower()
     if command in (["train"], ["profile"]):
         assert "--max_steps" in result.stdout and "--tradeoff" in result.stdout  # every recipe key is listed
+        assert (
+            "--monitor_num_samples" in result.stdout and "generation monitor (GenerationMonitorConfig" in result.stdout
+        )
     if command == ["self-improve"]:
         assert "--rounds" in result.stdout and "--budget" in result.stdout and "--arms" in result.stdout
 
@@ -139,7 +156,7 @@ def test_smoke_lets_an_explicit_flag_win():
     recipe = ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml"
     cfg = load_config(recipe, ["--smoke", "true", "--max_steps", "2", "--probes=3"])
     assert cfg.training.max_steps == 2 and cfg.qdc.probes == 3  # the flags win
-    assert cfg.qdc.monitor_samples == 2 and cfg.data.train_size == 64  # smoke sets the rest, over the recipe's values
+    assert cfg.monitor.num_samples == 2 and cfg.data.train_size == 64  # smoke sets the rest, over the recipe's values
     assert load_config(recipe, ["--smoke", "true"]).training.max_steps == 4
 
 
@@ -155,3 +172,38 @@ def test_a_reporting_backend_that_is_not_installed_is_named_before_training(monk
     assert main(["train", "--config", recipe, "--smoke", "true"]) == 2
     assert "qdc-trainer[tensorboard]" in capsys.readouterr().err
     assert load_config(recipe, ["--report_to", "none"]).training.report_to in ([], ["none"], "none")
+
+
+def test_the_sampler_and_monitor_settings_are_the_library_dataclasses():
+    cfg = load_config(
+        None,
+        ["--output_dir", "out", "--seed", "7", "--tradeoff", "0.3", "--floor", "0.2", "--monitor_num_samples", "3"]
+        + ["--monitor_top_p", "0.9", "--no_monitor_at_start"],
+    )
+    # every knob, its default and its checks come from QDCSamplerConfig and GenerationMonitorConfig; the seed is
+    # the training seed
+    assert cfg.sampler == QDCSamplerConfig(tradeoff=0.3, floor=0.2, seed=7)
+    assert cfg.monitor == GenerationMonitorConfig(num_samples=3, top_p=0.9, at_start=False, seed=7)
+    defaults = load_config(None, ["--output_dir", "out"])
+    assert defaults.sampler == QDCSamplerConfig(seed=defaults.training.seed)
+    assert defaults.monitor == GenerationMonitorConfig(seed=defaults.training.seed)
+    sampler_keys = {f.name for f in dataclasses.fields(SamplerArguments)}
+    assert sampler_keys == {f.name for f in dataclasses.fields(QDCSamplerConfig)} - {"seed"}
+    assert {f.name for f in dataclasses.fields(MonitorArguments)} == {
+        f"monitor_{f.name}" for f in dataclasses.fields(GenerationMonitorConfig)
+    } - {"monitor_seed", "monitor_generation_kwargs"}
+    assert not sampler_keys & {f.name for f in dataclasses.fields(QDCArguments)}  # declared once
+
+
+def test_the_previous_releases_monitor_keys_still_work_with_a_warning(tmp_path):
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("monitor_samples: 3\nmonitor_every: 7\n")
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config(recipe, ["--output_dir", str(tmp_path)])
+    messages = [str(w.message) for w in caught]
+    assert any("the key 'monitor_samples' is now 'monitor_num_samples'" in m for m in messages)
+    assert any("the key 'monitor_every' is now 'monitor_every_n_steps'" in m for m in messages)
+    assert (cfg.monitor.num_samples, cfg.monitor.every_n_steps) == (3, 7)
+    with pytest.warns(FutureWarning, match="--monitor_every is now --monitor_every_n_steps"):
+        cfg = load_config(None, ["--output_dir", str(tmp_path), "--monitor_every=5", "--smoke", "true"])
+    assert cfg.monitor.every_n_steps == 5  # a flag wins over smoke's setting under its old name too

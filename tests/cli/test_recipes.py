@@ -46,7 +46,7 @@ def test_hub_recipe_loading_path_on_local_files(tokenizer, tmp_path):
             "2",
             "--monitor_max_new_tokens",
             "4",
-            "--monitor_every",
+            "--monitor_every_n_steps",
             "2",
             "--logging_steps",
             "2",
@@ -82,6 +82,9 @@ def test_hub_recipe_loading_path_on_local_files(tokenizer, tmp_path):
         described["model"]["model_name_or_path"] == str(model_dir)
         and described["data"]["prompt_field"] == "instruction"
     )
+    # the library settings the run used: the recipe's values, the training seed
+    assert described["sampler"]["update_every"] == 20 and described["sampler"]["seed"] == cfg.training.seed
+    assert described["monitor"]["every_n_steps"] == 2 and described["monitor"]["max_new_tokens"] == 4
 
 
 def test_a_missing_column_is_named(tokenizer, tmp_path):
@@ -256,11 +259,11 @@ def _train(tmp_path, data, *flags):
         "2",
         "--probes",
         "2",
-        "--monitor_samples",
+        "--monitor_num_samples",
         "2",
         "--monitor_max_new_tokens",
         "4",
-        "--monitor_every",
+        "--monitor_every_n_steps",
         "2",
         "--max_tokens",
         "16",

@@ -13,7 +13,7 @@ import pytest
 
 import qdc_trainer
 import qdc_trainer.data
-from qdc_trainer.data import QDCSampler, columns
+from qdc_trainer.data import QDCSampler, QDCSamplerConfig, columns
 
 ROOT = Path(__file__).resolve().parents[2]
 MOVED = ("sampler", "selection", "collator")
@@ -95,7 +95,7 @@ def test_column_helpers_check_and_standardise():
 
 
 def test_configure_block_sets_an_unset_block_and_checks_a_set_one():
-    s = QDCSampler(1000, update_every=3)
+    s = QDCSampler(1000, config=QDCSamplerConfig(update_every=3))
     assert s.configure_block(samples_per_step=16, global_batch=8) == 48 and s.block_size == 48
     assert s.configure_block(samples_per_step=32, global_batch=8) == 48  # a set block is kept
     fixed = QDCSampler(1000, block_size=100)

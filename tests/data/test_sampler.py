@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -42,7 +43,10 @@ def test_tradeoff_moves_mass_between_quality_and_cluster_balance():
     # Cluster 0: 90 examples of high quality; cluster 1: 10 examples of low quality.
     q = np.r_[np.full(90, 1.0), np.full(10, 0.0)]
     k = np.r_[np.zeros(90, int), np.ones(10, int)]
-    mass_small = {t: QDCSampler(100, quality=q, clusters=k, tradeoff=t).probabilities()[90:].sum() for t in (0, 0.5, 1)}
+    mass_small = {
+        t: QDCSampler(100, quality=q, clusters=k, config=QDCSamplerConfig(tradeoff=t)).probabilities()[90:].sum()
+        for t in (0, 0.5, 1)
+    }
     # tradeoff 0: each cluster gets equal mass (up to the floor); 1: quality decides, the small cluster starves.
     assert mass_small[0] == pytest.approx(0.9 * 0.5 + 0.1 * 0.1)
     assert mass_small[0] > mass_small[0.5] > mass_small[1]
@@ -54,7 +58,12 @@ def test_draws_follow_the_probabilities(seed):
     rng = np.random.default_rng(seed)
     n = 40
     s = QDCSampler(
-        n, quality=rng.normal(size=n), clusters=rng.integers(0, 5, n), seed=seed, num_samples=40_000, block_size=1000
+        n,
+        quality=rng.normal(size=n),
+        clusters=rng.integers(0, 5, n),
+        num_samples=40_000,
+        block_size=1000,
+        config=QDCSamplerConfig(seed=seed),
     )
     counts = np.bincount(np.fromiter(iter(s), dtype=np.int64), minlength=n)
     expected = s.probabilities() * counts.sum()
@@ -64,7 +73,7 @@ def test_draws_follow_the_probabilities(seed):
 def test_a_skewed_distribution_is_not_uniform():
     """The chi-square test above can fail: uniform draws are rejected against skewed weights."""
     n = 40
-    s = QDCSampler(n, quality=np.arange(n, dtype=float), tradeoff=1.0, num_samples=40_000)
+    s = QDCSampler(n, quality=np.arange(n, dtype=float), num_samples=40_000, config=QDCSamplerConfig(tradeoff=1.0))
     uniform = np.random.default_rng(0).integers(0, n, 40_000)
     counts = np.bincount(uniform, minlength=n)
     assert stats.chisquare(counts, s.probabilities() * counts.sum()).pvalue < 1e-6
@@ -72,7 +81,7 @@ def test_a_skewed_distribution_is_not_uniform():
 
 def test_floor_keeps_every_example_reachable():
     q = np.r_[np.full(99, 10.0), -1000.0]
-    s = QDCSampler(100, quality=q, tradeoff=1.0, quality_strength=50.0, floor=0.2)
+    s = QDCSampler(100, quality=q, config=QDCSamplerConfig(tradeoff=1.0, quality_strength=50.0, floor=0.2))
     assert s.probabilities().min() >= 0.2 / 100 * (1 - 1e-9)
     s.record(np.arange(99), np.full(99, 100.0))
     s.record([99], [1e-9])
@@ -81,7 +90,7 @@ def test_floor_keeps_every_example_reachable():
 
 
 def test_online_update_moves_mass_to_unlearned_examples():
-    s = QDCSampler(6, clusters=[0, 0, 0, 1, 1, 1], cluster_loss_strength=0.0)
+    s = QDCSampler(6, clusters=[0, 0, 0, 1, 1, 1], config=QDCSamplerConfig(cluster_loss_strength=0.0))
     before = s.probabilities()
     assert before == pytest.approx(np.full(6, 1 / 6))
     s.record([0, 1, 3, 4], [4.0, 4.0, 1.0, 1.0])
@@ -95,7 +104,9 @@ def test_online_update_moves_mass_to_unlearned_examples():
 
 
 def test_cluster_level_signal():
-    s = QDCSampler(4, clusters=[0, 0, 1, 1], example_loss_strength=0.0, cluster_loss_strength=1.0)
+    s = QDCSampler(
+        4, clusters=[0, 0, 1, 1], config=QDCSamplerConfig(example_loss_strength=0.0, cluster_loss_strength=1.0)
+    )
     s.record([0, 2], [3.0, 1.0])
     s.update()
     p = s.probabilities()
@@ -105,7 +116,7 @@ def test_cluster_level_signal():
 
 
 def test_ema_update_values():
-    s = QDCSampler(3, ema_decay=0.5)
+    s = QDCSampler(3, config=QDCSamplerConfig(ema_decay=0.5))
     s.record([0, 0, 1], [2.0, 4.0, 1.0])  # index 0 twice in one window: its mean (3) enters once
     s.update()
     assert s.loss_ema[:2].tolist() == [3.0, 1.0] and math.isnan(s.loss_ema[2])
@@ -124,7 +135,7 @@ def test_nan_loss_counts_as_consumed_without_signal():
 
 
 def test_stream_is_deterministic_and_ignores_global_rng():
-    make = lambda: QDCSampler(100, quality=np.linspace(0, 1, 100), seed=7, block_size=16)  # noqa: E731
+    make = lambda: QDCSampler(100, quality=np.linspace(0, 1, 100), config=QDCSamplerConfig(seed=7), block_size=16)  # noqa: E731
     torch.manual_seed(1)
     np.random.seed(1)
     a = list(make())
@@ -132,7 +143,7 @@ def test_stream_is_deterministic_and_ignores_global_rng():
     np.random.seed(2)
     b = list(make())
     assert a == b
-    other = QDCSampler(100, quality=np.linspace(0, 1, 100), seed=8, block_size=16)
+    other = QDCSampler(100, quality=np.linspace(0, 1, 100), block_size=16, config=QDCSamplerConfig(seed=8))
     assert list(other) != a
 
 
@@ -147,7 +158,12 @@ def test_epochs_differ_and_length_is_constant():
 
 
 def test_blocks_use_the_weights_in_force_when_drawn():
-    s = QDCSampler(10, block_size=5, num_samples=10, example_loss_strength=4.0, max_online_ratio=1e6, floor=0.01)
+    s = QDCSampler(
+        10,
+        block_size=5,
+        num_samples=10,
+        config=QDCSamplerConfig(example_loss_strength=4.0, max_online_ratio=1e6, floor=0.01),
+    )
     it = iter(s)
     first = [next(it) for _ in range(5)]
     s.record(list(range(10)), [1e-3] * 9 + [1e3])
@@ -158,7 +174,13 @@ def test_blocks_use_the_weights_in_force_when_drawn():
 
 
 def test_state_round_trip_and_exact_resume(tmp_path):
-    kwargs = dict(quality=np.linspace(0, 1, 200), clusters=np.arange(200) % 7, seed=3, block_size=20, num_samples=200)
+    kwargs = dict(
+        quality=np.linspace(0, 1, 200),
+        clusters=np.arange(200) % 7,
+        config=QDCSamplerConfig(seed=3),
+        block_size=20,
+        num_samples=200,
+    )
     original = QDCSampler(200, **kwargs)
     stream, it = [], iter(original)
     for step in range(6):  # 6 batches of 10, feedback after each, update every 2 batches
@@ -183,19 +205,23 @@ def test_state_round_trip_and_exact_resume(tmp_path):
 
 
 def test_load_rejects_a_different_sampler(tmp_path):
-    s = QDCSampler(20, seed=1)
+    s = QDCSampler(20, config=QDCSamplerConfig(seed=1))
     path = tmp_path / "s.npz"
     s.save(str(path))
     with pytest.raises(ValueError, match="num_examples"):
-        QDCSampler(21, seed=1).load(str(path))
+        QDCSampler(21, config=QDCSamplerConfig(seed=1)).load(str(path))
     with pytest.raises(ValueError, match="configured differently"):
-        QDCSampler(20, seed=2).load(str(path))
+        QDCSampler(20, config=QDCSamplerConfig(seed=2)).load(str(path))
 
 
 def test_beyond_multinomial_category_limit():
     n = 2**24 + 1000
     s = QDCSampler(
-        n, clusters=(np.arange(n) >= n - 10).astype(np.int32), tradeoff=0.0, block_size=4096, num_samples=4096
+        n,
+        clusters=(np.arange(n) >= n - 10).astype(np.int32),
+        block_size=4096,
+        num_samples=4096,
+        config=QDCSamplerConfig(tradeoff=0.0),
     )
     with pytest.raises(RuntimeError):
         torch.multinomial(torch.ones(n), 1)  # the limit QDCSampler avoids
@@ -215,16 +241,52 @@ def test_beyond_multinomial_category_limit():
         (dict(clusters=[0, 1.5, 2]), TypeError, "integer cluster ids"),
         (dict(base_weights=[1.0, -1.0, 1.0]), ValueError, "negative"),
         (dict(base_weights=[0.0, 0.0, 0.0]), ValueError, "all zero"),
-        (dict(tradeoff=1.5), ValueError, r"tradeoff=1.5 is invalid; it must be \[0, 1\]"),
-        (dict(floor=0.0), ValueError, "floor"),
-        (dict(update_every=0), ValueError, "update_every"),
         (dict(colour="red"), TypeError, "unknown QDCSampler option"),
+        (dict(config={"tradeoff": 0.5}), TypeError, "config must be a QDCSamplerConfig, got dict"),
         (dict(block_size=0), ValueError, "block_size"),
     ],
 )
 def test_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match):
         QDCSampler(3, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "knobs, match",
+    [
+        (dict(tradeoff=1.5), r"tradeoff=1.5 is invalid; it must be \[0, 1\]"),
+        (dict(floor=0.0), "floor"),
+        (dict(update_every=0), "update_every"),
+    ],
+)
+def test_bad_knobs(knobs, match):
+    with pytest.raises(ValueError, match=match):
+        QDCSamplerConfig(**knobs)
+
+
+def test_the_keyword_spelling_of_the_knobs_warns_and_still_works():
+    from datasets import Dataset
+
+    q = np.linspace(0, 1, 20)
+    config = QDCSamplerConfig(tradeoff=0.9, seed=4)
+    new = QDCSampler(20, quality=q, config=config)
+    assert new.config == config and new.config is not config  # a copy: changing config afterwards changes nothing
+    with pytest.warns(
+        FutureWarning, match=r"QDCSampler\(tradeoff=0.9, seed=4\).*config=QDCSamplerConfig\(tradeoff=0.9, seed=4\)"
+    ) as caught:
+        old = QDCSampler(20, quality=q, tradeoff=0.9, seed=4)
+    assert caught[0].filename == __file__  # the warning names the caller's line
+    assert old.config == config and old.probabilities().tolist() == new.probabilities().tolist()
+    with pytest.warns(FutureWarning, match=r"config=dataclasses.replace\(config, seed=4\)"):
+        both = QDCSampler(20, quality=q, config=QDCSamplerConfig(tradeoff=0.9), seed=4)
+    assert both.config == config
+    ds = Dataset.from_dict({"quality": q.tolist()})
+    with pytest.warns(FutureWarning, match=r"QDCSampler.from_dataset\(tradeoff=0.9, seed=4\)") as caught:
+        from_dataset = QDCSampler.from_dataset(ds, complexity_column=None, cluster_column=None, tradeoff=0.9, seed=4)
+    assert caught[0].filename == __file__ and from_dataset.config == config
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the config spelling does not warn
+        QDCSampler.from_dataset(ds, complexity_column=None, cluster_column=None, config=config)
 
 
 def test_bad_size_and_feedback():
@@ -258,7 +320,7 @@ def test_from_dataset_reads_columns_and_names_problems():
 
 
 def test_loss_weights():
-    s = QDCSampler(4, quality=[0.0, 0.0, 1.0, 1.0], tradeoff=1.0)
+    s = QDCSampler(4, quality=[0.0, 0.0, 1.0, 1.0], config=QDCSamplerConfig(tradeoff=1.0))
     p = s.probabilities()
     assert s.loss_weights([0, 2], "sampler") == pytest.approx(4 * p[[0, 2]])
     assert s.loss_weights([0, 2], "importance") == pytest.approx(1 / (4 * p[[0, 2]]))

@@ -96,7 +96,7 @@ def test_draw_matches_the_sampler_weights():
     draws = np.bincount([select_budget(3, 1, quality=quality, seed=s)[0] for s in range(3000)], minlength=3) / 3000
     assert np.abs(draws - expected).max() < 0.03
     # The sampler's own probabilities for the same scores (no loss feedback, a tiny floor) are the same.
-    sampler = QDCSampler(3, quality=quality, floor=1e-9)
+    sampler = QDCSampler(3, quality=quality, config=QDCSamplerConfig(floor=1e-9))
     assert np.allclose(sampler.probabilities(), expected, atol=1e-6)
 
 
@@ -104,7 +104,7 @@ def test_cluster_mass_matches_the_sampler():
     rng = np.random.default_rng(0)
     clusters = rng.choice(5, size=400, p=[0.6, 0.2, 0.1, 0.07, 0.03])
     for tradeoff in (0.2, 0.7):
-        sampler = QDCSampler(400, clusters=clusters, tradeoff=tradeoff, floor=1e-9)
+        sampler = QDCSampler(400, clusters=clusters, config=QDCSamplerConfig(tradeoff=tradeoff, floor=1e-9))
         mass = np.bincount(clusters, weights=sampler.probabilities(), minlength=5)
         picked = select_budget(400, 100, clusters=clusters, tradeoff=tradeoff)
         share = np.bincount(clusters[picked], minlength=5) / 100

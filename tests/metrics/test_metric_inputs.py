@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import build_gpt2, tiny_gpt2_config
+from helpers import build_gpt2, build_gpt2_classifier
 
 from qdc_trainer.metrics import (
     Corpus,
@@ -44,10 +44,7 @@ def test_max_length_must_be_a_sensible_int(tokenizer, tiny_lm, max_length):
 
 
 def test_reward_model_empty_pair_is_named(tokenizer):
-    from transformers import GPT2ForSequenceClassification
-
-    torch.manual_seed(0)
-    rm = GPT2ForSequenceClassification(tiny_gpt2_config(tokenizer, num_labels=1)).eval()
+    rm = build_gpt2_classifier(tokenizer, 1)
     with pytest.raises(ValueError, match="pair 0 encodes to no token"):
         RewardModelScorer(rm, tokenizer)([""], [""])
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import CORPUS, build_gpt2
+from helpers import CORPUS, build_gpt2, completion_loss, token_ids
 
 from qdc_trainer.metrics import ifd_score, lengths, sequence_perplexity, token_entropy
 
@@ -28,14 +28,10 @@ PROMPTS = ["instruction", "rate the quality of the response", "", "add 2 and 3 t
 # ----------------------------------------------------------------------------- helpers
 
 
-def ids(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 def loop_mean_nll(model, tokenizer, prompt: str, completion: str) -> float:
     """Mean NLL of the completion's tokens after [bos] + prompt, one position at a time."""
-    p = ids(tokenizer, prompt) if prompt else []
-    c = ids(tokenizer, completion)
+    p = token_ids(tokenizer, prompt) if prompt else []
+    c = token_ids(tokenizer, completion)
     seq = [tokenizer.bos_token_id] + p + c
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([seq])).logits[0].double()
@@ -44,17 +40,6 @@ def loop_mean_nll(model, tokenizer, prompt: str, completion: str) -> float:
         logp = torch.log_softmax(logits[t - 1], dim=-1)
         total -= float(logp[seq[t]])
     return total / len(c)
-
-
-def labels_loss(model, tokenizer, prompt: str, completion: str) -> float:
-    """The model's own cross-entropy (labels=) on the completion tokens after [bos] + prompt."""
-    p = ids(tokenizer, prompt) if prompt else []
-    c = ids(tokenizer, completion)
-    seq = torch.tensor([[tokenizer.bos_token_id] + p + c])
-    labels = seq.clone()
-    labels[0, : 1 + len(p)] = -100
-    with torch.no_grad():
-        return float(model(input_ids=seq, labels=labels).loss)
 
 
 def hand_entropy(logits: np.ndarray) -> np.ndarray:
@@ -180,7 +165,7 @@ def test_token_entropy_half_precision_computed_in_float32(dtype):
 
 
 def test_token_entropy_of_model_logits_is_in_range(tokenizer, tiny_lm):
-    seq = torch.tensor([[tokenizer.bos_token_id] + ids(tokenizer, TEXTS[2])])
+    seq = torch.tensor([[tokenizer.bos_token_id] + token_ids(tokenizer, TEXTS[2])])
     with torch.no_grad():
         logits = tiny_lm(input_ids=seq).logits
     out = float(token_entropy(logits)[0])
@@ -224,14 +209,14 @@ def test_perplexity_matches_per_token_loop(tokenizer, tiny_lm):
 
 def test_perplexity_matches_model_labels_loss(tokenizer, tiny_lm):
     out = sequence_perplexity(tiny_lm, tokenizer, TEXTS, progress=False)
-    expected = [math.exp(labels_loss(tiny_lm, tokenizer, "", t)) for t in TEXTS]
+    expected = [math.exp(completion_loss(tiny_lm, tokenizer, "", t)) for t in TEXTS]
     np.testing.assert_allclose(out, expected, rtol=1e-5)
 
 
 def test_perplexity_given_prompts_scores_only_the_text(tokenizer, tiny_lm):
     out = sequence_perplexity(tiny_lm, tokenizer, TEXTS, prompts=PROMPTS, progress=False)
     loop = [math.exp(loop_mean_nll(tiny_lm, tokenizer, p, t)) for p, t in zip(PROMPTS, TEXTS)]
-    loss = [math.exp(labels_loss(tiny_lm, tokenizer, p, t)) for p, t in zip(PROMPTS, TEXTS)]
+    loss = [math.exp(completion_loss(tiny_lm, tokenizer, p, t)) for p, t in zip(PROMPTS, TEXTS)]
     np.testing.assert_allclose(out, loop, rtol=1e-5)
     np.testing.assert_allclose(out, loss, rtol=1e-5)
     # A non-empty prompt changes the value (the prompt is really used).
@@ -339,7 +324,7 @@ def test_ifd_is_ratio_of_conditioned_and_direct_losses(tokenizer, tiny_lm):
     answers = ["5", "6 7 8", "mat"]
     out = ifd_score(tiny_lm, tokenizer, instructions, answers, progress=False)
     expected = [
-        labels_loss(tiny_lm, tokenizer, i, a) / labels_loss(tiny_lm, tokenizer, "", a)
+        completion_loss(tiny_lm, tokenizer, i, a) / completion_loss(tiny_lm, tokenizer, "", a)
         for i, a in zip(instructions, answers)
     ]
     np.testing.assert_allclose(out, expected, rtol=1e-5)
@@ -370,7 +355,7 @@ def test_ifd_batching_equals_one_at_a_time(tokenizer, tiny_lm):
 
 
 def test_ifd_restores_train_mode(tokenizer, dropout_lm):
-    expected = labels_loss(dropout_lm.eval(), tokenizer, "add 2 and 3", "5") / labels_loss(
+    expected = completion_loss(dropout_lm.eval(), tokenizer, "add 2 and 3", "5") / completion_loss(
         dropout_lm, tokenizer, "", "5"
     )
     dropout_lm.train()
@@ -440,7 +425,7 @@ def test_lengths_with_tokenizer_counts_tokens(tokenizer):
     out = lengths(texts, tokenizer)
     assert out.dtype == np.float64
     assert out.tolist() == [3.0, 0.0, 4.0, 2.0]
-    assert out.tolist() == [float(len(ids(tokenizer, t))) for t in texts]
+    assert out.tolist() == [float(len(token_ids(tokenizer, t))) for t in texts]
 
 
 def test_lengths_with_tokenizer_differs_from_word_count():

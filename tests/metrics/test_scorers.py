@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import CORPUS, build_gpt2, build_tokenizer, tiny_gpt2_config
+from helpers import CORPUS, build_gpt2, build_gpt2_classifier, build_tokenizer, completion_loss, token_ids
 
 from qdc_trainer.metrics import (
     JudgeScorer,
@@ -29,27 +29,6 @@ COMPLETIONS = ["5", "mat", "6 7 8 9 first", "ran in the park then the dog sat on
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def ids(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def direct_mean_nll(model, tokenizer, prompt: str, completion: str) -> float:
-    p = ids(tokenizer, prompt) if prompt else []
-    c = ids(tokenizer, completion)
-    seq = torch.tensor([[tokenizer.bos_token_id] + p + c])
-    labels = seq.clone()
-    labels[0, : 1 + len(p)] = -100
-    with torch.no_grad():
-        return float(model(input_ids=seq, labels=labels).loss)
-
-
-def build_reward_model(tokenizer, num_labels: int, seed: int = 0, **kwargs):
-    from transformers import GPT2ForSequenceClassification
-
-    torch.manual_seed(seed)
-    return GPT2ForSequenceClassification(tiny_gpt2_config(tokenizer, num_labels=num_labels, **kwargs)).eval()
 
 
 def direct_reward_logits(model, enc) -> torch.Tensor:
@@ -89,12 +68,12 @@ def dropout_lm(tokenizer):
 
 @pytest.fixture(scope="module")
 def reward_model_1(tokenizer):
-    return build_reward_model(tokenizer, 1)
+    return build_gpt2_classifier(tokenizer, 1)
 
 
 @pytest.fixture(scope="module")
 def reward_model_3(tokenizer):
-    return build_reward_model(tokenizer, 3, seed=1)
+    return build_gpt2_classifier(tokenizer, 3, seed=1)
 
 
 # ----------------------------------------------------------------------------- extract_final_answer
@@ -280,7 +259,7 @@ def test_reward_truncates_to_context(tokenizer, reward_model_1):
 
 
 def test_reward_restores_train_mode(tokenizer):
-    model = build_reward_model(tokenizer, 1, seed=2, resid_pdrop=0.5, embd_pdrop=0.5, attn_pdrop=0.5)
+    model = build_gpt2_classifier(tokenizer, 1, seed=2, resid_pdrop=0.5, embd_pdrop=0.5, attn_pdrop=0.5)
     expected = [float(direct_reward_logits(model, tokenizer(p, c))[0]) for p, c in zip(PROMPTS, COMPLETIONS)]
     model.train()
     out = RewardModelScorer(model, tokenizer, progress=False)(PROMPTS, COMPLETIONS)
@@ -311,7 +290,7 @@ def test_reward_progress(tokenizer, reward_model_1, capfd):
 def test_perplexity_scorer_matches_direct_loss(tokenizer, tiny_lm):
     scorer = PerplexityScorer(tiny_lm, tokenizer, progress=False)
     out = scorer(PROMPTS, COMPLETIONS)
-    expected = [math.exp(direct_mean_nll(tiny_lm, tokenizer, p, c)) for p, c in zip(PROMPTS, COMPLETIONS)]
+    expected = [math.exp(completion_loss(tiny_lm, tokenizer, p, c)) for p, c in zip(PROMPTS, COMPLETIONS)]
     np.testing.assert_allclose(out, expected, rtol=1e-5)
     same = sequence_perplexity(tiny_lm, tokenizer, COMPLETIONS, prompts=PROMPTS, progress=False)
     np.testing.assert_allclose(out, same, rtol=1e-12)
@@ -332,7 +311,7 @@ def test_perplexity_scorer_batching_equals_one_at_a_time(tokenizer, tiny_lm):
 
 
 def test_perplexity_scorer_restores_train_mode(tokenizer, dropout_lm):
-    expected = [math.exp(direct_mean_nll(dropout_lm.eval(), tokenizer, p, c)) for p, c in zip(PROMPTS, COMPLETIONS)]
+    expected = [math.exp(completion_loss(dropout_lm.eval(), tokenizer, p, c)) for p, c in zip(PROMPTS, COMPLETIONS)]
     dropout_lm.train()
     out = PerplexityScorer(dropout_lm, tokenizer, progress=False)(PROMPTS, COMPLETIONS)
     assert dropout_lm.training
@@ -484,7 +463,7 @@ def test_judge_rejects_level_outside_vocabulary(tokenizer, tiny_lm):
     # "10" is not in the vocabulary: the word-level tokenizer maps it to a single <unk> token.
     # Documented: "Each level must be a single token of the judge's vocabulary; otherwise the
     # constructor raises and names the level." Scoring level 10 by <unk>'s probability is wrong.
-    assert ids(tokenizer, "10") == [tokenizer.unk_token_id]
+    assert token_ids(tokenizer, "10") == [tokenizer.unk_token_id]
     with pytest.raises(ValueError, match="'10'"):
         JudgeScorer(tiny_lm, tokenizer, levels=10)
 

@@ -330,10 +330,18 @@ def test_step_ticks_are_whole_numbers(tmp_path, monkeypatch):
 
 def test_report_of_a_real_trainer_run(tmp_path, tokenizer):
     from datasets import Dataset
-    from helpers import build_gpt2
-    from transformers import DataCollatorForLanguageModeling, TrainerCallback, TrainingArguments
+    from helpers import build_gpt2, cpu_training_args
+    from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
-    from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer, SeriesDetector
+    from qdc_trainer import (
+        CollapseDetectorCallback,
+        GenerationMonitorCallback,
+        GenerationMonitorConfig,
+        QDCSampler,
+        QDCSamplerConfig,
+        QDCTrainer,
+        SeriesDetector,
+    )
 
     planted = [0.8, 0.8, 0.6, 0.4]  # -25% at step 3 (warning at 15%), -50% at step 4 (collapse at 35%)
 
@@ -348,21 +356,10 @@ def test_report_of_a_real_trainer_run(tmp_path, tokenizer):
         {"text": texts, "quality": [1.0, 0.5, 0.2] * 8, "complexity": [6.0, 6.0, 8.0] * 8, "cluster": [0, 1, 2] * 8}
     ).map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
     folder = tmp_path / "run"
-    args = TrainingArguments(
-        output_dir=str(folder),
-        per_device_train_batch_size=4,
-        max_steps=4,
-        logging_steps=2,
-        eval_strategy="steps",
-        eval_steps=2,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-        learning_rate=1e-3,
+    args = cpu_training_args(folder, max_steps=4, logging_steps=2, eval_strategy="steps", eval_steps=2)
+    monitor = GenerationMonitorCallback(
+        ["the cat", "a dog"], config=GenerationMonitorConfig(num_samples=2, max_new_tokens=6)
     )
-    monitor = GenerationMonitorCallback(["the cat", "a dog"], num_samples=2, max_new_tokens=6)
     trainer = QDCTrainer(
         model=build_gpt2(tokenizer),
         args=args,
@@ -370,7 +367,7 @@ def test_report_of_a_real_trainer_run(tmp_path, tokenizer):
         eval_dataset=ds.select(range(6)).remove_columns(["quality", "complexity", "cluster"]),
         processing_class=tokenizer,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        qdc_sampler=QDCSampler.from_dataset(ds, update_every=2),
+        qdc_sampler=QDCSampler.from_dataset(ds, config=QDCSamplerConfig(update_every=2)),
         callbacks=[
             monitor,
             CollapseDetectorCallback(watch=[SeriesDetector("qdc/probe/diversity", ema=1.0)], actions=("log",)),
@@ -545,13 +542,15 @@ def test_monitor_timing_is_a_generation_series():
 
 def test_key_groups_come_from_the_modules_that_log_them():
     """The report's key groups are the constants of the monitor and the sampler: every key they log is placed."""
-    from qdc_trainer import GenerationMonitorCallback, QDCSampler
+    from qdc_trainer import GenerationMonitorCallback, GenerationMonitorConfig, QDCSampler
     from qdc_trainer.callbacks.monitor import DIVERSITY_METRICS, PREFIX, SCOPES
     from qdc_trainer.data.sampler import TELEMETRY_KEYS, TELEMETRY_PREFIX
     from qdc_trainer.report import key_group
 
     monitor = GenerationMonitorCallback(
-        ["a", "b"], num_samples=2, max_new_tokens=2, scorer=lambda prompts, completions: [1.0] * len(completions)
+        ["a", "b"],
+        scorer=lambda prompts, completions: [1.0] * len(completions),
+        config=GenerationMonitorConfig(num_samples=2, max_new_tokens=2),
     )
     for key in [PREFIX + k for k in monitor.metric_keys()] + [PREFIX + "seconds"]:
         group = key_group(key)

@@ -55,7 +55,7 @@ Every name is importable from ``qdc_trainer.tasks.arithmetic``.
 """
 
 from ..text import tokenize_examples
-from .evaluation import DEFAULT_MAX_NEW_TOKENS, evaluate_accuracy, generate_completions
+from .evaluation import DEFAULT_MAX_NEW_TOKENS, evaluate_accuracy, evaluate_pass_at_k, generate_completions
 from .model import MAX_LENGTH, RECOMMENDED_TRAINING, SPECIAL_TOKENS, build_model, build_tokenizer, tiny_model_config
 from .problems import (
     OOD_KINDS,
@@ -97,4 +97,5 @@ __all__ = [
     "tokenize_examples",
     "generate_completions",
     "evaluate_accuracy",
+    "evaluate_pass_at_k",
 ]

@@ -15,9 +15,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from helpers import build_gpt2, build_tokenizer  # noqa: E402
-from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+from helpers import LogSeries, build_tokenizer, tiny_trainer  # noqa: E402
 
 from qdc_trainer.callbacks.collapse import CollapseDetectorCallback, SeriesDetector  # noqa: E402
 
@@ -26,41 +24,16 @@ HEALTHY = [0.8] * 12
 COLLAPSING = [0.8, 0.8, 0.8, 0.7, 0.5, 0.3] + [0.1] * 6  # collapse at step 5 (-37.5%)
 
 
-class LogSeries(TrainerCallback):
-    """Logs a per-rank value: the kind of data only one rank saw."""
-
-    def __init__(self, trainer, values):
-        self.trainer, self.values = trainer, values
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.trainer.log({KEY: self.values[state.global_step - 1]})
-
-
 def main() -> None:
     out = Path(sys.argv[1])
     tokenizer = build_tokenizer()
-    ds = Dataset.from_dict({"text": ["the cat sat on the mat"] * 96}).map(lambda b: tokenizer(b["text"]), batched=True)
-    args = TrainingArguments(
-        output_dir=str(out / "run"),
-        per_device_train_batch_size=4,
-        max_steps=12,
-        logging_steps=1000,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-    )
-    trainer = Trainer(
-        model=build_gpt2(tokenizer),
-        args=args,
-        train_dataset=ds.remove_columns(["text"]),
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-    )
+    trainer = tiny_trainer(out / "run", tokenizer, 12, num_examples=96)
     rank = trainer.args.process_index
     detector = CollapseDetectorCallback(
         trainer, watch=[SeriesDetector(KEY, ema=1.0, warmup=3)], actions=("log", "stop")
     )
-    trainer.add_callback(LogSeries(trainer, COLLAPSING if rank == 0 else HEALTHY))
+    # a per-rank value: the kind of data only one rank saw
+    trainer.add_callback(LogSeries(trainer, KEY, COLLAPSING if rank == 0 else HEALTHY))
     trainer.add_callback(detector)
     trainer.train()
     result = {

@@ -28,7 +28,14 @@ def main(out_dir: str) -> None:
     from helpers import build_gpt2, build_tokenizer
     from transformers import TrainingArguments
 
-    from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCSampler, QDCTrainer
+    from qdc_trainer import (
+        CollapseDetectorCallback,
+        GenerationMonitorCallback,
+        GenerationMonitorConfig,
+        QDCSampler,
+        QDCSamplerConfig,
+        QDCTrainer,
+    )
 
     tokenizer = build_tokenizer()
     words = sorted(w for w in tokenizer.get_vocab() if not w.startswith("<"))
@@ -45,9 +52,12 @@ def main(out_dir: str) -> None:
 
     gpu = torch.cuda.is_available()
     model = build_gpt2(tokenizer, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).train()
-    sampler = QDCSampler(n, quality=rng.random(n), clusters=np.arange(n) % 4, update_every=2, seed=3)
+    sampler = QDCSampler(
+        n, quality=rng.random(n), clusters=np.arange(n) % 4, config=QDCSamplerConfig(update_every=2, seed=3)
+    )
     monitor = GenerationMonitorCallback(
-        ["the cat", "a dog", "first add"], num_samples=2, max_new_tokens=4, every_n_steps=3
+        ["the cat", "a dog", "first add"],
+        config=GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=3),
     )
     detector = CollapseDetectorCallback(actions=("log",))
     args = TrainingArguments(

@@ -20,7 +20,7 @@ from datasets import Dataset  # noqa: E402
 from helpers import build_gpt2, build_tokenizer  # noqa: E402
 from transformers import DataCollatorForLanguageModeling, TrainingArguments  # noqa: E402
 
-from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, QDCTrainer  # noqa: E402
+from qdc_trainer import CollapseDetectorCallback, GenerationMonitorCallback, GenerationMonitorConfig, QDCTrainer  # noqa: E402
 
 PROMPTS = ["the cat", "a dog ran", "first add 2 and 3", "the answer is", "multiply 5 by 4"]  # 5 prompts, 2 ranks
 
@@ -42,7 +42,9 @@ def main() -> None:
         seed=0,
     )
     # one prompt per generate call: rank 0 has prompts 0, 2, 4; rank 1 has 1, 3 and repeats one to keep step
-    monitor = GenerationMonitorCallback(PROMPTS, num_samples=2, max_new_tokens=6, batch_size=2, every_n_steps=2)
+    monitor = GenerationMonitorCallback(
+        PROMPTS, config=GenerationMonitorConfig(num_samples=2, max_new_tokens=6, batch_size=2, every_n_steps=2)
+    )
     detector = CollapseDetectorCallback(
         watch={"qdc/gen/per_input/distinct_2": "decrease", "qdc/train/entropy": "decrease"}
     )

@@ -41,8 +41,8 @@ from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parent.parent.parent
 
-# Sampler knobs shared by every run: non-uniform static weights, strong online feedback.
-SAMPLER_KWARGS = dict(
+# Sampler knobs shared by every run (QDCSamplerConfig fields): non-uniform static weights, strong online feedback.
+SAMPLER_KNOBS = dict(
     tradeoff=0.5,
     quality_strength=2.0,
     diversity_strength=1.0,
@@ -119,7 +119,7 @@ def run_one(run: dict) -> None:
     from helpers import build_gpt2, build_tokenizer
     from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
-    from qdc_trainer import INDEX_KEY, QDCSampler, QDCTrainer
+    from qdc_trainer import INDEX_KEY, QDCSampler, QDCSamplerConfig, QDCTrainer
 
     log: dict = {"trained": [], "recorded": [], "streams": [], "draws": [], "updates": []}
     trainer_ref: list = []
@@ -192,7 +192,11 @@ def run_one(run: dict) -> None:
     model = build_gpt2(tokenizer, seed=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     model.train()
     sampler = RecordingSampler.from_dataset(
-        dataset, quality_column="quality", complexity_column="complexity", cluster_column="cluster", **SAMPLER_KWARGS
+        dataset,
+        quality_column="quality",
+        complexity_column="complexity",
+        cluster_column="cluster",
+        config=QDCSamplerConfig(**SAMPLER_KNOBS),
     )
     initial = _sampler_state(sampler)
     save_steps = int(run.get("save_steps") or 0)

@@ -1,0 +1,211 @@
+"""What :class:`~qdc_trainer.QDCTrainerMixin` does differently under TRL's ``GRPOTrainer``.
+
+``class QDCGRPOTrainer(QDCTrainerMixin, GRPOTrainer)`` is all a user writes. Then:
+
+- the prompts come from the :class:`~qdc_trainer.QDCSampler` in GRPO's layout
+  (:class:`~qdc_trainer.data.prompt_sampler.GroupedPromptSampler`): each prompt
+  ``num_generations`` times, each generation batch reused for
+  ``steps_per_generation x num_iterations`` micro-steps, identical on every process;
+- the online signal is a prompt's *reward spread* instead of an example's loss: after
+  each generation the trainer reads the rewards GRPO computed (all processes' rollouts,
+  gathered by TRL) and records, for each prompt, the standard deviation of its group's
+  rewards. A prompt the policy always or never solves has a spread of 0: its
+  advantages are 0 and it teaches GRPO nothing (the observation behind DAPO's dynamic
+  sampling, Yu et al. 2025, arXiv 2503.14476), so its weight falls to the floor of
+  the online factor (``1 / max_online_ratio``); prompts at the edge of what the policy
+  can do gain weight. The rest of the weight formula (quality, complexity, cluster
+  balance, ``tradeoff``) is the SFT one (:mod:`qdc_trainer.data.weights`), with the
+  reward spread in place of the loss;
+- a :class:`~qdc_trainer.callbacks.rollout.RolloutMonitorCallback` in the trainer's
+  callbacks receives the same rollouts and logs their diversity and coverage, with no
+  extra generation;
+- the loss is GRPO's own: no loss tap, no ``qdc/train/entropy`` (TRL logs ``entropy``),
+  and ``loss_weighting`` must stay ``"none"``;
+- the model gets position ids from its attention mask whenever a forward passes none
+  (:func:`add_mask_positions`). GRPO left-pads the prompts of a batch and scores the
+  sequences without ``position_ids``; a model with absolute position embeddings (GPT-2,
+  OPT, ...) then scores every padded row at positions shifted by its padding, while it
+  sampled them at the right ones (``generate`` derives positions from the mask). On the
+  arithmetic task's GPT-2 five pads moved a solution's log-probability by 20 nats, and
+  GRPO trained on those scores made the model worse. TRL fixed the same for its online
+  DPO trainers (huggingface/trl#6819); rotary models are unaffected either way.
+
+This module reads two things from TRL's ``GRPOTrainer`` (TRL 1.x) that are not public API: the
+rollout records ``_logs`` (prompts, completions and per-function rewards of the last generation
+batch, gathered from all processes, in the sampler's order) and ``reward_weights``;
+``tests/test_grpo.py`` checks that contract on the installed TRL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Rollouts",
+    "add_mask_positions",
+    "completion_text",
+    "is_grpo_trainer",
+    "read_rollouts",
+    "reward_spread",
+    "unsupported_trl",
+]
+
+SUPPORTED_TRL = ("SFTTrainer", "GRPOTrainer")
+"""TRL trainers the mixin supports; any other TRL trainer (DPO, KTO, RLOO, reward modelling, ...) is refused:
+their batches are pairs or their losses are not one per example, so neither the loss feedback nor the
+reward feedback applies."""
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """One generation batch of GRPO, all processes': ``num_generations`` consecutive completions per prompt.
+
+    Attributes:
+        prompts: the prompts, one per completion (as the dataset gave them).
+        completions: the completions' text.
+        rewards: the combined reward of each completion (the weighted sum over reward functions, as GRPO
+            uses it; NaN where no function scored it).
+        num_generations: completions per prompt (k).
+        indices: the dataset index of each completion's prompt (None without a QDC sampler).
+        step: the optimizer step being trained when they were generated.
+    """
+
+    prompts: list[Any]
+    completions: list[str]
+    rewards: np.ndarray
+    num_generations: int
+    indices: np.ndarray | None
+    step: int
+
+
+def _trl_trainer_names(cls: type) -> list[str]:
+    return [c.__name__ for c in cls.__mro__ if c.__module__.split(".")[0] == "trl"]
+
+
+def unsupported_trl(cls: type) -> str | None:
+    """The name of a TRL trainer in ``cls``'s bases that the mixin does not support, or None."""
+    names = _trl_trainer_names(cls)
+    if any(name in SUPPORTED_TRL for name in names):
+        return None
+    return next((name for name in names if name.endswith("Trainer")), None)
+
+
+def is_grpo_trainer(trainer: Any) -> bool:
+    """Whether ``trainer`` is (a subclass of) TRL's ``GRPOTrainer``."""
+    return "GRPOTrainer" in _trl_trainer_names(type(trainer))
+
+
+def add_mask_positions(model: Any) -> None:
+    """Make ``model``'s forward derive ``position_ids`` from ``attention_mask`` when it is called without them
+    (``cumsum(mask) - 1``, as ``generate`` does; only the last ``input_ids.shape[1]`` positions when a cache
+    holds the rest). A no-op for a model whose forward takes no ``position_ids``; added once.
+
+    >>> import torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> model = GPT2LMHeadModel(GPT2Config(vocab_size=10, n_positions=8, n_embd=8, n_layer=1, n_head=2)).eval()
+    >>> add_mask_positions(model)
+    >>> ids, padded = torch.tensor([[5, 6, 7]]), torch.tensor([[0, 0, 5, 6, 7]])
+    >>> plain = model(ids).logits[0]
+    >>> left = model(padded, attention_mask=torch.tensor([[0, 0, 1, 1, 1]])).logits[0, 2:]
+    >>> bool(torch.allclose(plain, left, atol=1e-5))
+    True
+    """
+    import inspect
+
+    if getattr(model, "_qdc_mask_positions", False):
+        return
+    try:
+        accepts = "position_ids" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    if not accepts:
+        return
+
+    def hook(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        mask = kwargs.get("attention_mask")
+        if kwargs.get("position_ids") is not None or mask is None or mask.dim() != 2:
+            return None
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        embeds = kwargs.get("inputs_embeds")
+        length = ids.shape[1] if ids is not None else embeds.shape[1] if embeds is not None else mask.shape[1]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
+        return args, {**kwargs, "position_ids": positions}
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    model._qdc_mask_positions = True
+
+
+def completion_text(completion: Any) -> str:
+    """A completion as text: a string as it is; a conversation (a list of ``{"role", "content"}`` messages)
+    as its messages' text contents joined by newlines.
+
+    >>> completion_text([{"role": "assistant", "content": "Answer: 4"}])
+    'Answer: 4'
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Sequence):
+        parts = []
+        for message in completion:
+            content = message.get("content", "") if isinstance(message, Mapping) else message
+            if isinstance(content, list):  # multimodal content blocks
+                content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, Mapping))
+            parts.append(str(content))
+        return "\n".join(parts)
+    return str(completion)
+
+
+def read_rollouts(trainer: Any, indices: np.ndarray | None) -> Rollouts:
+    """The rollouts of the generation batch ``trainer`` (a ``GRPOTrainer``) has just scored, from its records."""
+    logs = trainer._logs
+    prompts, completions = list(logs["prompt"]), [completion_text(c) for c in logs["completion"]]
+    names = list(getattr(trainer, "reward_func_names", logs["rewards"].keys()))
+    per_func = np.array([list(logs["rewards"][name]) for name in names], dtype=np.float64).reshape(len(names), -1)
+    weights = np.asarray(trainer.reward_weights.detach().cpu().float(), dtype=np.float64).reshape(-1, 1)
+    scored = ~np.isnan(per_func)
+    rewards = np.where(scored, per_func * weights, 0.0).sum(axis=0)
+    rewards[~scored.any(axis=0)] = np.nan
+    if not (len(prompts) == len(completions) == rewards.shape[0]):
+        raise RuntimeError(
+            f"GRPOTrainer's rollout records disagree ({len(prompts)} prompts, {len(completions)} completions, "
+            f"{rewards.shape[0]} rewards): this TRL version keeps them differently"
+        )
+    if indices is not None and len(indices) != len(completions):
+        raise RuntimeError(f"{len(indices)} prompt indices for {len(completions)} rollouts")
+    return Rollouts(
+        prompts=prompts,
+        completions=completions,
+        rewards=rewards,
+        num_generations=int(trainer.num_generations),
+        indices=indices,
+        step=int(trainer.state.global_step),
+    )
+
+
+def reward_spread(rollouts: Rollouts) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt index, standard deviation of its group's rewards) per group: the sampler's online signal.
+
+    NaN rewards are left out; a group with fewer than two scored completions gives NaN (no signal).
+
+    >>> r = Rollouts(["p"] * 4, ["a"] * 4, np.array([1.0, 0.0, 1.0, 1.0]), 2, np.array([7, 7, 3, 3]), 0)
+    >>> idx, spread = reward_spread(r)
+    >>> idx.tolist(), spread.tolist()
+    ([7, 3], [0.5, 0.0])
+    """
+    if rollouts.indices is None:
+        raise ValueError("the rollouts carry no prompt indices")
+    k = rollouts.num_generations
+    idx = np.asarray(rollouts.indices, dtype=np.int64).reshape(-1, k)
+    if (idx != idx[:, :1]).any():
+        raise RuntimeError("a group of rollouts mixes prompts: the generation batch is not in GRPO's layout")
+    rewards = rollouts.rewards.reshape(-1, k)
+    spread = np.full(len(rewards), np.nan)
+    for i, row in enumerate(rewards):
+        row = row[np.isfinite(row)]
+        if len(row) >= 2:
+            spread[i] = float(row.std())
+    return idx[:, 0], spread

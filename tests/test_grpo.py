@@ -1,0 +1,230 @@
+"""QDCTrainerMixin with TRL's GRPOTrainer in one process: the prompt sampler, the reward feedback, the rollout
+monitor, the detector's RL watch, and what the mixin refuses. (Two processes and resume:
+tests/distributed/test_multiprocess_grpo.py.)"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+trl = pytest.importorskip("trl")
+from datasets import Dataset  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from qdc_trainer import (  # noqa: E402
+    CollapseDetectorCallback,
+    QDCSampler,
+    QDCSamplerConfig,
+    QDCTrainerMixin,
+    RolloutMonitorCallback,
+)
+from qdc_trainer.callbacks.series import DEFAULT_RL_WATCH  # noqa: E402
+from qdc_trainer.data.prompt_sampler import GroupedPromptSampler  # noqa: E402
+from qdc_trainer.grpo import Rollouts, reward_spread, unsupported_trl  # noqa: E402
+from qdc_trainer.tasks.arithmetic import (  # noqa: E402
+    ArithmeticConfig,
+    build_model,
+    build_tokenizer,
+    extract_answer,
+    make_splits,
+)
+
+
+class QDCGRPOTrainer(QDCTrainerMixin, GRPOTrainer):
+    pass
+
+
+def digit_reward(completions, **kwargs):
+    return [(sum(ch.isdigit() for ch in c) % 3) / 2 for c in completions]
+
+
+@pytest.fixture(scope="module")
+def setting():
+    tokenizer = build_tokenizer()
+    prompts = make_splits(ArithmeticConfig(), 16, 2, 2, seed=0)["train"]["prompt"]
+    return tokenizer, Dataset.from_dict({"prompt": prompts})
+
+
+def _args(tmp_path, **overrides):
+    defaults = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=3,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        log_completions=False,
+    )
+    return GRPOConfig(**{**defaults, **overrides})
+
+
+def test_grpo_trains_with_the_sampler_and_the_rollout_monitor(setting, tmp_path):
+    tokenizer, dataset = setting
+    sampler = QDCSampler(len(dataset), config=QDCSamplerConfig(update_every=1, example_loss_strength=1.0))
+    monitor = RolloutMonitorCallback(answer=extract_answer)
+    trainer = QDCGRPOTrainer(
+        model=build_model(tokenizer, seed=0),
+        args=_args(tmp_path),
+        reward_funcs=[digit_reward],
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        qdc_sampler=sampler,
+        callbacks=[monitor],
+    )
+    assert monitor.trainer is trainer  # bound by the mixin
+    assert not trainer.log_entropy  # TRL logs its own entropy
+    trainer.train()
+    assert isinstance(trainer._qdc_grouped, GroupedPromptSampler)
+    assert trainer._qdc_grouped.prompts_per_generation == 2 and trainer._qdc_grouped.num_generations == 4
+    history = trainer.state.log_history
+    rollout = [r for r in history if "qdc/rollout/zero_signal_share" in r]
+    assert [r["step"] for r in rollout] == [1, 2, 3]
+    assert {"qdc/rollout/pass@1", "qdc/rollout/pass@4", "qdc/rollout/distinct_answers"} <= set(rollout[0])
+    train = [r for r in history if "loss" in r]
+    assert [r["step"] for r in train] == [1, 2, 3]  # the rollout records never replace a training log
+    assert all("reward" in r and "qdc/sampler/ess_ratio" in r for r in train)
+    assert sampler.num_updates == 3 and np.isfinite(sampler.loss_ema).sum() > 0
+    assert sampler.consumed == 6  # 3 generation batches of 2 prompts, each finished
+
+
+def test_rollout_monitor_alone_measures_without_a_sampler(setting, tmp_path):
+    tokenizer, dataset = setting
+    trainer = QDCGRPOTrainer(
+        model=build_model(tokenizer, seed=0),
+        args=_args(tmp_path, max_steps=1),
+        reward_funcs=[digit_reward],
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[RolloutMonitorCallback(success_threshold=None)],
+    )
+    trainer.train()
+    records = [r for r in trainer.state.log_history if "qdc/rollout/zero_signal_share" in r]
+    assert len(records) == 1 and "qdc/rollout/pass@1" not in records[0]
+
+
+def test_detector_watches_the_rollouts_under_grpo(setting, tmp_path):
+    tokenizer, dataset = setting
+    detector = CollapseDetectorCallback(actions=("log",))
+    trainer = QDCGRPOTrainer(
+        model=build_model(tokenizer, seed=0),
+        args=_args(tmp_path, max_steps=2),
+        reward_funcs=[digit_reward],
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[RolloutMonitorCallback(), detector],
+    )
+    trainer.train()
+    assert set(detector.detectors) == set(DEFAULT_RL_WATCH)
+    assert any("qdc/collapse/level" in r for r in trainer.state.log_history)
+    explicit = CollapseDetectorCallback(watch={"entropy": "decrease"}, actions=("log",)).bind(trainer)
+    explicit._fit_to_trainer()
+    assert set(explicit.detectors) == {"entropy"}  # a watch the user chose stays
+
+
+def test_importance_weighting_is_refused_under_grpo(setting, tmp_path):
+    tokenizer, dataset = setting
+    with pytest.raises(ValueError, match="GRPOTrainer"):
+        QDCGRPOTrainer(
+            model=build_model(tokenizer, seed=0),
+            args=_args(tmp_path),
+            reward_funcs=[digit_reward],
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            qdc_sampler=QDCSampler(len(dataset)),
+            loss_weighting="importance",
+        )
+
+
+@pytest.mark.parametrize("name", ["DPOTrainer", "RewardTrainer", "KTOTrainer", "RLOOTrainer"])
+def test_other_trl_trainers_are_refused(name):
+    base = getattr(trl, name, None)
+    if base is None:
+        pytest.skip(f"this TRL has no {name}")
+
+    class Mixed(QDCTrainerMixin, base):
+        pass
+
+    assert unsupported_trl(Mixed) == name
+    with pytest.raises(TypeError, match=f"does not support TRL's {name}"):
+        Mixed(model=None)
+    assert unsupported_trl(QDCGRPOTrainer) is None
+
+
+def test_reward_spread_refuses_a_group_that_mixes_prompts():
+    rollouts = Rollouts(["p"] * 4, ["a"] * 4, np.array([1.0, 0.0, 1.0, 0.0]), 2, np.array([1, 2, 3, 3]), 0)
+    with pytest.raises(RuntimeError, match="mixes prompts"):
+        reward_spread(rollouts)
+    nan = Rollouts(["p"] * 4, ["a"] * 4, np.array([1.0, np.nan, 1.0, 0.0]), 2, np.array([1, 1, 3, 3]), 0)
+    assert np.isnan(reward_spread(nan)[1][0]) and reward_spread(nan)[1][1] == pytest.approx(0.5)
+
+
+def test_a_failing_measure_logs_nan_and_warns_once(caplog):
+    monitor = RolloutMonitorCallback(answer=lambda text: 1 / 0)
+    rollouts = Rollouts(["p"] * 4, ["a b", "c d", "e f", "g h"], np.ones(4), 2, None, 0)
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer"):
+        monitor.observe(rollouts)
+        monitor.observe(rollouts)
+    assert monitor.failures == 2 and all(np.isnan(r["qdc/rollout/zero_signal_share"]) for r in monitor.pending)
+    assert sum("RolloutMonitorCallback" in m for m in caplog.messages) == 1
+
+
+def test_grpo_scores_left_padded_rows_at_their_own_positions(setting, tmp_path):
+    # GRPO left-pads prompts and scores them without position_ids; GPT-2's absolute positions would shift
+    import torch
+
+    tokenizer, dataset = setting
+    model = build_model(tokenizer, seed=0)
+    ids = torch.tensor([tokenizer("Compute 2 + 3.\nStep 1: 2 + 3 = 5.").input_ids])
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 4, dtype=torch.long), torch.ones_like(ids)], dim=1)
+    with torch.no_grad():
+        shifted = model(padded, attention_mask=mask).logits[0, 4:]
+    assert not torch.allclose(shifted, model(ids).logits[0], atol=1e-3)  # the problem, without the mixin
+    QDCGRPOTrainer(
+        model=model,
+        args=_args(tmp_path),
+        reward_funcs=[digit_reward],
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    with torch.no_grad():
+        assert torch.allclose(model(padded, attention_mask=mask).logits[0, 4:], model(ids).logits[0], atol=1e-5)
+
+
+def test_monitors_alone_never_stop_training_when_the_rollouts_cannot_be_read(setting, tmp_path, monkeypatch, caplog):
+    import qdc_trainer.grpo as grpo_module
+
+    def broken(trainer, indices):
+        raise RuntimeError("this TRL keeps its rollouts elsewhere")
+
+    monkeypatch.setattr(grpo_module, "read_rollouts", broken)
+    tokenizer, dataset = setting
+    trainer = QDCGRPOTrainer(
+        model=build_model(tokenizer, seed=0),
+        args=_args(tmp_path, max_steps=2),
+        reward_funcs=[digit_reward],
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[RolloutMonitorCallback()],
+    )
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer"):
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert sum("could not read GRPO's rollouts" in m for m in caplog.messages) == 1
+    sampled = QDCGRPOTrainer(
+        model=build_model(tokenizer, seed=0),
+        args=_args(tmp_path, max_steps=1),
+        reward_funcs=[digit_reward],
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        qdc_sampler=QDCSampler(len(dataset)),
+    )
+    with pytest.raises(RuntimeError, match="elsewhere"):  # with a sampler the feedback is not optional
+        sampled.train()
