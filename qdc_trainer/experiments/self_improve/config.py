@@ -9,10 +9,8 @@ experiment seeds the selection and the sampler per seed, round and arm).
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ...callbacks.generation_metrics import PREFIX as GEN_PREFIX
@@ -286,27 +284,22 @@ _SAMPLER_EXCLUDED = ("seed",)
 """QDCSamplerConfig fields a recipe does not set: the experiment derives the seed per seed, round and arm."""
 
 
-def _flat_view(cls: type, exclude: tuple[str, ...], name: str) -> type:
-    """A dataclass with ``cls``'s fields (types, defaults, help) but those in ``exclude`` and no checks: what the
-    recipe parser reads; the real class is built from it, so every field stays declared once, in ``cls``."""
-    hints = typing.get_type_hints(cls)
-    specs = []
-    for f in fields(cls):
-        if f.name in exclude or not f.init:
-            continue
-        kwargs: dict[str, Any] = {"metadata": f.metadata}
-        if f.default is not MISSING:
-            kwargs["default"] = f.default
-        if f.default_factory is not MISSING:
-            kwargs["default_factory"] = f.default_factory
-        specs.append((f.name, hints[f.name], field(**kwargs)))
-    return dataclasses.make_dataclass(name, specs)
-
-
 def _recipe_views() -> tuple[type, type]:
+    """The recipe's two groups of keys, made from the dataclasses that declare them
+    (:func:`~qdc_trainer.cli.config.config_arguments`): the experiment's own settings, and the selection's and
+    sampler's knobs."""
+    from ...cli.config import config_arguments
+
     return (
-        _flat_view(SelfImproveConfig, ("sampler",), "SelfImproveSettings"),
-        _flat_view(QDCSamplerConfig, _SAMPLER_EXCLUDED, "SelectionAndSamplerSettings"),
+        config_arguments(
+            SelfImproveConfig, name="SelfImproveSettings", title="self-improvement experiment", exclude=("sampler",)
+        ),
+        config_arguments(
+            QDCSamplerConfig,
+            name="SelectionAndSamplerSettings",
+            title="selection and QDC sampler (QDCSamplerConfig; its seed is the experiment's, per seed and round)",
+            exclude=_SAMPLER_EXCLUDED,
+        ),
     )
 
 
@@ -314,9 +307,14 @@ def self_improve_parser() -> Any:
     """The ``HfArgumentParser`` of ``qdc self-improve``: the experiment's keys, then the selection's and sampler's
     (:class:`~qdc_trainer.data.weights.QDCSamplerConfig`, all but ``seed``); its ``error`` raises
     :class:`~qdc_trainer.cli.config.ConfigError` instead of exiting."""
-    from ...cli.config import _hf_parser
+    return _parser(_recipe_views())
 
-    return _hf_parser(list(_recipe_views()))
+
+def _parser(views: tuple[type, type]) -> Any:
+    """An ``HfArgumentParser`` over the recipe groups ``views``."""
+    from ...cli.config import hf_parser
+
+    return hf_parser(list(views))
 
 
 def load_self_improve_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> SelfImproveConfig:
@@ -328,22 +326,31 @@ def load_self_improve_config(path: str | os.PathLike | None, overrides: list[str
     >>> cfg.rounds, cfg.arms, cfg.sampler.tradeoff
     (3, ['quality', 'qdc'], 0.0)
     """
-    from ...cli.config import ConfigError, _check_overrides, _flag_names, _parse, _read_yaml, _to_flags
+    from ...cli.config import (
+        ConfigError,
+        check_overrides,
+        config_from_arguments,
+        flag_names,
+        parse_flags,
+        read_yaml,
+        to_flags,
+    )
 
     overrides = list(overrides or [])
-    mapping, where = _read_yaml(path)
+    mapping, where = read_yaml(path)
     views = _recipe_views()
     known = {f.name for view in views for f in fields(view)}
-    flags = _to_flags(mapping, where, known)
-    _check_overrides(overrides, known)
-    settings, knobs = _parse(self_improve_parser(), flags + overrides, where)
-    values = dataclasses.asdict(settings)
+    flags = to_flags(mapping, where, known)
+    check_overrides(overrides, known)
+    settings, knobs = parse_flags(_parser(views), flags + overrides, where)
+    sampler = config_from_arguments(knobs, where)
+    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
     smoke = values["smoke"]
     if smoke:  # smoke sets its sizes; a flag on the command line wins over smoke's setting
-        given = _flag_names(overrides) & set(SMOKE)
+        given = flag_names(overrides) & set(SMOKE)
         values.update({k: v for k, v in SMOKE.items() if k not in given}, smoke=False)
     try:
-        cfg = SelfImproveConfig(**values, sampler=QDCSamplerConfig(**dataclasses.asdict(knobs)))
+        cfg = SelfImproveConfig(**values, sampler=sampler)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
     cfg.smoke = smoke
