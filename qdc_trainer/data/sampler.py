@@ -3,6 +3,9 @@ and that move online with the training loss.
 
 The weight of each example multiplies a quality, a complexity, a cluster-balance and two online
 loss factors; :mod:`qdc_trainer.data.weights` gives the formula and :class:`QDCSamplerConfig` its knobs.
+The complexity factor pushes towards complex examples, or with ``complexity_target`` pulls the mean
+complexity towards a value in the column's units (an exponential tilt, computed once when the sampler is
+built: :func:`~qdc_trainer.data.weights.complexity_tilt`).
 
 Losses come back from the training step (:meth:`QDCSampler.record`, called by
 ``QDCTrainer``); they are applied, and the weights refreshed, every

@@ -15,8 +15,16 @@ the data round after round; :func:`select_budget` keeps the budget spread out:
    cluster with fewer candidates than its share gives the rest to the others.
 4. **Within a cluster**: candidates are drawn without replacement with
    probability proportional to the sampler's static weight
-   ``exp(tradeoff * quality_strength * zq + complexity_strength * zc)`` (the
-   Gumbel top-k trick), or, with ``greedy=True``, taken in order of that utility.
+   ``exp(tradeoff * quality_strength * zq + b_c * zc)`` (the Gumbel top-k trick),
+   or, with ``greedy=True``, taken in order of that utility. ``b_c`` is
+   ``complexity_strength`` (a push towards the complex candidates), or, with
+   ``complexity_target=t``, the tilt in ``[-complexity_strength, complexity_strength]``
+   that gives the eligible candidates' weighted mean complexity ``t``
+   (:func:`~qdc_trainer.data.weights.complexity_tilt`): a pull towards a mix, for
+   example the original data's, instead of a push that climbs round after round.
+   The tilt sets draw weights, so the chosen data's mean lands near ``t`` when the
+   budget is a small share of the candidates; taking most of them, or ``greedy``,
+   stays closer to the candidates' own mix or to their most complex end.
 
 The knobs are those of :class:`~qdc_trainer.data.weights.QDCSamplerConfig`, so one
 config drives both the selection and the sampler that then trains on it.
@@ -40,11 +48,11 @@ from typing import Any
 import numpy as np
 
 from .columns import check_column, dataset_columns, dense_ids, moments, zscore
-from .weights import QDCSamplerConfig
+from .weights import QDCSamplerConfig, complexity_tilt
 
 __all__ = ["select_budget", "select_dataset", "cluster_quotas"]
 
-_KNOBS = ("tradeoff", "quality_strength", "diversity_strength", "complexity_strength", "seed")
+_KNOBS = ("tradeoff", "quality_strength", "diversity_strength", "complexity_strength", "complexity_target", "seed")
 
 
 def cluster_quotas(sizes: Sequence[int] | np.ndarray, budget: int, alpha: float) -> np.ndarray:
@@ -119,8 +127,8 @@ def select_budget(
             (``-inf`` keeps every candidate; NaN and ``+inf``, which would keep none, raise).
         greedy: take the highest utilities instead of drawing by weight.
         config: a :class:`QDCSamplerConfig`; ``tradeoff``, ``quality_strength``,
-            ``diversity_strength``, ``complexity_strength`` and ``seed`` are read from it,
-            and keyword arguments override them.
+            ``diversity_strength``, ``complexity_strength``, ``complexity_target`` and
+            ``seed`` are read from it, and keyword arguments override them.
 
     >>> sizes = [0] * 90 + [1] * 10  # a big and a small cluster, equal scores
     >>> picked = select_budget(100, 20, clusters=sizes, tradeoff=0.0)  # full cluster balance
@@ -173,7 +181,11 @@ def select_budget(
     if q is not None:
         utility[eligible] += cfg.tradeoff * cfg.quality_strength * zscore(q[eligible], moments(q[eligible]))
     if c is not None:
-        utility[eligible] += cfg.complexity_strength * zscore(c[eligible], moments(c[eligible]))
+        c_moments = moments(c[eligible])
+        tilt = cfg.complexity_strength
+        if cfg.complexity_target is not None:
+            tilt = complexity_tilt(c[eligible], c_moments, cfg.complexity_target, cfg.complexity_strength)
+        utility[eligible] += tilt * zscore(c[eligible], c_moments)
 
     if keys is not None:
         best: dict[Hashable, int] = {}

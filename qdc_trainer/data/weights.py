@@ -3,7 +3,7 @@
 The weight of example ``i`` (cluster ``k = cluster_i``, ``n_k`` examples in its cluster) is::
 
     w_i = exp(beta_q * zq_i)                       quality, soft (never a hard filter)
-        * exp(beta_c * zc_i)                       complexity
+        * exp(b_c * zc_i)                          complexity (b_c = beta_c, or the tilt towards a target)
         * (n_k / mean_k n_k) ** (-alpha)           diversity: small clusters gain mass
         * clip((l_i / l_bar) ** gamma_e, 1/R, R)   online, per example: unlearned examples keep mass
         * clip((L_k / l_bar) ** gamma_k, 1/R, R)   online, per cluster
@@ -18,6 +18,21 @@ EMA ``l_bar`` until the cluster has been seen); ``R = max_online_ratio``. One kn
 ``tradeoff`` (λ in [0, 1]), sets the quality-diversity balance:
 ``beta_q = λ · quality_strength`` and ``alpha = (1 - λ) · diversity_strength``.
 The floor keeps every example reachable: ``p_i >= floor / N``.
+
+**Complexity: a push or a target.** By default ``b_c = beta_c = complexity_strength``: the term pushes
+upwards, rewarding whatever is above the column's mean, so data chosen or drawn with it is more complex than
+the column, and a loop that feeds it back climbs every round. With ``complexity_target = t`` (a value in the
+column's units, for example the original data's mean), ``b_c`` is instead the tilt in
+``[-beta_c, beta_c]`` for which the complexity factor alone gives the column the mean ``t``::
+
+    sum_i c_i exp(b_c zc_i) / sum_i exp(b_c zc_i) = t
+
+(:func:`complexity_tilt`; the bound nearest to ``t`` when ``t`` is out of reach, 0 when ``t`` is the mean).
+Below the mean the term pulls down, above it up, and at ``t`` it stops. An exponential tilt is the
+reweighting with mean ``t`` that stays closest to the column's own mix (maximum entropy), so the mix keeps
+its shape; a penalty on the distance ``|c_i - t|`` would instead pile the weight onto examples near ``t`` and
+narrow the data. The quality, cluster, online and base factors then move the mean further: ``t`` is what the
+complexity term aims at, not a guarantee.
 
 The same knobs drive :func:`~qdc_trainer.data.selection.select_budget`, so one
 config chooses a budget and then trains on it. The functions here are pure and
@@ -46,6 +61,7 @@ from .columns import zscore
 __all__ = [
     "QDCSamplerConfig",
     "cluster_factors",
+    "complexity_tilt",
     "fill_cdf",
     "is_online",
     "online_factor",
@@ -71,6 +87,13 @@ class QDCSamplerConfig:
     )
     complexity_strength: float = field(
         default=0.5, metadata={"help": "beta_c: weight multiplier per complexity std (0 = off)."}
+    )
+    complexity_target: float | None = field(
+        default=None,
+        metadata={
+            "help": "A value in the complexity column's units that the complexity term pulls the mean towards "
+            "(an exponential tilt of at most beta_c per std); unset: the term pushes upwards."
+        },
     )
     example_loss_strength: float = field(
         default=0.5, metadata={"help": "gamma_e: exponent of the per-example loss ratio."}
@@ -108,6 +131,11 @@ class QDCSamplerConfig:
             "update_every": "an int >= 1",
             "seed": "an int >= 0",
         }
+        target = self.complexity_target
+        if target is not None and (
+            isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target)
+        ):
+            raise ValueError(f"QDCSampler complexity_target={target!r} is invalid; it must be a finite number or None")
         for name, ok in checks.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
@@ -124,7 +152,8 @@ def static_weights(
     complexity_moments: tuple[float, float] | None = None,
     base_weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``exp(beta_q zq + beta_c zc) * base_i`` as float32: the part of the weight that never changes.
+    """``exp(beta_q zq + b_c zc) * base_i`` as float32: the part of the weight that never changes (``b_c``:
+    ``beta_c``, or with ``complexity_target`` the :func:`complexity_tilt`).
 
     The z-scores use the columns' :func:`~qdc_trainer.data.columns.moments` (computed once by the caller).
 
@@ -135,18 +164,76 @@ def static_weights(
     """
     cfg, n = config, num_examples
     out = np.empty(n, dtype=np.float32)
+    tilt = cfg.complexity_strength
+    if complexity is not None and cfg.complexity_target is not None:
+        tilt = complexity_tilt(complexity, complexity_moments, cfg.complexity_target, cfg.complexity_strength)
     for lo in range(0, n, _CHUNK):
         hi = min(lo + _CHUNK, n)
         log_w = np.zeros(hi - lo)
         if quality is not None:
             log_w += cfg.tradeoff * cfg.quality_strength * zscore(quality[lo:hi], quality_moments)
         if complexity is not None:
-            log_w += cfg.complexity_strength * zscore(complexity[lo:hi], complexity_moments)
+            log_w += tilt * zscore(complexity[lo:hi], complexity_moments)
         w = np.exp(log_w)
         if base_weights is not None:
             w *= base_weights[lo:hi]
         out[lo:hi] = w
     return out
+
+
+def complexity_tilt(
+    complexity: np.ndarray,
+    moments: tuple[float, float],
+    target: float,
+    strength: float,
+    *,
+    tol: float = 1e-10,
+) -> float:
+    """The ``b`` in ``[-strength, strength]`` whose weights ``exp(b zc_i)`` give ``complexity`` the mean ``target``.
+
+    ``zc`` is :func:`~qdc_trainer.data.columns.zscore` with ``moments``. The weighted mean grows with ``b``
+    (its derivative is the weighted covariance of ``c`` and ``zc``), so bisection finds it; when ``target``
+    is out of reach the nearest bound comes back. Each step is one pass over the column, a chunk at a time
+    (about 40 passes, once, when the weights are built). A constant column gives 0.
+
+    >>> c = np.array([1.0, 3.0])  # z = -1, +1: the weighted mean is 2 + tanh(b)
+    >>> round(complexity_tilt(c, (2.0, 1.0), 2.5, 2.0), 6), round(float(np.arctanh(0.5)), 6)
+    (0.549306, 0.549306)
+    >>> complexity_tilt(c, (2.0, 1.0), 2.0, 2.0), complexity_tilt(c, (2.0, 1.0), 9.0, 0.3)  # the mean; out of reach
+    (0.0, 0.3)
+    """
+    if not math.isfinite(target):
+        raise ValueError(f"target must be a finite number, got {target!r}")
+    if strength <= 0 or len(complexity) == 0:
+        return 0.0
+    mean, std = moments
+    if std <= 1e-12 * max(1.0, abs(mean)):
+        return 0.0
+
+    def weighted_mean(b: float) -> float:
+        # exp(b z - |b| * 3) never overflows (|z| <= 3): the shift cancels in the ratio.
+        total, weighted = 0.0, 0.0
+        for lo in range(0, len(complexity), _CHUNK):
+            c = complexity[lo : lo + _CHUNK].astype(np.float64)
+            w = np.exp(b * zscore(c, moments) - abs(b) * 3.0)
+            total += float(w.sum())
+            weighted += float(w @ c)
+        return weighted / total
+
+    if weighted_mean(0.0) == target:
+        return 0.0
+    lo, hi = -float(strength), float(strength)
+    if weighted_mean(lo) >= target:
+        return lo
+    if weighted_mean(hi) <= target:
+        return hi
+    while hi - lo > tol * max(1.0, strength):
+        mid = 0.5 * (lo + hi)
+        if weighted_mean(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 def online_factor(ratio: np.ndarray, strength: float, max_ratio: float) -> np.ndarray:

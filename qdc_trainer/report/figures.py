@@ -278,6 +278,7 @@ def _draw_panels(
         if panel.levels:
             ax.set_yticks([0, 1, 2], ["healthy", "warning", "collapse"])
             ax.set_ylim(-0.2, 2.2)
+        ax.xaxis.set_major_locator(ticker().MaxNLocator(integer=True))  # steps are whole numbers: no 0.5 ticks
         ax.set_title(panel.title, fontsize=10)
         ax.set_ylabel(panel.ylabel, fontsize=7, color="0.35")
         ax.grid(True, alpha=0.3)

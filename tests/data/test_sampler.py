@@ -345,3 +345,39 @@ def test_telemetry():
     uniform = QDCSampler(10).telemetry()
     assert uniform["qdc/sampler/ess_ratio"] == pytest.approx(1.0)
     assert uniform["qdc/sampler/weight_entropy"] == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- complexity target
+
+
+def test_complexity_target_tilts_the_mean_by_hand():
+    """Two complexities, 1 and 3 (z = -1, +1): the factor exp(b z) gives the mean 2 + tanh(b). The target 2.5
+    needs tanh(b) = 0.5, b = atanh(0.5) = 0.5493, i.e. weights 1 : e^(2b) = 1 : 3."""
+    from qdc_trainer.data.weights import complexity_tilt
+
+    c = np.array([1.0, 3.0, 1.0, 3.0])
+    assert complexity_tilt(c, (2.0, 1.0), 2.5, 2.0) == pytest.approx(math.atanh(0.5), abs=1e-8)
+    assert complexity_tilt(c, (2.0, 1.0), 1.5, 2.0) == pytest.approx(-math.atanh(0.5), abs=1e-8)
+    assert complexity_tilt(c, (2.0, 1.0), 2.0, 2.0) == 0.0  # the column's mean: no pull
+    assert complexity_tilt(c, (2.0, 1.0), 2.9, 0.25) == 0.25  # out of reach of the strength: its bound
+    assert complexity_tilt(c, (2.0, 1.0), 0.0, 0.25) == -0.25
+    assert complexity_tilt(np.full(3, 2.0), (2.0, 0.0), 5.0, 1.0) == 0.0  # a constant column
+    s = QDCSampler(4, complexity=c, config=QDCSamplerConfig(complexity_target=2.5, complexity_strength=2.0, floor=1e-9))
+    p = s.probabilities()
+    assert p[1] / p[0] == pytest.approx(3.0, rel=1e-5) and float(p @ c) == pytest.approx(2.5, abs=1e-6)
+
+
+def test_complexity_target_unset_is_the_push_and_pulls_both_ways():
+    rng = np.random.default_rng(0)
+    c = rng.integers(1, 4, size=300).astype(float)
+    push = QDCSampler(300, complexity=c, config=QDCSamplerConfig(complexity_strength=1.0, floor=1e-9))
+    assert push.config.complexity_target is None
+    assert push.probabilities() == pytest.approx(
+        hand_probabilities(np.zeros(300), np.zeros(300, int), QDCSamplerConfig(complexity_strength=1.0, floor=1e-9), c)
+    )
+    for target in (1.5, c.mean(), 2.4):
+        cfg = QDCSamplerConfig(complexity_strength=3.0, complexity_target=target, floor=1e-9)
+        p = QDCSampler(300, complexity=c, config=cfg).probabilities()
+        assert float(p @ c) == pytest.approx(target, abs=1e-6)
+    with pytest.raises(ValueError, match="complexity_target"):
+        QDCSamplerConfig(complexity_target=float("nan"))

@@ -189,3 +189,44 @@ def test_select_dataset():
         select_dataset(ds.remove_columns("quality"), 2)
     with pytest.raises(TypeError, match="datasets.Dataset"):
         select_dataset([{"text": "a"}], 1)
+
+
+# --------------------------------------------------------------------------- complexity target
+
+
+def test_complexity_target_pulls_the_choice_towards_it():
+    """Half the candidates take 1 step, half 3; the tilt for the target 2.5 weighs them 1 : 3 (see
+    test_complexity_target_tilts_the_mean_by_hand), so a small budget drawn by weight keeps about 3/4 of
+    3-step candidates: a mean near 2.5. The push (no target) at the same strength keeps far more."""
+    c = np.r_[np.ones(500), np.full(500, 3.0)]
+    means = [
+        c[select_budget(1000, 20, complexity=c, complexity_strength=3.0, complexity_target=2.5, seed=s)].mean()
+        for s in range(200)
+    ]
+    assert np.mean(means) == pytest.approx(2.5, abs=0.04)
+    low = [
+        c[select_budget(1000, 20, complexity=c, complexity_target=1.5, complexity_strength=3.0, seed=s)].mean()
+        for s in range(200)
+    ]
+    assert np.mean(low) == pytest.approx(1.5, abs=0.04)
+    push = [c[select_budget(1000, 20, complexity=c, complexity_strength=3.0, seed=s)].mean() for s in range(50)]
+    assert np.mean(push) > 2.9  # exp(3 * 2) = 403 : 1
+    # At the candidates' mean the term is off: the same choice as complexity_strength 0.
+    assert (
+        select_budget(1000, 20, complexity=c, complexity_target=2.0, seed=3).tolist()
+        == select_budget(1000, 20, complexity=c, complexity_strength=0.0, seed=3).tolist()
+    )
+
+
+def test_complexity_target_is_computed_on_the_eligible_candidates():
+    # The failed candidates (quality 0) are the complex ones; among the rest the mean is 1.5 (1 and 2 steps).
+    quality = [1, 1, 1, 1, 0, 0]
+    complexity = [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    cfg = QDCSamplerConfig(complexity_strength=2.0, complexity_target=1.5)
+    picked = select_budget(6, 2, quality=quality, complexity=complexity, min_quality=1, greedy=True, config=cfg)
+    # Target = the eligible mean: no pull, utilities equal, the first two in cluster order come back.
+    assert picked.tolist() == [0, 1]
+    up = select_budget(
+        6, 2, quality=quality, complexity=complexity, min_quality=1, greedy=True, config=cfg, complexity_target=1.9
+    )
+    assert up.tolist() == [2, 3]

@@ -180,6 +180,97 @@ def test_qdc_arm_is_verified_distinct_and_balanced():
         choose("best", cands, 5)
 
 
+def test_star_control_and_replay_arms():
+    from qdc_trainer.data import QDCSamplerConfig
+
+    cands = _candidates(200)
+    # star selects like qdc (the rule is select_budget); the complexity target pulls the choice down or up.
+    low = choose(
+        "star", cands, 30, n_clusters=4, seed=0, config=QDCSamplerConfig(complexity_strength=3.0, complexity_target=2.0)
+    )
+    high = choose(
+        "star", cands, 30, n_clusters=4, seed=0, config=QDCSamplerConfig(complexity_strength=3.0, complexity_target=4.0)
+    )
+    assert all(r["valid"] == 1.0 for r in low + high) and len({r["key"] for r in low}) == 30
+    assert np.mean([r["complexity"] for r in low]) < np.mean([r["complexity"] for r in high])
+    fresh = _candidates(40, seed=5)
+    assert choose("control", cands, 30, fresh=fresh) == [dict(r) for r in fresh[:30]]
+    with pytest.raises(ValueError, match="fresh examples"):
+        choose("control", cands, 30, fresh=fresh[:10])
+    original = _candidates(50, seed=9)
+    replay = choose("replay", cands, 20, original=original, seed=3)
+    assert len(replay) == 20 and all(r in original for r in replay)
+    assert replay == choose("replay", [], 20, original=original, seed=3)  # the candidates play no part
+
+
+def test_mean_complexity_is_the_scored_column_mean():
+    from qdc_trainer.experiments.self_improve import mean_complexity, score_rows
+
+    rows = _candidates(60)
+    scored = score_rows(rows, n_clusters=4, seed=0)
+    assert mean_complexity(rows) == pytest.approx(np.mean(scored["complexity"][:]))
+    # A 2-operation solution: two step lines and the answer line.
+    two = [r for r in rows if r["num_ops"] == 2 and r["valid"] == 1.0][0]
+    assert mean_complexity([two]) == 3.0
+
+
+def test_round_data_by_mode():
+    from qdc_trainer.experiments.self_improve.rounds import _round_data
+
+    original = [{"i": i} for i in range(4)]
+    kept = [{"i": 10}, {"i": 11}]
+    assert _round_data("replace", [], kept, 4, 0) == kept
+    pool = list(original)
+    assert _round_data("accumulate", pool, kept, 4, 0) == original + kept
+    assert _round_data("accumulate", pool, [{"i": 12}], 4, 0) == original + kept + [{"i": 12}]
+    pool = list(original)
+    fixed = _round_data("accumulate_fixed", pool, kept, 4, 0)
+    assert len(fixed) == 4 and len(pool) == 6 and all(r in pool for r in fixed)
+    assert fixed == _round_data("accumulate_fixed", list(original), kept, 4, 0)  # seeded
+    assert _round_data("accumulate_fixed", [{"i": 0}], kept, 4, 0) == [{"i": 0}] + kept  # under the total: all
+
+
+def test_coverage_by_hand():
+    from qdc_trainer.experiments.self_improve import coverage
+
+    # Problem 1: 1 of 8 correct -> pass@1 1/8, pass@8 1; problem 2: none; problem 3: 4 of 8 -> pass@1 1/2.
+    verdicts = [[1.0] + [0.0] * 7, [0.0] * 8, [1.0, 0.0] * 4]
+    out = coverage(verdicts, 8)
+    assert out["pass_at_1"] == pytest.approx((1 / 8 + 0 + 1 / 2) / 3)
+    assert out["pass_at_k"] == pytest.approx(2 / 3) and out["never_solved"] == pytest.approx(1 / 3)
+    # k = 2 of 8: 1 - C(7,2)/C(8,2) = 1 - 21/28 = 0.25 for problem 1; 1 - C(4,2)/C(8,2) = 1 - 6/28 for problem 3.
+    assert coverage(verdicts, 2)["pass_at_k"] == pytest.approx((0.25 + 0 + 22 / 28) / 3)
+
+
+def test_worker_log_records_reach_the_parent(caplog):
+    """A worker process's progress line arrives at the parent's logger of the same name (the CLI prints it)."""
+    import logging
+    import logging.handlers
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from qdc_trainer.experiments.self_improve.run import PROGRESS_LOGGER, _Forward, _worker_logging
+
+    context = multiprocessing.get_context("spawn")
+    records = context.Queue()
+    listener = logging.handlers.QueueListener(records, _Forward())
+    listener.start()
+    name = f"{PROGRESS_LOGGER}.rounds"
+    try:
+        with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
+            with ProcessPoolExecutor(1, mp_context=context, initializer=_worker_logging, initargs=(records, 20)) as p:
+                p.submit(logging.getLogger(name).info, "seed %d %s round %d: done", 3, "qdc/accumulate", 2).result()
+                p.submit(logging.getLogger(name).debug, "not at INFO").result()
+            listener.stop()
+            listener = None
+    finally:
+        if listener is not None:
+            listener.stop()
+    assert [(r.name, r.getMessage()) for r in caplog.records if r.name == name] == [
+        (name, "seed 3 qdc/accumulate round 2: done")
+    ]
+
+
 # --------------------------------------------------------------------------- summary, table, plots
 
 
@@ -207,32 +298,153 @@ def _rows(collapse: bool) -> list[dict]:
 
 
 def test_summary_claims():
-    held = summarize(_rows(collapse=True), ["quality", "qdc"])["claims"]
+    held = summarize(_rows(collapse=True))["claims"]
     assert held["quality_collapses"]["held"] and held["quality_collapses"]["acc_id"] == pytest.approx([0.8, 0.2])
     assert held["qdc_beats_quality_id"]["held"] and held["qdc_beats_quality_id"]["seeds_won"] == "2/2"
     assert held["qdc_beats_quality_ood"]["held"]
-    # Accuracy fell 30 points at round 1, and the detector warned at round 1.
-    assert held["detector_early"]["held"] and held["detector_early"]["warning_round"] == {0: 1, 1: 1}
-    not_held = summarize(_rows(collapse=False), ["quality", "qdc"])["claims"]
+    # Accuracy fell 30 points at round 1 and the detector warned at round 1: not the round before.
+    early = held["detector_early"]
+    assert not early["held"] and len(early["late_or_missed"]) == 2 and not early["false_alarms"]
+    not_held = summarize(_rows(collapse=False))["claims"]
     assert not not_held["quality_collapses"]["held"]
     assert not not_held["qdc_beats_quality_id"]["held"]
     assert not not_held["detector_early"]["held"]  # no accuracy drop to detect: nothing to claim
 
 
+def _curve_rows(variant: str, per_seed: dict[int, list[float]], warned: dict[int, int] | None = None, extra=None):
+    """Rows of one variant: in-distribution accuracy per round for each seed, the detector warning from a round."""
+    arm, mode = variant.split("/")
+    rows = []
+    for seed, curve in per_seed.items():
+        for r, acc in enumerate(curve):
+            row = {m: 0.5 for m in METRICS}
+            first = (warned or {}).get(seed)
+            row.update(seed=seed, round=r, arm=arm, mode=mode, variant=variant, acc_id=acc, acc_ood=0.2)
+            row.update(detector=int(first is not None and r >= first), **(extra or {}).get(r, {}))
+            rows.append(row)
+    return rows
+
+
+def test_claims_1_and_2_by_hand():
+    five = range(5)
+    # qdc/accumulate: +6 points in seeds 0-3, +1 in seed 4 (4 of 5 reach 5 points); OOD stays at 0.2.
+    rows = _curve_rows("qdc/accumulate", {s: [0.40, 0.43, 0.46 if s < 4 else 0.41] for s in five})
+    rows += _curve_rows("quality/replace", {s: [0.40, 0.30, 0.20] for s in five})
+    rows += _curve_rows("quality/accumulate", {s: [0.40, 0.41, 0.40 + 0.06 * (s < 2)] for s in five})
+    rows += _curve_rows("control/replace", {s: [0.40, 0.50, 0.60] for s in five})
+    claims = summarize(rows)["claims"]
+    assert claims["qdc_improves"]["held"] and claims["qdc_improves"]["seeds_up_5"] == "4/5"
+    assert claims["qdc_improves"]["gain_per_seed"][4] == pytest.approx(0.01)
+    assert claims["control_rises"]["held"] and claims["control_rises"]["control/replace"]["rises"]
+    # quality/accumulate gains 6 points in 2 of 5 seeds only: not an improvement by claim 1's test.
+    assert claims["quality_does_not_improve"]["held"]
+    assert claims["quality_does_not_improve"]["quality/accumulate"]["seeds_up_5"] == "2/5"
+    # Replacing lost 20 points, accumulating lost none: accumulation prevented the collapse.
+    assert claims["accumulation_prevents_collapse"]["held"]
+    # Beyond the original data alone (replay/accumulate, +3 points in every seed): +3 in seeds 0-3, -2 in seed 4.
+    rows += _curve_rows("replay/accumulate", {s: [0.40, 0.42, 0.43] for s in five})
+    summary = summarize(rows)
+    beyond = summary["claims"]["qdc_improves"]["beyond_replay"]
+    assert beyond == {"mean": pytest.approx((4 * 0.03 - 0.02) / 5), "seeds_above": "4/5"}
+    assert "qdc/accumulate +0.020 (4/5)" in summary["text"]
+    # Three of five seeds up: claim 1 fails; OOD below round 0 fails it too.
+    fewer = _curve_rows("qdc/accumulate", {s: [0.40, 0.40, 0.46 if s < 3 else 0.40] for s in five})
+    assert not summarize(fewer)["claims"]["qdc_improves"]["held"]
+    worse_ood = _curve_rows("qdc/accumulate", {s: [0.40, 0.43, 0.46] for s in five}, extra={2: {"acc_ood": 0.1}})
+    claim = summarize(worse_ood)["claims"]["qdc_improves"]
+    assert claim["seeds_up_5"] == "5/5" and not claim["ood_not_below"] and not claim["held"]
+
+
+def test_detector_claim_by_hand():
+    # quality/replace falls 5 points at round 2 in both seeds; seed 0 warned at round 1 (in time), seed 1 at 2.
+    quality = {0: [0.5, 0.48, 0.40], 1: [0.5, 0.47, 0.30]}
+    late = summarize(_curve_rows("quality/replace", quality, warned={0: 1, 1: 2}))["claims"]["detector_early"]
+    assert not late["held"] and len(late["in_time"]) == 1
+    assert late["late_or_missed"] == ["quality/replace seed 1 (fell 2, warned 2)"]
+    rows = _curve_rows("quality/replace", quality, warned={0: 1, 1: 1})
+    assert summarize(rows)["claims"]["detector_early"]["held"]
+    # A warning on a variant whose accuracy never falls is a false alarm; a variant that falls may be warned on.
+    rows += _curve_rows("qdc/accumulate", {0: [0.5, 0.5, 0.52]}, warned={0: 2})
+    claim = summarize(rows)["claims"]["detector_early"]
+    assert not claim["held"] and claim["false_alarms"] == ["qdc/accumulate seed 0 (round 2)"]
+    rows[-3:] = _curve_rows("qdc/accumulate", {0: [0.5, 0.5, 0.40]}, warned={0: 2})
+    assert summarize(rows)["claims"]["detector_early"]["held"]
+
+
 def test_table_and_plots(tmp_path):
     rows = _rows(collapse=True)
-    table, figures = write_results(rows, tmp_path, arms=["quality", "qdc"], summary=summarize(rows, ["quality", "qdc"]))
+    table, figures = write_results(rows, tmp_path, settings={"rounds": 2})
     text = table.read_text()
     # Round 2 of the quality arm: acc_id 0.2 in both seeds, every seed warned.
-    line = next(l for l in text.splitlines() if l.startswith("| 2 | quality |"))
+    line = next(l for l in text.splitlines() if l.startswith("| 2 | quality/replace |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     header = [c.strip() for c in next(l for l in text.splitlines() if l.startswith("| round")).strip("|").split("|")]
     assert cells[header.index("acc_id")] == "0.200 ± 0.000"
     assert cells[header.index("detector")] == "2/2"
-    assert "claim quality_collapses: held" in text
+    headline = next(l for l in text.splitlines() if l.startswith("| quality/replace |"))
+    assert "-0.600, -0.600" in headline  # each seed's change in acc_id
+    assert "claim quality_collapses: held" in text and "Settings: `rounds: 2`" in text
     names = {f.name for f in figures}
-    assert {"overview.png", "acc_id.png", "valid.png", "data_unique.png"} <= names
+    assert {"overview.png", "acc_id.png", "valid.png", "data_unique.png", "pass_at_k.png"} <= names
     assert all(f.stat().st_size > 1000 for f in figures)
+
+
+def test_overview_titles_do_not_overlap(tmp_path, monkeypatch):
+    """The overview's panel titles are short and the layout is constrained: no two titles' boxes intersect."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from qdc_trainer.report import figures as report_figures
+
+    captured = {}
+    real = report_figures.figure_class
+
+    def spy():
+        cls = real()
+
+        class Spy(cls):
+            def savefig(self, path, *args, **kwargs):
+                captured[str(path)] = self
+                return super().savefig(path, *args, **kwargs)
+
+        return Spy
+
+    monkeypatch.setattr(report_figures, "figure_class", spy)
+    write_results(_rows(collapse=True), tmp_path)
+    fig = captured[str(tmp_path / "overview.png")]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(boxes) >= 8
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
+    # Rounds are whole numbers on every x axis.
+    for ax in fig.axes:
+        if ax.get_visible():
+            assert all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_rebuild_is_byte_identical(tmp_path):
+    rows = _rows(collapse=True)
+    run = tmp_path / "run"
+    table, _ = write_results(rows, run, plots=False, settings={"rounds": 2, "budget": 5})
+    (run / "results.json").write_text(json.dumps(rows, indent=1))
+    (run / "config.json").write_text(json.dumps({"rounds": 2, "budget": 5}, indent=1))
+    from qdc_trainer.experiments.self_improve import rebuild
+
+    again, _ = rebuild(run, plots=False, out_dir=tmp_path / "again")
+    assert again.read_bytes() == table.read_bytes()
+
+
+@pytest.mark.parametrize("folder", ["docs/self_improvement", "docs/self_improvement/confirm"])
+def test_committed_results_regenerate_from_their_rows(folder, tmp_path):
+    """The committed tables are a function of the committed rows and settings: rebuilding gives the same bytes."""
+    from qdc_trainer.experiments.self_improve import rebuild
+
+    run = ROOT / folder
+    if not (run / "results.json").is_file():
+        pytest.skip(f"no committed rows in {folder}")
+    table, _ = rebuild(run, plots=False, out_dir=tmp_path)
+    assert table.read_bytes() == (run / "results.md").read_bytes()
 
 
 # --------------------------------------------------------------------------- configuration
@@ -240,7 +452,8 @@ def test_table_and_plots(tmp_path):
 
 def test_recipe_parses():
     cfg = load_self_improve_config(RECIPE, [])
-    assert {"quality", "qdc"} <= set(cfg.arms) and len(cfg.seeds) >= 3 and cfg.rounds >= 3
+    assert {("quality", "accumulate"), ("qdc", "accumulate"), ("control", "accumulate")} <= set(cfg.variants())
+    assert len(cfg.seeds) >= 5 and cfg.rounds >= 3 and cfg.target_original
     assert cfg.budget < cfg.candidates
 
 
@@ -262,6 +475,38 @@ def test_bad_settings(flags, match):
         load_self_improve_config(RECIPE, flags)
 
 
+def test_arms_in_modes_and_the_sampler_knobs():
+    cfg = load_self_improve_config(
+        RECIPE,
+        ["--arms", "control", "qdc", "quality/accumulate", "--modes", "replace", "accumulate_fixed"]
+        + ["--tradeoff", "0.25", "--complexity_target", "2.5", "--target_original", "false"],
+    )
+    assert cfg.variants() == [
+        ("control", "replace"),
+        ("control", "accumulate_fixed"),
+        ("qdc", "replace"),
+        ("qdc", "accumulate_fixed"),
+        ("quality", "accumulate"),
+    ]
+    assert cfg.sampler.tradeoff == 0.25 and cfg.sampler.complexity_target == 2.5
+    again = SelfImproveConfig(**dataclasses.asdict(cfg))  # what a worker process rebuilds from
+    assert again.sampler == cfg.sampler and again.variants() == cfg.variants()
+    with pytest.raises(ConfigError, match="did you mean --seeds"):  # the sampler's seed is the experiment's
+        load_self_improve_config(RECIPE, ["--seed", "3"])
+    with pytest.raises(ConfigError, match="both set the complexity target"):
+        load_self_improve_config(RECIPE, ["--complexity_target", "2.5", "--target_original", "true"])
+    with pytest.raises(ConfigError, match="modes="):
+        load_self_improve_config(RECIPE, ["--modes", "append"])
+    with pytest.raises(ConfigError, match="'qdc/append' is not an arm"):
+        load_self_improve_config(RECIPE, ["--arms", "qdc/append"])
+    with pytest.raises(ConfigError, match="same arm and mode twice"):
+        load_self_improve_config(RECIPE, ["--arms", "qdc", "qdc/replace", "--modes", "replace"])
+    with pytest.raises(ConfigError, match="tradeoff"):
+        load_self_improve_config(RECIPE, ["--tradeoff", "2"])
+    with pytest.raises(ConfigError, match="no known settings"):
+        load_self_improve_config(RECIPE, ["--detector_watch", "qdc/gen/nothing"])
+
+
 def test_smoke_shrinks():
     cfg = SelfImproveConfig(smoke=True)
     assert cfg.rounds == 2 and cfg.candidates < 100 and cfg.seeds == [0]
@@ -281,8 +526,22 @@ def _qdc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+VARIANTS = [
+    ("quality", "replace"),
+    ("qdc", "replace"),
+    ("reservoir", "replace"),
+    ("fixed_pool", "replace"),
+    ("star", "replace"),
+    ("control", "replace"),
+    ("replay", "replace"),
+    ("qdc", "accumulate"),
+    ("quality", "accumulate_fixed"),
+]
+
+
 @pytest.mark.slow
 def test_smoke_run_through_the_cli(tmp_path):
+    """Every arm, every data mode, once, through the console script (CI runs this); then resuming and refusing."""
     out = tmp_path / "run"
     args = [
         "self-improve",
@@ -292,25 +551,36 @@ def test_smoke_run_through_the_cli(tmp_path):
         "true",
         "--output_dir",
         str(out),
+        "--workers",
+        "1",
+        "--target_original",
+        "true",
+        "--modes",
+        "replace",
         "--arms",
-        "quality",
-        "qdc",
-        "reservoir",
-        "fixed_pool",
+        *[a if m == "replace" else f"{a}/{m}" for a, m in VARIANTS],
     ]
     first = _qdc(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "claim quality_collapses" in first.stdout and "table:" in first.stdout
+    assert "claim quality_collapses" in first.stdout and "claim qdc_beats_quality_id" in first.stdout
+    assert "table:" in first.stdout and "seed 0 qdc/accumulate round 2:" in first.stdout  # progress, printed
     rows = json.loads((out / "results.json").read_text())
-    assert {(r["arm"], r["round"]) for r in rows} == {
-        (a, k) for a in ("quality", "qdc", "reservoir", "fixed_pool") for k in range(3)
-    }
-    assert all(set(METRICS) <= set(r) for r in rows)
+    assert {(r["arm"], r["mode"], r["round"]) for r in rows} == {(a, m, k) for a, m in VARIANTS for k in range(3)}
+    assert all(set(METRICS) <= set(r) and r["variant"] == f"{r['arm']}/{r['mode']}" for r in rows)
+    for r in rows:
+        assert 0 <= r["pass_at_1"] <= r["pass_at_k"] <= 1 and r["never_solved"] == pytest.approx(1 - r["pass_at_k"])
+    # The accumulating pool holds the original data and every round's kept data; replace trains on the kept only.
+    size = {(r["variant"], r["round"]): r["data_size"] for r in rows}
+    kept = [
+        len((out / "seed0" / "qdc" / "accumulate" / f"round{k}_kept.jsonl").read_text().splitlines()) for k in (1, 2)
+    ]
+    assert size[("qdc/accumulate", 2)] == 64 + sum(kept) and size[("control/replace", 1)] == 16
+    assert size[("quality/accumulate_fixed", 2)] <= 64
     assert (out / "results.md").is_file() and (out / "overview.png").is_file() and (out / "acc_id.png").is_file()
-    assert (out / "seed0" / "qdc" / "round2_data.jsonl").is_file() and (out / "seed0" / "qdc" / "model").is_dir()
+    assert (out / "seed0" / "star" / "replace" / "model").is_dir()
     # Round 0 is the same first model in every arm.
     round0 = {
-        json.dumps({k: v for k, v in r.items() if k not in ("arm", "detector")}, sort_keys=True)
+        json.dumps({k: v for k, v in r.items() if k not in ("arm", "mode", "variant", "detector")}, sort_keys=True)
         for r in rows
         if r["round"] == 0
     }
@@ -320,6 +590,13 @@ def test_smoke_run_through_the_cli(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "results.json").read_text()) == rows
     assert "round 1:" not in again.stdout  # nothing was trained again
+    # Fewer arms into the same folder: a run in parts reuses what is there.
+    part = _qdc(*args[: args.index("--arms")], "--arms", "control", cwd=tmp_path)
+    assert part.returncode == 0 and "round 1:" not in part.stdout
+    # --rebuild writes the table again, byte for byte.
+    table = (out / "results.md").read_bytes()
+    rebuilt = _qdc("self-improve", "--rebuild", str(out), cwd=tmp_path)
+    assert rebuilt.returncode == 0 and (out / "results.md").read_bytes() == table
     # Other settings into the same folder are refused, naming what changed.
     changed = _qdc(*args, "--temperature", "0.7", cwd=tmp_path)
     assert changed.returncode == 2 and "temperature" in changed.stderr

@@ -296,6 +296,38 @@ def test_only_the_groups_that_were_logged_are_drawn(tmp_path):
     assert "No generation samples" in page
 
 
+def test_step_ticks_are_whole_numbers(tmp_path, monkeypatch):
+    """Two logged steps used to be labelled 1.0, 1.5, 2.0: every x tick of a run figure is a whole step."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from qdc_trainer.report import figures
+
+    drawn = []
+    real = figures.figure_class
+
+    def spy():
+        class Spy(real()):
+            def savefig(self, *args, **kwargs):
+                drawn.append(self)
+                return super().savefig(*args, **kwargs)
+
+        return Spy
+
+    monkeypatch.setattr(figures, "figure_class", spy)
+    run = tmp_path / "short"
+    run.mkdir()
+    history = [{"loss": 3.0 - i / 10, "qdc/gen/length": 5.0 + i, "step": i} for i in (1, 2)]
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 2, "log_history": history}))
+    write_run_report([run], tmp_path / "out")
+    assert drawn
+    for fig in drawn:
+        FigureCanvasAgg(fig).draw()
+        for ax in fig.axes:
+            if ax.get_visible():
+                ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+                assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
 def test_report_of_a_real_trainer_run(tmp_path, tokenizer):
     from datasets import Dataset
     from helpers import build_gpt2, cpu_training_args

@@ -2,12 +2,15 @@
 
 Each seed trains a tiny model on the built-in arithmetic task (whole examples,
 problem and solution, so that the model can write new problems). Then, for
-``rounds`` rounds and for each arm, starting from that same model:
+``rounds`` rounds and for each arm in each data mode, starting from that same model:
 
-1. the current model samples ``candidates`` whole examples (problem and solution);
+1. the current model samples ``candidates`` examples (whole examples, or solutions to given problems);
 2. the verifier checks each one (:func:`qdc_trainer.tasks.arithmetic.verify`);
 3. the arm's selection rule keeps ``budget`` of them;
-4. the model is fine-tuned on the selection, which replaces the previous round's data.
+4. the model is fine-tuned for ``round_steps`` steps on the round's data, which the mode decides:
+   ``replace`` (the kept data alone), ``accumulate`` (the original data and every round's kept data so far,
+   Gerstgrasser et al. 2024) or ``accumulate_fixed`` (a uniform sample of that pool as large as the original
+   data).
 
 Arms (same seeds, same number of candidates, same budget):
 
@@ -16,20 +19,28 @@ Arms (same seeds, same number of candidates, same budget):
   rejection-sampling pipelines do;
 - ``qdc``: the same candidates scored with :func:`qdc_trainer.metrics.score_dataset`
   (verifier quality, step complexity, clusters of hashed n-grams), chosen with
-  :func:`qdc_trainer.selection.select_budget` (verified only, deduplicated,
-  cluster coverage, complexity) and trained with :class:`qdc_trainer.QDCSampler`;
+  :func:`qdc_trainer.data.selection.select_budget` (verified only, deduplicated,
+  cluster coverage, complexity: a push, or a pull towards ``complexity_target``)
+  and trained with :class:`qdc_trainer.data.QDCSampler`;
+- ``star``: STaR-style (Zelikman et al. 2022, arXiv 2203.14465): new problems of the task's distribution,
+  the model writes the solutions, the verifier keeps the correct ones, chosen with
+  ``select_budget`` as in ``qdc``;
+- ``control``: fresh examples of the task every round (perfect data): how far the
+  round's training can lift the model at all;
+- ``replay``: examples of the original data again (no new data): what more training alone does;
 - ``reservoir``: like ``quality``, but ``reservoir_share`` of the budget is drawn
   from the original data every round;
-- ``fixed_pool``: the contrast; problems come from the original data's pool and
-  the model writes only the solutions (selection as in ``quality``).
+- ``fixed_pool``: problems come from the original data's pool and the model writes
+  only the solutions (selection as in ``quality``).
 
 After every round the model is measured: the validity, complexity and distinctness
 of what it generates, greedy accuracy by number of operations in distribution
-(held-out problems) and out of distribution (new phrasings), the diversity of its
+(held-out problems) and out of distribution (new phrasings), pass@1 and pass@k with
+the share of held-out problems never solved in k samples, the diversity of its
 generations per input and across inputs (probe prompts: the opening words of each
-template, several samples each), and the collapse detector's verdict on those
+template, several samples each), and the collapse detector's verdict on the watched
 series. The run folder gets ``results.md`` (the table), ``results.json`` (every
-row), one PNG per metric (arms on the same axes, mean over seeds with the range),
+row), one PNG per metric (variants on the same axes, mean over seeds with the range),
 and a summary that checks the claims (``qdc self-improve`` prints it).
 
 Run it with ``qdc self-improve --config recipes/arithmetic/self_improve.yaml``.
@@ -46,17 +57,19 @@ from .config import (
     CONFIG_FILE,
     DETECTOR_WATCH,
     METRICS,
+    MODES,
     RESULTS_FILE,
     SMOKE,
     TABLE_FILE,
     SelfImproveConfig,
     load_self_improve_config,
     self_improve_parser,
+    variant_name,
 )
-from .results import HEADLINE_COLUMNS, TABLE_COLUMNS, summarize, write_results
-from .rounds import probe_prompts
+from .results import HEADLINE_COLUMNS, TABLE_COLUMNS, rebuild, summarize, write_results
+from .rounds import coverage, probe_prompts
 from .run import run_self_improvement
-from .sampling import choose, sample_examples
+from .sampling import choose, mean_complexity, sample_examples, score_rows
 
 __all__ = [
     "ARMS",
@@ -65,17 +78,23 @@ __all__ = [
     "DETECTOR_WATCH",
     "HEADLINE_COLUMNS",
     "METRICS",
+    "MODES",
     "RESULTS_FILE",
     "SMOKE",
     "TABLE_COLUMNS",
     "TABLE_FILE",
     "SelfImproveConfig",
     "choose",
+    "coverage",
     "load_self_improve_config",
+    "mean_complexity",
     "probe_prompts",
+    "rebuild",
     "run_self_improvement",
     "sample_examples",
+    "score_rows",
     "self_improve_parser",
     "summarize",
+    "variant_name",
     "write_results",
 ]

@@ -1,56 +1,101 @@
-"""Settings of the self-improvement experiment: :class:`SelfImproveConfig`, what ``smoke`` sets, the arms,
-the per-round measurements, the run folder's file names and what the collapse detector watches."""
+"""Settings of the self-improvement experiment: :class:`SelfImproveConfig`, what ``smoke`` sets, the arms and
+data modes, the per-round measurements, the run folder's file names and what the collapse detector watches.
+
+The selection's and the QDC sampler's knobs (``tradeoff``, ``complexity_strength``, ``complexity_target``, ...)
+are :class:`~qdc_trainer.data.weights.QDCSamplerConfig`'s, declared there once: ``SelfImproveConfig.sampler``
+holds one, and a recipe names its fields as flat keys next to the experiment's own (all but ``seed``: the
+experiment seeds the selection and the sampler per seed, round and arm).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ...monitor import PREFIX as GEN_PREFIX
+from ...callbacks.generation_metrics import PREFIX as GEN_PREFIX
+from ...data.weights import QDCSamplerConfig
 
-ARMS = ("quality", "qdc", "reservoir", "fixed_pool")
+ARMS = ("quality", "qdc", "reservoir", "fixed_pool", "star", "control", "replay")
 """The selection rules the experiment can compare (see :mod:`qdc_trainer.experiments.self_improve`)."""
+
+MODES = ("replace", "accumulate", "accumulate_fixed")
+"""What a round trains on: only its own kept data (``replace``); the original data and every round's kept data
+so far (``accumulate``); a uniform sample of that pool as large as the original data (``accumulate_fixed``)."""
 
 METRICS: dict[str, str] = {
     "valid": "validity of generated examples (share verified correct)",
     "gen_ops": "complexity of valid generated problems (mean operations)",
     "gen_unique": "distinct problems among valid generated examples (share)",
     "data_ops": "complexity of the round's training data (mean operations)",
-    "data_unique": "distinct problems in the round's training data (share; the original data: a budget-sized sample)",
-    "data_distinct_2": "distinct-2 of the round's training data (the original data: a budget-sized sample)",
-    "acc_id": "accuracy, in distribution (held-out problems)",
+    "data_unique": "distinct problems in the round's training data (share of a budget-sized sample)",
+    "data_distinct_2": "distinct-2 of the round's training data (a budget-sized sample)",
+    "data_size": "examples in the round's training data",
+    "acc_id": "accuracy, in distribution (held-out problems, greedy)",
     "acc_id_ops1": "accuracy, in distribution, 1 operation",
     "acc_id_ops2": "accuracy, in distribution, 2 operations",
     "acc_id_ops3": "accuracy, in distribution, 3 operations",
-    "acc_ood": "accuracy, out of distribution (new phrasings)",
+    "acc_ood": "accuracy, out of distribution (new phrasings, greedy)",
     "acc_ood_ops3": "accuracy, out of distribution, 3 operations",
+    "pass_at_1": "pass@1, in distribution (samples at the temperature)",
+    "pass_at_k": "pass@k, in distribution (k = pass_k samples per problem)",
+    "never_solved": "held-out problems never solved in pass_k samples (share)",
     "per_input_distinct_2": "generation distinct-2 per input (probe samples)",
     "across_input_distinct_2": "generation distinct-2 across inputs (probe samples)",
     "per_input_self_bleu": "generation self-BLEU per input (probe samples; higher = less diverse)",
     "detector": "collapse detector level (0 fine, 1 warning, 2 collapse)",
 }
-"""Every per-round measurement, with its meaning (the keys of a results row)."""
+"""Every per-round measurement, with its meaning (the keys of a results row besides seed, round, arm, mode)."""
+
+TITLES: dict[str, str] = {
+    "valid": "valid generated examples",
+    "gen_ops": "operations, generated problems",
+    "gen_unique": "distinct generated problems",
+    "data_ops": "operations, training data",
+    "data_unique": "distinct problems, training data",
+    "data_distinct_2": "distinct-2, training data",
+    "data_size": "training examples per round",
+    "acc_id": "accuracy, in distribution",
+    "acc_id_ops1": "accuracy ID, 1 operation",
+    "acc_id_ops2": "accuracy ID, 2 operations",
+    "acc_id_ops3": "accuracy ID, 3 operations",
+    "acc_ood": "accuracy, new phrasings (OOD)",
+    "acc_ood_ops3": "accuracy OOD, 3 operations",
+    "pass_at_1": "pass@1, in distribution",
+    "pass_at_k": "pass@k, in distribution",
+    "never_solved": "never solved in k samples",
+    "per_input_distinct_2": "probe distinct-2 per input",
+    "across_input_distinct_2": "probe distinct-2 across inputs",
+    "per_input_self_bleu": "probe self-BLEU per input",
+}
+"""Short panel titles for the plots (the long meanings are in :data:`METRICS` and the table's footnote)."""
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
 CONFIG_FILE = "config.json"
 CANDIDATES_FILE = "round0_candidates.jsonl"
 DETECTOR_WATCH = (
-    f"{GEN_PREFIX}per_input/distinct_2",
     f"{GEN_PREFIX}across_input/distinct_2",
-    f"{GEN_PREFIX}per_input/self_bleu",
     "gen_unique:decrease",
 )
-"""What the collapse detector watches, one observation per round: the probe series with their calibrated
-thresholds (:data:`~qdc_trainer.collapse.KNOWN_SERIES`), and the share of distinct problems among the valid
-generated examples (a relative drop of 15% warns, 35% is collapse). No accuracy or verifier signal is used."""
+"""What the collapse detector watches by default, one observation per round: the probes' across-input
+distinct-2 with its calibrated thresholds (:data:`~qdc_trainer.callbacks.series.KNOWN_SERIES`), and the share of
+distinct problems among the valid generated examples (a relative drop of 15% warns, 35% is collapse). No accuracy
+signal is used. The per-input probe series are left out: on a task with one right answer per prompt the samples
+of one prompt should converge as the model learns (the earlier run warned on the QDC arm from per-input
+self-BLEU while its accuracy held); ``detector_watch`` puts them back."""
+
+RUN_SETTINGS_IGNORED = ("experiment", "arms", "modes", "seeds", "workers", "threads", "report", "overwrite")
+"""Settings that do not change any one seed and arm's results: a run folder can be filled in parts (other seeds,
+other arms) by commands that differ only in these."""
 
 
 @dataclass
 class SelfImproveConfig:
-    """Settings of :func:`run_self_improvement` (the keys of ``recipes/arithmetic/self_improve.yaml``)."""
+    """Settings of :func:`run_self_improvement` (the keys of ``recipes/arithmetic/self_improve.yaml``).
+
+    ``sampler`` holds the selection's and the QDC sampler's knobs; a recipe gives them as flat keys.
+    """
 
     experiment: str = field(
         default="self_improve",
@@ -62,13 +107,17 @@ class SelfImproveConfig:
     output_dir: str = field(default="runs/self_improve", metadata={"help": "run folder (results, plots, models)"})
     arms: list[str] = field(
         default_factory=lambda: ["quality", "qdc", "reservoir", "fixed_pool"],
-        metadata={"help": f"selection rules to compare, from {ARMS}"},
+        metadata={"help": f"selection rules from {ARMS}; 'arm/mode' runs that arm in one mode only"},
+    )
+    modes: list[str] = field(
+        default_factory=lambda: ["replace"],
+        metadata={"help": f"data modes from {MODES}: every arm named alone runs in each"},
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "one full repetition per seed"})
     rounds: int = field(default=5, metadata={"help": "generate-select-train rounds after the first training"})
     candidates: int = field(default=2000, metadata={"help": "examples the model generates per round"})
-    budget: int = field(default=500, metadata={"help": "examples kept per round (the next training set)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the candidates and probes"})
+    budget: int = field(default=500, metadata={"help": "examples kept per round"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of candidates, probes, pass@k"})
     seed_examples: int = field(default=4000, metadata={"help": "size of the original training data"})
     seed_noise: float = field(default=0.0, metadata={"help": "share of corrupted examples in the original data"})
     base_steps: int = field(default=1000, metadata={"help": "training steps on the original data"})
@@ -79,15 +128,18 @@ class SelfImproveConfig:
     reservoir_share: float = field(
         default=0.25, metadata={"help": "share of the budget from the original data (reservoir arm)"}
     )
-    tradeoff: float = field(
-        default=0.0, metadata={"help": "QDC trade-off λ of the selection and the sampler (0 diversity .. 1 quality)"}
+    target_original: bool = field(
+        default=False,
+        metadata={
+            "help": "qdc and star arms: set complexity_target to the original data's mean complexity (the "
+            "selection's and the sampler's pull towards the original mix) instead of a fixed number"
+        },
     )
-    complexity_strength: float = field(
-        default=0.5, metadata={"help": "weight of complexity in the QDC selection and sampler"}
-    )
-    n_clusters: int = field(default=16, metadata={"help": "clusters of the candidates (QDC arm)"})
-    eval_size: int = field(default=300, metadata={"help": "in-distribution accuracy problems"})
-    ood_size: int = field(default=300, metadata={"help": "out-of-distribution accuracy problems"})
+    n_clusters: int = field(default=16, metadata={"help": "clusters of the candidates (qdc and star arms)"})
+    eval_size: int = field(default=300, metadata={"help": "in-distribution accuracy problems (greedy)"})
+    ood_size: int = field(default=300, metadata={"help": "out-of-distribution accuracy problems (greedy)"})
+    pass_size: int = field(default=100, metadata={"help": "held-out problems sampled pass_k times each (pass@k)"})
+    pass_k: int = field(default=8, metadata={"help": "samples per problem for pass@k and the never-solved share"})
     probe_samples: int = field(
         default=8, metadata={"help": "samples per probe prompt (one probe per template opening)"}
     )
@@ -95,6 +147,10 @@ class SelfImproveConfig:
     generation_batch_size: int = field(default=250, metadata={"help": "sequences per generate call"})
     n_layer: int = field(default=4, metadata={"help": "layers of the tiny model"})
     n_embd: int = field(default=128, metadata={"help": "width of the tiny model"})
+    detector_watch: list[str] = field(
+        default_factory=lambda: list(DETECTOR_WATCH),
+        metadata={"help": "series the collapse detector watches: 'qdc/gen/<scope>/<metric>' or '<column>:decrease'"},
+    )
     workers: int = field(
         default=2, metadata={"help": "processes running seeds and arms in parallel (one torch thread each)"}
     )
@@ -115,11 +171,21 @@ class SelfImproveConfig:
             "help": "a tiny run that only checks the machinery (a flag on the command line wins over its settings)"
         },
     )
+    sampler: QDCSamplerConfig = field(
+        default_factory=QDCSamplerConfig,
+        metadata={"help": "the selection's and the QDC sampler's knobs (flat keys in a recipe)"},
+    )
 
     def __post_init__(self) -> None:
-        bad = [a for a in self.arms if a not in ARMS]
-        if bad or not self.arms or len(set(self.arms)) != len(self.arms):
-            raise ValueError(f"arms={self.arms!r} must be distinct names from {ARMS}")
+        if isinstance(self.sampler, dict):
+            self.sampler = QDCSamplerConfig(**self.sampler)
+        if not isinstance(self.sampler, QDCSamplerConfig):
+            raise TypeError(f"sampler must be a QDCSamplerConfig, got {type(self.sampler).__name__}")
+        if not self.modes or len(set(self.modes)) != len(self.modes) or any(m not in MODES for m in self.modes):
+            raise ValueError(f"modes={self.modes!r} must be distinct names from {MODES}")
+        variants = self.variants()  # checks the arms
+        if len(set(variants)) != len(variants):
+            raise ValueError(f"arms={self.arms!r} name the same arm and mode twice")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds={self.seeds!r} must be distinct ints >= 0")
         for name in (
@@ -133,6 +199,8 @@ class SelfImproveConfig:
             "n_clusters",
             "eval_size",
             "ood_size",
+            "pass_size",
+            "pass_k",
             "max_new_tokens",
             "generation_batch_size",
             "workers",
@@ -145,14 +213,47 @@ class SelfImproveConfig:
             raise ValueError(f"probe_samples={self.probe_samples} must be at least 2 (diversity needs two samples)")
         if self.budget > self.candidates:
             raise ValueError(f"budget={self.budget} is larger than candidates={self.candidates}")
-        for name in ("seed_noise", "reservoir_share", "tradeoff"):
+        for name in ("seed_noise", "reservoir_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
-        if self.temperature <= 0 or self.complexity_strength < 0 or self.threads < 0:
-            raise ValueError("temperature must be > 0, complexity_strength >= 0 and threads >= 0")
+        if self.temperature <= 0 or self.threads < 0:
+            raise ValueError("temperature must be > 0 and threads >= 0")
+        if self.target_original and self.sampler.complexity_target is not None:
+            raise ValueError(
+                f"target_original=true and complexity_target={self.sampler.complexity_target} both set the "
+                "complexity target: choose one"
+            )
+        from ...callbacks.series import watch_from_keys
+
+        watch_from_keys(list(self.detector_watch))  # an unknown series raises here, not after the first model
         if self.smoke:
             for name, value in SMOKE.items():
                 setattr(self, name, value)
+
+    def variants(self) -> list[tuple[str, str]]:
+        """The (arm, mode) pairs this run covers, in the order of ``arms`` (an arm named alone: each of ``modes``).
+
+        >>> SelfImproveConfig(arms=["qdc", "quality/accumulate"], modes=["replace", "accumulate"]).variants()
+        [('qdc', 'replace'), ('qdc', 'accumulate'), ('quality', 'accumulate')]
+        """
+        out = []
+        for item in self.arms:
+            arm, _, mode = item.partition("/")
+            if arm not in ARMS or (mode and mode not in MODES):
+                raise ValueError(f"arms={self.arms!r}: {item!r} is not an arm of {ARMS} (or arm/mode, modes {MODES})")
+            out += [(arm, mode)] if mode else [(arm, m) for m in self.modes]
+        if not out:
+            raise ValueError(f"arms={self.arms!r} must name at least one arm")
+        return out
+
+
+def variant_name(arm: str, mode: str) -> str:
+    """How tables, plots and file names call an arm in a mode.
+
+    >>> variant_name("qdc", "accumulate")
+    'qdc/accumulate'
+    """
+    return f"{arm}/{mode}"
 
 
 SMOKE: dict[str, Any] = dict(
@@ -167,6 +268,8 @@ SMOKE: dict[str, Any] = dict(
     n_clusters=4,
     eval_size=12,
     ood_size=6,
+    pass_size=4,
+    pass_k=2,
     probe_samples=2,
     max_new_tokens=40,
     n_layer=1,
@@ -177,13 +280,41 @@ SMOKE: dict[str, Any] = dict(
 
 # --------------------------------------------------------------------------- reading a recipe
 
+_SAMPLER_EXCLUDED = ("seed",)
+"""QDCSamplerConfig fields a recipe does not set: the experiment derives the seed per seed, round and arm."""
+
+
+def _recipe_views() -> tuple[type, type]:
+    """The recipe's two groups of keys, made from the dataclasses that declare them
+    (:func:`~qdc_trainer.cli.config.config_arguments`): the experiment's own settings, and the selection's and
+    sampler's knobs."""
+    from ...cli.config import config_arguments
+
+    return (
+        config_arguments(
+            SelfImproveConfig, name="SelfImproveSettings", title="self-improvement experiment", exclude=("sampler",)
+        ),
+        config_arguments(
+            QDCSamplerConfig,
+            name="SelectionAndSamplerSettings",
+            title="selection and QDC sampler (QDCSamplerConfig; its seed is the experiment's, per seed and round)",
+            exclude=_SAMPLER_EXCLUDED,
+        ),
+    )
+
 
 def self_improve_parser() -> Any:
-    """The ``HfArgumentParser`` of ``qdc self-improve`` (one group: :class:`SelfImproveConfig`); its ``error``
-    raises :class:`~qdc_trainer.cli.config.ConfigError` instead of exiting."""
-    from ...cli.config import _hf_parser
+    """The ``HfArgumentParser`` of ``qdc self-improve``: the experiment's keys, then the selection's and sampler's
+    (:class:`~qdc_trainer.data.weights.QDCSamplerConfig`, all but ``seed``); its ``error`` raises
+    :class:`~qdc_trainer.cli.config.ConfigError` instead of exiting."""
+    return _parser(_recipe_views())
 
-    return _hf_parser([SelfImproveConfig])
+
+def _parser(views: tuple[type, type]) -> Any:
+    """An ``HfArgumentParser`` over the recipe groups ``views``."""
+    from ...cli.config import hf_parser
+
+    return hf_parser(list(views))
 
 
 def load_self_improve_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> SelfImproveConfig:
@@ -191,25 +322,36 @@ def load_self_improve_config(path: str | os.PathLike | None, overrides: list[str
 
     The recipe format and its errors (:class:`~qdc_trainer.cli.config.ConfigError`) are the training recipes'.
 
-    >>> cfg = load_self_improve_config(None, ["--rounds", "3", "--arms", "quality", "qdc"])
-    >>> cfg.rounds, cfg.arms
-    (3, ['quality', 'qdc'])
+    >>> cfg = load_self_improve_config(None, ["--rounds", "3", "--arms", "quality", "qdc", "--tradeoff", "0"])
+    >>> cfg.rounds, cfg.arms, cfg.sampler.tradeoff
+    (3, ['quality', 'qdc'], 0.0)
     """
-    from ...cli.config import ConfigError, _check_overrides, _flag_names, _parse, _read_yaml, _to_flags
+    from ...cli.config import (
+        ConfigError,
+        check_overrides,
+        config_from_arguments,
+        flag_names,
+        parse_flags,
+        read_yaml,
+        to_flags,
+    )
 
     overrides = list(overrides or [])
-    mapping, where = _read_yaml(path)
-    known = {f.name for f in fields(SelfImproveConfig)}
-    flags = _to_flags(mapping, where, known)
-    _check_overrides(overrides, known)
-    (cfg,) = _parse(self_improve_parser(), flags + overrides, where)
-    given = _flag_names(overrides) & set(SMOKE)
-    if cfg.smoke and given:  # a flag on the command line wins over smoke's setting
-        (plain,) = _parse(self_improve_parser(), flags + overrides + ["--smoke", "false"], where)
-        values = {**dataclasses.asdict(cfg), **{k: getattr(plain, k) for k in given}, "smoke": False}
-        try:
-            cfg = SelfImproveConfig(**values)  # checked again, with the flags' values
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{where}: {e}") from None
-        cfg.smoke = True
+    mapping, where = read_yaml(path)
+    views = _recipe_views()
+    known = {f.name for view in views for f in fields(view)}
+    flags = to_flags(mapping, where, known)
+    check_overrides(overrides, known)
+    settings, knobs = parse_flags(_parser(views), flags + overrides, where)
+    sampler = config_from_arguments(knobs, where)
+    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    smoke = values["smoke"]
+    if smoke:  # smoke sets its sizes; a flag on the command line wins over smoke's setting
+        given = flag_names(overrides) & set(SMOKE)
+        values.update({k: v for k, v in SMOKE.items() if k not in given}, smoke=False)
+    try:
+        cfg = SelfImproveConfig(**values, sampler=sampler)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    cfg.smoke = smoke
     return cfg

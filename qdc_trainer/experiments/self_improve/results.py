@@ -1,4 +1,10 @@
-"""Results of a run: :func:`summarize` (the claims), :func:`write_results` (the Markdown table) and the plots."""
+"""Results of a run: :func:`summarize` (the claims), :func:`write_results` (the Markdown table and the plots) and
+:func:`rebuild` (the same files again from a run folder's ``results.json`` and ``config.json``).
+
+Rows are grouped by *variant*, an arm in a data mode (``qdc/accumulate``); a row without ``variant`` (an older
+run) is its arm in ``replace`` mode. Everything written here is a function of the rows and the settings alone,
+so the committed rows regenerate the committed table byte for byte.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +16,31 @@ from typing import Any
 
 import numpy as np
 
-from .config import METRICS, TABLE_FILE
+from .config import CONFIG_FILE, METRICS, RESULTS_FILE, TABLE_FILE, TITLES
+
+DROP = 0.05
+"""Five points of in-distribution accuracy: what counts as a fall (the detector claim) or a gain (claims 1, 2)."""
+SEED_SHARE = 0.8
+"""Claim 1 needs the gain in at least this share of the seeds (4 of 5)."""
+
+
+def variant_of(row: dict[str, Any]) -> str:
+    """The row's variant: ``row["variant"]``, or ``<arm>/replace`` for a row written before data modes existed."""
+    return row.get("variant") or f"{row.get('arm')}/replace"
+
+
+def _variants(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The variants of ``rows`` in the order they first appear."""
+    return list(dict.fromkeys(variant_of(r) for r in rows if r.get("arm") is not None))
 
 
 def _aggregate(
-    rows: Sequence[dict[str, Any]], arm: str, metric: str
+    rows: Sequence[dict[str, Any]], variant: str, metric: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(rounds, mean, min, max) of ``metric`` over seeds for ``arm``."""
+    """(rounds, mean, min, max) of ``metric`` over seeds for ``variant``."""
     by_round: dict[int, list[float]] = {}
     for r in rows:
-        if r.get("arm") == arm and metric in r and r[metric] is not None and math.isfinite(r[metric]):
+        if variant_of(r) == variant and _finite(r.get(metric)):
             by_round.setdefault(r["round"], []).append(float(r[metric]))
     rounds = np.array(sorted(by_round))
     values = [np.array(by_round[k]) for k in rounds]
@@ -31,46 +52,146 @@ def _aggregate(
     )
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _first_round(
-    rows: Sequence[dict[str, Any]], arm: str, seed: int, test: Callable[[dict[str, Any]], bool]
+    rows: Sequence[dict[str, Any]], variant: str, seed: int, test: Callable[[dict[str, Any]], bool]
 ) -> int | None:
-    for r in sorted((r for r in rows if r.get("arm") == arm and r["seed"] == seed), key=lambda r: r["round"]):
+    for r in sorted((r for r in rows if variant_of(r) == variant and r["seed"] == seed), key=lambda r: r["round"]):
         if test(r):
             return r["round"]
     return None
 
 
-def _first_warnings(rows: Sequence[dict[str, Any]], arm: str, seeds: Sequence[int]) -> dict[int, int | None]:
-    """Per seed, the first round in which the arm's collapse detector warned (None: never)."""
-    return {s: _first_round(rows, arm, s, lambda r: r.get("detector", 0) >= 1) for s in seeds}
+def _first_warnings(rows: Sequence[dict[str, Any]], variant: str, seeds: Sequence[int]) -> dict[int, int | None]:
+    """Per seed, the first round in which the variant's collapse detector warned (None: never)."""
+    return {s: _first_round(rows, variant, s, lambda r: r.get("detector", 0) >= 1) for s in seeds}
 
 
-def summarize(rows: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[str, Any]:
-    """Per arm: the first and last round's means over seeds, when the detector warned, and which claims held.
+def _first_drops(rows: Sequence[dict[str, Any]], variant: str, seeds: Sequence[int]) -> dict[int, int | None]:
+    """Per seed, the first round whose in-distribution accuracy is ``DROP`` below round 0's (None: never)."""
+    return {
+        s: _first_round(rows, variant, s, lambda r, s=s: r["acc_id"] < _value(rows, variant, s, 0, "acc_id") - DROP)
+        for s in seeds
+    }
 
-    Claims (each True or False, with the numbers that decide it):
 
-    - ``quality_collapses``: in the quality arm, validity rose while complexity and
-      distinctness of the training data and in-distribution accuracy fell (means over seeds);
-    - ``qdc_beats_quality_id`` / ``qdc_beats_quality_ood``: the QDC arm ends with the
-      higher accuracy, in the mean and in a majority of seeds;
-    - ``detector_early``: in every seed whose quality arm lost 5 points of
-      in-distribution accuracy, the detector warned no later than that round.
+def _value(rows: Sequence[dict[str, Any]], variant: str, seed: int, round_: int, metric: str) -> float:
+    for r in rows:
+        if variant_of(r) == variant and r["seed"] == seed and r["round"] == round_ and _finite(r.get(metric)):
+            return float(r[metric])
+    return math.nan
+
+
+def _seeds_of(rows: Sequence[dict[str, Any]], variant: str) -> list[int]:
+    return sorted({r["seed"] for r in rows if variant_of(r) == variant})
+
+
+def _last_round(rows: Sequence[dict[str, Any]], variant: str) -> int:
+    return max(r["round"] for r in rows if variant_of(r) == variant)
+
+
+def _mean(rows: Sequence[dict[str, Any]], variant: str, round_: int, metric: str) -> float:
+    values = [r[metric] for r in rows if variant_of(r) == variant and r["round"] == round_ and _finite(r.get(metric))]
+    return float(np.mean(values)) if values else math.nan
+
+
+def gains(rows: Sequence[dict[str, Any]], variant: str, metric: str = "acc_id") -> dict[int, float]:
+    """Per seed, ``metric`` at the variant's last round minus round 0.
+
+    >>> rows = [{"variant": "a/replace", "arm": "a", "seed": 0, "round": r, "acc_id": v} for r, v in ((0, .5), (2, .6))]
+    >>> {s: round(g, 3) for s, g in gains(rows, "a/replace").items()}
+    {0: 0.1}
     """
-    seeds = sorted({r["seed"] for r in rows})
-    last = max(r["round"] for r in rows)
-    per_arm: dict[str, dict[str, Any]] = {}
-    for arm in arms:
-        arm_rows = [r for r in rows if r.get("arm") == arm]
-        if not arm_rows:
-            continue
-        first = {m: _mean(arm_rows, 0, m) for m in METRICS if m != "detector"}
-        final = {m: _mean(arm_rows, last, m) for m in METRICS if m != "detector"}
-        warned = _first_warnings(rows, arm, seeds)
-        per_arm[arm] = {"round_0": first, "final": final, "warned": warned}
+    last = _last_round(rows, variant)
+    return {
+        s: _value(rows, variant, s, last, metric) - _value(rows, variant, s, 0, metric)
+        for s in _seeds_of(rows, variant)
+    }
+
+
+def summarize(rows: Sequence[dict[str, Any]], variants: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per variant: the first and last round's means over seeds and when the detector warned; and the claims.
+
+    Claims (each ``held`` True or False, with the numbers that decide it), tested on the variants present:
+
+    - ``control_rises`` (``control/*``): fresh data of the task lifts the first model in at least one data mode,
+      i.e. there is headroom (mean gain in in-distribution accuracy of at least ``DROP``; each mode is shown);
+    - ``qdc_improves`` (claim 1, ``qdc/accumulate``): in-distribution accuracy at the last round at least
+      ``DROP`` above round 0 in at least ``SEED_SHARE`` of the seeds, and the mean out-of-distribution accuracy
+      not below round 0's;
+    - ``quality_does_not_improve`` (claim 2, ``quality/replace`` and ``quality/accumulate``): no quality-only
+      variant meets claim 1's accuracy test; ``accumulation_prevents_collapse`` says whether accumulating kept
+      the quality-only arm's mean accuracy within ``DROP`` of round 0 where replacing did not;
+    - ``detector_early`` (claim 3): on every seed of a quality-only variant whose accuracy fell by ``DROP``, the
+      detector warned no later than the round before; and it never warned on a seed and variant whose
+      accuracy never fell by ``DROP``;
+    - ``quality_collapses``, ``qdc_beats_quality_id``, ``qdc_beats_quality_ood`` (replace mode, the first
+      experiment's claims): validity up while complexity, distinctness and accuracy fall; the QDC arm ends with
+      the higher accuracy, in the mean and in a majority of seeds.
+    """
+    variants = list(variants) if variants is not None else _variants(rows)
+    variants = [v for v in variants if any(variant_of(r) == v for r in rows)]
+    per_variant: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        seeds, last = _seeds_of(rows, v), _last_round(rows, v)
+        per_variant[v] = {
+            "round_0": {m: _mean(rows, v, 0, m) for m in METRICS if m != "detector"},
+            "final": {m: _mean(rows, v, last, m) for m in METRICS if m != "detector"},
+            "warned": _first_warnings(rows, v, seeds),
+            "dropped": _first_drops(rows, v, seeds),
+            "acc_id_gain": gains(rows, v),
+            "seeds": seeds,
+            "last": last,
+        }
     claims: dict[str, Any] = {}
-    if "quality" in per_arm:
-        q0, qf = per_arm["quality"]["round_0"], per_arm["quality"]["final"]
+    present = set(per_variant)
+
+    def improvement(v: str) -> dict[str, Any]:
+        g = per_variant[v]["acc_id_gain"]
+        up = sum(x >= DROP - 1e-12 for x in g.values())
+        return {
+            "seeds_up_5": f"{up}/{len(g)}",
+            "enough_seeds": bool(g) and up >= math.ceil(SEED_SHARE * len(g) - 1e-9),
+            "acc_id": [per_variant[v]["round_0"]["acc_id"], per_variant[v]["final"]["acc_id"]],
+            "acc_ood": [per_variant[v]["round_0"]["acc_ood"], per_variant[v]["final"]["acc_ood"]],
+            "gain_per_seed": {s: round(x, 4) for s, x in g.items()},
+        }
+
+    controls = [v for v in variants if v.startswith("control/")]
+    if controls:
+        detail = {v: improvement(v) for v in controls}
+        rises = {v: bool(d["acc_id"][1] - d["acc_id"][0] >= DROP) for v, d in detail.items()}
+        claims["control_rises"] = {
+            "held": any(rises.values()),
+            **{v: {"rises": rises[v], **{k: d[k] for k in ("acc_id", "seeds_up_5")}} for v, d in detail.items()},
+        }
+    if "qdc/accumulate" in present:
+        d = improvement("qdc/accumulate")
+        ood_ok = d["acc_ood"][1] >= d["acc_ood"][0]
+        claims["qdc_improves"] = {"held": bool(d["enough_seeds"] and ood_ok), **d, "ood_not_below": ood_ok}
+        if REPLAY in present:
+            claims["qdc_improves"]["beyond_replay"] = beyond(per_variant, "qdc/accumulate")
+    quality = [v for v in ("quality/replace", "quality/accumulate") if v in present]
+    if quality:
+        detail = {v: improvement(v) for v in quality}
+        claims["quality_does_not_improve"] = {
+            "held": not any(d["enough_seeds"] for d in detail.values()),
+            **{v: {k: d[k] for k in ("acc_id", "seeds_up_5")} for v, d in detail.items()},
+        }
+        if len(quality) == 2:
+            rep, acc = (detail[v]["acc_id"] for v in quality)
+            claims["accumulation_prevents_collapse"] = {
+                "held": bool(rep[1] < rep[0] - DROP and acc[1] >= acc[0] - DROP),
+                "replace": rep,
+                "accumulate": acc,
+            }
+    if any(v.startswith("quality/") for v in present):
+        claims["detector_early"] = _detector_claim(per_variant)
+    if "quality/replace" in present:
+        q0, qf = per_variant["quality/replace"]["round_0"], per_variant["quality/replace"]["final"]
         claims["quality_collapses"] = {
             "held": bool(
                 qf["valid"] > q0["valid"]
@@ -78,69 +199,89 @@ def summarize(rows: Sequence[dict[str, Any]], arms: Sequence[str]) -> dict[str, 
                 and qf["data_unique"] < q0["data_unique"]
                 and qf["acc_id"] < q0["acc_id"]
             ),
-            "valid": [q0["valid"], qf["valid"]],
-            "data_ops": [q0["data_ops"], qf["data_ops"]],
-            "data_unique": [q0["data_unique"], qf["data_unique"]],
-            "acc_id": [q0["acc_id"], qf["acc_id"]],
+            **{m: [q0[m], qf[m]] for m in ("valid", "data_ops", "data_unique", "acc_id")},
         }
-        drops = {
-            s: _first_round(rows, "quality", s, lambda r, s=s: r["acc_id"] < _seed_value(rows, s, 0, "acc_id") - 0.05)
-            for s in seeds
-        }
-        warned = per_arm["quality"]["warned"]
-        dropped = {s: d for s, d in drops.items() if d is not None}
-        claims["detector_early"] = {
-            "held": bool(dropped) and all(warned[s] is not None and warned[s] <= d for s, d in dropped.items()),
-            "accuracy_drop_round": drops,
-            "warning_round": warned,
-        }
-    if "quality" in per_arm and "qdc" in per_arm:
+    if {"quality/replace", "qdc/replace"} <= present:
+        seeds = sorted(set(per_variant["quality/replace"]["seeds"]) & set(per_variant["qdc/replace"]["seeds"]))
+        last = per_variant["qdc/replace"]["last"]
         for name, metric in (("qdc_beats_quality_id", "acc_id"), ("qdc_beats_quality_ood", "acc_ood")):
             wins = sum(
-                _seed_value(rows, s, last, metric, "qdc") > _seed_value(rows, s, last, metric, "quality") for s in seeds
+                _value(rows, "qdc/replace", s, last, metric) > _value(rows, "quality/replace", s, last, metric)
+                for s in seeds
             )
-            q, d = per_arm["quality"]["final"][metric], per_arm["qdc"]["final"][metric]
-            claims[name] = {
-                "held": bool(d > q and wins > len(seeds) / 2),
-                "qdc": d,
-                "quality": q,
-                "seeds_won": f"{wins}/{len(seeds)}",
-            }
+            q, d = per_variant["quality/replace"]["final"][metric], per_variant["qdc/replace"]["final"][metric]
+            claims[name] = {"held": bool(d > q and wins > len(seeds) / 2), "qdc": d, "quality": q}
+            claims[name]["seeds_won"] = f"{wins}/{len(seeds)}"
+    seeds = sorted({r["seed"] for r in rows})
+    last = max(r["round"] for r in rows)
     return {
-        "arms": per_arm,
+        "arms": per_variant,
         "claims": claims,
         "seeds": seeds,
         "rounds": last,
-        "text": _summary_text(per_arm, claims, seeds, last),
+        "text": _summary_text(per_variant, claims, seeds, last),
     }
 
 
-def _mean(rows: Sequence[dict[str, Any]], round_: int, metric: str) -> float:
-    values = [
-        r[metric] for r in rows if r["round"] == round_ and r.get(metric) is not None and math.isfinite(r[metric])
-    ]
-    return float(np.mean(values)) if values else math.nan
+REPLAY = "replay/accumulate"
+"""The yardstick of the accumulating variants: the same rounds on the original data alone (no new data)."""
 
 
-def _seed_value(rows: Sequence[dict[str, Any]], seed: int, round_: int, metric: str, arm: str | None = None) -> float:
-    for r in rows:
-        if r["seed"] == seed and r["round"] == round_ and (arm is None or r.get("arm") == arm):
-            return float(r[metric])
-    return math.nan
+def beyond(per_variant: dict[str, dict[str, Any]], variant: str, reference: str = REPLAY) -> dict[str, Any]:
+    """``variant``'s gain in in-distribution accuracy minus ``reference``'s, paired by seed: what the new data
+    added beyond the extra training steps. Mean over the shared seeds, and in how many the variant gained more.
+
+    >>> info = {"a": {"acc_id_gain": {0: 0.10, 1: 0.02}}, "b": {"acc_id_gain": {0: 0.04, 1: 0.04}}}
+    >>> beyond(info, "a", "b")
+    {'mean': 0.02, 'seeds_above': '1/2'}
+    """
+    mine, ref = per_variant[variant]["acc_id_gain"], per_variant[reference]["acc_id_gain"]
+    seeds = sorted(set(mine) & set(ref))
+    diffs = [mine[s] - ref[s] for s in seeds]
+    return {
+        "mean": round(float(np.mean(diffs)), 4) if diffs else math.nan,
+        "seeds_above": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
+    }
 
 
-def _summary_text(per_arm: dict[str, Any], claims: dict[str, Any], seeds: list[int], last: int) -> str:
+def _detector_claim(per_variant: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Claim 3 from each variant's first warning and first fall of ``DROP`` per seed."""
+    in_time, late, false_alarms = [], [], []
+    for v, info in per_variant.items():
+        for s in info["seeds"]:
+            warned, dropped = info["warned"][s], info["dropped"][s]
+            if dropped is None:
+                if warned is not None:
+                    false_alarms.append(f"{v} seed {s} (round {warned})")
+            elif v.startswith("quality/"):
+                ok = warned is not None and warned <= dropped - 1
+                (in_time if ok else late).append(
+                    f"{v} seed {s} (fell {dropped}, warned {'never' if warned is None else warned})"
+                )
+    return {
+        "held": bool(in_time) and not late and not false_alarms,
+        "in_time": in_time,
+        "late_or_missed": late,
+        "false_alarms": false_alarms,
+    }
+
+
+def _summary_text(per_variant: dict[str, Any], claims: dict[str, Any], seeds: list[int], last: int) -> str:
     lines = [f"Self-improvement: {len(seeds)} seed(s), rounds 0..{last} (means over seeds; round 0 is the first model)"]
-    shown = ("valid", "data_ops", "data_unique", "acc_id", "acc_id_ops3", "acc_ood", "across_input_distinct_2")
-    lines.append(f"{'arm':<11}" + "".join(f"{m:>26}" for m in shown))
-    for arm, info in per_arm.items():
-        cells = "".join(f"{_fmt(info['round_0'][m]) + ' -> ' + _fmt(info['final'][m]):>26}" for m in shown)
-        lines.append(f"{arm:<11}{cells}")
-    for arm, info in per_arm.items():
-        warned = ", ".join(
-            f"seed {s}: {'round ' + str(w) if w is not None else 'never'}" for s, w in info["warned"].items()
-        )
-        lines.append(f"detector warned ({arm}): {warned}")
+    shown = ("valid", "data_ops", "data_unique", "acc_id", "acc_ood", "pass_at_k", "never_solved")
+    width = max([22, *(len(v) + 2 for v in per_variant)])
+    lines.append(f"{'arm/mode':<{width}}" + "".join(f"{m:>18}" for m in shown))
+    for v, info in per_variant.items():
+        cells = "".join(f"{_fmt(info['round_0'][m]) + ' -> ' + _fmt(info['final'][m]):>18}" for m in shown)
+        lines.append(f"{v:<{width}}{cells}")
+    for v, info in per_variant.items():
+        warned = ", ".join(f"{s}: {'-' if w is None else w}" for s, w in info["warned"].items())
+        fell = ", ".join(f"{s}: {'-' if d is None else d}" for s, d in info["dropped"].items())
+        lines.append(f"{v}: detector warned (seed: round) {warned}; acc_id fell 5 points {fell}")
+    if REPLAY in per_variant:
+        others = [v for v in per_variant if v != REPLAY and v.endswith("/accumulate")]
+        cells = [f"{v} {beyond(per_variant, v)['mean']:+.3f} ({beyond(per_variant, v)['seeds_above']})" for v in others]
+        lines.append(f"acc_id gain beyond {REPLAY} (paired by seed; seeds above): " + ", ".join(cells))
     for name, claim in claims.items():
         detail = {k: v for k, v in claim.items() if k != "held"}
         lines.append(
@@ -157,40 +298,61 @@ def _json_num(value: Any) -> Any:
     return round(float(value), 3) if isinstance(value, (float, np.floating)) else str(value)
 
 
-HEADLINE_COLUMNS = ("valid", "gen_unique", "data_ops", "acc_id", "acc_id_ops3", "acc_ood")
+HEADLINE_COLUMNS = ("valid", "gen_unique", "data_ops", "acc_id", "acc_ood", "pass_at_1", "pass_at_k", "never_solved")
 TABLE_COLUMNS = (
     "valid",
     "gen_ops",
     "gen_unique",
     "data_ops",
     "data_unique",
+    "data_size",
     "acc_id",
     "acc_id_ops1",
     "acc_id_ops3",
     "acc_ood",
+    "pass_at_1",
+    "pass_at_k",
+    "never_solved",
     "per_input_distinct_2",
     "across_input_distinct_2",
+    "per_input_self_bleu",
     "detector",
 )
+PLOTTED = (
+    "valid",
+    "gen_unique",
+    "data_ops",
+    "data_unique",
+    "acc_id",
+    "acc_id_ops3",
+    "acc_ood",
+    "pass_at_1",
+    "pass_at_k",
+    "never_solved",
+    "across_input_distinct_2",
+    "per_input_self_bleu",
+)
+"""The panels of ``overview.png`` (every measurement also gets a PNG of its own)."""
 
 
 def write_results(
     rows: Sequence[dict[str, Any]],
     out_dir: str | Path,
     *,
-    arms: Sequence[str],
     plots: bool = True,
-    summary: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
+    variants: Sequence[str] | None = None,
 ) -> tuple[Path, list[Path]]:
-    """``results.md`` (mean ± std over seeds, per round and arm; the detector column counts seeds that warned)
-    and, with ``plots``, one PNG per metric with the arms on the same axes. Returns the table and the figures."""
+    """``results.md`` (round 0 → last round per variant, then every round: mean ± std over seeds; the summary
+    and its claims) and, with ``plots``, one PNG per metric and ``overview.png``, the variants on the same axes.
+    Returns the table and the figures. The table depends on ``rows`` and ``settings`` only."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    variants = list(variants) if variants is not None else _variants(rows)
+    summary = summarize(rows, variants)
     seeds = sorted({r["seed"] for r in rows})
     rounds = sorted({r["round"] for r in rows})
-    firsts = {arm: _first_warnings(rows, arm, seeds) for arm in arms}
-    header = ["round", "arm", *TABLE_COLUMNS]
+    firsts = {v: _first_warnings(rows, v, _seeds_of(rows, v)) for v in variants}
     last = rounds[-1]
     lines = [
         "# Self-improvement results",
@@ -199,24 +361,24 @@ def write_results(
         "",
         f"Means over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}): the first model (trained on the original "
         f"data; its data columns describe the original data), then the model after round {last}, ± the standard "
-        "deviation between seeds. The last column is the round in which each seed's collapse detector first warned.",
+        "deviation between seeds. `Δ acc_id` is each seed's change in in-distribution accuracy (round "
+        f"{last} minus round 0); the last column is the round in which each seed's collapse detector first warned.",
         "",
-        "| arm | " + " | ".join(HEADLINE_COLUMNS) + " | detector warned |",
-        "|---|" + "---|" * (len(HEADLINE_COLUMNS) + 1),
+        "| arm/mode | " + " | ".join(HEADLINE_COLUMNS) + " | Δ acc_id per seed | detector warned |",
+        "|---|" + "---|" * (len(HEADLINE_COLUMNS) + 2),
     ]
-    for arm in arms:
-        sel = [r for r in rows if r.get("arm") == arm]
-        if not sel:
-            continue
+    for v in variants:
+        sel = [r for r in rows if variant_of(r) == v]
+        v_last = _last_round(rows, v)
         cells = []
         for m in HEADLINE_COLUMNS:
-            start = _mean(sel, 0, m)
-            end = np.array([r[m] for r in sel if r["round"] == last and r.get(m) is not None and math.isfinite(r[m])])
+            start = _mean(sel, v, 0, m)
+            end = np.array([r[m] for r in sel if r["round"] == v_last and _finite(r.get(m))])
             spread = f" ± {end.std():.2f}" if len(end) > 1 else ""
             cells.append(f"{_fmt(start)} → {_fmt(float(end.mean())) if len(end) else 'n/a'}{spread}")
-        warned = firsts[arm].values()
-        cells.append(", ".join("–" if w is None else str(w) for w in warned))
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        cells.append(", ".join(f"{g:+.3f}" for g in gains(rows, v).values()))
+        cells.append(", ".join("–" if w is None else str(w) for w in firsts[v].values()))
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Every round",
@@ -224,77 +386,105 @@ def write_results(
         "Means over the seeds, ± the standard deviation between seeds. `data_*` describe the data each round "
         "trained on. `detector`: seeds whose collapse detector had warned (or declared collapse) by that round.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        "| round | arm/mode | " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "---|" * (len(TABLE_COLUMNS) + 2),
     ]
     for round_ in rounds:
-        for arm in arms:
-            sel = [r for r in rows if r.get("arm") == arm and r["round"] == round_]
+        for v in variants:
+            sel = [r for r in rows if variant_of(r) == v and r["round"] == round_]
             if not sel:
                 continue
-            cells = [str(round_), arm]
+            cells = [str(round_), v]
             for m in TABLE_COLUMNS:
                 if m == "detector":
-                    warned = sum(firsts[arm][r["seed"]] is not None and firsts[arm][r["seed"]] <= round_ for r in sel)
+                    warned = sum(firsts[v][r["seed"]] is not None and firsts[v][r["seed"]] <= round_ for r in sel)
                     cells.append(f"{warned}/{len(sel)}")
                     continue
-                values = np.array([r[m] for r in sel if r.get(m) is not None and math.isfinite(r[m])])
+                values = np.array([r[m] for r in sel if _finite(r.get(m))])
+                digits = 0 if m == "data_size" else 3
                 cells.append(
                     "n/a"
                     if not len(values)
-                    else f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else "")
+                    else f"{values.mean():.{digits}f}" + (f" ± {values.std():.{digits}f}" if len(values) > 1 else "")
                 )
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Columns: " + "; ".join(f"`{m}` {METRICS[m]}" for m in TABLE_COLUMNS), ""]
     if settings:
         lines += ["Settings: " + ", ".join(f"`{k}: {v}`" for k, v in settings.items()), ""]
-    if summary is not None:
-        lines += ["## Summary", "", "```", summary["text"], "```", ""]
+    lines += ["## Summary", "", "```", summary["text"], "```", ""]
     table = out / TABLE_FILE
     table.write_text("\n".join(lines))
-    figures = _plot(rows, out, arms) if plots else []
+    figures = _plot(rows, out, variants) if plots else []
     return table, figures
 
 
-def _plot(rows: Sequence[dict[str, Any]], out: Path, arms: Sequence[str]) -> list[Path]:
-    from ...report import color, figure_class
+def rebuild(run_dir: str | Path, *, plots: bool = True, out_dir: str | Path | None = None) -> tuple[Path, list[Path]]:
+    """Write ``results.md`` (and with ``plots`` the figures) of a run folder again from its ``results.json`` and
+    ``config.json``, into ``out_dir`` (default: the run folder). The table comes out byte-identical to the run's."""
+    run = Path(run_dir)
+    rows = json.loads((run / RESULTS_FILE).read_text())
+    settings = json.loads((run / CONFIG_FILE).read_text()) if (run / CONFIG_FILE).is_file() else None
+    return write_results(rows, run if out_dir is None else out_dir, plots=plots, settings=settings)
+
+
+_MODE_STYLES = {"replace": "-", "accumulate": "--", "accumulate_fixed": ":"}
+
+
+def _plot(rows: Sequence[dict[str, Any]], out: Path, variants: Sequence[str]) -> list[Path]:
+    from ...report.figures import color, figure_class, ticker
 
     Figure = figure_class()
+    arms = list(dict.fromkeys(v.split("/")[0] for v in variants))
     figures = []
-    metrics = [m for m in METRICS if m != "detector" and any(m in r for r in rows)]
-    seeds = sorted({r["seed"] for r in rows})
-    firsts = {arm: sorted({w for w in _first_warnings(rows, arm, seeds).values() if w is not None}) for arm in arms}
-    grid = Figure(figsize=(16, 3.2 * math.ceil(len(metrics) / 4)))
-    axes = grid.subplots(math.ceil(len(metrics) / 4), 4, squeeze=False).ravel()
-    for i, metric in enumerate(metrics):
-        single = Figure(figsize=(5.5, 3.6))
-        for ax in (single.add_subplot(), axes[i]):
-            for j, arm in enumerate(arms):
-                rounds, mean, lo, hi = _aggregate(rows, arm, metric)
-                if not len(rounds):
-                    continue
-                ax.plot(rounds, mean, marker="o", color=color(j), label=arm)
-                ax.fill_between(rounds, lo, hi, color=color(j), alpha=0.15, linewidth=0)
-                warned = firsts[arm]
-                if warned:  # the first warning round of each seed, on the mean curve
-                    ax.scatter(warned, np.interp(warned, rounds, mean), marker="v", s=60, color=color(j), zorder=5)
-            ax.set_title(METRICS[metric], fontsize=9)
-            ax.set_xlabel("round")
-            ax.grid(alpha=0.3)
-            ax.xaxis.get_major_locator().set_params(integer=True)
-        if single.axes[0].get_legend_handles_labels()[0]:
-            single.axes[0].legend(fontsize=8)
-        single.tight_layout()
+    metrics = [m for m in METRICS if m != "detector" and any(_finite(r.get(m)) for r in rows)]
+    panels = [m for m in PLOTTED if m in metrics]
+    firsts = {
+        v: sorted({w for w in _first_warnings(rows, v, _seeds_of(rows, v)).values() if w is not None}) for v in variants
+    }
+    ncols = 4
+    nrows = math.ceil(len(panels) / ncols)
+    grid = Figure(figsize=(16, 3.1 * nrows + 1.0), layout="constrained")
+    axes = grid.subplots(nrows, ncols, squeeze=False).ravel()
+
+    def draw(ax: Any, metric: str, title_size: int) -> None:
+        for v in variants:
+            arm, _, mode = v.partition("/")
+            rounds, mean, lo, hi = _aggregate(rows, v, metric)
+            if not len(rounds):
+                continue
+            c = color(arms.index(arm))
+            ax.plot(rounds, mean, marker="o", markersize=3, color=c, linestyle=_MODE_STYLES.get(mode, "-"), label=v)
+            ax.fill_between(rounds, lo, hi, color=c, alpha=0.10, linewidth=0)
+            if firsts[v]:  # the first warning round of each seed, on the mean curve
+                ax.scatter(firsts[v], np.interp(firsts[v], rounds, mean), marker="v", s=40, color=c, zorder=5)
+        ax.set_title(TITLES.get(metric, metric), fontsize=title_size)
+        ax.set_xlabel("round", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(ticker().MaxNLocator(integer=True))
+
+    for metric in metrics:
+        single = Figure(figsize=(6.0, 4.0), layout="constrained")
+        ax = single.add_subplot()
+        draw(ax, metric, 10)
+        ax.set_ylabel(metric, fontsize=8, color="0.35")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         path = out / f"{metric}.png"
-        single.savefig(path, dpi=110)
+        single.savefig(path, dpi=100)
         figures.append(path)
-    for ax in axes[len(metrics) :]:
+    for ax, metric in zip(axes, panels):
+        draw(ax, metric, 10)
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=8)
-    grid.suptitle("Self-improvement: arms over rounds (mean over seeds, shaded: range; ▼ first detector warning)")
-    grid.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        grid.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize=9, frameon=False)
+    grid.suptitle(
+        "Self-improvement: mean over seeds (shaded: range); line style: data mode; ▼ first detector warning",
+        fontsize=12,
+    )
     path = out / "overview.png"
-    grid.savefig(path, dpi=72)
+    grid.savefig(path, dpi=80)
     figures.insert(0, path)
     return figures

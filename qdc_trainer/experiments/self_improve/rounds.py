@@ -1,9 +1,15 @@
-"""One seed, one arm: measuring a model, training it on a round's data, the first model of a seed
-(:func:`_base_job`) and the rounds of an arm (:func:`_arm_job`); each runs in a worker process."""
+"""One seed, one arm in one data mode: measuring a model, training it on a round's data, the first model of a
+seed (:func:`_base_job`) and the rounds of an arm (:func:`_arm_job`); each runs in a worker process.
+
+Progress goes to the ``qdc_trainer.experiments.self_improve`` logger (one line per round, level INFO); the
+``qdc self-improve`` command prints it, and worker processes send their records back to the parent's logging.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import random
 import time
@@ -13,9 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ...monitor import PREFIX as GEN_PREFIX
-from .config import CANDIDATES_FILE, DETECTOR_WATCH, SelfImproveConfig
-from .sampling import _problem_key, _safe_verify, choose, sample_examples
+from ...callbacks.generation_metrics import PREFIX as GEN_PREFIX
+from ...data.weights import QDCSamplerConfig
+from .config import CANDIDATES_FILE, SelfImproveConfig, variant_name
+from .sampling import _problem_key, _safe_verify, choose, mean_complexity, sample_examples, score_rows
+
+logger = logging.getLogger(__name__)
 
 
 def probe_prompts() -> list[str]:
@@ -27,8 +36,8 @@ def probe_prompts() -> list[str]:
 
 def _data_stats(rows: Sequence[dict[str, Any]], size: int, seed: int = 0) -> dict[str, float]:
     """Complexity and distinctness of a training set. Distinct-n falls as a collection grows, so ``data_unique``
-    and ``data_distinct_2`` are measured on ``size`` rows (a seeded sample of a larger set): the original data
-    and a round's budget are then compared at the same size."""
+    and ``data_distinct_2`` are measured on ``size`` rows (a seeded sample of a larger set): the original data,
+    a round's budget and an accumulated pool are then compared at the same size."""
     from ...metrics import distinct_n
 
     if not rows:
@@ -66,8 +75,38 @@ def _accuracy(model: Any, tokenizer: Any, split: Any, prefix: str) -> dict[str, 
     return out
 
 
+def coverage(correct: Sequence[Sequence[float]], k: int) -> dict[str, float]:
+    """pass@1, pass@k and the never-solved share from each problem's per-sample verdicts (0/1, ``k`` or more each).
+
+    >>> coverage([[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]], k=4)
+    {'pass_at_1': 0.4166666666666667, 'pass_at_k': 0.6666666666666666, 'never_solved': 0.3333333333333333}
+    """
+    from ...metrics import never_solved_share, pass_at_k
+
+    n = [len(c) for c in correct]
+    c = [int(sum(v >= 1.0 for v in row)) for row in correct]
+    return {"pass_at_1": pass_at_k(n, c, 1), "pass_at_k": pass_at_k(n, c, k), "never_solved": never_solved_share(n, c)}
+
+
+def _coverage(model: Any, tokenizer: Any, cfg: SelfImproveConfig, split: Any, seed: int) -> dict[str, float]:
+    """:func:`coverage` of the first ``pass_size`` held-out problems, ``pass_k`` samples each at the temperature."""
+    problems = list(split["prompt"][: cfg.pass_size])
+    prompts = [p for p in problems for _ in range(cfg.pass_k)]
+    rows = sample_examples(
+        model,
+        tokenizer,
+        prompts,
+        temperature=cfg.temperature,
+        max_new_tokens=80,
+        batch_size=cfg.generation_batch_size,
+        seed=seed,
+    )
+    verdicts = [[r["valid"] for r in rows[i * cfg.pass_k : (i + 1) * cfg.pass_k]] for i in range(len(problems))]
+    return coverage(verdicts, cfg.pass_k)
+
+
 def _probe_stats(model: Any, tokenizer: Any, cfg: SelfImproveConfig, seed: int) -> dict[str, float]:
-    from ...monitor import measure_generations
+    from ...callbacks.generation_metrics import measure_generations
 
     probes = probe_prompts()
     prompts = [p for p in probes for _ in range(cfg.probe_samples)]
@@ -94,8 +133,23 @@ def _probe_stats(model: Any, tokenizer: Any, cfg: SelfImproveConfig, seed: int) 
 def _measure(
     model: Any, tokenizer: Any, cfg: SelfImproveConfig, splits: dict[str, Any], seed: int, round_: int, arm: str
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Everything measured on a model, and its whole-example samples (the next round's candidates)."""
-    candidates = sample_examples(
+    """Everything measured on a model, and its samples (the next round's candidates)."""
+    candidates = _candidates(model, tokenizer, cfg, splits, seed, round_, arm)
+    stats = _generation_stats(candidates)
+    stats.update(_accuracy(model, tokenizer, splits["validation"], "acc_id"))
+    ood = _accuracy(model, tokenizer, splits["test_ood"], "acc_ood")
+    stats.update(acc_ood=ood["acc_ood"], acc_ood_ops3=ood["acc_ood_ops3"])
+    stats.update(_coverage(model, tokenizer, cfg, splits["validation"], _stream(seed, round_, 8)))
+    stats.update(_probe_stats(model, tokenizer, cfg, _stream(seed, round_, 2)))
+    return stats, candidates
+
+
+def _candidates(
+    model: Any, tokenizer: Any, cfg: SelfImproveConfig, splits: dict[str, Any], seed: int, round_: int, arm: str
+) -> list[dict[str, Any]]:
+    """The model's samples of a round: whole examples, or for ``fixed_pool`` and ``star`` solutions to given
+    problems (the original data's, or new problems of the task's distribution)."""
+    return sample_examples(
         model,
         tokenizer,
         _candidate_prompts(arm, cfg, splits, seed, round_),
@@ -104,20 +158,34 @@ def _measure(
         batch_size=cfg.generation_batch_size,
         seed=_stream(seed, round_, 1),
     )
-    stats = _generation_stats(candidates)
-    stats.update(_accuracy(model, tokenizer, splits["validation"], "acc_id"))
-    ood = _accuracy(model, tokenizer, splits["test_ood"], "acc_ood")
-    stats.update(acc_ood=ood["acc_ood"], acc_ood_ops3=ood["acc_ood_ops3"])
-    stats.update(_probe_stats(model, tokenizer, cfg, _stream(seed, round_, 2)))
-    return stats, candidates
 
 
 def _candidate_prompts(arm: str, cfg: SelfImproveConfig, splits: dict[str, Any], seed: int, round_: int) -> list[str]:
-    if arm != "fixed_pool":
-        return [""] * cfg.candidates
-    pool = splits["original"]
-    rng = random.Random(_stream(seed, round_, 3))
-    return [pool[rng.randrange(len(pool))]["prompt"] for _ in range(cfg.candidates)]
+    if arm == "fixed_pool":
+        pool = splits["original"]
+        rng = random.Random(_stream(seed, round_, 3))
+        return [pool[rng.randrange(len(pool))]["prompt"] for _ in range(cfg.candidates)]
+    if arm == "star":
+        return [r["prompt"] for r in _task_examples(cfg, cfg.candidates, _stream(seed, round_, 3))]
+    return [""] * cfg.candidates
+
+
+def _task_examples(cfg: SelfImproveConfig, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` new clean examples of the task's distribution (never a held-out problem), as the original rows are."""
+    from ...tasks.arithmetic import ArithmeticConfig, generate_examples
+
+    return [_row(r) for r in generate_examples(n, ArithmeticConfig(noise=0.0), seed=seed, held_out=False)]
+
+
+def _row(example: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "prompt": example["prompt"],
+        "completion": example["completion"],
+        "text": example["text"],
+        "num_ops": example["num_ops"],
+        "key": _problem_key(example["prompt"]),
+        "valid": _safe_verify(example["prompt"], example["completion"]),
+    }
 
 
 def _stream(seed: int, round_: int, purpose: int) -> int:
@@ -138,20 +206,25 @@ def _train(
     cfg: SelfImproveConfig,
     seed: int,
     output_dir: str,
-    sampler: bool = False,
+    sampler: QDCSamplerConfig | None = None,
 ) -> None:
-    """Fine-tune on ``rows`` (loss on the whole example, so the model learns to write problems too)."""
+    """Fine-tune on ``rows`` (loss on the whole example, so the model learns to write problems too); with
+    ``sampler``, the rows are scored (:func:`score_rows`) and drawn by :class:`~qdc_trainer.data.QDCSampler`."""
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments
 
-    from ...sampler import QDCSampler
+    from ...data.sampler import QDCSampler
     from ...tasks.text import tokenize_dataset
     from ...trainer import QDCTrainer
 
     if not rows:
         return  # nothing survived selection: the model is unchanged this round
-    columns = ["prompt", "completion"] + (["quality", "complexity", "cluster"] if sampler else [])
-    ds = Dataset.from_list([{c: r[c] for c in columns} for r in rows])
+    if sampler is not None:
+        ds = score_rows(rows, n_clusters=cfg.n_clusters, seed=seed).select_columns(
+            ["prompt", "completion", "quality", "complexity", "cluster"]
+        )
+    else:
+        ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     ds = tokenize_dataset(ds, tokenizer, mask_prompt=False, desc=None)
     args = TrainingArguments(
         output_dir=output_dir,
@@ -169,23 +242,42 @@ def _train(
         use_cpu=True,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    if sampler:
-        qdc_sampler = QDCSampler.from_dataset(
-            ds, tradeoff=cfg.tradeoff, complexity_strength=cfg.complexity_strength, seed=seed
-        )
+    if sampler is not None:
         trainer = QDCTrainer(
             model=model,
             args=args,
             train_dataset=ds,
             data_collator=collator,
             processing_class=tokenizer,
-            qdc_sampler=qdc_sampler,
+            qdc_sampler=QDCSampler.from_dataset(ds, config=dataclasses.replace(sampler, seed=seed)),
             log_entropy=False,
         )
     else:
         trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator, processing_class=tokenizer)
-    trainer.remove_callback(PrinterCallback)  # the run prints one line per round instead
+    trainer.remove_callback(PrinterCallback)  # the run logs one line per round instead
     trainer.train()
+
+
+def _round_data(
+    mode: str, pool: list[dict[str, Any]], kept: list[dict[str, Any]], total: int, seed: int
+) -> list[dict[str, Any]]:
+    """What a round trains on in ``mode``; ``pool`` (the original data and every earlier round's kept data)
+    grows by ``kept`` in the accumulating modes.
+
+    >>> pool = [{"i": 0}, {"i": 1}]
+    >>> [r["i"] for r in _round_data("replace", pool, [{"i": 2}], 2, 0)], len(pool)
+    ([2], 2)
+    >>> [r["i"] for r in _round_data("accumulate", pool, [{"i": 2}], 2, 0)]
+    [0, 1, 2]
+    >>> len(_round_data("accumulate_fixed", pool, [{"i": 3}], 2, 0)), len(pool)  # 2 of the 4 in the pool
+    (2, 4)
+    """
+    if mode == "replace":
+        return list(kept)
+    pool.extend(kept)
+    if mode == "accumulate" or len(pool) <= total:
+        return list(pool)
+    return [pool[i] for i in sorted(random.Random(seed).sample(range(len(pool)), total))]
 
 
 # --------------------------------------------------------------------------- one seed, one arm
@@ -196,17 +288,7 @@ def _splits(cfg: SelfImproveConfig, seed: int) -> dict[str, Any]:
 
     task = ArithmeticConfig(noise=cfg.seed_noise, seed=seed)
     splits = make_splits(task, train_size=cfg.seed_examples, eval_size=cfg.eval_size, ood_size=cfg.ood_size, seed=seed)
-    original = [
-        {
-            "prompt": r["prompt"],
-            "completion": r["completion"],
-            "text": r["text"],
-            "num_ops": r["num_ops"],
-            "key": _problem_key(r["prompt"]),
-            "valid": _safe_verify(r["prompt"], r["completion"]),
-        }
-        for r in splits["train"]
-    ]
+    original = [_row(r) for r in splits["train"]]
     return {"original": original, "validation": splits["validation"], "test_ood": splits["test_ood"]}
 
 
@@ -214,8 +296,12 @@ def _seed_dir(cfg: SelfImproveConfig, seed: int) -> Path:
     return Path(cfg.output_dir) / f"seed{seed}"
 
 
+def _variant_dir(cfg: SelfImproveConfig, seed: int, arm: str, mode: str) -> Path:
+    return _seed_dir(cfg, seed) / arm / mode
+
+
 def _configure(cfg: SelfImproveConfig) -> None:
-    """Torch threads, and no per-call progress bars (the run prints one line per round)."""
+    """Torch threads, and no per-call progress bars (the run logs one line per round)."""
     import datasets
     import torch
     import transformers
@@ -224,6 +310,14 @@ def _configure(cfg: SelfImproveConfig) -> None:
         torch.set_num_threads(cfg.threads)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+
+
+def _sampler_config(cfg: SelfImproveConfig, original: Sequence[dict[str, Any]]) -> QDCSamplerConfig:
+    """The selection's and the sampler's knobs; with ``target_original``, the complexity target is the original
+    data's mean complexity (in the complexity column's units: reasoning steps of the solution)."""
+    if cfg.target_original:
+        return dataclasses.replace(cfg.sampler, complexity_target=mean_complexity(original))
+    return cfg.sampler
 
 
 def _base_job(cfg_dict: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -255,58 +349,55 @@ def _base_job(cfg_dict: dict[str, Any], seed: int) -> dict[str, Any]:
     )
     model.save_pretrained(folder / "base")
     stats, candidates = _measure(model, tokenizer, cfg, splits, seed, 0, "quality")
-    _write_jsonl(folder / CANDIDATES_FILE, candidates)  # round 1's candidates in every arm but fixed_pool
+    _write_jsonl(folder / CANDIDATES_FILE, candidates)  # round 1's candidates of the arms that write whole examples
     stats.update(_data_stats(splits["original"], cfg.budget, seed))
     row = {"seed": seed, "round": 0, **stats, "seconds": time.perf_counter() - start}
     done.write_text(json.dumps(row, indent=1))
-    print(f"seed {seed} base: " + _row_line(row), flush=True)
+    logger.info("seed %d first model: %s", seed, _row_line(row))
     return row
 
 
-def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str) -> list[dict[str, Any]]:
-    """Rounds 1..R of one arm from the seed's first model; rows are written to ``seed<k>/<arm>.json``."""
+def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str, mode: str = "replace") -> list[dict[str, Any]]:
+    """Rounds 1..R of one arm in one data mode from the seed's first model; the rows are written to
+    ``seed<k>/<arm>/<mode>/rows.json``, which a later run reuses."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ...collapse import watch_from_keys
+    from ...callbacks.series import watch_from_keys
 
     cfg = SelfImproveConfig(**{**cfg_dict, "smoke": False})
     _configure(cfg)
-    folder = _seed_dir(cfg, seed)
-    done = folder / f"{arm}.json"
+    folder = _variant_dir(cfg, seed, arm, mode)
+    done = folder / "rows.json"
     if done.is_file():
         return json.loads(done.read_text())
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    model = AutoModelForCausalLM.from_pretrained(folder / "base")
+    tokenizer = AutoTokenizer.from_pretrained(_seed_dir(cfg, seed) / "tokenizer")
+    model = AutoModelForCausalLM.from_pretrained(_seed_dir(cfg, seed) / "base")
     splits = _splits(cfg, seed)
-    base = json.loads((folder / "base.json").read_text())
-    detectors = watch_from_keys(list(DETECTOR_WATCH))
-    rows = [{**base, "arm": arm, "detector": _detect(detectors, base, 0)}]
-    # The first model's candidates: written by _base_job, except for fixed_pool, which asks for solutions only.
-    if arm == "fixed_pool":
-        candidates = sample_examples(
-            model,
-            tokenizer,
-            _candidate_prompts(arm, cfg, splits, seed, 0),
-            temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.generation_batch_size,
-            seed=_stream(seed, 0, 1),
-        )
+    knobs = _sampler_config(cfg, splits["original"])
+    base = json.loads((_seed_dir(cfg, seed) / "base.json").read_text())
+    detectors = watch_from_keys(list(cfg.detector_watch))
+    name = variant_name(arm, mode)
+    rows = [{**base, "arm": arm, "mode": mode, "variant": name, "detector": _detect(detectors, base, 0)}]
+    # The first model's whole examples were written by _base_job; fixed_pool and star ask for solutions only.
+    if arm in ("fixed_pool", "star"):
+        candidates = _candidates(model, tokenizer, cfg, splits, seed, 0, arm)
     else:
-        candidates = _read_jsonl(folder / CANDIDATES_FILE)
+        candidates = _read_jsonl(_seed_dir(cfg, seed) / CANDIDATES_FILE)
+    pool = [] if mode == "replace" else list(splits["original"])
     for round_ in range(1, cfg.rounds + 1):
         start = time.perf_counter()
-        data = choose(
+        kept = choose(
             arm,
             candidates,
             cfg.budget,
             original=splits["original"],
+            fresh=_task_examples(cfg, cfg.budget, _stream(seed, round_, 7)) if arm == "control" else (),
             reservoir_share=cfg.reservoir_share,
-            tradeoff=cfg.tradeoff,
-            complexity_strength=cfg.complexity_strength,
+            config=knobs,
             n_clusters=cfg.n_clusters,
             seed=_stream(seed, round_, 4),
         )
+        data = _round_data(mode, pool, kept, cfg.seed_examples, _stream(seed, round_, 6))
         _train(
             model,
             tokenizer,
@@ -315,17 +406,25 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str) -> list[dict[str, An
             learning_rate=cfg.round_learning_rate,
             cfg=cfg,
             seed=_stream(seed, round_, 5),
-            output_dir=str(folder / arm / "trainer"),
-            sampler=arm == "qdc",
+            output_dir=str(folder / "trainer"),
+            sampler=knobs if arm == "qdc" else None,
         )
-        _write_jsonl(folder / arm / f"round{round_}_data.jsonl", data)
+        _write_jsonl(folder / f"round{round_}_kept.jsonl", kept)
         stats, candidates = _measure(model, tokenizer, cfg, splits, seed, round_, arm)
         stats.update(_data_stats(data, cfg.budget))
-        row = {"seed": seed, "round": round_, "arm": arm, **stats, "seconds": time.perf_counter() - start}
+        row = {
+            "seed": seed,
+            "round": round_,
+            "arm": arm,
+            "mode": mode,
+            "variant": name,
+            **stats,
+            "seconds": time.perf_counter() - start,
+        }
         row["detector"] = _detect(detectors, row, round_)
         rows.append(row)
-        print(f"seed {seed} {arm} round {round_}: " + _row_line(row), flush=True)
-    model.save_pretrained(folder / arm / "model")
+        logger.info("seed %d %s round %d: %s", seed, name, round_, _row_line(row))
+    model.save_pretrained(folder / "model")
     done.write_text(json.dumps(rows, indent=1))
     return rows
 
@@ -349,9 +448,9 @@ def _detect(detectors: list, row: dict[str, Any], round_: int) -> int:
     for d in detectors:
         name = d.key.removeprefix(GEN_PREFIX).replace("/", "_")
         level = max(level, d.update(round_, row[name]).level)
-    return level
+    return int(level)
 
 
 def _row_line(row: dict[str, Any]) -> str:
-    keys = ("valid", "gen_ops", "gen_unique", "data_ops", "acc_id", "acc_id_ops3", "acc_ood", "across_input_distinct_2")
+    keys = ("valid", "gen_unique", "data_ops", "acc_id", "acc_ood", "pass_at_1", "pass_at_k", "never_solved")
     return ", ".join(f"{k} {row[k]:.3f}" for k in keys if k in row) + f" ({row.get('seconds', 0):.0f} s)"

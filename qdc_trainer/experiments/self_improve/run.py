@@ -1,5 +1,5 @@
 """The whole run: :func:`run_self_improvement` (settings check, resuming, ``--overwrite``) and the process pool
-that runs the seeds' first models and their arms."""
+that runs the seeds' first models and their arms (worker processes send their log records back to this one)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import CONFIG_FILE, METRICS, RESULTS_FILE, TABLE_FILE, SelfImproveConfig
+from .config import CONFIG_FILE, METRICS, RESULTS_FILE, RUN_SETTINGS_IGNORED, TABLE_FILE, SelfImproveConfig
 from .results import summarize, write_results
 from .rounds import _arm_job, _base_job
 
+logger = logging.getLogger(__name__)
+PROGRESS_LOGGER = "qdc_trainer.experiments.self_improve"
+"""The logger the rounds report progress to (INFO, one line per round)."""
+
 
 def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
-    """Run every seed and arm (resuming finished ones), write the table and plots and summarize.
+    """Run every seed and arm in its modes (resuming finished ones), write the table and plots and summarize.
+
+    A folder can be filled in parts: commands that differ only in ``seeds``, ``arms``, ``modes`` or the
+    process settings (:data:`~.config.RUN_SETTINGS_IGNORED`) share its finished seeds and arms; any other
+    difference is refused. The table and plots cover this command's seeds and arms.
 
     Returns ``{"rows", "summary", "table", "figures", "output_dir"}``.
     """
     out = Path(cfg.output_dir)
-    ignored = ("experiment", "workers", "threads", "report", "overwrite")  # they do not change the results
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignored}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_SETTINGS_IGNORED}
     stored = out / CONFIG_FILE
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {str(out)!r} is a file, not a folder: choose another output_dir")
@@ -47,13 +54,14 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
     cfg_dict = dataclasses.asdict(cfg)
     if cfg.workers > 1:
         cfg_dict["threads"] = cfg.threads or 1
-    results = _run_jobs(cfg_dict, cfg.seeds, cfg.arms, cfg.workers)
+    variants = cfg.variants()
+    results = _run_jobs(cfg_dict, cfg.seeds, variants, cfg.workers)
     rows = [row for arm_rows in results for row in arm_rows]
     (out / RESULTS_FILE).write_text(json.dumps(rows, indent=1))
-    summary = summarize(rows, cfg.arms)
+    table, figures = write_results(rows, out, plots=cfg.report, settings=settings)
+    summary = summarize(rows)
     summary["seconds"] = time.perf_counter() - start
-    table, figures = write_results(rows, out, arms=cfg.arms, plots=cfg.report, summary=summary, settings=settings)
-    logging.getLogger(__name__).info("%s\ntable: %s", summary["text"], table)
+    logger.debug("%s\ntable: %s", summary["text"], table)
     return {
         "rows": rows,
         "summary": summary,
@@ -63,7 +71,7 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
     }
 
 
-_RUN_KEYS = ("arms", "seeds", "rounds", "candidates", "budget")
+_RUN_KEYS = ("rounds", "candidates", "budget")
 """Keys every ``config.json`` written by :func:`run_self_improvement` holds: its run marker."""
 
 
@@ -132,40 +140,72 @@ def _remove_previous_run(out: Path) -> None:
     )
 
 
-def _run_jobs(cfg_dict: dict[str, Any], seeds: Sequence[int], arms: Sequence[str], workers: int) -> list[list[dict]]:
-    """Each seed's first model, then its arms; with several workers an arm starts as soon as its seed's first model
-    is ready. Returns the arms' rows in the order (seed, arm)."""
+def _run_jobs(
+    cfg_dict: dict[str, Any], seeds: Sequence[int], variants: Sequence[tuple[str, str]], workers: int
+) -> list[list[dict]]:
+    """Each seed's first model, then its arms in their modes; with several workers an arm starts as soon as its
+    seed's first model is ready. Returns the rows of each (seed, arm, mode) in the order (seed, variant)."""
     from tqdm.auto import tqdm
 
-    total = len(seeds) * (1 + len(arms))
+    total = len(seeds) * (1 + len(variants))
     if workers <= 1:
         out = []
         with tqdm(total=total, desc="first models and arms") as bar:
             for seed in seeds:
                 _base_job(cfg_dict, seed)
                 bar.update()
-                for arm in arms:
-                    out.append(_arm_job(cfg_dict, seed, arm))
+                for arm, mode in variants:
+                    out.append(_arm_job(cfg_dict, seed, arm, mode))
                     bar.update()
         return out
+    import logging.handlers
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    done: dict[tuple[int, str], list[dict]] = {}
+    done: dict[tuple[int, str, str], list[dict]] = {}
     context = multiprocessing.get_context("spawn")
-    with (
-        ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool,
-        tqdm(total=total, desc="first models and arms") as bar,
-    ):
-        pending = {pool.submit(_base_job, cfg_dict, seed): (seed, None) for seed in seeds}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                seed, arm = pending.pop(future)
-                result = future.result()  # re-raises a worker's error
-                bar.update()
-                if arm is None:
-                    pending.update({pool.submit(_arm_job, cfg_dict, seed, a): (seed, a) for a in arms})
-                else:
-                    done[(seed, arm)] = result
-    return [done[(seed, arm)] for seed in seeds for arm in arms]
+    records = context.Queue()
+    listener = logging.handlers.QueueListener(records, _Forward())
+    listener.start()
+    level = logging.getLogger(PROGRESS_LOGGER).getEffectiveLevel()
+    try:
+        with (
+            ProcessPoolExecutor(
+                max_workers=min(workers, total),
+                mp_context=context,
+                initializer=_worker_logging,
+                initargs=(records, level),
+            ) as pool,
+            tqdm(total=total, desc="first models and arms") as bar,
+        ):
+            pending = {pool.submit(_base_job, cfg_dict, seed): (seed, None, None) for seed in seeds}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    seed, arm, mode = pending.pop(future)
+                    result = future.result()  # re-raises a worker's error
+                    bar.update()
+                    if arm is None:
+                        pending.update({pool.submit(_arm_job, cfg_dict, seed, a, m): (seed, a, m) for a, m in variants})
+                    else:
+                        done[(seed, arm, mode)] = result
+    finally:
+        listener.stop()
+    return [done[(seed, arm, mode)] for seed in seeds for arm, mode in variants]
+
+
+class _Forward:
+    """Hands a worker's log record to this process's logger of the same name (and so to its handlers)."""
+
+    def handle(self, record: logging.LogRecord) -> None:
+        logging.getLogger(record.name).handle(record)
+
+
+def _worker_logging(records: Any, level: int) -> None:
+    """In a worker process: send the experiment's log records at ``level`` and above to the parent."""
+    import logging.handlers
+
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    progress.setLevel(level)
+    progress.handlers[:] = [logging.handlers.QueueHandler(records)]
+    progress.propagate = False

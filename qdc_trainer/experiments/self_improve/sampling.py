@@ -3,10 +3,14 @@ arithmetic verifier checks them, and each arm keeps a fixed budget (:func:`choos
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from ...data.weights import QDCSamplerConfig
 from .config import ARMS
 
 
@@ -116,21 +120,28 @@ def choose(
     budget: int,
     *,
     original: Sequence[dict[str, Any]] = (),
+    fresh: Sequence[dict[str, Any]] = (),
     reservoir_share: float = 0.25,
-    tradeoff: float = 0.5,
-    complexity_strength: float = 0.5,
+    config: QDCSamplerConfig | None = None,
     n_clusters: int = 16,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """The training data an arm keeps from ``candidates`` (rows of :func:`sample_examples`).
+    """The data an arm keeps in a round from ``candidates`` (rows of :func:`sample_examples`).
 
-    ``quality`` and ``fixed_pool``: the verified-correct candidates, most confident
-    first, up to ``budget``. ``reservoir``: the same for ``(1 - reservoir_share)`` of
-    the budget, the rest drawn at random from ``original``. ``qdc``: the candidates
-    scored with :func:`~qdc_trainer.metrics.score_dataset` and chosen with
-    :func:`~qdc_trainer.selection.select_budget` (verified only, one per problem,
-    cluster coverage, complexity); the rows gain ``quality``, ``complexity`` and
-    ``cluster`` for the sampler.
+    - ``quality`` and ``fixed_pool``: the verified-correct candidates, most confident
+      first, up to ``budget``;
+    - ``reservoir``: the same for ``(1 - reservoir_share)`` of the budget, the rest
+      drawn at random from ``original``;
+    - ``qdc`` and ``star``: the candidates scored with :func:`~qdc_trainer.metrics.score_dataset`
+      (verifier quality, step complexity, clusters of hashed n-grams) and chosen with
+      :func:`~qdc_trainer.data.selection.select_budget` (verified only, one per problem,
+      cluster quotas, the complexity term of ``config``: a push, or a pull towards its
+      ``complexity_target``); the rows gain ``quality``, ``complexity`` and ``cluster``;
+    - ``control``: the first ``budget`` of ``fresh`` (new examples of the task: perfect data);
+    - ``replay``: ``budget`` examples drawn at random from ``original`` (no new data).
+
+    ``config`` is a :class:`~qdc_trainer.data.weights.QDCSamplerConfig` (default: its defaults); ``seed``
+    replaces its seed.
 
     >>> rows = [{"prompt": f"What is {i} + 1?\\n", "completion": "", "valid": float(i % 2), "confidence": -i,
     ...          "num_ops": 1, "key": str(i)} for i in range(6)]
@@ -139,15 +150,18 @@ def choose(
     """
     if arm not in ARMS:
         raise ValueError(f"arm={arm!r} must be one of {ARMS}")
-    if arm == "qdc":
-        return _choose_qdc(
-            candidates,
-            budget,
-            tradeoff=tradeoff,
-            complexity_strength=complexity_strength,
-            n_clusters=n_clusters,
-            seed=seed,
-        )
+    config = dataclasses.replace(config or QDCSamplerConfig(), seed=seed)
+    if arm in ("qdc", "star"):
+        return _choose_qdc(candidates, budget, config=config, n_clusters=n_clusters)
+    if arm == "control":
+        if len(fresh) < budget:
+            raise ValueError(f"the control arm needs {budget} fresh examples, got {len(fresh)}")
+        return [dict(r) for r in fresh[:budget]]
+    if arm == "replay":
+        if not original:
+            raise ValueError("the replay arm needs the original data")
+        rng = random.Random(seed)
+        return [dict(original[i]) for i in rng.sample(range(len(original)), min(budget, len(original)))]
     own = budget if arm != "reservoir" else budget - int(round(reservoir_share * budget))
     valid = [r for r in candidates if r["valid"] >= 1.0]
     valid.sort(key=lambda r: -r["confidence"])  # stable: ties keep the generation order
@@ -160,36 +174,17 @@ def choose(
     return picked
 
 
-def _choose_qdc(
-    candidates: Sequence[dict[str, Any]],
-    budget: int,
-    *,
-    tradeoff: float,
-    complexity_strength: float,
-    n_clusters: int,
-    seed: int,
-) -> list[dict[str, Any]]:
+def score_rows(rows: Sequence[dict[str, Any]], *, n_clusters: int, seed: int) -> Any:
+    """``rows`` (with ``prompt``, ``completion``, ``key``, ``num_ops``, ``valid``) as a ``datasets.Dataset`` scored
+    with :func:`~qdc_trainer.metrics.score_dataset`: verifier ``quality``, ``complexity`` (reasoning steps of the
+    completion) and ``cluster`` (k-means on hashed n-grams of prompt and completion)."""
     from datasets import Dataset
 
     from ...metrics import VerifierScorer, score_dataset
-    from ...selection import select_dataset
 
-    if not candidates:
-        return []
-    ds = Dataset.from_list(
-        [
-            {
-                "prompt": r["prompt"],
-                "completion": r["completion"],
-                "key": r["key"],
-                "num_ops": r["num_ops"],
-                "confidence": r["confidence"],
-                "valid": r["valid"],
-            }
-            for r in candidates
-        ]
-    )
-    scored = score_dataset(
+    columns = ("prompt", "completion", "key", "num_ops", "valid")
+    ds = Dataset.from_list([{c: r[c] for c in columns} for r in rows])
+    return score_dataset(
         ds,
         text_column="completion",
         prompt_column="prompt",
@@ -198,13 +193,40 @@ def _choose_qdc(
         n_clusters=min(n_clusters, len(ds)),
         seed=seed,
     )
-    chosen = select_dataset(
-        scored,
+
+
+def mean_complexity(rows: Sequence[dict[str, Any]]) -> float:
+    """The mean of :func:`score_rows`' complexity column (reasoning steps of the completion) over ``rows``:
+    the unit of ``complexity_target``.
+
+    >>> mean_complexity([{"completion": "1 + 2 = 3\\nThe answer is 3."}, {"completion": "Answer: 4"}])
+    1.5
+    """
+    from ...metrics import reasoning_steps
+
+    return float(np.mean(reasoning_steps([r["completion"] for r in rows])))
+
+
+def _choose_qdc(
+    candidates: Sequence[dict[str, Any]], budget: int, *, config: QDCSamplerConfig, n_clusters: int
+) -> list[dict[str, Any]]:
+    from ...data.selection import select_budget
+
+    if not candidates:
+        return []
+    scored = score_rows(candidates, n_clusters=n_clusters, seed=config.seed)
+    quality, complexity, cluster = scored["quality"][:], scored["complexity"][:], scored["cluster"][:]
+    keys = [r["key"] for r in candidates]
+    chosen = select_budget(
+        len(candidates),
         budget,
-        key_column="key",
+        quality=quality,
+        complexity=complexity,
+        clusters=cluster,
+        keys=keys,
         min_quality=1.0,
-        tradeoff=tradeoff,
-        complexity_strength=complexity_strength,
-        seed=seed,
+        config=config,
     )
-    return [dict(r, text=r["prompt"] + r["completion"]) for r in chosen]
+    return [
+        dict(candidates[i], quality=quality[i], complexity=complexity[i], cluster=cluster[i]) for i in chosen.tolist()
+    ]
