@@ -620,12 +620,3 @@ def _shrink(data: DataArguments, groups: tuple, training: Any, keep: set[str] = 
                 setattr(group, name, value)
     if "num_train_epochs" not in keep:
         training.num_train_epochs = 1
-
-
-# The names these had when they were private; experiments/self_improve/config.py imports them.
-_hf_parser = hf_parser
-_parse = parse_flags
-_read_yaml = read_yaml
-_to_flags = to_flags
-_check_overrides = check_overrides
-_flag_names = flag_names
