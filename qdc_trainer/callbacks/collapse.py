@@ -185,7 +185,7 @@ class CollapseDetectorCallback(TrainerCallback):
 
     def _fit_to_trainer(self) -> None:
         """Under TRL's ``GRPOTrainer`` a detector built with the default watch watches :data:`DEFAULT_RL_WATCH`
-        (the rollout series and TRL's ``entropy``) instead of the generation monitor's series."""
+        (across-prompt diversity of the rollouts) instead of the generation monitor's series."""
         from ..grpo import is_grpo_trainer
 
         if self._default_watch and self.trainer is not None and is_grpo_trainer(self.trainer):

@@ -222,12 +222,8 @@ class GenerationMonitorCallback(TrainerCallback):
         self.evaluations += 1
         self.last_metrics = logs
         self._last_step = step
-        control = getattr(trainer, "control", None)
-        keep = getattr(control, "should_log", None)
-        # not trainer.log: TRL's log() would take its metric buffer onto this record
-        log_record(trainer, logs)  # its on_log event clears should_log: keep the Trainer's own decision for this step
-        if keep is not None:
-            trainer.control.should_log = keep
+        # not trainer.log: TRL's log() would take its metric buffer onto this record (log_record keeps should_log)
+        log_record(trainer, logs)
         self.total_seconds += time.perf_counter() - start  # with the logging and the callbacks behind it
         return logs
 
