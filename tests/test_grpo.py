@@ -65,16 +65,26 @@ def _args(tmp_path, **overrides):
     return GRPOConfig(**{**defaults, **overrides})
 
 
-def test_grpo_trains_with_the_sampler_and_the_rollout_monitor(setting, tmp_path):
+def _grpo_trainer(setting, tmp_path, *, model=None, args=None, **kwargs):
+    """A QDCGRPOTrainer on the tiny arithmetic model and prompts, with the digit reward."""
     tokenizer, dataset = setting
-    sampler = QDCSampler(len(dataset), config=QDCSamplerConfig(update_every=1, example_loss_strength=1.0))
-    monitor = RolloutMonitorCallback(answer=extract_answer)
-    trainer = QDCGRPOTrainer(
-        model=build_model(tokenizer, seed=0),
-        args=_args(tmp_path),
+    return QDCGRPOTrainer(
+        model=model if model is not None else build_model(tokenizer, seed=0),
+        args=args if args is not None else _args(tmp_path),
         reward_funcs=[digit_reward],
         train_dataset=dataset,
         processing_class=tokenizer,
+        **kwargs,
+    )
+
+
+def test_grpo_trains_with_the_sampler_and_the_rollout_monitor(setting, tmp_path):
+    _, dataset = setting
+    sampler = QDCSampler(len(dataset), config=QDCSamplerConfig(update_every=1, example_loss_strength=1.0))
+    monitor = RolloutMonitorCallback(answer=extract_answer)
+    trainer = _grpo_trainer(
+        setting,
+        tmp_path,
         qdc_sampler=sampler,
         callbacks=[monitor],
     )
@@ -95,13 +105,10 @@ def test_grpo_trains_with_the_sampler_and_the_rollout_monitor(setting, tmp_path)
 
 
 def test_rollout_monitor_alone_measures_without_a_sampler(setting, tmp_path):
-    tokenizer, dataset = setting
-    trainer = QDCGRPOTrainer(
-        model=build_model(tokenizer, seed=0),
+    trainer = _grpo_trainer(
+        setting,
+        tmp_path,
         args=_args(tmp_path, max_steps=1),
-        reward_funcs=[digit_reward],
-        train_dataset=dataset,
-        processing_class=tokenizer,
         callbacks=[RolloutMonitorCallback(success_threshold=None)],
     )
     trainer.train()
@@ -110,14 +117,11 @@ def test_rollout_monitor_alone_measures_without_a_sampler(setting, tmp_path):
 
 
 def test_detector_watches_the_rollouts_under_grpo(setting, tmp_path):
-    tokenizer, dataset = setting
     detector = CollapseDetectorCallback(actions=("log",))
-    trainer = QDCGRPOTrainer(
-        model=build_model(tokenizer, seed=0),
+    trainer = _grpo_trainer(
+        setting,
+        tmp_path,
         args=_args(tmp_path, max_steps=2),
-        reward_funcs=[digit_reward],
-        train_dataset=dataset,
-        processing_class=tokenizer,
         callbacks=[RolloutMonitorCallback(), detector],
     )
     trainer.train()
@@ -129,14 +133,11 @@ def test_detector_watches_the_rollouts_under_grpo(setting, tmp_path):
 
 
 def test_importance_weighting_is_refused_under_grpo(setting, tmp_path):
-    tokenizer, dataset = setting
+    _, dataset = setting
     with pytest.raises(ValueError, match="GRPOTrainer"):
-        QDCGRPOTrainer(
-            model=build_model(tokenizer, seed=0),
-            args=_args(tmp_path),
-            reward_funcs=[digit_reward],
-            train_dataset=dataset,
-            processing_class=tokenizer,
+        _grpo_trainer(
+            setting,
+            tmp_path,
             qdc_sampler=QDCSampler(len(dataset)),
             loss_weighting="importance",
         )
@@ -179,7 +180,7 @@ def test_grpo_scores_left_padded_rows_at_their_own_positions(setting, tmp_path):
     # GRPO left-pads prompts and scores them without position_ids; GPT-2's absolute positions would shift
     import torch
 
-    tokenizer, dataset = setting
+    tokenizer, _ = setting
     model = build_model(tokenizer, seed=0)
     ids = torch.tensor([tokenizer("Compute 2 + 3.\nStep 1: 2 + 3 = 5.").input_ids])
     padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), ids], dim=1)
@@ -187,12 +188,10 @@ def test_grpo_scores_left_padded_rows_at_their_own_positions(setting, tmp_path):
     with torch.no_grad():
         shifted = model(padded, attention_mask=mask).logits[0, 4:]
     assert not torch.allclose(shifted, model(ids).logits[0], atol=1e-3)  # the problem, without the mixin
-    QDCGRPOTrainer(
+    _grpo_trainer(
+        setting,
+        tmp_path,
         model=model,
-        args=_args(tmp_path),
-        reward_funcs=[digit_reward],
-        train_dataset=dataset,
-        processing_class=tokenizer,
     )
     with torch.no_grad():
         assert torch.allclose(model(padded, attention_mask=mask).logits[0, 4:], model(ids).logits[0], atol=1e-5)
@@ -205,25 +204,21 @@ def test_monitors_alone_never_stop_training_when_the_rollouts_cannot_be_read(set
         raise RuntimeError("this TRL keeps its rollouts elsewhere")
 
     monkeypatch.setattr(grpo_module, "read_rollouts", broken)
-    tokenizer, dataset = setting
-    trainer = QDCGRPOTrainer(
-        model=build_model(tokenizer, seed=0),
+    _, dataset = setting
+    trainer = _grpo_trainer(
+        setting,
+        tmp_path,
         args=_args(tmp_path, max_steps=2),
-        reward_funcs=[digit_reward],
-        train_dataset=dataset,
-        processing_class=tokenizer,
         callbacks=[RolloutMonitorCallback()],
     )
     with caplog.at_level(logging.WARNING, logger="qdc_trainer"):
         trainer.train()
     assert trainer.state.global_step == 2
     assert sum("could not read GRPO's rollouts" in m for m in caplog.messages) == 1
-    sampled = QDCGRPOTrainer(
-        model=build_model(tokenizer, seed=0),
+    sampled = _grpo_trainer(
+        setting,
+        tmp_path,
         args=_args(tmp_path, max_steps=1),
-        reward_funcs=[digit_reward],
-        train_dataset=dataset,
-        processing_class=tokenizer,
         qdc_sampler=QDCSampler(len(dataset)),
     )
     with pytest.raises(RuntimeError, match="elsewhere"):  # with a sampler the feedback is not optional
