@@ -56,18 +56,19 @@ def run(cmd: list[str], log: Path) -> None:
     assert rc == 0, f"{' '.join(cmd)} exited with {rc}\n{log.read_text()[-6000:]}"
 
 
-def accelerate_launch(num_processes: int, *target: str) -> list[str]:
+def accelerate_launch(num_processes: int, *target: str, options: tuple[str, ...] = ("--multi_gpu",)) -> list[str]:
     """The ``accelerate launch`` command that starts ``num_processes`` CPU ranks running ``target``.
 
     `accelerate launch --cpu --num_processes 2` on one machine starts ONE process (its simple launcher;
     multi-CPU needs mpirun). `--multi_gpu` goes through torchrun and starts 2 ranks; with
-    `use_cpu=True` / ACCELERATE_USE_CPU each rank sets up MULTI_CPU with the gloo backend.
+    `use_cpu=True` / ACCELERATE_USE_CPU each rank sets up MULTI_CPU with the gloo backend. ``options``
+    replace ``--multi_gpu`` (``--use_fsdp ...`` also starts the ranks through torchrun).
     """
     return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--multi_gpu",
+        *options,
         "--num_processes",
         str(num_processes),
         "--num_machines",

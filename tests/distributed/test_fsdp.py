@@ -11,42 +11,27 @@ a later accelerate that shards on CPU shows up here. Under real FSDP2 sharding t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from launch import SCRIPTS, free_port, run
+from launch import SCRIPTS, accelerate_launch, run
 
 pytestmark = pytest.mark.slow
 
 
 def test_fsdp_launch_on_two_cpu_processes(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
+    fsdp = (
         "--use_fsdp",
         "--fsdp_version",
         "2",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
         "--fsdp_auto_wrap_policy",
         "TRANSFORMER_BASED_WRAP",
         "--fsdp_transformer_layer_cls_to_wrap",
         "GPT2Block",
         "--fsdp_state_dict_type",
         "SHARDED_STATE_DICT",
-        str(SCRIPTS / "run_fsdp.py"),
-        str(tmp_path),
-    ]
+    )
+    cmd = accelerate_launch(2, str(SCRIPTS / "run_fsdp.py"), str(tmp_path), options=fsdp)
     run(cmd, tmp_path / "launch.log")
     ranks = [json.loads(Path(tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
