@@ -185,6 +185,7 @@ class QDCTrainerMixin:
                     "(was the dataset filtered or packed after the sampler was built?)"
                 )
         if self._qdc_grpo:  # GRPO's batches are lists of rows: the index stays in each row
+            qdc_sampler.configure_success(self.num_generations, grpo.objective_of(self.args))
             self.add_callback(_SamplerCallback(qdc_sampler, self._flush_feedback, self._grpo_position))
             return
         if not isinstance(self.data_collator, QDCDataCollator):
@@ -265,8 +266,9 @@ class QDCTrainerMixin:
                     self._qdc_rollout_warned = True
                 return output
             if indices is not None:
-                prompts, spread = grpo.reward_spread(rollouts)
-                self.qdc_sampler.record(prompts, spread, consume=False)
+                self.qdc_sampler.record_success(
+                    *grpo.group_outcomes(rollouts, self.qdc_sampler.config.success_threshold)
+                )
             for monitor in monitors:
                 monitor.observe(rollouts)
         return output
