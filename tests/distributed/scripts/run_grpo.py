@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from finish import finish
+
 TESTS_DIR = Path(__file__).resolve().parent.parent.parent
 
 NUM_PROMPTS = 12  # 3 generation batches of 4 prompts per epoch: the runs cross an epoch boundary
@@ -135,3 +137,4 @@ def main(spec_path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    finish()
