@@ -124,7 +124,9 @@ def main(spec_path: str) -> None:
             "train_logs": [r for r in trainer.state.log_history if "loss" in r],
             "final": {
                 "probabilities_sha256": _digest(sampler.probabilities()),
-                "loss_ema": [None if np.isnan(v) else float(v) for v in sampler.loss_ema],
+                "success_sha256": _digest(np.concatenate(sampler.success_posterior())),
+                "success_evidence": float(sampler.success_posterior()[0].sum() + sampler.success_posterior()[1].sum()),
+                "telemetry": sampler.telemetry(reset=False),
                 "num_updates": sampler.num_updates,
                 "epoch": sampler.epoch,
                 "consumed": sampler.consumed,
