@@ -121,6 +121,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) or num_examples < 1:
             raise ValueError(f"num_examples must be a positive int, got {num_examples!r}")
         self.config = resolve_config(QDCSamplerConfig, config, overrides, owner="QDCSampler")
+        self.update_every = self.config.update_every or weights.DEFAULT_UPDATE_EVERY
+        """Optimizer steps between weight refreshes (``config.update_every``, or its default for the signal)."""
         n = int(num_examples)
         self.num_examples = n
         self.num_samples = n if num_samples is None else int(num_samples)
@@ -270,7 +272,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.block_size is None:
-            self.block_size = self.config.update_every * int(samples_per_step)
+            self.block_size = self.update_every * int(samples_per_step)
         if self.block_size < global_batch:
             raise ValueError(
                 f"QDCSampler block_size={self.block_size} is smaller than one global batch ({global_batch}); "
@@ -417,11 +419,13 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         """Whether the online signal is GRPO's success counts (:meth:`configure_success`) rather than the loss."""
         return self.group_size is not None
 
-    def configure_success(self, group_size: int, objective: str = "mixed") -> None:
+    def configure_success(self, group_size: int, objective: str = "mixed", steps_per_generation: int = 1) -> None:
         """Weight prompts by what their GRPO group is expected to teach instead of by the training loss.
 
         ``QDCTrainerMixin`` calls this under TRL's ``GRPOTrainer`` with ``group_size = num_generations`` and
-        ``objective="mixed"`` for ``scale_rewards="group"`` (TRL's default), ``"variance"`` otherwise. Each
+        ``objective="mixed"`` for ``scale_rewards="group"`` (TRL's default), ``"variance"`` otherwise, and the
+        optimizer steps that one generation batch serves: an unset ``update_every`` becomes that many steps, so the
+        weights are refreshed after every generation (a refresh costs little next to a generation). Each
         weight is then multiplied by the prompt's expected value under its pooled pass-rate posterior
         (:mod:`qdc_trainer.data.success`), and the complexity term aims at the frontier: instead of pushing
         upwards it tilts the draws towards the complexity level whose estimated pass rate is nearest 1/2
@@ -440,6 +444,12 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             raise ValueError(f"group_size must be a positive int, got {group_size!r}")
         if objective not in success.OBJECTIVES:
             raise ValueError(f"objective {objective!r} is not one of {success.OBJECTIVES}")
+        if (
+            isinstance(steps_per_generation, bool)
+            or not isinstance(steps_per_generation, int)
+            or steps_per_generation < 1
+        ):
+            raise ValueError(f"steps_per_generation must be a positive int, got {steps_per_generation!r}")
         if self.uses_success:
             if (int(group_size), objective) != (self.group_size, self.objective):
                 raise ValueError(
@@ -454,6 +464,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         level_of_cell = np.zeros(n_cells, dtype=np.int64)
         level_of_cell[cells] = levels
         self.group_size, self.objective = int(group_size), objective
+        if self.config.update_every is None:
+            self.update_every = steps_per_generation
         self._success = {
             "cells": cells.astype(np.int32),
             "levels": levels.astype(np.int32),
@@ -716,8 +728,12 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             success=self._success_state(),
         )
         return sampler_state.encode(
-            state, num_examples=self.num_examples, num_samples=self.num_samples, config=asdict(self.config)
+            state, num_examples=self.num_examples, num_samples=self.num_samples, config=self._stored_config()
         )
+
+    def _stored_config(self) -> dict[str, Any]:
+        """The settings a checkpoint records and a resumed sampler must share (``update_every`` as resolved)."""
+        return {**asdict(self.config), "update_every": self.update_every}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the next iteration replays the undrained blocks and continues exactly.
@@ -727,11 +743,13 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         EMA; NaN is how an unseen example, cluster or run is stored) or each setting that differs from
         this sampler's, with both values. On an error the sampler is left as it was.
         """
+        if not self.uses_success and any(key in state for key in sampler_state.SUCCESS_KEYS):
+            self._check_success(sampler_state.SuccessState(0, "", *[np.zeros(0)] * 7))  # names the cause
         restored = sampler_state.decode(
             state,
             num_examples=self.num_examples,
             num_samples=self.num_samples,
-            config=asdict(self.config),
+            config=self._stored_config(),
             clusters=self.clusters,
             num_clusters=self.num_clusters,
             block_size=self.block_size,

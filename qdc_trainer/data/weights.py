@@ -70,6 +70,8 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20  # examples per vectorised chunk
+DEFAULT_UPDATE_EVERY = 10
+"""Optimizer steps between weight refreshes when ``update_every`` is unset (the loss signal)."""
 
 
 @dataclass
@@ -110,8 +112,12 @@ class QDCSamplerConfig:
         },
     )
     floor: float = field(default=0.1, metadata={"help": "Share of probability spread uniformly: p_i >= floor / N."})
-    update_every: int = field(
-        default=10, metadata={"help": "Apply losses and refresh weights every this many optimizer steps."}
+    update_every: int | None = field(
+        default=None,
+        metadata={
+            "help": "Apply the feedback and refresh the weights every this many optimizer steps; unset: "
+            f"{DEFAULT_UPDATE_EVERY}, or under GRPO after every generation batch."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the index stream (with the epoch and block)."})
     success_threshold: float | None = field(
@@ -140,7 +146,6 @@ class QDCSamplerConfig:
             "max_online_ratio": self.max_online_ratio >= 1,
             "ema_decay": 0 <= self.ema_decay < 1,
             "floor": 0 < self.floor <= 1,
-            "update_every": isinstance(self.update_every, int) and self.update_every >= 1,
             "seed": isinstance(self.seed, int) and self.seed >= 0,
             "success_prior": self.success_prior > 0,
         }
@@ -153,6 +158,9 @@ class QDCSamplerConfig:
             "seed": "an int >= 0",
             "success_prior": "> 0",
         }
+        every = self.update_every
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"QDCSampler update_every={every!r} is invalid; it must be an int >= 1 or None")
         for name in ("complexity_target", "success_threshold"):
             value = getattr(self, name)
             if value is not None and (
