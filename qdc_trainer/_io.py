@@ -3,7 +3,8 @@
 A file is written to a temporary file in the same folder, flushed and fsynced, then renamed over the
 final path with :func:`os.replace` (atomic on POSIX and Windows when both lie on one filesystem). A
 process killed during the write leaves at most a stray ``.<name>.*.tmp`` file, never a truncated
-``<name>``.
+``<name>``. The file gets the mode of any new file (``0o666`` less the process umask), not the ``0o600`` of
+:func:`tempfile.mkstemp`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()
@@ -55,6 +57,13 @@ def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
     """:func:`numpy.savez` to ``path`` exactly (no ``.npz`` appended), atomically (see :func:`atomic_write`)."""
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back: the OS offers no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder: str) -> None:
