@@ -10,6 +10,7 @@ process killed during the write leaves at most a stray ``.<name>.*.tmp`` file, n
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_savez"]
+__all__ = ["atomic_write", "atomic_savez", "read_json", "write_json"]
 
 
 @contextlib.contextmanager
@@ -57,6 +58,34 @@ def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
     """:func:`numpy.savez` to ``path`` exactly (no ``.npz`` appended), atomically (see :func:`atomic_write`)."""
     with atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
+
+
+def write_json(path: str | os.PathLike, value: Any, indent: int = 1) -> None:
+    """``value`` as JSON into ``path``, atomically (see :func:`atomic_write`)."""
+    with atomic_write(path, encoding="utf-8") as f:
+        json.dump(value, f, indent=indent)
+
+
+def read_json(path: str | os.PathLike, hint: str = "") -> Any:
+    """The JSON value in ``path``; a file that is not JSON (cut short, or not UTF-8) raises a ``ValueError`` that
+    names it, followed by ``hint`` (what to do about it).
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "rows.json")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('[{"round": 1')
+    >>> read_json(path, "delete it")
+    Traceback (most recent call last):
+        ...
+    ValueError: .../rows.json is not valid JSON (cut short or damaged: ...); delete it
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{os.fspath(path)} is not valid JSON (cut short or damaged: {err})" + (f"; {hint}" if hint else "")
+        ) from None
 
 
 def _umask() -> int:

@@ -602,7 +602,6 @@ class QDCTrainerMixin:
         )
         sampler.reset_position()
 
-
     def _check_batch_layout(self, checkpoint: str, skip_data: bool) -> None:
         """Refuse to resume with another batch layout than the checkpoint's (:meth:`_batch_layout`), naming both:
         the sampler counts its position in examples of the checkpoint's layout while the Trainer skips whole

@@ -349,9 +349,7 @@ def _defaults(trainer: str) -> dict[str, Any]:
     return out
 
 
-def to_flags(
-    mapping: dict[str, Any], where: str, known: set[str], defaults: dict[str, Any] | None = None
-) -> list[str]:
+def to_flags(mapping: dict[str, Any], where: str, known: set[str], defaults: dict[str, Any] | None = None) -> list[str]:
     """``--key value`` flags for a recipe mapping; a key not in ``known`` raises :class:`ConfigError` with the
     closest known ones. ``key: null`` keeps the key's default; with ``defaults`` (key -> default), it is refused
     for a key whose default is not None, since null would not mean what it says (``seed: null`` would be 42)."""

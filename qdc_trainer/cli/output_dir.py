@@ -293,6 +293,8 @@ class RunFolder:
             (self.out / name).unlink()
         if removed:
             logger.warning(
-                "output_dir %s held an earlier run; this fresh run replaces it (removed %s)", self.out, ", ".join(removed)
+                "output_dir %s held an earlier run; this fresh run replaces it (removed %s)",
+                self.out,
+                ", ".join(removed),
             )
         return removed

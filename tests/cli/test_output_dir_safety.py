@@ -1,4 +1,4 @@
-"""``qdc train`` never deletes what it did not write, refuses unsafe output folders, and runs one at a time per folder."""
+"""``qdc train`` never deletes what it did not write, refuses unsafe output folders, runs one at a time per folder."""
 
 from __future__ import annotations
 
