@@ -221,7 +221,8 @@ def release_lock(out: Path, mine: dict[str, Any]) -> None:
 class RunFolder:
     """The output folder of one ``qdc train`` run, used as ``with RunFolder(out, fresh) as folder: ...``.
 
-    Entering checks the folder and, on the main process, takes the lock and writes the marker; :meth:`started`
+    Entering checks the folder and, on the main process, takes the lock, checks that a fresh run may use the
+    folder and writes the marker (the other processes stop with the main one when it refuses); :meth:`started`
     (call it once the model, the data and the trainer are built) removes what an earlier run left that would be
     read as this run's, on a fresh run; leaving releases the lock, whatever ended the run.
 
@@ -242,7 +243,7 @@ class RunFolder:
         if self.main:
             self._lock = acquire_lock(self.out)
         try:
-            if self.fresh:
+            if self.fresh and self.main:  # one process checks (the others would see its marker half written)
                 self._check_fresh()
             if self.main and not (self.out / MARKER_FILE).is_file():
                 with atomic_write(self.out / MARKER_FILE) as f:
