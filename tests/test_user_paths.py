@@ -23,7 +23,6 @@ from qdc_trainer import (
     QDCTrainerMixin,
 )
 
-
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} <eos> {% endfor %}"
     "{% if add_generation_prompt %}assistant {% endif %}"
