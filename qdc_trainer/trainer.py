@@ -29,9 +29,11 @@ The mixin
   (``1 / (N p_i)``: unbiased for the uniform-sampling loss);
 - sets the sampler's epoch itself (the resume path never calls ``set_epoch`` on a
   custom sampler), saves the sampler state into every checkpoint folder before
-  the Trainer's own files (so no checkpoint looks complete without it) and
-  restores it in ``train(resume_from_checkpoint=...)``, refusing a checkpoint
-  that lacks it;
+  the Trainer's own files (so no checkpoint looks complete without it), with the
+  batch layout it counts its position in, and restores it in
+  ``train(resume_from_checkpoint=...)``, refusing a checkpoint that lacks it or
+  was saved with another batch layout (batch size, gradient accumulation,
+  processes, GRPO's generations);
 - adds the sampler's telemetry (``qdc/sampler/...``) to the training logs, so it
   reaches TensorBoard, W&B and MLflow;
 - logs ``qdc/train/entropy``, the mean entropy (nats) of the model's next-token
