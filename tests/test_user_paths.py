@@ -158,8 +158,13 @@ def test_lora_in_trl_sft_trainer(tok, tmp_path):
     texts = random_text_dataset(16, clusters=2)
     data = Dataset.from_dict({"prompt": [t[:7] for t in texts["text"]], "completion": [t[7:] for t in texts["text"]]})
     sampler = _recording(QDCSampler(len(data), config=QDCSamplerConfig(update_every=1)))
+    monitor = GenerationMonitorCallback(
+        ["the cat", "a dog"], GenerationMonitorConfig(num_samples=2, max_new_tokens=4, every_n_steps=2)
+    )
+    detector = CollapseDetectorCallback(actions=("log",))
     trainer = QDCSFTTrainer(
         model=build_gpt2(tok),
+        callbacks=[monitor, detector],
         args=SFTConfig(
             output_dir=str(tmp_path),
             per_device_train_batch_size=4,
@@ -179,6 +184,8 @@ def test_lora_in_trl_sft_trainer(tok, tmp_path):
     trainer.train()
     assert len(sampler.seen) == 8 and all(np.isfinite(loss) for _, loss in sampler.seen)
     assert sampler.num_updates == 2
+    keys = {k for r in trainer.state.log_history for k in r}
+    assert any(k.startswith("qdc/gen/") for k in keys) and any(k.startswith("qdc/collapse/") for k in keys)
 
 
 def _digit_reward(completions, **kwargs):
@@ -198,6 +205,7 @@ def _grpo(tok, prompts, out, **kwargs):
 
     sampler = QDCSampler(len(prompts), config=QDCSamplerConfig(update_every=1, example_loss_strength=1.0))
     monitor = RolloutMonitorCallback()
+    detector = CollapseDetectorCallback(actions=("log",))  # under GRPO it watches the rollout series
     trainer = QDCGRPOTrainer(
         model=build_gpt2(tok),
         args=GRPOConfig(
@@ -218,7 +226,7 @@ def _grpo(tok, prompts, out, **kwargs):
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tok,
         qdc_sampler=sampler,
-        callbacks=[monitor],
+        callbacks=[monitor, detector],
         **kwargs,
     )
     trainer.train()
@@ -232,6 +240,7 @@ def test_lora_in_trl_grpo_trainer(tok, tmp_path):
     assert sampler.num_updates == 2 and sampler.consumed == 4  # 2 generation batches of 2 prompts
     rollout = [r for r in trainer.state.log_history if "qdc/rollout/zero_signal_share" in r]
     assert [r["step"] for r in rollout] == [1, 2]
+    assert any(k.startswith("qdc/collapse/") for r in trainer.state.log_history for k in r)  # the detector watched
 
 
 # ---------------------------------------------------------------------------------------------- chat data
