@@ -1,13 +1,15 @@
-"""GRPO with uniform prompts against GRPO with the QDC prompt sampler: the evidence table of the README.
+"""GRPO with uniform prompts against GRPO with the QDC prompt sampler: the table of docs/evidence/grpo.md.
 
 For each seed, runs ``recipes/arithmetic/grpo_uniform.yaml`` and ``recipes/arithmetic/grpo_qdc.yaml`` with
 ``qdc train`` (one warm-up, shared by every run through ``sft_output_dir``; the seed changes GRPO's sampling and
 prompt order) and prints a markdown table from their ``results.json``: pass@1 and pass@8 in and out of
 distribution before and after GRPO, the rollouts' across-prompt distinct-2 and zero-signal share at the start and
 the end of GRPO, and the verdict of the collapse detector's default RL watch (replayed over the logged series).
-Runs already finished are reused, so an interrupted run continues; ``--summarize`` only prints the table.
+Each arm shows its mean over seeds with a 95% t interval, and the arms, which share their seeds, are compared by
+their paired difference (``qdc_trainer.experiments.stats``). Runs already finished are reused, so an interrupted
+run continues; ``--summarize`` only prints the table.
 
-    python benchmarks/grpo_evidence.py --seeds 0 1 2 --workers 2     # the README's table
+    python benchmarks/grpo_evidence.py --seeds 0 1 2 --workers 2     # docs/evidence/grpo.md
     python benchmarks/grpo_evidence.py --smoke                        # seconds (what CI runs)
 """
 
