@@ -204,7 +204,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         name = f"{'**' if primary else ''}{arm} − {reference}, {NAMES[measure]} {side} {threshold:+.2f}"
         name += "**" if primary else ""
         if not seeds:
-            table.append([name, f"noise {noise:g}", "0", "n/a", "n/a", "n/a", "n/a", "—", "inconclusive"])
+            table.append([name, f"noise {noise:g}", "0", "n/a", "n/a", "n/a", "n/a", "—", "not run"])
             continue
         mine = [by[(arm, noise, s)][measure] for s in seeds]
         ref = [by[(reference, noise, s)][measure] for s in seeds]
