@@ -527,10 +527,13 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             st["s"][idx].astype(np.float64),
             st["f"][idx].astype(np.float64),
             st["cells"][idx],
-            st["cell_s"],
-            st["cell_f"],
+            self._cell_means(),
             self.config.success_prior,
         )
+
+    def _cell_means(self) -> np.ndarray:
+        st = self._success
+        return success.cell_means(st["cell_s"], st["cell_f"], st["level_of_cell"], self.config.success_prior)
 
     def _predict(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(chance of a mixed group, expected pass rate) of ``idx`` under the current posterior."""
@@ -544,7 +547,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         wins = np.concatenate([p[1] for p in self._pending_success])
         tries = np.concatenate([p[2] for p in self._pending_success])
         self._pending_success.clear()
-        st, decay = self._success, self.config.ema_decay
+        st, decay = self._success, self.config.success_decay**self.update_every
         for key in ("s", "f", "cell_s", "cell_f"):  # the policy moves: older evidence counts less
             st[key] *= decay
         np.add.at(st["s"], idx, wins.astype(np.float32))
@@ -577,15 +580,14 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         frontier tilt, as float32, a chunk at a time."""
         st, n = self._success, self.num_examples
         out = np.empty(n, dtype=np.float32)
-        tilt = self._frontier_tilt()
+        tilt, means = self._frontier_tilt(), self._cell_means()
         for lo in range(0, n, _CHUNK):
             hi = min(lo + _CHUNK, n)
             a, b = success.pooled_posterior(
                 st["s"][lo:hi].astype(np.float64),
                 st["f"][lo:hi].astype(np.float64),
                 st["cells"][lo:hi],
-                st["cell_s"],
-                st["cell_f"],
+                means,
                 self.config.success_prior,
             )
             value = np.maximum(success.prompt_value(a, b, self.group_size, self.objective), _MIN_VALUE)

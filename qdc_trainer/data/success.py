@@ -15,20 +15,23 @@ dynamic sampling, Yu et al. 2025, arXiv 2503.14476; online difficulty filtering,
 2504.03380; GRESO, arXiv 2506.02177).
 
 **The posterior.** Each prompt ``i`` keeps decayed success and failure counts ``(s_i, f_i)``; each difficulty
-*cell* ``c`` (a complexity level, crossed with the cluster and a user key where given: :func:`difficulty_cells`)
-keeps the sums ``(S_c, F_c)`` over its prompts, and the run keeps the totals ``(S, F)``. All counts are
-multiplied by ``decay`` at every weight refresh before the new groups are added, since the policy moves.
-A prompt's pass rate is then the Beta posterior (:func:`pooled_posterior`)::
+*cell* ``c`` (a complexity level ``L``, crossed with the cluster and a user key where given:
+:func:`difficulty_cells`) keeps the sums ``(S_c, F_c)`` over its prompts, each level the sums ``(S_L, F_L)``
+over its cells, and the run the totals ``(S, F)``. All counts are multiplied by ``success_decay`` per optimizer
+step (at each weight refresh) before the new groups are added, since the policy moves. A prompt's pass rate is
+then the Beta posterior (:func:`pooled_posterior`)::
 
     p_all = (S + 1) / (S + F + 2)                       the run's pass rate (Laplace)
-    m_c   = (S_c + k p_all) / (S_c + F_c + k)           the cell's, shrunk towards the run's
+    m_L   = (S_L + k p_all) / (S_L + F_L + k)           the level's, shrunk towards the run's
+    m_c   = (S_c + k m_L) / (S_c + F_c + k)             the cell's, shrunk towards its level's
     p_i  ~ Beta(s_i + k m_c,  f_i + k (1 - m_c))        the prompt's, shrunk towards its cell's
 
-with ``k`` pseudo-counts (``success_prior``). An unseen prompt borrows its cell's pass rate, an unseen cell
-the run's, each with the uncertainty of ``k`` observations; the weight is the expectation of the value under
-this posterior (:func:`mixed_group_probability`, :func:`expected_variance`), so an uncertain prompt is worth
-a fair amount (``Beta(1, 1)`` with ``G = 8``: 0.78) and a prompt known to be always or never solved close
-to nothing. Most draws from a large pool are first visits (400 draws from 4,000 prompts: about 95%), so the
+with ``k`` pseudo-counts (``success_prior``). An unseen prompt borrows its cell's pass rate, an unseen cell its
+level's, an unseen level the run's, each with the uncertainty of ``k`` observations; clusters that carry no
+difficulty (phrasings, say) cost little, since their cells fall back on the level. The weight is the expectation
+of the value under this posterior (:func:`mixed_group_probability`, :func:`expected_variance`), so an uncertain
+prompt is worth a fair amount (``Beta(1, 1)`` with ``G = 8``: 0.78) and a prompt known to be always or never
+solved close to nothing. Most draws from a large pool are first visits (400 draws from 4,000 prompts: about 95%), so the
 cell's pooled estimate is what carries over.
 
 **Rewards to successes** (:func:`group_outcomes`): with a ``success_threshold`` a completion succeeds when its
@@ -53,6 +56,7 @@ from .columns import dense_ids
 __all__ = [
     "MAX_LEVELS",
     "OBJECTIVES",
+    "cell_means",
     "difficulty_cells",
     "expected_success",
     "expected_variance",
@@ -151,26 +155,34 @@ def difficulty_cells(
     return dense_ids(cell).astype(np.int64), levels.astype(np.int64), values
 
 
-def pooled_posterior(
-    s: np.ndarray,
-    f: np.ndarray,
-    cells: np.ndarray,
-    cell_s: np.ndarray,
-    cell_f: np.ndarray,
-    prior: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Beta parameters ``(a, b)`` of each example's pass rate, shrunk towards its cell and the run (module doc).
+def cell_means(cell_s: np.ndarray, cell_f: np.ndarray, cell_level: np.ndarray, prior: float) -> np.ndarray:
+    """Each cell's pass rate ``m_c``, shrunk towards its level's and the level's towards the run's (module doc).
 
-    >>> a, b = pooled_posterior(np.array([0.0, 8.0]), np.array([0.0, 0.0]), np.array([0, 0]),
-    ...                         np.array([8.0]), np.array([0.0]), prior=2.0)
-    >>> m = (8 + 2 * 0.9) / (8 + 2)                   # the cell's mean: p_all = 9/10, shrunk by 2 pseudo-counts
-    >>> a.round(4).tolist() == [round(2 * m, 4), round(8 + 2 * m, 4)]
+    >>> m = cell_means(np.array([8.0, 0.0]), np.array([0.0, 0.0]), np.array([0, 0]), prior=2.0)
+    >>> m_level = (8 + 2 * 0.9) / (8 + 2)          # p_all = 9/10; the level holds both cells
+    >>> m.round(4).tolist() == [round((8 + 2 * m_level) / 10, 4), round(m_level, 4)]
     True
     """
     total_s, total_f = float(cell_s.sum()), float(cell_f.sum())
     p_all = (total_s + 1.0) / (total_s + total_f + 2.0)
-    m = (cell_s + prior * p_all) / (cell_s + cell_f + prior)
-    mc = m[cells]
+    n_levels = int(cell_level.max()) + 1 if len(cell_level) else 1
+    level_s = np.bincount(cell_level, weights=cell_s, minlength=n_levels)
+    level_f = np.bincount(cell_level, weights=cell_f, minlength=n_levels)
+    m_level = (level_s + prior * p_all) / (level_s + level_f + prior)
+    return (cell_s + prior * m_level[cell_level]) / (cell_s + cell_f + prior)
+
+
+def pooled_posterior(
+    s: np.ndarray, f: np.ndarray, cells: np.ndarray, means: np.ndarray, prior: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Beta parameters ``(a, b)`` of each example's pass rate: its own counts plus ``prior`` pseudo-counts at its
+    cell's mean (:func:`cell_means`).
+
+    >>> a, b = pooled_posterior(np.array([0.0, 8.0]), np.array([0.0, 0.0]), np.array([0, 0]), np.array([0.75]), 2.0)
+    >>> a.tolist(), b.tolist()
+    ([1.5, 9.5], [0.5, 0.5])
+    """
+    mc = means[cells]
     return s + prior * mc, f + prior * (1.0 - mc)
 
 

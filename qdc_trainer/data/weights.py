@@ -104,13 +104,7 @@ class QDCSamplerConfig:
         default=0.5, metadata={"help": "gamma_k: exponent of the per-cluster loss ratio."}
     )
     max_online_ratio: float = field(default=4.0, metadata={"help": "R: each online factor is clipped to [1/R, R]."})
-    ema_decay: float = field(
-        default=0.9,
-        metadata={
-            "help": "Decay of the online evidence: of the per-example and per-cluster loss EMAs at each new loss; "
-            "under GRPO, of the success counts at each weight refresh."
-        },
-    )
+    ema_decay: float = field(default=0.9, metadata={"help": "EMA decay of the per-example and per-cluster losses."})
     floor: float = field(default=0.1, metadata={"help": "Share of probability spread uniformly: p_i >= floor / N."})
     update_every: int | None = field(
         default=None,
@@ -125,6 +119,13 @@ class QDCSamplerConfig:
         metadata={
             "help": "Under GRPO: the reward at or above which a completion counts as solved; unset: rewards must "
             "lie in [0, 1] and count as fractional successes."
+        },
+    )
+    success_decay: float = field(
+        default=0.98,
+        metadata={
+            "help": "Under GRPO: the success counts are multiplied by this per optimizer step (the policy moves; "
+            "0.98: evidence halves in about 34 steps)."
         },
     )
     success_prior: float = field(
@@ -145,6 +146,7 @@ class QDCSamplerConfig:
             "cluster_loss_strength": self.cluster_loss_strength >= 0,
             "max_online_ratio": self.max_online_ratio >= 1,
             "ema_decay": 0 <= self.ema_decay < 1,
+            "success_decay": 0 < self.success_decay <= 1,
             "floor": 0 < self.floor <= 1,
             "seed": isinstance(self.seed, int) and self.seed >= 0,
             "success_prior": self.success_prior > 0,
@@ -153,6 +155,7 @@ class QDCSamplerConfig:
             "tradeoff": "[0, 1]",
             "max_online_ratio": ">= 1",
             "ema_decay": "[0, 1)",
+            "success_decay": "(0, 1]",
             "floor": "(0, 1]",
             "update_every": "an int >= 1",
             "seed": "an int >= 0",

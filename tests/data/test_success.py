@@ -58,14 +58,19 @@ def test_group_outcomes_count_successes_trials_and_mixed_groups():
 
 
 def test_pooled_posterior_by_hand():
-    # two cells; cell 0 has 6 successes in 8, cell 1 none seen; prior k = 4
-    s, f = np.array([6.0, 0.0, 0.0]), np.array([2.0, 0.0, 0.0])
-    cells = np.array([0, 0, 1])
-    a, b = success.pooled_posterior(s, f, cells, np.array([6.0, 0.0]), np.array([2.0, 0.0]), prior=4.0)
-    p_all = (6 + 1) / (8 + 2)
-    m0 = (6 + 4 * p_all) / (8 + 4)
-    assert a.tolist() == pytest.approx([6 + 4 * m0, 4 * m0, 4 * p_all])
-    assert b.tolist() == pytest.approx([2 + 4 * (1 - m0), 4 * (1 - m0), 4 * (1 - p_all)])
+    # three cells: cells 0 and 1 at level 0, cell 2 at level 1; cell 0 has 6 successes in 8, cell 1 1 in 4,
+    # level 1 nothing seen; prior k = 4
+    cell_s, cell_f, cell_level = np.array([6.0, 1.0, 0.0]), np.array([2.0, 3.0, 0.0]), np.array([0, 0, 1])
+    k = 4.0
+    p_all = (7 + 1) / (12 + 2)
+    m_level0 = (7 + k * p_all) / (12 + k)
+    expected = [(6 + k * m_level0) / (8 + k), (1 + k * m_level0) / (4 + k), p_all]  # the unseen level: the run's
+    means = success.cell_means(cell_s, cell_f, cell_level, k)
+    assert means.tolist() == pytest.approx(expected)
+    s, f, cells = np.array([6.0, 0.0, 0.0]), np.array([2.0, 0.0, 0.0]), np.array([0, 0, 2])
+    a, b = success.pooled_posterior(s, f, cells, means, prior=k)
+    assert a.tolist() == pytest.approx([6 + k * expected[0], k * expected[0], k * p_all])
+    assert b.tolist() == pytest.approx([2 + k * (1 - expected[0]), k * (1 - expected[0]), k * (1 - p_all)])
 
 
 def test_difficulty_cells_cut_a_continuous_column_into_quantile_levels():
@@ -94,13 +99,14 @@ def _levels_sampler(**knobs) -> QDCSampler:
 
 
 def test_unseen_prompts_borrow_their_cell_and_the_weights_follow_the_mixed_chance():
-    sampler = _levels_sampler(complexity_strength=0.0, ema_decay=0.5)
+    sampler = _levels_sampler(complexity_strength=0.0)
     # one prompt per level fed back: level 1 always solved, level 2 half, level 3 never
     sampler.record_success([0, 10, 20], successes=[4, 2, 0], trials=[4, 4, 4], mixed=[0, 1, 0])
     assert sampler.update()
     a, b = sampler.success_posterior()
     k, p_all = 4.0, (6 + 1) / (12 + 2)
-    m = [(4 + k * p_all) / (4 + k), (2 + k * p_all) / (4 + k), (0 + k * p_all) / (4 + k)]
+    level = [(4 + k * p_all) / (4 + k), (2 + k * p_all) / (4 + k), (0 + k * p_all) / (4 + k)]
+    m = [(wins + k * lv) / (4 + k) for wins, lv in zip([4, 2, 0], level)]  # one cell per level, shrunk twice
     assert a[[1, 11, 21]].tolist() == pytest.approx([k * x for x in m])  # unseen: the cell's mean
     assert a[[0, 10, 20]].tolist() == pytest.approx([4 + k * m[0], 2 + k * m[1], k * m[2]])
     value = success.mixed_group_probability(a, b, 4)
@@ -111,7 +117,7 @@ def test_unseen_prompts_borrow_their_cell_and_the_weights_follow_the_mixed_chanc
 
 
 def test_counts_decay_at_each_refresh():
-    sampler = _levels_sampler(ema_decay=0.5)
+    sampler = _levels_sampler(success_decay=0.5)  # update_every: one step per generation batch
     sampler.record_success([5], [4], [4])
     sampler.update()
     sampler.record_success([6], [0], [4])
@@ -250,7 +256,7 @@ def test_a_checkpoint_from_before_the_new_knobs_still_loads(tmp_path):
     import json
 
     config = json.loads(str(state["config"]))
-    for key in ("success_threshold", "success_prior"):
+    for key in ("success_threshold", "success_prior", "success_decay"):
         del config[key]  # written by a release without these settings
     state["config"] = np.array(json.dumps(config, sort_keys=True))
     QDCSampler(5).load_state_dict(state)
