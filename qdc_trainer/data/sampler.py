@@ -581,16 +581,24 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         st, n = self._success, self.num_examples
         out = np.empty(n, dtype=np.float32)
         tilt, means = self._frontier_tilt(), self._cell_means()
+        k = self.config.success_prior
+        # A prompt without its own evidence is worth its cell's unseen value: one value per cell.
+        unseen = success.prompt_value(k * means, k * (1.0 - means), self.group_size, self.objective)
         for lo in range(0, n, _CHUNK):
             hi = min(lo + _CHUNK, n)
-            a, b = success.pooled_posterior(
-                st["s"][lo:hi].astype(np.float64),
-                st["f"][lo:hi].astype(np.float64),
-                st["cells"][lo:hi],
-                means,
-                self.config.success_prior,
-            )
-            value = np.maximum(success.prompt_value(a, b, self.group_size, self.objective), _MIN_VALUE)
+            cells = st["cells"][lo:hi]
+            value = unseen[cells]
+            own = np.flatnonzero((st["s"][lo:hi] > 0) | (st["f"][lo:hi] > 0))
+            if len(own):
+                a, b = success.pooled_posterior(
+                    st["s"][lo:hi][own].astype(np.float64),
+                    st["f"][lo:hi][own].astype(np.float64),
+                    cells[own],
+                    means,
+                    k,
+                )
+                value[own] = success.prompt_value(a, b, self.group_size, self.objective)
+            value = np.maximum(value, _MIN_VALUE)
             if tilt:
                 value *= np.exp(tilt * zscore(self.complexity[lo:hi], self._c_moments))
             out[lo:hi] = value
