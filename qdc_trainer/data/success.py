@@ -18,7 +18,7 @@ dynamic sampling, Yu et al. 2025, arXiv 2503.14476; online difficulty filtering,
 *cell* ``c`` (a complexity level ``L``, crossed with the cluster and a user key where given:
 :func:`difficulty_cells`) keeps the sums ``(S_c, F_c)`` over its prompts, each level the sums ``(S_L, F_L)``
 over its cells, and the run the totals ``(S, F)``. All counts are multiplied by ``success_decay`` per optimizer
-step (at each weight refresh) before the new groups are added, since the policy moves. A prompt's pass rate is
+step (0.995 by default, at each weight refresh) before the new groups are added, since the policy moves. A prompt's pass rate is
 then the Beta posterior (:func:`pooled_posterior`)::
 
     p_all = (S + 1) / (S + F + 2)                       the run's pass rate (Laplace)
@@ -26,7 +26,7 @@ then the Beta posterior (:func:`pooled_posterior`)::
     m_c   = (S_c + k m_L) / (S_c + F_c + k)             the cell's, shrunk towards its level's
     p_i  ~ Beta(s_i + k m_c,  f_i + k (1 - m_c))        the prompt's, shrunk towards its cell's
 
-with ``k`` pseudo-counts (``success_prior``). An unseen prompt borrows its cell's pass rate, an unseen cell its
+with ``k`` pseudo-counts (``success_prior``, 2 by default). An unseen prompt borrows its cell's pass rate, an unseen cell its
 level's, an unseen level the run's, each with the uncertainty of ``k`` observations; clusters that carry no
 difficulty (phrasings, say) cost little, since their cells fall back on the level. The weight is the expectation
 of the value under this posterior (:func:`mixed_group_probability`, :func:`expected_variance`), so an uncertain

@@ -122,14 +122,14 @@ class QDCSamplerConfig:
         },
     )
     success_decay: float = field(
-        default=0.98,
+        default=0.995,
         metadata={
             "help": "Under GRPO: the success counts are multiplied by this per optimizer step (the policy moves; "
-            "0.98: evidence halves in about 34 steps)."
+            "0.995: evidence halves in about 140 steps)."
         },
     )
     success_prior: float = field(
-        default=4.0,
+        default=2.0,
         metadata={
             "help": "Under GRPO: pseudo-counts with which a prompt's pass rate borrows its difficulty cell's, and a "
             "cell's the run's (more: more pooling)."

@@ -104,7 +104,7 @@ def test_unseen_prompts_borrow_their_cell_and_the_weights_follow_the_mixed_chanc
     sampler.record_success([0, 10, 20], successes=[4, 2, 0], trials=[4, 4, 4], mixed=[0, 1, 0])
     assert sampler.update()
     a, b = sampler.success_posterior()
-    k, p_all = 4.0, (6 + 1) / (12 + 2)
+    k, p_all = sampler.config.success_prior, (6 + 1) / (12 + 2)
     level = [(4 + k * p_all) / (4 + k), (2 + k * p_all) / (4 + k), (0 + k * p_all) / (4 + k)]
     m = [(wins + k * lv) / (4 + k) for wins, lv in zip([4, 2, 0], level)]  # one cell per level, shrunk twice
     assert a[[1, 11, 21]].tolist() == pytest.approx([k * x for x in m])  # unseen: the cell's mean
@@ -261,4 +261,4 @@ def test_a_checkpoint_from_before_the_new_knobs_still_loads(tmp_path):
     state["config"] = np.array(json.dumps(config, sort_keys=True))
     QDCSampler(5).load_state_dict(state)
     with pytest.raises(SamplerStateError, match="success_prior"):
-        QDCSampler(5, config=QDCSamplerConfig(success_prior=2.0)).load_state_dict(state)
+        QDCSampler(5, config=QDCSamplerConfig(success_prior=3.0)).load_state_dict(state)
