@@ -32,7 +32,7 @@ import numpy as np
 
 from ._inputs import Corpus, check_order
 
-__all__ = ["ViewStats", "collection_stats"]
+__all__ = ["ViewStats", "collection_means", "collection_stats"]
 
 
 @dataclass(frozen=True)
@@ -202,3 +202,15 @@ def collection_stats(
             bleu = np.where((numerators[index][1] == 0) | (lengths == 0), 0.0, bp * np.exp(log_p))
         out.append(ViewStats(collection=view, bleu=bleu, distinct=distinct[index]))
     return out
+
+
+def collection_means(collection: np.ndarray, values: np.ndarray) -> list[float]:
+    """Per collection ``c = 0, 1, ...``: the mean of ``values`` over its texts, in text order (the same float as
+    ``values[collection == c].mean()``).
+
+    >>> collection_means(np.array([0, 1, 0]), np.array([1.0, 5.0, 2.0]))
+    [1.5, 5.0]
+    """
+    members = np.argsort(collection, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(collection))]
+    return [float(values[members[a:b]].mean()) for a, b in zip(bounds[:-1], bounds[1:])]

@@ -37,7 +37,7 @@ from transformers.utils import logging
 
 from ..grpo import completion_text
 from ._inputs import Corpus
-from ._segmented import collection_stats
+from ._segmented import collection_means, collection_stats
 from .coverage import pass_at_k
 from .diversity import _nanmean
 
@@ -188,11 +188,7 @@ def rollout_measures(
         stats = collection_stats(Corpus.from_texts(texts, "completions"), views, max_n=4, distinct_orders=(2,))
         for name, view in zip(names, stats):
             out[f"{name}/distinct_2"] = _nanmean(view.distinct[2].tolist())
-            members = np.argsort(view.collection, kind="stable")
-            bounds = np.r_[0, np.cumsum(np.bincount(view.collection))]
-            out[f"{name}/self_bleu"] = _nanmean(
-                [float(view.bleu[members[a:b]].mean()) for a, b in zip(bounds[:-1], bounds[1:])]
-            )
+            out[f"{name}/self_bleu"] = _nanmean(collection_means(view.collection, view.bleu))
     if answer is not None:
         out["distinct_answers"] = answer_diversity(texts, k, answer)
     out["zero_signal_share"] = zero_signal_share(values, k)
