@@ -17,11 +17,10 @@ A block is drawn when the dataloader first needs it; because dataloaders fetch
 ahead, a block reflects the feedback of the blocks before the previous one (two
 or more update windows back with dataloader workers).
 
-Memory: 28 bytes per example (quality, complexity, cluster id, loss EMA and the
-fixed part of the weight as 32-bit values, the cumulative probabilities as
-float64). A refresh works in chunks of 1M examples and costs about 10 ns per
-example, so with 100 million examples choose ``update_every`` so that a refresh
-(about a second) is rare next to the steps between refreshes.
+Memory: 32 bytes per example (quality, complexity, cluster id, loss EMA, the fixed part of the weight and the
+draw guide table as 32-bit values, the cumulative probabilities as float64), 8 more under GRPO (the success
+counts). A refresh works in chunks of 1M examples and costs about 10 ns per example, so with 100 million
+examples choose ``update_every`` so that a refresh (about a second) is rare next to the steps between refreshes.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ import torch
 from transformers.utils import logging
 
 from .._config import resolve_config
-from . import sampler_state, success, weights
+from . import draws, sampler_state, success, weights
 from .columns import check_column, dataset_columns, dense_ids, moments, zscore
 from .sampler_state import SamplerStateError
 from .weights import QDCSamplerConfig
@@ -324,9 +323,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         """Indices of block ``block`` of epoch ``epoch`` from the current weights (a pure function of them)."""
         seed = np.random.SeedSequence([self.config.seed, int(epoch), int(block)]).generate_state(1, np.uint64)[0]
         generator = torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
-        u = torch.rand(size, generator=generator, dtype=torch.float64) * float(self._cdf[-1])
-        idx = torch.searchsorted(torch.from_numpy(self._cdf), u, right=True)
-        return idx.clamp_(max=self.num_examples - 1).numpy()
+        u = torch.rand(size, generator=generator, dtype=torch.float64).numpy() * float(self._cdf[-1])
+        return np.minimum(draws.lookup(self._cdf, self._guide, u), self.num_examples - 1)  # O(1) per index
 
     def _forget_trained_blocks(self, block_size: int) -> None:
         """Keep only blocks not yet trained on (at most the last ``_MAX_OPEN_BLOCKS``, for runs without feedback).
@@ -625,6 +623,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             global_loss_ema=self.global_loss_ema,
             example_factor=factor,
         )
+        self._guide = draws.guide_table(self._cdf, getattr(self, "_guide", None))  # O(1) draws (draws.py)
 
     @property
     def _online(self) -> bool:

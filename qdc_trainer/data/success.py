@@ -18,21 +18,21 @@ dynamic sampling, Yu et al. 2025, arXiv 2503.14476; online difficulty filtering,
 *cell* ``c`` (a complexity level ``L``, crossed with the cluster and a user key where given:
 :func:`difficulty_cells`) keeps the sums ``(S_c, F_c)`` over its prompts, each level the sums ``(S_L, F_L)``
 over its cells, and the run the totals ``(S, F)``. All counts are multiplied by ``success_decay`` per optimizer
-step (0.995 by default, at each weight refresh) before the new groups are added, since the policy moves. A prompt's pass rate is
-then the Beta posterior (:func:`pooled_posterior`)::
+step (0.995 by default, at each weight refresh) before the new groups are added, since the policy moves. A
+prompt's pass rate is then the Beta posterior (:func:`pooled_posterior`)::
 
     p_all = (S + 1) / (S + F + 2)                       the run's pass rate (Laplace)
     m_L   = (S_L + k p_all) / (S_L + F_L + k)           the level's, shrunk towards the run's
     m_c   = (S_c + k m_L) / (S_c + F_c + k)             the cell's, shrunk towards its level's
     p_i  ~ Beta(s_i + k m_c,  f_i + k (1 - m_c))        the prompt's, shrunk towards its cell's
 
-with ``k`` pseudo-counts (``success_prior``, 2 by default). An unseen prompt borrows its cell's pass rate, an unseen cell its
-level's, an unseen level the run's, each with the uncertainty of ``k`` observations; clusters that carry no
-difficulty (phrasings, say) cost little, since their cells fall back on the level. The weight is the expectation
-of the value under this posterior (:func:`mixed_group_probability`, :func:`expected_variance`), so an uncertain
-prompt is worth a fair amount (``Beta(1, 1)`` with ``G = 8``: 0.78) and a prompt known to be always or never
-solved close to nothing. Most draws from a large pool are first visits (400 draws from 4,000 prompts: about 95%), so the
-cell's pooled estimate is what carries over.
+with ``k`` pseudo-counts (``success_prior``, 2 by default). An unseen prompt borrows its cell's pass rate, an
+unseen cell its level's, an unseen level the run's, each with the uncertainty of ``k`` observations; clusters
+that carry no difficulty (phrasings, say) cost little, since their cells fall back on the level. The weight is
+the expectation of the value under this posterior (:func:`mixed_group_probability`, :func:`expected_variance`),
+so an uncertain prompt is worth a fair amount (``Beta(1, 1)`` with ``G = 8``: 0.78) and a prompt known to be
+always or never solved close to nothing. Most draws from a large pool are first visits (400 draws from 4,000
+prompts: about 95%), so the cell's pooled estimate is what carries over.
 
 **Rewards to successes** (:func:`group_outcomes`): with a ``success_threshold`` a completion succeeds when its
 reward is at least the threshold; without one, rewards must lie in ``[0, 1]`` and count as fractional
