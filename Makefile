@@ -1,5 +1,5 @@
 # One-command setup for a fresh clone.
-#   make demo   create .venv, install qdc-trainer, run the main job (recipes/arithmetic/sft_qdc.yaml)
+#   make demo   create .venv, install qdc-trainer, run the main job (the packaged recipe arithmetic/sft_qdc)
 #               (DEMO_ARGS adds flags, e.g. make demo DEMO_ARGS="--smoke true")
 #   make test   create .venv, install qdc-trainer with its dev tools, run the tests
 #   make lint   ruff (lint and format check; settings in pyproject.toml)
@@ -34,7 +34,7 @@ $(VENV)/.dev: $(VENV)/.torch pyproject.toml
 	touch $@
 
 demo: $(VENV)/.demo
-	$(VENV)/bin/qdc train --config recipes/arithmetic/sft_qdc.yaml $(DEMO_ARGS)
+	$(VENV)/bin/qdc train --config arithmetic/sft_qdc $(DEMO_ARGS)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest tests qdc_trainer -q
