@@ -539,10 +539,10 @@ def recipe_experiment(path: str | os.PathLike | None) -> str | None:
 
 
 def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, where: str) -> None:
-    from ..collapse import ACTIONS
+    from ..callbacks.collapse import ACTIONS
 
     if qdc.detector_watch:
-        from ..collapse import watch_from_keys
+        from ..callbacks.collapse import watch_from_keys
 
         try:
             watch_from_keys(qdc.detector_watch)
