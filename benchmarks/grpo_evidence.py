@@ -1,4 +1,4 @@
-"""GRPO with uniform prompts against GRPO with the QDC prompt sampler: the evidence table of the README.
+"""GRPO with uniform prompts against GRPO with the QDC prompt sampler: the evidence table of docs/evidence/grpo.md.
 
 For each seed, runs the packaged recipes ``arithmetic/grpo_uniform`` and ``arithmetic/grpo_qdc`` with
 ``qdc train`` (one warm-up, shared by every run through ``sft_output_dir``; the seed changes GRPO's sampling and
@@ -7,7 +7,7 @@ distribution before and after GRPO, the rollouts' across-prompt distinct-2 and z
 the end of GRPO, and the verdict of the collapse detector's default RL watch (replayed over the logged series).
 Runs already finished are reused, so an interrupted run continues; ``--summarize`` only prints the table.
 
-    python benchmarks/grpo_evidence.py --seeds 0 1 2 --workers 2     # the README's table
+    python benchmarks/grpo_evidence.py --seeds 0 1 2 --workers 2     # the table of docs/evidence/grpo.md
     python benchmarks/grpo_evidence.py --smoke                        # seconds (what CI runs)
 """
 
