@@ -246,3 +246,10 @@ def test_qdc_recipes_lists_every_packaged_recipe_with_its_description(capsys):
     assert capsys.readouterr().out == (RECIPES_DIR / "arithmetic" / "grpo_qdc.yaml").read_text()
     assert main(["recipes", "--show", "arithmetic/nothing"]) == 2
     assert "no packaged recipe is named 'arithmetic/nothing'" in capsys.readouterr().err
+
+
+def test_every_packaged_recipe_is_package_data_of_the_wheel():
+    """The wheel holds what pyproject's package-data globs match: recipes/<group>/<name>.yaml."""
+    assert '"recipes/*/*.yaml"' in (ROOT / "pyproject.toml").read_text()
+    assert RECIPES and all(len(p.relative_to(RECIPES_DIR).parts) == 2 for p in RECIPES)
+    assert RECIPES_DIR == ROOT / "qdc_trainer" / "recipes" and not list(ROOT.glob("recipes/**/*.yaml"))  # one source
