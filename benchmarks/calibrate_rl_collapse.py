@@ -167,10 +167,18 @@ def replay(row: dict[str, Any], key: str, settings: dict[str, Any]) -> dict:
 
 
 def summarize(rows: list[dict[str, Any]]) -> str:
-    """Markdown tables: per candidate, runs flagged per condition with their warning steps; and the trajectories."""
+    """Markdown tables: per candidate, runs flagged per condition with their warning steps; and the trajectories.
+
+    Each count carries its one-sided 95% Clopper-Pearson bound (``qdc_trainer.experiments.stats``): an upper bound
+    on the false-alarm rate of healthy runs (0 of 5 bounds it only below 0.45), a lower bound on the detection rate
+    of collapsing ones (5 of 5 bounds it only above 0.55).
+    """
+    from qdc_trainer.experiments.stats import binomial_upper_bound
+
     lines = [
-        "| series | thresholds | baseline, EMA | healthy: false alarms | planted: flagged (warning steps) "
-        "| hacking: flagged (warning steps) | largest healthy drift |",
+        "| series | thresholds | baseline, EMA | healthy: false alarms (rate, 95% upper bound) "
+        "| planted: flagged (warning steps; rate, 95% lower bound) "
+        "| hacking: flagged (warning steps; rate, 95% lower bound) | largest healthy drift |",
         "|---|---|---|---|---|---|---|",
     ]
     for key, settings in CANDIDATES:
@@ -182,12 +190,16 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             runs = [r for r in rows if r["condition"] == condition]
             results = [replay(r, key, settings) for r in runs]
             flagged = [x["warn"] for x in results if x["warn"] is not None]
-            if condition == "healthy":
+            if not runs:
+                cells.append("n/a")
+            elif condition == "healthy":
                 worst_healthy = max((x["worst"] for x in results), default=0.0)
-                cells.append(f"{len(flagged)} / {len(runs)}")
+                bound = binomial_upper_bound(len(flagged), len(runs))
+                cells.append(f"{len(flagged)} / {len(runs)} (≤ {bound:.2f})")
             else:
                 steps = ", ".join(str(s) for s in sorted(flagged)) or "none"
-                cells.append(f"{len(flagged)} / {len(runs)} ({steps})")
+                bound = 1.0 - binomial_upper_bound(len(runs) - len(flagged), len(runs))  # misses bound detection
+                cells.append(f"{len(flagged)} / {len(runs)} ({steps}; ≥ {bound:.2f})")
         limits = f"{warn:.0%} / {collapse:.0%}" if relative else f"{warn:.2f} / {collapse:.2f}"
         drift = f"{worst_healthy:.0%}" if relative else f"{worst_healthy:.3f}"
         name = f"`{key}` ({direction}{', relative' if relative else ''})"

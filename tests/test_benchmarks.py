@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,6 +86,42 @@ def test_grpo_evidence_smoke(tmp_path):
         assert (tmp_path / "ev" / f"{arm}_seed0" / "results.json").is_file()
     # one warm-up, shared by both arms
     assert (tmp_path / "ev" / "sft" / "qdc_warmup.json").is_file()
+
+
+def test_sft_evidence_smoke(tmp_path):
+    rows = tmp_path / "rows"
+    args = ("--out", str(rows), "--scratch", str(tmp_path / "runs"), "--arms", "qdc", "filter", "plain")
+    out = run_smoke("sft_evidence.py", *args)
+    names = sorted(p.name for p in rows.glob("*.json"))
+    # noisy data: the three arms; clean data: no filter run (it would drop nothing)
+    assert names == [
+        "filter_noise0.2_seed0.json",
+        "plain_noise0.2_seed0.json",
+        "plain_noise0_seed0.json",
+        "qdc_noise0.2_seed0.json",
+        "qdc_noise0_seed0.json",
+    ]
+    filtered = json.loads((rows / "filter_noise0.2_seed0.json").read_text())
+    plain = json.loads((rows / "plain_noise0.2_seed0.json").read_text())
+    assert filtered["train_size"] < plain["train_size"]  # the verifier dropped the noisy examples
+    assert set(plain["acc_ood_solved"]) <= {"0", "1"} and plain["acc_ood_solved"]
+    assert plain["acc_id"] == pytest.approx(plain["acc_id_solved"].count("1") / len(plain["acc_id_solved"]))
+    assert "| **qdc − filter, OOD accuracy > +0.00** | noise 0.2 | 1 |" in out
+    again = run_smoke("sft_evidence.py", *args)  # every row exists: nothing runs, the same tables
+    assert again.strip() and out.rstrip().endswith(again.strip())
+
+
+def test_the_sft_evidence_tables_regenerate_from_the_committed_rows():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import sft_evidence
+
+    rows = sft_evidence.load_rows(ROOT / "docs" / "evidence" / "sft_rows")
+    assert rows, "no committed rows"
+    page = (ROOT / "docs" / "evidence" / "sft.md").read_text()
+    for table in sft_evidence.summarize(rows).split("\n\n"):
+        assert table in page
 
 
 def test_the_rl_evidence_tables_regenerate_from_the_committed_runs():
