@@ -465,6 +465,61 @@ def bench_sampler_at(n: int, sizes: Sizes, single: float) -> SamplerResult:
     return result
 
 
+def earlier_draw_block(sampler: QDCSampler, epoch: int, block: int, size: int) -> np.ndarray:
+    """``QDCSampler.draw_block`` before the guide table: a binary search with ``torch.searchsorted``."""
+    seed = np.random.SeedSequence([sampler.config.seed, int(epoch), int(block)]).generate_state(1, np.uint64)[0]
+    generator = torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
+    u = torch.rand(size, generator=generator, dtype=torch.float64) * float(sampler._cdf[-1])
+    idx = torch.searchsorted(torch.from_numpy(sampler._cdf), u, right=True)
+    return idx.clamp_(max=sampler.num_examples - 1).numpy()
+
+
+def bench_draws(n: int) -> None:
+    """Draws through the guide table against the earlier binary search, on the same sampler: an epoch (block
+    4096) and one 320-index block with torch at 2 threads (best of 200), and the two streams compared."""
+    columns = make_columns(n)
+    sampler = QDCSampler(
+        n,
+        quality=columns["quality"],
+        complexity=columns["complexity"],
+        clusters=columns["clusters"],
+        block_size=4096,
+        config=QDCSamplerConfig(seed=SEED % 1000),
+    )
+    del columns
+    uniform = torch.utils.data.RandomSampler(range(n), generator=torch.Generator().manual_seed(SEED))
+    ours_draw = sampler.draw_block
+    same = all(np.array_equal(ours_draw(0, b, 4096), earlier_draw_block(sampler, 0, b, 4096)) for b in range(0, 50, 7))
+    best = {"ours": math.inf, "earlier": math.inf, "random": math.inf}
+    for run in range(3):
+        for key in best:
+            sampler.set_epoch(run + 1)
+            if key == "earlier":
+                sampler.draw_block = lambda e, b, size: earlier_draw_block(sampler, e, b, size)
+            start = time.perf_counter()
+            consume(iter(uniform) if key == "random" else iter(sampler))
+            best[key] = min(best[key], time.perf_counter() - start)
+            sampler.draw_block = ours_draw
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    block = {}
+    for key, draw in (("ours", ours_draw), ("earlier", lambda e, b, size: earlier_draw_block(sampler, e, b, size))):
+        times = []
+        for b in range(200):
+            start = time.perf_counter()
+            draw(0, b, 320)
+            times.append(time.perf_counter() - start)
+        block[key] = min(times), float(np.median(times))
+    torch.set_num_threads(threads)
+    print(
+        f"  draws at {n_label(n)}: epoch / RandomSampler: guide table {best['ours'] / best['random']:.2f}x, "
+        f"earlier binary search {best['earlier'] / best['random']:.2f}x (RandomSampler {best['random']:.3f}s); "
+        f"320-index block at 2 torch threads, best / median: {block['ours'][0] * 1e6:.0f} / "
+        f"{block['ours'][1] * 1e6:.0f} µs, earlier {block['earlier'][0] * 1e6:.0f} / {block['earlier'][1] * 1e6:.0f} "
+        f"µs; streams {'identical' if same else 'DIFFER'}"
+    )
+
+
 def sampler_rows(results: list[SamplerResult], sizes: Sizes) -> list[Row]:
     rows: list[Row] = []
     for res in results:
@@ -980,6 +1035,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(staleness_note(instrumented))
 
+    print()
+    print("3. Draws: the guide table against the earlier binary search (torch.searchsorted), same sampler")
+    for n in sizes.sampler_n:
+        if n <= 10_000_000:
+            bench_draws(n)
     print()
     print("Summary" + (" (smoke sizes: these figures say nothing about the targets)" if args.smoke else ""))
     for res in results:

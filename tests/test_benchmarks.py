@@ -35,6 +35,23 @@ def test_bench_sampler_smoke():
     out = run_smoke("bench_sampler.py")
     assert "epoch iteration at N=1e5" in out
     assert "QDCTrainer per-step overhead vs Trainer" in out
+    assert "guide table" in out and "streams identical" in out
+
+
+def test_bench_rollout_smoke():
+    out = run_smoke("bench_rollout.py")
+    assert "1. rollout_measures" in out and "2. generation monitor" in out
+    assert out.count("identical") == 2 and "DIFFER" not in out
+
+
+def test_bench_scoring_smoke():
+    out = run_smoke("bench_scoring.py")
+    assert "ARI vs topics" in out and "ratio earlier / ours" in out and "clustering alone" in out
+
+
+def test_bench_pairwise_smoke():
+    out = run_smoke("bench_pairwise.py")
+    assert "nearest neighbours 2,000 x 64" in out and "vendi_score q=2" in out
 
 
 def test_bench_monitor_smoke():

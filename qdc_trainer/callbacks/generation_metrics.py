@@ -14,8 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from ..metrics._inputs import Corpus
+from ..metrics._segmented import collection_means, collection_stats
 from ..metrics.complexity import repetition_rate
 from ..metrics.diversity import (
+    _nanmean,
     compression_ratio,
     distinct_n,
     grouped_diversity,
@@ -136,8 +139,8 @@ def measure_generations(
         else:  # one prompt: no across-input diversity
             out[f"per_input/{name}"] = float(metric(items[0]))
 
-    for name, metric in TEXT_METRICS.items():
-        add(name, metric, groups)
+    corpus = Corpus.from_texts(flat, "samples")  # tokenized once, for every text measure
+    out.update(_text_diversity(flat, corpus, len(groups), k))
     if embeddings is not None:
         matrix = np.asarray(embeddings, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[0] != len(flat):
@@ -154,9 +157,9 @@ def measure_generations(
         if counts.shape != (len(groups), k):
             raise ValueError(f"num_tokens must have the shape of samples ({len(groups)}, {k}), got {counts.shape}")
     else:
-        counts = np.asarray([[len(t.split()) for t in g] for g in groups], dtype=np.float64)
+        counts = corpus.lengths.astype(np.float64).reshape(len(groups), k)
     out["length"] = float(counts.mean())
-    out["repetition"] = float(repetition_rate(flat, n=3).mean())
+    out["repetition"] = float(repetition_rate(corpus, n=3).mean())
     out["empty_rate"] = float(np.mean([not t.strip() for t in flat]))
     if entropy is not None:
         out["entropy"] = float(entropy)
@@ -165,6 +168,30 @@ def measure_generations(
         if len(values) != len(flat):
             raise ValueError(f"scores must have one value per sample ({len(flat)}), got {len(values)}")
         out["quality"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return out
+
+
+def _text_diversity(flat: list[str], corpus: Corpus, n_prompts: int, k: int) -> dict[str, float]:
+    """:data:`TEXT_METRICS` per input and across inputs, as ``grouped_diversity`` computes them, with the
+    texts tokenized once and distinct-1, distinct-2 and self-BLEU of every collection of both views taken
+    from one sort per n-gram order (:func:`~qdc_trainer.metrics._segmented.collection_stats`: the same
+    values, bit for bit)."""
+    docs = np.arange(len(flat), dtype=np.int64)
+    scopes = [("per_input", docs // k)] + ([("across_input", docs % k)] if n_prompts >= 2 else [])
+    stats = collection_stats(corpus, [view for _, view in scopes], max_n=4, distinct_orders=(1, 2))
+    out: dict[str, float] = {}
+    for name in TEXT_METRICS:
+        for (scope, view), stat in zip(scopes, stats):
+            said = np.bincount(view, weights=corpus.lengths) > 0  # a collection of empty texts has no value
+            if name == "self_bleu":
+                values = collection_means(view, stat.bleu)
+            elif name == "compression_ratio":
+                members = [[flat[d] for d in np.flatnonzero(view == c)] for c in range(len(said))]
+                values = [compression_ratio(m) if ok else float("nan") for m, ok in zip(members, said)]
+            else:
+                values = stat.distinct[int(name[-1])].tolist()
+            values = [v if ok else float("nan") for v, ok in zip(values, said)]
+            out[f"{scope}/{name}"] = _nanmean(values) if n_prompts >= 2 else float(values[0])
     return out
 
 

@@ -165,6 +165,11 @@ class GenerationMonitorCallback(TrainerCallback):
             self.every = max(1, int(state.logging_steps or args.logging_steps or 1))
         self._encoded = self._encode_prompts()
         self._last_step = None
+        if callable(getattr(self.embedder, "follow", None)):  # an Embedder runs where the model runs
+            try:
+                self.embedder.follow(self._model().device)
+            except Exception as err:  # a monitoring callback never stops the run
+                self._failed("embed", err, state.global_step)
         self.failures = {}
         if cfg.save_samples and self.trainer.accelerator.is_main_process:
             try:

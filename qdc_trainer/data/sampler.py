@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .._config import resolve_config
-from . import sampler_state, weights
+from . import draws, sampler_state, weights
 from .columns import check_column, dataset_columns, dense_ids, moments
 from .sampler_state import SamplerStateError
 from .weights import QDCSamplerConfig
@@ -288,9 +288,8 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         """Indices of block ``block`` of epoch ``epoch`` from the current weights (a pure function of them)."""
         seed = np.random.SeedSequence([self.config.seed, int(epoch), int(block)]).generate_state(1, np.uint64)[0]
         generator = torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
-        u = torch.rand(size, generator=generator, dtype=torch.float64) * float(self._cdf[-1])
-        idx = torch.searchsorted(torch.from_numpy(self._cdf), u, right=True)
-        return idx.clamp_(max=self.num_examples - 1).numpy()
+        u = torch.rand(size, generator=generator, dtype=torch.float64).numpy() * float(self._cdf[-1])
+        return np.minimum(draws.lookup(self._cdf, self._guide, u), self.num_examples - 1)  # O(1) per index
 
     def _forget_trained_blocks(self, block_size: int) -> None:
         """Keep only blocks not yet trained on (at most the last ``_MAX_OPEN_BLOCKS``, for runs without feedback).
@@ -388,6 +387,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             loss_ema=self.loss_ema,
             global_loss_ema=self.global_loss_ema,
         )
+        self._guide = draws.guide_table(self._cdf, getattr(self, "_guide", None))  # O(1) draws (draws.py)
 
     @property
     def _online(self) -> bool:

@@ -113,12 +113,20 @@ class Corpus:
             token_lists = [t.split() for t in items]
         else:
             token_lists = [tokenize(t, name, i) for i, t in enumerate(items)]
-        flat = list(itertools.chain.from_iterable(token_lists))
-        vocab = {token: i for i, token in enumerate(dict.fromkeys(flat))}
-        ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int64, count=len(flat))
         offsets = np.zeros(len(items) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, token_lists), dtype=np.int64, count=len(items)), out=offsets[1:])
-        return cls(ids, offsets, len(vocab))
+        total = int(offsets[-1])
+        # one dict pass: each token maps to the position of its value's first occurrence ...
+        vocab: dict = {}
+        first = np.fromiter(
+            map(vocab.setdefault, itertools.chain.from_iterable(token_lists), itertools.count()),
+            dtype=np.int64,
+            count=total,
+        )
+        # ... and those positions, in order, to 0, 1, 2, ...: ids in order of first occurrence
+        dense = np.empty(total, dtype=np.int64)
+        dense[np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))] = np.arange(len(vocab))
+        return cls(dense[first], offsets, len(vocab))
 
     def ngram_keys(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """All n-grams that lie inside one text: ``(doc, key)``, equal keys meaning equal n-grams.

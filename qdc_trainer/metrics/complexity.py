@@ -100,12 +100,19 @@ def repetition_rate(texts: Sequence[TextLike], n: int = 3) -> np.ndarray:
     [0.6, 0.0]
     """
     corpus = Corpus.from_texts(texts)
-    doc, gram = corpus.ngrams(n)
+    doc, key = corpus.ngram_keys(n)
     total = np.bincount(doc, minlength=corpus.n_docs).astype(np.float64)
-    if len(gram) == 0:
+    if len(key) == 0:
         return np.zeros(corpus.n_docs)
-    base = int(gram.max()) + 1
-    unique = np.bincount(np.unique(doc * base + gram) // base, minlength=corpus.n_docs)
+    doc_bits = max(corpus.n_docs - 1, 1).bit_length()
+    if (int(key.max()) + 1).bit_length() + doc_bits > 62:
+        _, key = np.unique(key, return_inverse=True)
+        key = key.reshape(-1).astype(np.int64, copy=False)
+    pairs = np.sort(key << doc_bits | doc)  # one value sort: equal (n-gram, text) pairs side by side
+    first = np.empty(len(pairs), dtype=bool)
+    first[0] = True
+    np.not_equal(pairs[1:], pairs[:-1], out=first[1:])
+    unique = np.bincount(pairs[first] & ((1 << doc_bits) - 1), minlength=corpus.n_docs)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, 1.0 - unique / np.maximum(total, 1), 0.0)
 

@@ -279,7 +279,10 @@ def vendi_score(embeddings: Any, q: float = 1.0) -> float:
 
     When ``n > dim`` the non-zero eigenvalues are taken from the ``dim × dim``
     matrix ``Xᵀ X / n``, which has the same non-zero spectrum: O(n dim² + dim³)
-    instead of O(n³).
+    instead of O(n³). Cost: O(n · d · m + m³) for ``m = min(n, dim)``: 0.03 s at
+    10,000 × 384, about 0.8 s at 1,000 × 1,024 (a 1,000 × 1,000 eigenproblem). With
+    ``q=2`` no eigenproblem is solved: ``Σ λ² = ‖K / n‖_F²``, O(n · d · m) (same value
+    within 1e-12).
 
     Raises on NaN/inf, all-zero rows (no direction) and empty input.
 
@@ -292,6 +295,8 @@ def vendi_score(embeddings: Any, q: float = 1.0) -> float:
     x = l2_normalize(as_matrix(embeddings))
     n, d = x.shape
     gram = (x.T @ x) if n > d else (x @ x.T)
+    if q == 2:  # exp(H_2) = 1 / Σ λ², and Σ λ² is the squared Frobenius norm of K / n
+        return float(1.0 / np.square(gram / n).sum())
     eigenvalues = np.linalg.eigvalsh(gram / n)
     return _renyi_exp_entropy(eigenvalues, q, _rank_tolerance(eigenvalues, max(n, d)))
 
@@ -301,6 +306,10 @@ def vendi_score_from_kernel(kernel: Any, q: float = 1.0, normalize: bool = False
 
     With ``normalize=True`` the kernel is first rescaled to a unit diagonal,
     ``K[i, j] / sqrt(K[i, i] K[j, j])``. Same ``q`` as :func:`vendi_score`.
+
+    Cost: O(n³) (the full spectrum of an n × n matrix, which also checks that it is
+    positive semi-definite): about 1 s at 700 items, 25 s at 2,000. For embeddings, call
+    :func:`vendi_score` instead, which works on the ``dim × dim`` dual when ``n > dim``.
 
     >>> vendi_score_from_kernel([[1.0, 0.0], [0.0, 1.0]])
     2.0
@@ -349,21 +358,46 @@ def mean_pairwise_cosine_distance(embeddings: Any) -> float:
 def nearest_neighbor_distances(embeddings: Any, chunk_size: int = 2048) -> np.ndarray:
     """Per row, the cosine distance to its nearest *other* row (0 for an exact duplicate direction).
 
-    Computed in row chunks of ``chunk_size`` to bound memory at ``chunk_size × n``
-    floats. Needs at least two rows.
+    Exact search in float32 tiles of ``chunk_size × chunk_size`` similarities (memory bounded by that
+    tile), each pair computed once (a tile above the diagonal gives both its rows' and its columns'
+    candidates), keeping only each row's largest similarity. Cost: O(n² · dim / 2) multiply-adds in
+    float32 BLAS and no n × n matrix: about 1.5-2 s of CPU for 20,000 × 384 on one core (float64 and
+    every pair twice took 7-8 s). Float32 rounding moves a distance by about 1e-7 (at most a few 1e-6
+    at 1,000+ dimensions) from an all-float64 search; distances below 1e-5 are recomputed in float64
+    against the neighbour found, so a duplicate direction is at distance 0 (each such row costs one more
+    pass over the rows).
+    Needs at least two rows.
 
     >>> nearest_neighbor_distances([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]).tolist()
     [0.0, 0.0, 1.0]
     """
     x = l2_normalize(as_matrix(embeddings, min_rows=2))
     n = x.shape[0]
-    nearest = np.empty(n)
-    for start in range(0, n, chunk_size):
-        sim = x[start : start + chunk_size] @ x.T
-        rows = np.arange(sim.shape[0])
-        sim[rows, start + rows] = -np.inf
-        nearest[start : start + chunk_size] = 1.0 - sim.max(axis=1)
-    return np.clip(nearest, 0.0, 2.0)
+    x32 = x.astype(np.float32)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    step = max(int(chunk_size), 1)
+    for lo in range(0, n, step):
+        rows = x32[lo : lo + step]
+        mine = best[lo : lo + len(rows)]
+        for start in range(lo, n, step):
+            sim = rows @ x32[start : start + step].T
+            if start == lo:
+                np.fill_diagonal(sim, -np.inf)
+            np.maximum(mine, sim.max(axis=1), out=mine)
+            if start != lo:  # the same tile, seen from the other rows
+                theirs = best[start : start + sim.shape[1]]
+                np.maximum(theirs, sim.max(axis=0), out=theirs)
+    similarity = best.astype(np.float64)
+    # near duplicates: find the neighbour again and take the similarity in float64, so that a duplicate
+    # direction is at distance 0 (to float64 rounding) as in an all-float64 search
+    close = np.flatnonzero(similarity > 1.0 - 1e-5)
+    for lo in range(0, len(close), step):
+        rows = close[lo : lo + step]
+        sim = x32[rows] @ x32.T
+        sim[np.arange(len(rows)), rows] = -np.inf
+        partner = sim.argmax(axis=1)
+        similarity[rows] = np.einsum("ij,ij->i", x[rows], x[partner])
+    return np.clip(1.0 - similarity, 0.0, 2.0)
 
 
 def mean_nearest_neighbor_distance(embeddings: Any, chunk_size: int = 2048) -> float:

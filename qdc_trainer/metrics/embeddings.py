@@ -45,11 +45,38 @@ class Embedder:
     """
 
     def __init__(
-        self, encode: Callable[[list[str]], Any], *, batch_size: int = 64, progress: bool | None = None
+        self,
+        encode: Callable[[list[str]], Any],
+        *,
+        batch_size: int = 64,
+        progress: bool | None = None,
+        move: Callable[[Any], None] | None = None,
+        device: Any = None,
     ) -> None:
         if not callable(encode):
             raise TypeError("encode must be a callable from a list of texts to an (n, dim) array")
         self.encode, self.batch_size, self.progress = encode, batch_size, progress
+        self._move = move
+        self.device = device
+        """The device the user chose (None: the embedder follows the trainer's model, see :meth:`follow`)."""
+
+    def to(self, device: Any) -> Embedder:
+        """Move the embedding model (if it has one to move) to ``device``; returns self.
+
+        >>> Embedder(lambda texts: np.ones((len(texts), 2))).to("cpu").device
+        'cpu'
+        """
+        if self._move is not None:
+            self._move(device)
+        self.device = device
+        return self
+
+    def follow(self, device: Any) -> Embedder:
+        """Move to ``device`` unless the user chose a device: what the monitors call with the device of the
+        trainer's model, so that the embedder runs on the GPU when training does. Returns self."""
+        if self.device is None and self._move is not None:
+            self._move(device)
+        return self
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         strings = as_strings(texts)
@@ -78,17 +105,25 @@ class Embedder:
         progress: bool | None = None,
     ) -> Embedder:
         """A sentence-transformers model: a loaded ``SentenceTransformer``, a path or name, or None for the offline
-        default."""
+        default.
+
+        ``device=None`` loads it on the accelerator when there is one (sentence-transformers' own choice:
+        CUDA, then MPS, else the CPU), and the generation monitor moves it to the device of the trainer's model
+        (:meth:`follow`); a ``device`` given here is kept. On the CPU the default model costs about 78 ms of
+        CPU per 256-token text; texts are encoded ``batch_size`` at a time.
+        """
         st = require("sentence_transformers", "embeddings", "Embedder.sentence_transformers")
         if model is None:
             model = default_sentence_model_path()
         if isinstance(model, str):
-            model = st.SentenceTransformer(model, device=device or "cpu")
+            model = st.SentenceTransformer(model, device=device)
+        elif device is not None:
+            model.to(device)
 
         def encode(texts: list[str]) -> np.ndarray:
             return model.encode(texts, batch_size=len(texts), show_progress_bar=False, convert_to_numpy=True)
 
-        return cls(encode, batch_size=batch_size, progress=progress)
+        return cls(encode, batch_size=batch_size, progress=progress, move=model.to, device=device)
 
     @classmethod
     def from_transformers(
@@ -102,7 +137,8 @@ class Embedder:
     ) -> Embedder:
         """Attention-masked mean of the last hidden states of any transformers model (encoder or decoder).
 
-        Texts are truncated to ``max_length`` tokens; the tokenizer is not modified.
+        Texts are truncated to ``max_length`` tokens; the tokenizer is not modified. The inputs go to the
+        model's own device (the embedder follows wherever the model is moved).
         """
 
         def encode(texts: list[str]) -> np.ndarray:
@@ -120,7 +156,7 @@ class Embedder:
                 weights = mask.to(device).unsqueeze(-1).float()
                 return ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy()
 
-        return cls(encode, batch_size=batch_size, progress=progress)
+        return cls(encode, batch_size=batch_size, progress=progress, move=model.to)
 
 
 class HashingEmbedder(Embedder):

@@ -410,3 +410,40 @@ def test_vendi_bounds_and_permutation(n, d, seed):
     assert vendi_score(x[::-1]) == pytest.approx(score)
     assert vendi_score(np.repeat(x[:1], n, axis=0)) == pytest.approx(1.0)
     assert 0.0 <= mean_pairwise_cosine_distance(x) <= 2.0
+
+
+# --------------------------------------------------------------------------- fast pairwise paths
+
+
+def _nearest_float64_reference(x):
+    """The search as it was: every pair in float64, ``1 - max similarity`` per row."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.clip(1.0 - sim.max(axis=1), 0.0, 2.0)
+
+
+@pytest.mark.parametrize("n,d,chunk", [(2, 3, 2048), (37, 5, 8), (300, 64, 64), (301, 16, 100), (1000, 384, 256)])
+def test_tiled_nearest_neighbours_match_the_float64_search(n, d, chunk):
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, d))
+    if n > 10:
+        x[3] = x[9] * 2.0  # a duplicate direction
+        x[4] = x[5] + 1e-3 * rng.normal(size=d)  # a near duplicate
+    got = nearest_neighbor_distances(x, chunk_size=chunk)
+    want = _nearest_float64_reference(x)
+    np.testing.assert_allclose(got, want, atol=2e-6, rtol=0)
+    if n > 10:
+        assert got[3] < 1e-6 and got[9] < 1e-6
+    assert mean_nearest_neighbor_distance(x, chunk_size=chunk) == pytest.approx(want.mean(), abs=2e-6)
+
+
+@pytest.mark.parametrize("n,d", [(50, 8), (8, 50), (200, 200)])
+def test_vendi_q2_without_an_eigenproblem_equals_the_spectrum(n, d):
+    x = np.random.default_rng(d).normal(size=(n, d))
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    eigenvalues = np.clip(np.linalg.eigvalsh(xn @ xn.T / n), 0, None)
+    p = eigenvalues / eigenvalues.sum()
+    assert vendi_score(x, q=2) == pytest.approx(1.0 / (p**2).sum(), rel=1e-10)
+    assert vendi_score(x, q=2) == pytest.approx(vendi_score_from_kernel(xn @ xn.T, q=2), rel=1e-10)

@@ -451,3 +451,29 @@ def test_score_dataset_bad_dataset():
         score_dataset(["a list", "of texts"])
     with pytest.raises(TypeError, match="must hold strings"):
         score_dataset(Dataset.from_dict({"text": [1, 2, 3]}), n_clusters=0)
+
+
+# ----------------------------------------------------------------------------- device
+
+
+def test_an_embedder_follows_the_model_device_unless_the_user_chose_one():
+    moves = []
+    follows = Embedder(lambda texts: np.ones((len(texts), 2)), move=moves.append)
+    assert follows.follow("cuda:0") is follows and moves == ["cuda:0"]
+    pinned = Embedder(lambda texts: np.ones((len(texts), 2)), move=moves.append, device="cpu")
+    pinned.follow("cuda:0")
+    assert moves == ["cuda:0"] and pinned.device == "cpu"
+    pinned.to("cuda:1")
+    assert moves == ["cuda:0", "cuda:1"] and pinned.device == "cuda:1"
+    Embedder(lambda texts: np.ones((len(texts), 2))).follow("cuda:0")  # nothing to move: no error
+
+
+def test_sentence_transformers_embedder_moves_with_the_model(reference_st, monkeypatch):
+    moved = []
+    monkeypatch.setattr(reference_st, "to", lambda device: moved.append(device) or reference_st)
+    emb = Embedder.sentence_transformers(reference_st, progress=False)
+    assert emb.device is None
+    emb.follow("cpu")
+    assert moved == ["cpu"]
+    Embedder.sentence_transformers(reference_st, device="cpu", progress=False).follow("cuda:0")
+    assert moved == ["cpu", "cpu"]  # the chosen device is applied once, and kept

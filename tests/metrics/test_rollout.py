@@ -67,3 +67,122 @@ def test_measures_that_do_not_apply_are_left_out():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="3 completions but 2 rewards"):
         rollout_measures(["a", "b", "c"], [1, 0], 1)
+
+
+# --------------------------------------------------------------------------- the one-pass implementation
+
+
+def _reference_rollout_text_measures(completions, k):
+    """The measures as they were computed before the one-pass implementation: each group and each
+    across-prompt collection on its own, with the public metrics."""
+    from qdc_trainer.metrics import grouped_diversity
+
+    groups = [completions[i : i + k] for i in range(0, len(completions), k)]
+    out = {}
+    if k >= 2 and len(groups) >= 2:
+        for name, metric in (("distinct_2", lambda t: distinct_n(t, 2)), ("self_bleu", self_bleu)):
+            both = grouped_diversity(groups, metric)
+            out[f"per_prompt/{name}"], out[f"across_prompt/{name}"] = both.per_input, both.across_input
+    elif k >= 2:
+        out["per_prompt/distinct_2"] = distinct_n(groups[0], 2)
+        out["per_prompt/self_bleu"] = self_bleu(groups[0])
+    elif len(groups) >= 2:
+        out["across_prompt/distinct_2"] = distinct_n(completions, 2)
+        out["across_prompt/self_bleu"] = self_bleu(completions)
+    return out
+
+
+def _random_batch(rng, n_groups, k, vocab, max_words):
+    texts = []
+    for _ in range(n_groups):
+        base = rng.integers(0, vocab, max_words)
+        for _ in range(k):
+            words = base.copy()
+            mutate = rng.random(max_words) < 0.4
+            words[mutate] = rng.integers(0, vocab, int(mutate.sum()))
+            texts.append(" ".join(f"w{w}" for w in words[: rng.integers(0, max_words + 1)]))
+    return texts
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_rollout_text_measures_equal_the_per_collection_computation_exactly(seed):
+    rng = np.random.default_rng(seed)
+    n_groups, k = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+    if n_groups == 1 and k == 1:
+        k = 2
+    texts = _random_batch(rng, n_groups, k, vocab=int(rng.integers(1, 12)), max_words=int(rng.integers(0, 14)))
+    got = rollout_measures(texts, np.zeros(len(texts)), k)
+    want = _reference_rollout_text_measures(texts, k)
+    assert {key: got[key] for key in want} == want  # bit for bit
+    assert set(got) - set(want) == {"zero_signal_share", "pass@1"} | ({f"pass@{k}"} if k > 1 else set())
+
+
+def test_rollout_measures_at_grpo_scale_equal_the_reference():
+    rng = np.random.default_rng(7)
+    texts = _random_batch(rng, 8, 16, vocab=300, max_words=200)
+    got = rollout_measures(texts, np.ones(len(texts)), 16)
+    want = _reference_rollout_text_measures(texts, 16)
+    assert {key: got[key] for key in want} == want
+
+
+def test_token_id_completions_are_measured_as_token_sequences():
+    ids = [np.array([1, 2, 3]), np.array([1, 2, 4]), [5, 6], [5, 6]]
+    m = rollout_measures(ids, [1, 0, 1, 0], 2)
+    as_words = rollout_measures(["1 2 3", "1 2 4", "5 6", "5 6"], [1, 0, 1, 0], 2)
+    assert m == as_words
+
+
+def test_conversational_completions_are_measured_on_their_contents():
+    def chat(text):
+        return [{"role": "assistant", "content": text}]
+
+    texts = ["a b c", "a b d", "x y", "x y"]
+    m = rollout_measures([chat(t) for t in texts], [1, 0, 1, 0], 2, answer=lambda t: t[-1])
+    assert m == rollout_measures(texts, [1, 0, 1, 0], 2, answer=lambda t: t[-1])
+    # str() of the message dicts would have counted "{'role':" and "'assistant'," as words
+    assert m["per_prompt/distinct_2"] == pytest.approx((3 / 4 + 1 / 2) / 2)  # {ab, bc, bd} of 4; {xy} of 2
+
+
+def test_an_empty_batch_raises_a_clear_error():
+    with pytest.raises(ValueError, match="no completions"):
+        rollout_measures([], [], 2)
+
+
+def test_a_failing_answer_extractor_counts_as_no_answer_and_keeps_the_other_measures(caplog):
+    from transformers.utils import logging as hf_logging
+
+    def answer(text):
+        if text == "boom":
+            raise RuntimeError("cannot parse")
+        if text == "list":
+            return ["unhashable"]
+        return text
+
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            m = rollout_measures(["boom", "list", "a", "a"], [1, 0, 1, 1], 2, answer=answer)
+            rollout_measures(["boom", "boom", "a", "b"], [1, 0, 1, 1], 2, answer=answer)
+    finally:
+        hf_logging.disable_propagation()
+    # group 1: both count as "no answer" -> one distinct answer of two; group 2: one of two
+    assert m["distinct_answers"] == pytest.approx(0.5)
+    assert "per_prompt/self_bleu" in m and m["pass@1"] == pytest.approx(0.75)
+    warnings = [r for r in caplog.records if "failed on a completion" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_the_rollout_monitor_keeps_its_series_when_the_answer_extractor_fails():
+    from qdc_trainer.callbacks.rollout import PREFIX, RolloutMonitorCallback
+    from qdc_trainer.grpo import Rollouts
+
+    def answer(text):
+        raise ValueError("no answer format")
+
+    cb = RolloutMonitorCallback(answer=answer)
+    cb.observe(Rollouts(["p"] * 4, ["a b", "a c", "d e", "d e"], np.array([1.0, 0.0, 1.0, 1.0]), 2, None, 0))
+    record = cb.pending[-1]
+    assert cb.failures == 0
+    assert record[PREFIX + "distinct_answers"] == pytest.approx(0.5)  # every completion: "no answer"
+    assert record[PREFIX + "per_prompt/distinct_2"] == pytest.approx((2 / 2 + 1 / 2) / 2)
+    assert record[PREFIX + "pass@2"] == pytest.approx(1.0)

@@ -1,0 +1,135 @@
+"""CPU cost of the rollout measures and of the generation monitor's measurement, against the way they were
+computed before (each collection on its own, with the public metrics), in the same run.
+
+Run from the repository root::
+
+    python benchmarks/bench_rollout.py           # GRPO's sizes: 32 x 16 x 512 and 64 x 16 x 1,024 words; ~1 min
+    python benchmarks/bench_rollout.py --smoke   # tiny sizes, a few seconds (CI)
+
+Targets (full sizes): rollout measures at most 0.25 µs of CPU per token; the generation monitor's measurement
+at most 1.5 µs per sample-token. A "token" is a whitespace word of the synthetic completions (groups of
+near-copies: each completion redraws 30% of its group's words from a Zipf vocabulary of 5,000, and has 70-100%
+of the group's length), so a 1,024-token completion has 1,024 words here, more than a 1,024-token one of a
+model's tokenizer. Every figure is CPU time (``time.process_time``), the best of ``--repeats`` runs, and
+each run also checks that the values equal the earlier computation's, bit for bit. The exit code is 0 even
+when a target is missed (this is a report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from qdc_trainer.callbacks.generation_metrics import TEXT_METRICS, measure_generations
+from qdc_trainer.metrics import distinct_n, grouped_diversity, repetition_rate, self_bleu
+from qdc_trainer.metrics.rollout import rollout_measures
+
+FULL_ROLLOUT = [(32, 16, 512), (64, 16, 1024)]
+SMOKE_ROLLOUT = [(4, 4, 32)]
+FULL_MONITOR = [(16, 4, 48), (256, 8, 256)]
+SMOKE_MONITOR = [(4, 2, 16)]
+
+
+def completions(prompts: int, k: int, words: int, seed: int = 0) -> list[str]:
+    """``prompts`` groups of ``k`` near-copies of ``words`` words (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    vocab = 5000
+    p = 1.0 / np.arange(1, vocab + 1) ** 1.1
+    p /= p.sum()
+    lexicon = np.array([f"w{i}" for i in range(vocab)])
+    out = []
+    for _ in range(prompts):
+        base = rng.choice(vocab, size=words, p=p)
+        for _ in range(k):
+            text = base.copy()
+            redraw = rng.random(words) < 0.3
+            text[redraw] = rng.choice(vocab, size=int(redraw.sum()), p=p)
+            out.append(" ".join(lexicon[text[: int(words * rng.uniform(0.7, 1.0))]]))
+    return out
+
+
+def earlier_rollout_text_measures(texts: list[str], k: int) -> dict[str, float]:
+    """The text measures of ``rollout_measures`` as computed before: each group and each across-prompt
+    collection on its own (``grouped_diversity`` with ``distinct_n`` and ``self_bleu``)."""
+    groups = [texts[i : i + k] for i in range(0, len(texts), k)]
+    out = {}
+    for name, metric in (("distinct_2", lambda t: distinct_n(t, 2)), ("self_bleu", self_bleu)):
+        both = grouped_diversity(groups, metric)
+        out[f"per_prompt/{name}"], out[f"across_prompt/{name}"] = both.per_input, both.across_input
+    return out
+
+
+def earlier_monitor_measures(groups: list[list[str]]) -> dict[str, float]:
+    """The text measures of ``measure_generations`` as computed before: each metric on each collection on its
+    own, the texts tokenized again for each."""
+    out = {}
+    for name, metric in TEXT_METRICS.items():
+        result = grouped_diversity(groups, metric)
+        out[f"per_input/{name}"], out[f"across_input/{name}"] = result.per_input, result.across_input
+    flat = [t for g in groups for t in g]
+    out["length"] = float(np.mean([len(t.split()) for t in flat]))
+    out["repetition"] = float(repetition_rate(flat, n=3).mean())
+    return out
+
+
+def best_cpu(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.process_time()
+        result = fn()
+        best = min(best, time.process_time() - start)
+    return best, result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark still runs")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best is kept")
+    args = parser.parse_args(argv)
+    repeats = 1 if args.smoke else args.repeats
+    print(f"Rollout and generation-monitor measures ({'smoke' if args.smoke else 'full'} sizes), CPU time")
+    print()
+    print("1. rollout_measures (target <= 0.25 µs per token)")
+    print(
+        f"{'prompts x k x words':>22} {'tokens':>9} {'ours':>9} {'µs/token':>9} {'earlier':>9} {'µs/token':>9} "
+        f"{'speed-up':>9} {'values':>10}"
+    )
+    for prompts, k, words in SMOKE_ROLLOUT if args.smoke else FULL_ROLLOUT:
+        texts = completions(prompts, k, words)
+        rewards = np.random.default_rng(1).integers(0, 2, len(texts)).astype(float)
+        tokens = sum(len(t.split()) for t in texts)
+        ours, got = best_cpu(lambda: rollout_measures(texts, rewards, k), repeats)
+        earlier, want = best_cpu(lambda: earlier_rollout_text_measures(texts, k), repeats)
+        same = all(got[key] == value for key, value in want.items())
+        print(
+            f"{f'{prompts} x {k} x {words}':>22} {tokens:>9,} {ours:>8.3f}s {ours / tokens * 1e6:>9.3f} "
+            f"{earlier:>8.3f}s {earlier / tokens * 1e6:>9.3f} {earlier / ours:>8.1f}x "
+            f"{'identical' if same else 'DIFFER':>10}"
+        )
+    print()
+    print("2. generation monitor: measure_generations (target <= 1.5 µs per sample-token)")
+    print(
+        f"{'prompts x k x words':>22} {'tokens':>9} {'ours':>9} {'µs/token':>9} {'earlier':>9} {'µs/token':>9} "
+        f"{'speed-up':>9} {'values':>10} {'gzip share':>10}"
+    )
+    for prompts, k, words in SMOKE_MONITOR if args.smoke else FULL_MONITOR:
+        texts = completions(prompts, k, words, seed=2)
+        groups = [texts[i : i + k] for i in range(0, len(texts), k)]
+        tokens = sum(len(t.split()) for t in texts)
+        ours, got = best_cpu(lambda: measure_generations(groups), repeats)
+        earlier, want = best_cpu(lambda: earlier_monitor_measures(groups), repeats)
+        same = all(got[key] == value for key, value in want.items())
+        gzip_only, _ = best_cpu(lambda: grouped_diversity(groups, TEXT_METRICS["compression_ratio"]), repeats)
+        print(
+            f"{f'{prompts} x {k} x {words}':>22} {tokens:>9,} {ours:>8.3f}s {ours / tokens * 1e6:>9.3f} "
+            f"{earlier:>8.3f}s {earlier / tokens * 1e6:>9.3f} {earlier / ours:>8.1f}x "
+            f"{'identical' if same else 'DIFFER':>10} {gzip_only / ours:>9.0%}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
