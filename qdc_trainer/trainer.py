@@ -29,9 +29,11 @@ The mixin
   (``1 / (N p_i)``: unbiased for the uniform-sampling loss);
 - sets the sampler's epoch itself (the resume path never calls ``set_epoch`` on a
   custom sampler), saves the sampler state into every checkpoint folder before
-  the Trainer's own files (so no checkpoint looks complete without it) and
-  restores it in ``train(resume_from_checkpoint=...)``, refusing a checkpoint
-  that lacks it;
+  the Trainer's own files (so no checkpoint looks complete without it), with the
+  batch layout it counts its position in, and restores it in
+  ``train(resume_from_checkpoint=...)``, refusing a checkpoint that lacks it or
+  was saved with another batch layout (batch size, gradient accumulation,
+  processes, GRPO's generations);
 - adds the sampler's telemetry (``qdc/sampler/...``) to the training logs, so it
   reaches TensorBoard, W&B and MLflow;
 - logs ``qdc/train/entropy``, the mean entropy (nats) of the model's next-token
@@ -60,18 +62,21 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from transformers.utils import logging
 
 from . import grpo
+from ._io import atomic_write
 from .callbacks.rollout import RolloutMonitorCallback
 from .data.collator import INDEX_KEY, IndexedDataset, QDCDataCollator
 from .data.prompt_sampler import GroupedPromptSampler
 from .data.sampler import LOSS_WEIGHTINGS, QDCSampler
 from .losses import ENTROPY_POSITIONS, CausalLMLossTap, per_example_loss, strided_entropy
 
-__all__ = ["QDCTrainerMixin", "QDCTrainer", "SAMPLER_STATE_FILE", "LOSS_WEIGHTINGS"]
+__all__ = ["QDCTrainerMixin", "QDCTrainer", "SAMPLER_STATE_FILE", "BATCH_LAYOUT_FILE", "LOSS_WEIGHTINGS"]
 
 logger = logging.get_logger(__name__)
 
 SAMPLER_STATE_FILE = "qdc_sampler.npz"
 """File name of the sampler state inside a checkpoint folder."""
+BATCH_LAYOUT_FILE = "qdc_batch_layout.json"
+"""File name, inside a checkpoint folder, of the batch layout the sampler's position counts in (beside the state)."""
 ENTROPY_KEY = "qdc/train/entropy"
 """The logged mean next-token entropy (nats) of the training batches (``log_entropy``)."""
 
@@ -206,7 +211,16 @@ class QDCTrainerMixin:
             prompts = self.args.generation_batch_size // self.num_generations
             reuse = self.args.steps_per_generation * self.num_iterations  # micro-steps per generation batch
             chunks = max(1, -(-sampler.config.update_every * self.args.gradient_accumulation_steps // reuse))
-            sampler.configure_block(chunks * prompts, global_batch=prompts)  # whole chunks per block
+            try:
+                sampler.configure_block(chunks * prompts, global_batch=prompts)  # whole chunks per block
+            except ValueError as err:
+                raise ValueError(
+                    f"GRPO draws {prompts} prompts per generation batch (generation_batch_size="
+                    f"{self.args.generation_batch_size} / num_generations={self.num_generations}), more than the QDC "
+                    f"sampler's block_size={sampler.block_size} holds ({err}). The block size was set on the sampler, "
+                    "or restored from a checkpoint saved with other GRPO settings: resume with that checkpoint's "
+                    "num_generations and generation_batch_size, or build the sampler without block_size"
+                ) from None
         else:
             samples_per_step = self._train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
             sampler.configure_block(samples_per_step, global_batch=self._train_batch_size * self.args.world_size)
@@ -516,8 +530,29 @@ class QDCTrainerMixin:
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
             os.makedirs(folder, exist_ok=True)
+            with atomic_write(os.path.join(folder, BATCH_LAYOUT_FILE)) as f:
+                json.dump(self._batch_layout(), f, indent=2)
             self.qdc_sampler.save(os.path.join(folder, SAMPLER_STATE_FILE))
         super()._save_checkpoint(model, trial)
+
+    def _batch_layout(self) -> dict[str, int]:
+        """What the sampler's stream position is counted in: the examples of a micro-batch, of an optimizer step and
+        of all processes, and under GRPO the prompts and completions of a generation batch and their reuse. A resume
+        must find the same layout, since the Trainer skips whole batches of the new layout."""
+        args = self.args
+        layout = {
+            "per_device_train_batch_size": int(self._train_batch_size),
+            "gradient_accumulation_steps": int(args.gradient_accumulation_steps),
+            "world_size": int(args.world_size),
+        }
+        if self._qdc_grpo:
+            layout.update(
+                num_generations=int(self.num_generations),
+                generation_batch_size=int(args.generation_batch_size),
+                steps_per_generation=int(args.steps_per_generation),
+                num_iterations=int(self.num_iterations),
+            )
+        return layout
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """``Trainer.train``; with a sampler, a resume first restores the sampler state saved in the checkpoint.
@@ -527,10 +562,13 @@ class QDCTrainerMixin:
         ``args.ignore_data_skip`` is set: then the run gives up the exact data order anyway, and the sampler
         keeps its current weights (or the checkpoint's, when present) and starts the epoch afresh.
         """
+        checkpoint = resume_from_checkpoint
+        if isinstance(checkpoint, bool):
+            found = os.path.isdir(self.args.output_dir)
+            checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint and found else None
+        if checkpoint and os.path.isdir(os.fspath(checkpoint)):
+            _check_trainer_state(os.fspath(checkpoint))
         if self.qdc_sampler is not None:
-            checkpoint = resume_from_checkpoint
-            if isinstance(checkpoint, bool):
-                checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
             if checkpoint:
                 self._restore_sampler(os.fspath(checkpoint))
             else:
@@ -546,15 +584,9 @@ class QDCTrainerMixin:
                 f"checkpoint {checkpoint} is incomplete: it has no {TRAINER_STATE_NAME}, the last file a save writes "
                 f"(a run interrupted while saving?). {_earlier_checkpoint_hint(checkpoint)}"
             )
-        try:
-            with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as f:
-                json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:  # transformers writes it in place, not atomically
-            raise ValueError(
-                f"{os.path.join(checkpoint, TRAINER_STATE_NAME)} is damaged ({err}): a run killed while writing it? "
-                f"{_earlier_checkpoint_hint(checkpoint)}"
-            ) from None
+        _check_trainer_state(checkpoint)
         if os.path.isfile(state_file):
+            self._check_batch_layout(checkpoint, skip_data)
             sampler.load(state_file)
             if skip_data:  # the Trainer will not skip the batches already trained on: nor may the sampler
                 sampler.reset_position()
@@ -571,6 +603,81 @@ class QDCTrainerMixin:
             "weights and starts the epoch afresh"
         )
         sampler.reset_position()
+
+    def _check_batch_layout(self, checkpoint: str, skip_data: bool) -> None:
+        """Refuse to resume with another batch layout than the checkpoint's (:meth:`_batch_layout`), naming both:
+        the sampler counts its position in examples of the checkpoint's layout while the Trainer skips whole
+        batches of this run's, so the stream would not go on where it stopped. With ``ignore_data_skip`` the data
+        order starts afresh anyway: a warning only. A checkpoint without the file (an earlier version) is not
+        checked."""
+        path = os.path.join(checkpoint, BATCH_LAYOUT_FILE)
+        if not os.path.isfile(path):
+            return
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} is damaged ({err}). {_earlier_checkpoint_hint(checkpoint)}") from None
+        current = self._batch_layout()
+        if not isinstance(saved, dict):
+            raise ValueError(f"{path} does not hold a batch layout (a JSON object): {saved!r}")
+        changed = [k for k in current if k in saved and saved[k] != current[k]]
+        if not changed:
+            return
+
+        def show(layout: dict) -> str:
+            return ", ".join(f"{k}={layout[k]}" for k in current if k in layout)
+
+        message = (
+            f"checkpoint {checkpoint} was saved with the batch layout {show(saved)}; this run has {show(current)} "
+            f"(changed: {', '.join(f'{k} {saved[k]} -> {current[k]}' for k in changed)}). The QDC sampler's "
+            "position counts examples in the checkpoint's layout while the Trainer skips whole batches of this run's, "
+            "so the data would not go on where they stopped"
+        )
+        if skip_data:
+            logger.warning(f"{message}; with ignore_data_skip=True the data order starts afresh")
+            return
+        raise ValueError(
+            f"{message}. Resume with the checkpoint's settings ({', '.join(changed)}), or set "
+            "TrainingArguments(ignore_data_skip=True) to go on from its weights with a new data order"
+        )
+
+
+def _check_trainer_state(checkpoint: str) -> None:
+    """Refuse a checkpoint whose ``trainer_state.json`` cannot be read as a ``TrainerState``, naming the file."""
+    from transformers import TrainerState
+
+    path = os.path.join(checkpoint, TRAINER_STATE_NAME)
+    if not os.path.isfile(path):
+        return  # the sampler's restore names an incomplete checkpoint; the Trainer itself goes on without one
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # transformers writes it in place, not atomically
+        raise ValueError(
+            f"{path} is damaged ({err}): a run killed while writing it? {_earlier_checkpoint_hint(checkpoint)}"
+        ) from None
+    problem = None
+    if not isinstance(raw, dict):
+        problem = f"it holds a JSON {type(raw).__name__}, not an object"
+    else:
+        try:
+            state = TrainerState(**raw)
+        except TypeError as err:
+            problem = str(err).replace("TrainerState.__init__() ", "")
+        else:
+            wrong = [
+                name
+                for name, kind in (("global_step", int), ("log_history", list), ("max_steps", int))
+                if not isinstance(getattr(state, name), kind) or isinstance(getattr(state, name), bool)
+            ]
+            if wrong:
+                problem = f"{', '.join(f'{n}={getattr(state, n)!r}' for n in wrong)} has the wrong type"
+    if problem is not None:
+        raise ValueError(
+            f"{path} is not a Trainer state ({problem}): was it replaced or written by another program? "
+            f"{_earlier_checkpoint_hint(checkpoint)}"
+        )
 
 
 def _earlier_checkpoint_hint(checkpoint: str) -> str:

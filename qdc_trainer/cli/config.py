@@ -339,9 +339,20 @@ def _known_keys(trainer: str) -> set[str]:
     return keys
 
 
-def to_flags(mapping: dict[str, Any], where: str, known: set[str]) -> list[str]:
+def _defaults(trainer: str) -> dict[str, Any]:
+    """Every recipe key's default (None for one made by a factory: those are lists and dicts, never null)."""
+    out: dict[str, Any] = {}
+    for cls in _groups(trainer):
+        for f in fields(cls):
+            if f.init:
+                out[f.name] = f.default if f.default is not dataclasses.MISSING else None
+    return out
+
+
+def to_flags(mapping: dict[str, Any], where: str, known: set[str], defaults: dict[str, Any] | None = None) -> list[str]:
     """``--key value`` flags for a recipe mapping; a key not in ``known`` raises :class:`ConfigError` with the
-    closest known ones."""
+    closest known ones. ``key: null`` keeps the key's default; with ``defaults`` (key -> default), it is refused
+    for a key whose default is not None, since null would not mean what it says (``seed: null`` would be 42)."""
     flags: list[str] = []
     for key, value in mapping.items():
         if key not in known:
@@ -349,6 +360,11 @@ def to_flags(mapping: dict[str, Any], where: str, known: set[str]) -> list[str]:
             hint = f"; did you mean {', '.join(close)}?" if close else "; see qdc train --help for every key"
             raise ConfigError(f"unknown key {key!r} in {where}{hint}")
         if value is None:
+            if defaults is not None and defaults.get(key) is not None:
+                raise ConfigError(
+                    f"{where}: {key}: null, but {key} has no null value (its default is {defaults[key]!r}): "
+                    "give it a value, or leave the key out for the default"
+                )
             continue  # the field's default
         if isinstance(value, (list, tuple)):
             flags += [f"--{key}", *[str(v) for v in value]] if value else []
@@ -387,8 +403,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     if trainer not in TRAINERS:
         raise ConfigError(f"trainer={trainer!r} is not one of {TRAINERS}")
     known = _known_keys(trainer)
-    flags = to_flags(mapping, where, known)
+    flags = to_flags(mapping, where, known, _defaults(trainer))
     check_overrides(overrides, known)
+    if trainer == "grpo":
+        _check_num_generations(flags + overrides, where)
     if "output_dir" not in mapping and "--output_dir" not in overrides:
         flags += [
             "--output_dir",
@@ -427,6 +445,27 @@ def _validate_grpo(data: DataArguments, qdc: QDCArguments, grpo: GRPOArguments, 
             raise ConfigError(f"{where}: {name}={getattr(grpo, name)} is too small")
     if not grpo.sft_learning_rate > 0 or not grpo.eval_temperature > 0:
         raise ConfigError(f"{where}: sft_learning_rate and eval_temperature must be > 0")
+
+
+def _check_num_generations(flags: list[str], where: str) -> None:
+    """``num_generations`` below 2 (the last value given wins), refused before ``GRPOConfig`` divides by it."""
+    value = None
+    for i, token in enumerate(flags):
+        if token == "--num_generations" and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif token.startswith("--num_generations="):
+            value = token.split("=", 1)[1]
+    if value is None:
+        return
+    try:
+        number = int(value)
+    except ValueError:
+        return  # the parser names a value that is not an int
+    if number < 2:
+        raise ConfigError(
+            f"{where}: num_generations={number} must be at least 2: GRPO compares the completions of one prompt "
+            "with each other"
+        )
 
 
 GRPO_SMOKE = {"sft_steps": 4, "eval_samples": 2, "num_generations": 2, "max_completion_length": 16}
@@ -498,9 +537,18 @@ def read_yaml(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if loaded is None:
-        loaded = {}
+        raise ConfigError(
+            f"{path} holds no settings (an empty file, or comments only): write the recipe's key: value lines, "
+            "or leave --config out to run with the defaults"
+        )
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path} must hold a flat mapping of key: value, not a {type(loaded).__name__}")
+    odd = [k for k in loaded if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(
+            f"{path}: the key {odd[0]!r} is a {type(odd[0]).__name__}, not a name: recipe keys are setting names "
+            "(max_steps, learning_rate, ...)"
+        )
     nested = [k for k, v in loaded.items() if isinstance(v, dict) and k not in ("fsdp_config", "model_init_kwargs")]
     if nested:
         raise ConfigError(f"{path}: recipes are flat key: value files; {nested[0]!r} holds a nested mapping")

@@ -29,6 +29,7 @@ from transformers.utils import logging
 
 from .._io import atomic_write
 from .config import RecipeConfig
+from .output_dir import RESULTS_FILE, RUN_FILE, RunFolder, check_output_dir
 
 __all__ = ["SFT_MARKER", "train_grpo_recipe", "verifier_reward"]
 
@@ -156,6 +157,22 @@ def _rollout_summary(history: list[dict[str, Any]]) -> dict[str, float]:
 
 def train_grpo_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     """Run a ``trainer: grpo`` recipe end to end; returns ``{"output_dir", "results", "report"}``."""
+    from .run import _is_main, _resume_point
+
+    out = cfg.training.output_dir
+    if cfg.qdc.report:
+        from .._optional import require
+
+        require("matplotlib", "plot", "the report (report: true)")
+    check_output_dir(out)
+    resume = _resume_point(cfg)
+    cfg.training.resume_from_checkpoint = resume
+    with RunFolder(out, fresh=resume is None, main=_is_main()) as folder:
+        return _train_grpo_in(cfg, folder, resume)
+
+
+def _train_grpo_in(cfg: RecipeConfig, folder: RunFolder, resume: str | None) -> dict[str, Any]:
+    """:func:`train_grpo_recipe` inside its output folder (locked, marked)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -163,35 +180,12 @@ def train_grpo_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     from ..data.sampler import QDCSampler
     from ..tasks.arithmetic import extract_answer
     from ..trainer import QDCTrainerMixin
-    from .run import (
-        RESULTS_FILE,
-        RUN_FILE,
-        _describe,
-        _is_main,
-        _resume_point,
-        _start_afresh,
-        build_callbacks,
-        load_model_and_tokenizer,
-        load_splits,
-        score_training_data,
-    )
+    from .run import _describe, _is_main, build_callbacks, load_model_and_tokenizer, load_splits, score_training_data
 
     class QDCGRPOTrainer(QDCTrainerMixin, GRPOTrainer):
         pass
 
     out = cfg.training.output_dir
-    if cfg.qdc.report:
-        from .._optional import require
-
-        require("matplotlib", "plot", "the report (report: true)")
-    resume = _resume_point(cfg)
-    cfg.training.resume_from_checkpoint = resume
-    if resume is None:
-        _start_afresh(out)
-    if _is_main():
-        os.makedirs(out, exist_ok=True)
-        with atomic_write(os.path.join(out, RUN_FILE)) as f:
-            json.dump(_describe(cfg), f, indent=2, default=str)
     model, tokenizer = load_model_and_tokenizer(cfg)
     splits = load_splits(cfg)
     model = warm_up(cfg, model, tokenizer, splits["train"])
@@ -222,6 +216,10 @@ def train_grpo_recipe(cfg: RecipeConfig) -> dict[str, Any]:
         callbacks=callbacks,
         qdc_sampler=sampler,
     )
+    folder.started()
+    if _is_main():
+        with atomic_write(os.path.join(out, RUN_FILE)) as f:
+            json.dump(_describe(cfg), f, indent=2, default=str)
     trainer.train(resume_from_checkpoint=resume)
     results["global_step"] = trainer.state.global_step
     detector = next((c for c in callbacks if hasattr(c, "warned_at")), None)

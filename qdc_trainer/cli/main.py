@@ -33,9 +33,11 @@ QDC (trainer: qdc, plain or trl_sft; sampler, monitor, probes, detector, ...), t
 (QDCSamplerConfig: tradeoff, update_every, ...), the monitor's settings (GenerationMonitorConfig, prefixed
 monitor_: monitor_num_samples, ...) and every transformers TrainingArguments field (output_dir, max_steps,
 learning_rate, ...). The run folder gets the model, trainer_state.json, qdc_generations.jsonl, results.json
-and report/. A fresh run into a folder that holds an earlier run replaces it; a folder with checkpoint-*
-folders is refused unless resume_from_checkpoint is set (true: the last checkpoint in output_dir). With
-smoke: true, a flag on the command line wins over smoke's settings.
+and report/. One run at a time per folder (a lock, qdc.lock). A fresh run needs a new or empty folder, or
+one an earlier qdc run wrote (its marker, qdc_output.json), whose results it replaces once it has started;
+the root, home and current folders (and those above them) are refused, and so is a folder with checkpoint-*
+folders unless resume_from_checkpoint is set (true: the last checkpoint in output_dir). With smoke: true, a
+flag on the command line wins over smoke's settings.
 """
 
 

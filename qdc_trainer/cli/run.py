@@ -15,14 +15,13 @@ import logging
 import os
 from typing import Any
 
+from .._io import atomic_write
 from .config import RecipeConfig
+from .output_dir import RESULTS_FILE, RUN_FILE, RunFolder, check_output_dir
 
 __all__ = ["profile_recipe", "train_recipe"]
 
 logger = logging.getLogger(__name__)
-
-RUN_FILE = "qdc_run.json"
-RESULTS_FILE = "results.json"
 
 
 # --------------------------------------------------------------------------- model and data
@@ -38,10 +37,16 @@ def load_model_and_tokenizer(cfg: RecipeConfig) -> tuple[Any, Any]:
 
     m = cfg.model
     if m.model_name_or_path:
-        tokenizer = AutoTokenizer.from_pretrained(m.tokenizer_name_or_path or m.model_name_or_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(m.tokenizer_name_or_path or m.model_name_or_path)
+            model = AutoModelForCausalLM.from_pretrained(m.model_name_or_path)
+        except OSError as err:  # no such folder or hub id, no network, a folder without the model's files
+            raise ValueError(
+                f"model_name_or_path {m.model_name_or_path} cannot be loaded: {err}. Name a hub id or a folder "
+                "written by save_pretrained"
+            ) from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(m.model_name_or_path)
         return model, tokenizer
     from ..tasks import arithmetic  # the built-in task's tiny model, whatever the data
 
@@ -308,16 +313,17 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
         from .._optional import require
 
         require("matplotlib", "plot", "the report (report: true)")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"output_dir {out} is a file, not a folder: choose another output_dir")
+    check_output_dir(out)
     resume = _resume_point(cfg)
     cfg.training.resume_from_checkpoint = resume
-    if resume is None:
-        _start_afresh(out)
-    if _is_main():
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, RUN_FILE), "w") as f:
-            json.dump(_describe(cfg), f, indent=2, default=str)
+    with RunFolder(out, fresh=resume is None, main=_is_main()) as folder:
+        return _train_in(cfg, folder, resume)
+
+
+def _train_in(cfg: RecipeConfig, folder: RunFolder, resume: str | None) -> dict[str, Any]:
+    """:func:`train_recipe` inside its output folder (locked, marked): build everything, then clear what an earlier
+    run left (:meth:`RunFolder.started`), train, save and report."""
+    out = cfg.training.output_dir
     model, tokenizer = load_model_and_tokenizer(cfg)
     splits = load_splits(cfg)
     train = (
@@ -331,6 +337,10 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     )
     callbacks = build_callbacks(cfg, probes)
     trainer = build_trainer(cfg, model, tokenizer, train, validation, callbacks)
+    folder.started()
+    if _is_main():
+        with atomic_write(os.path.join(out, RUN_FILE)) as f:
+            json.dump(_describe(cfg), f, indent=2, default=str)
     trainer.train(resume_from_checkpoint=resume)
     results: dict[str, Any] = {"global_step": trainer.state.global_step}
     detector = next((c for c in callbacks if hasattr(c, "warned_at")), None)
@@ -347,7 +357,7 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
                 if split in splits:
                     rows = splits[split].select(range(min(cfg.qdc.final_eval_size, len(splits[split]))))
                     results[f"accuracy_{split}"] = task.evaluate_accuracy(model, tokenizer, rows)
-        with open(os.path.join(out, RESULTS_FILE), "w") as f:
+        with atomic_write(os.path.join(out, RESULTS_FILE)) as f:
             json.dump(results, f, indent=2)
         logger.info("results: %s", results)
         if cfg.qdc.report:
@@ -385,49 +395,6 @@ def _resume_point(cfg: RecipeConfig) -> str | None:
             f"true for the last one in output_dir ({out})"
         )
     return str(value)
-
-
-def _start_afresh(out: str) -> None:
-    """A fresh run (no ``resume_from_checkpoint``) into ``out`` replaces the run there.
-
-    Refuses (``ValueError``) a folder holding ``checkpoint-<step>`` folders: the Trainer would mix them with this
-    run's (its checkpoint rotation, ``resume_from_checkpoint: true`` and the report read the highest step).
-    Otherwise the main process removes what an earlier run left that would be read as this run's: its
-    ``trainer_state.json``, ``results.json``, the monitor's samples and the ``report/`` pages and figures.
-    The model and tokenizer files are overwritten when this run saves; other files are left alone.
-    """
-    import re
-
-    if not os.path.isdir(out):
-        return
-    checkpoints = sorted(
-        (n for n in os.listdir(out) if re.fullmatch(r"checkpoint-\d+", n) and os.path.isdir(os.path.join(out, n))),
-        key=lambda n: int(n.split("-")[1]),
-    )
-    if checkpoints:
-        shown = ", ".join(checkpoints[:3]) + (f" and {len(checkpoints) - 3} more" if len(checkpoints) > 3 else "")
-        raise ValueError(
-            f"output_dir {out} holds checkpoints of an earlier run ({shown}). To continue that run, set "
-            "resume_from_checkpoint: true (flag --resume_from_checkpoint true); to start afresh, choose "
-            "another output_dir or delete those checkpoint folders"
-        )
-    if not _is_main():
-        return
-    from ..report import FIGURES, RUN_PAGE, SAMPLES_FILE, STATE_FILE
-
-    stale = [
-        STATE_FILE,
-        RESULTS_FILE,
-        SAMPLES_FILE,
-        *(os.path.join("report", name) for name in (f"{RUN_PAGE}.html", f"{RUN_PAGE}.md", *(f[0] for f in FIGURES))),
-    ]
-    removed = [name for name in stale if os.path.isfile(os.path.join(out, name))]
-    for name in removed:
-        os.remove(os.path.join(out, name))
-    if removed:
-        logger.warning(
-            "output_dir %s held an earlier run; this fresh run replaces it (removed %s)", out, ", ".join(removed)
-        )
 
 
 def profile_recipe(cfg: RecipeConfig) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._io import atomic_write, read_json
 from ..stats import holm, minimum_detectable_effect, paired_difference, sign_flip_test, verdict
 from .config import CONFIG_FILE, METRICS, RESULTS_FILE, TABLE_FILE, TITLES
 
@@ -514,7 +515,8 @@ def write_results(
         lines += ["Settings: " + ", ".join(f"`{k}: {v}`" for k, v in settings.items()), ""]
     lines += ["## Summary", "", "```", summary["text"], "```", ""]
     table = out / TABLE_FILE
-    table.write_text("\n".join(lines))
+    with atomic_write(table, encoding="utf-8") as f:
+        f.write("\n".join(lines))
     figures = _plot(rows, out, variants) if plots else []
     return table, figures
 
@@ -523,8 +525,8 @@ def rebuild(run_dir: str | Path, *, plots: bool = True, out_dir: str | Path | No
     """Write ``results.md`` (and with ``plots`` the figures) of a run folder again from its ``results.json`` and
     ``config.json``, into ``out_dir`` (default: the run folder). The table comes out byte-identical to the run's."""
     run = Path(run_dir)
-    rows = json.loads((run / RESULTS_FILE).read_text())
-    settings = json.loads((run / CONFIG_FILE).read_text()) if (run / CONFIG_FILE).is_file() else None
+    rows = read_json(run / RESULTS_FILE, "run the experiment again to write it")
+    settings = read_json(run / CONFIG_FILE) if (run / CONFIG_FILE).is_file() else None
     return write_results(rows, run if out_dir is None else out_dir, plots=plots, settings=settings)
 
 

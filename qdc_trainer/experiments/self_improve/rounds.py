@@ -19,10 +19,16 @@ from typing import Any
 
 import numpy as np
 
+from ..._io import read_json, write_json
 from ...callbacks.generation_metrics import PREFIX as GEN_PREFIX
 from ...data.weights import QDCSamplerConfig
 from .config import CANDIDATES_FILE, SelfImproveConfig, variant_name
 from .sampling import _problem_key, _safe_verify, choose, mean_complexity, sample_examples, score_rows
+
+_DAMAGED = (
+    "a run killed while writing it (by an earlier version, which wrote it in place)? Delete that file to compute "
+    "its part again, or start afresh with --overwrite true"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +337,7 @@ def _base_job(cfg_dict: dict[str, Any], seed: int) -> dict[str, Any]:
     folder = _seed_dir(cfg, seed)
     done = folder / "base.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return read_json(done, _DAMAGED)
     start = time.perf_counter()
     build_tokenizer().save_pretrained(folder / "tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
@@ -352,7 +358,7 @@ def _base_job(cfg_dict: dict[str, Any], seed: int) -> dict[str, Any]:
     _write_jsonl(folder / CANDIDATES_FILE, candidates)  # round 1's candidates of the arms that write whole examples
     stats.update(_data_stats(splits["original"], cfg.budget, seed))
     row = {"seed": seed, "round": 0, **stats, "seconds": time.perf_counter() - start}
-    done.write_text(json.dumps(row, indent=1))
+    write_json(done, row)
     logger.info("seed %d first model: %s", seed, _row_line(row))
     return row
 
@@ -369,12 +375,12 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str, mode: str = "replace
     folder = _variant_dir(cfg, seed, arm, mode)
     done = folder / "rows.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return read_json(done, _DAMAGED)
     tokenizer = AutoTokenizer.from_pretrained(_seed_dir(cfg, seed) / "tokenizer")
     model = AutoModelForCausalLM.from_pretrained(_seed_dir(cfg, seed) / "base")
     splits = _splits(cfg, seed)
     knobs = _sampler_config(cfg, splits["original"])
-    base = json.loads((_seed_dir(cfg, seed) / "base.json").read_text())
+    base = read_json(_seed_dir(cfg, seed) / "base.json", _DAMAGED)
     detectors = watch_from_keys(list(cfg.detector_watch))
     name = variant_name(arm, mode)
     rows = [{**base, "arm": arm, "mode": mode, "variant": name, "detector": _detect(detectors, base, 0)}]
@@ -425,7 +431,7 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str, mode: str = "replace
         rows.append(row)
         logger.info("seed %d %s round %d: %s", seed, name, round_, _row_line(row))
     model.save_pretrained(folder / "model")
-    done.write_text(json.dumps(rows, indent=1))
+    write_json(done, rows)
     return rows
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..._io import read_json, write_json
 from .config import CONFIG_FILE, METRICS, RESULTS_FILE, RUN_SETTINGS_IGNORED, TABLE_FILE, SelfImproveConfig
 from .results import summarize, write_results
 from .rounds import _arm_job, _base_job
@@ -35,7 +36,8 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {str(out)!r} is a file, not a folder: choose another output_dir")
     if stored.is_file() and not cfg.overwrite:
-        previous, current = json.loads(stored.read_text()), json.loads(json.dumps(settings))
+        previous = read_json(stored, "start afresh with --overwrite true, or choose another output_dir")
+        current = json.loads(json.dumps(settings))
         if previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise ValueError(
@@ -49,7 +51,7 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
 
         require("matplotlib", "plot", "the plots (report: true)")
     out.mkdir(parents=True, exist_ok=True)
-    stored.write_text(json.dumps(settings, indent=1))
+    write_json(stored, settings)
     start = time.perf_counter()
     cfg_dict = dataclasses.asdict(cfg)
     if cfg.workers > 1:
@@ -57,7 +59,7 @@ def run_self_improvement(cfg: SelfImproveConfig) -> dict[str, Any]:
     variants = cfg.variants()
     results = _run_jobs(cfg_dict, cfg.seeds, variants, cfg.workers)
     rows = [row for arm_rows in results for row in arm_rows]
-    (out / RESULTS_FILE).write_text(json.dumps(rows, indent=1))
+    write_json(out / RESULTS_FILE, rows)
     table, figures = write_results(rows, out, plots=cfg.report, settings=settings)
     summary = summarize(rows)
     summary["seconds"] = time.perf_counter() - start
@@ -77,10 +79,16 @@ _RUN_KEYS = ("rounds", "candidates", "budget")
 
 def _is_run_folder(out: Path) -> bool:
     """Whether ``out`` holds a run of :func:`run_self_improvement`: its ``config.json`` is a JSON object with the
-    experiment's settings (a model folder's ``config.json`` is not)."""
+    experiment's settings (a model folder's ``config.json`` is not), or a ``config.json`` that is cut short next to
+    the run's ``seed<k>`` folders, each with its ``base.json`` (a run killed while an earlier version wrote it)."""
+    import re
+
     try:
-        stored = json.loads((out / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
+        stored = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        seeds = [p for p in out.iterdir() if re.fullmatch(r"seed\d+", p.name) and p.is_dir()]
+        return bool(seeds) and all((p / "base.json").is_file() or (p / "tokenizer").is_dir() for p in seeds)
+    except OSError:
         return False
     return isinstance(stored, dict) and all(k in stored for k in _RUN_KEYS)
 
