@@ -1,7 +1,7 @@
 """Calibrate the collapse detector for GRPO: planted collapse and reward hacking against healthy GRPO.
 
 A tiny GPT-2 first learns the arithmetic task by supervised training (the warm-up of
-``recipes/arithmetic/grpo_qdc.yaml``, saved and reused), then GRPO runs from it with
+the packaged recipe ``arithmetic/grpo_qdc``, saved and reused), then GRPO runs from it with
 the rollout monitor under three rewards, with several seeds each:
 
 - ``healthy``: the task's verifier (1 when every step and the answer are right);
@@ -259,9 +259,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--generations", type=int, default=8, help="completions per prompt")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per completion at most")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument(
-        "--recipe", default=str(Path(__file__).resolve().parent.parent / "recipes/arithmetic/grpo_qdc.yaml")
-    )
+    parser.add_argument("--recipe", default="arithmetic/grpo_qdc")
     parser.add_argument("--sft-dir", default="runs/grpo_sft", help="warmed-up model (made if absent)")
     parser.add_argument("--out", default="runs/rl_calibration")
     parser.add_argument("--summarize", action="store_true", help="only print the tables from the saved rows")

@@ -1,6 +1,6 @@
 """GRPO with uniform prompts against GRPO with the QDC prompt sampler: the table of docs/evidence/grpo.md.
 
-For each seed, runs ``recipes/arithmetic/grpo_uniform.yaml`` and ``recipes/arithmetic/grpo_qdc.yaml`` with
+For each seed, runs the packaged recipes ``arithmetic/grpo_uniform`` and ``arithmetic/grpo_qdc`` with
 ``qdc train`` (one warm-up, shared by every run through ``sft_output_dir``; the seed changes GRPO's sampling and
 prompt order) and prints a markdown table from their ``results.json``: pass@1 and pass@8 in and out of
 distribution before and after GRPO, the rollouts' across-prompt distinct-2 and zero-signal share at the start and
@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ARMS = {"uniform": "recipes/arithmetic/grpo_uniform.yaml", "qdc": "recipes/arithmetic/grpo_qdc.yaml"}
+ARMS = {"uniform": "arithmetic/grpo_uniform", "qdc": "arithmetic/grpo_qdc"}
 COLUMNS = [
     ("pass@1_validation", "pass@1 ID"),
     ("pass@8_validation", "pass@8 ID"),
@@ -45,7 +45,7 @@ def launch(arm: str, seed: int, args: argparse.Namespace) -> float:
     if (folder / "results.json").is_file():
         return 0.0
     command = [
-        sys.executable, "-m", "qdc_trainer.cli", "train", "--config", str(ROOT / ARMS[arm]),
+        sys.executable, "-m", "qdc_trainer.cli", "train", "--config", ARMS[arm],
         "--seed", str(seed), "--output_dir", str(folder), "--sft_output_dir", str(Path(args.out) / "sft"),
         "--disable_tqdm", "true",
     ]  # fmt: skip

@@ -1,9 +1,9 @@
 """The main job under SFT, against the baselines a practitioner tries first: the evidence of docs/evidence/sft.md.
 
-Arms, all from ``recipes/arithmetic/sft_qdc.yaml`` (the main job) with the same model, data, steps and learning
+Arms, all from the packaged recipe ``arithmetic/sft_qdc`` (the main job) with the same model, data, steps and learning
 rate; only the sampling of the training data differs:
 
-- ``plain``: the plain ``Trainer``, uniform shuffling (``recipes/arithmetic/sft_baseline.yaml``);
+- ``plain``: the plain ``Trainer``, uniform shuffling (``arithmetic/sft_baseline``);
 - ``filter``: the examples the task's verifier rejects are dropped, then the plain ``Trainer`` (uniform);
 - ``quality``: ``QDCSampler`` with quality weighting only (``tradeoff`` 1, no complexity term, no online terms);
 - ``qdc``: ``QDCSampler`` at the recipe's settings (the main job);
@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-RECIPE = ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml"
+RECIPE = "arithmetic/sft_qdc"  # the packaged recipe
 ARMS: dict[str, list[str]] = {
     "plain": ["--trainer", "plain", "--sampler", "false"],
     "filter": ["--trainer", "plain", "--sampler", "false"],

@@ -25,6 +25,9 @@
   self-improvement experiment (:mod:`qdc_trainer.experiments.self_improve`, ``qdc self-improve``).
 """
 
+from typing import Any
+
+from . import _aliases
 from .callbacks import (
     CollapseDetectorCallback,
     CollapseLevel,
@@ -38,10 +41,18 @@ from .callbacks import (
 from .data import INDEX_KEY, QDCDataCollator, QDCSampler, QDCSamplerConfig, select_budget, select_dataset
 from .trainer import QDCTrainer, QDCTrainerMixin
 
-# the modules' old paths, still attributes of the package (qdc_trainer.collapse is qdc_trainer.callbacks.collapse)
-from . import _logging, collapse, monitor  # noqa: E402, F401  isort: skip
+__version__ = "0.1.0"  # the one place the version is declared (pyproject.toml reads it)
 
-__version__ = "0.1.0"
+# The old import paths of moved modules (qdc_trainer.sampler, ...): one map, deprecated (see _aliases).
+_aliases.install()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _aliases.OLD_PATHS:  # from qdc_trainer import sampler (an old path): warned once, then an attribute
+        module = globals()[name] = _aliases.resolve(name)
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "INDEX_KEY",

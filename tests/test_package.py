@@ -16,9 +16,18 @@ from qdc_trainer.demo import EXAMPLES, columns, main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_version_matches_pyproject():
+def test_the_version_is_declared_once():
+    """pyproject.toml reads the version from qdc_trainer.__version__; the CHANGELOG's latest release is it."""
     text = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^version = "(.+)"', text, re.M).group(1) == qdc_trainer.__version__
+    tables = dict(re.findall(r"^\[([^\]]+)\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S))  # tomllib needs 3.11
+    assert not re.search(r"^version\s*=", tables["project"], re.M)
+    assert 'dynamic = ["version"]' in tables["project"]
+    assert tables["tool.setuptools.dynamic"].strip() == 'version = {attr = "qdc_trainer.__version__"}'
+    assert re.fullmatch(r"\d+\.\d+\.\d+", qdc_trainer.__version__)
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    releases = re.findall(r"^## \[(.+?)\]", changelog, re.M)
+    assert releases[0] == "Unreleased" and releases[1] == qdc_trainer.__version__
+    assert "## Deprecation policy" in changelog
 
 
 def test_public_api_is_exported_and_documented():
@@ -75,42 +84,16 @@ def test_setup_commands_are_what_ci_runs():
     assert torch_step < makefile.index("install --quiet -e")
 
 
-def test_readme_python_examples_run(tmp_path, monkeypatch, tokenizer):
-    """Every ```python block of the README runs, in order, in one namespace; commented results hold.
+def test_ci_builds_the_docs_and_the_wheel_and_runs_the_wheel_outside_the_repository():
+    ci = (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for command in ("make docs", "make dist", "make wheel-check"):
+        assert re.search(rf"^{command}$", ci, re.M), command
+    assert "mkdocs build --strict" in makefile and "-m build" in makefile and "twine check --strict" in makefile
+    wheel_check = makefile[makefile.index("wheel-check:") :]
+    assert 'cd "$$work"' in wheel_check and "-m venv" in wheel_check and "torch==$(TORCH_VERSION)" in wheel_check
+    assert 'qdc" train --config arithmetic/sft_qdc --smoke true' in wheel_check
+    assert "[docs,release]" in makefile
 
-    The training example gets a tiny model, its tokenizer and a small scored dataset as
-    ``model``, ``tokenizer`` and ``train_ds``; it trains for real (in a temporary folder).
-    """
-    from datasets import Dataset
 
-    monkeypatch.chdir(tmp_path)
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert len(blocks) >= 4
-    texts = ["the cat sat on the mat", "a dog ran in the park", "first add 2 and 3 to get 5"] * 4
-    train_ds = Dataset.from_dict(
-        {"text": texts, "quality": [0.2, 0.9, 0.5] * 4, "complexity": [1.0, 2.0, 3.0] * 4, "cluster": [0, 1, 2] * 4}
-    ).map(lambda b: tokenizer(b["text"]), batched=True)
-    from helpers import build_gpt2
-
-    # A model of its own: training changes its weights and leaves it in train mode.
-    namespace: dict = {"model": build_gpt2(tokenizer), "tokenizer": tokenizer, "train_ds": train_ds}
-    for block in blocks:
-        if "pip install" in block:
-            continue
-        exec(compile(block, "README.md", "exec"), namespace)
-    assert namespace["verify"](["2+3"], ["2 + 3 = 5. The answer is 5."]).tolist() == [1.0]
-    assert list(namespace["ds"]["quality"]) == [1.0, 0.0, 1.0, 1.0]
-    assert list(namespace["ds"]["complexity"]) == [2.0, 1.0, 3.0, 1.0]
-    assert "distinct_1" in namespace["diversity"].compute(data=namespace["texts"])
-    trainer = namespace["trainer"]
-    sampler = namespace["sampler"]
-    # 3 epochs (the TrainingArguments default) of 12 examples: the sampler ends in epoch 2 with all 12 fed back.
-    assert trainer.state.global_step == 6 and sampler.epoch == 2 and sampler.consumed == 12
-    watched, monitor = namespace["watched"], namespace["monitor"]
-    assert monitor.evaluations == 3  # before the first step, then steps 2 and 4
-    assert [e["step"] for e in watched.state.log_history if "qdc/gen/entropy" in e] == [0, 2, 4]
-    assert (tmp_path / "out-watched" / "qdc_generations.jsonl").is_file()
-    grpo_history = namespace["grpo_trainer"].state.log_history  # the GRPO example trained 2 steps
-    assert [e["step"] for e in grpo_history if "qdc/rollout/pass@4" in e] == [1, 2]
-    assert namespace["prompt_sampler"].num_updates == 1
+# The README's and the guides' Python examples run in tests/test_docs.py.

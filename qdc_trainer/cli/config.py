@@ -436,7 +436,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         data=data,
         qdc=qdc,
         training=training,
-        source=str(path) if path else None,
+        source=where if path else None,
         sampler=config_from_arguments(sampler, where, seed=training.seed),
         monitor=config_from_arguments(monitor, where, seed=training.seed),
         grpo=grpo,
@@ -523,13 +523,22 @@ def _renamed_flags(overrides: list[str]) -> list[str]:
 
 
 def read_yaml(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
-    """The flat mapping of a recipe file (empty without a file) and where it came from, for messages."""
+    """The flat mapping of a recipe file (empty without a file) and where it came from, for messages.
+
+    ``path`` is a file, or a packaged recipe's name (``arithmetic/sft_qdc``;
+    :func:`~qdc_trainer.cli.recipes.resolve_recipe`).
+    """
     if path is None:
         return {}, "the command line"
     import yaml
 
+    from .recipes import resolve_recipe
+
+    given, path = path, resolve_recipe(path)
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(
+            f"config file {given} does not exist, and no packaged recipe has that name (`qdc recipes` lists them)"
+        )
     with open(path, encoding="utf-8") as f:
         try:
             loaded = yaml.safe_load(f)
@@ -586,10 +595,10 @@ def recipe_experiment(path: str | os.PathLike | None) -> str | None:
 
 
 def _validate(model: ModelArguments, data: DataArguments, qdc: QDCArguments, where: str) -> None:
-    from ..collapse import ACTIONS
+    from ..callbacks.collapse import ACTIONS
 
     if qdc.detector_watch:
-        from ..collapse import watch_from_keys
+        from ..callbacks.collapse import watch_from_keys
 
         try:
             watch_from_keys(qdc.detector_watch)

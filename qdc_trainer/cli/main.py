@@ -1,14 +1,16 @@
-"""The ``qdc`` command line: ``qdc train``, ``qdc profile``, ``qdc report`` and ``qdc self-improve``.
+"""The ``qdc`` command line: ``qdc train``, ``qdc profile``, ``qdc report``, ``qdc recipes`` and ``qdc self-improve``.
 
 ::
 
-    qdc train --config recipes/arithmetic/sft_qdc.yaml [--any_field value ...]
-    qdc profile --config recipes/arithmetic/sft_qdc.yaml     # QDC profile of the recipe's training data
-    qdc report runs/sft_qdc [runs/sft_baseline ...]          # plots of one run, or several on the same axes
-    qdc self-improve --config recipes/arithmetic/self_improve.yaml   # the self-improvement experiment
+    qdc recipes                                   # the packaged recipes, with a line on each
+    qdc train --config arithmetic/sft_qdc [--any_field value ...]   # a packaged recipe's name, or a YAML file
+    qdc profile --config arithmetic/sft_qdc       # QDC profile of the recipe's training data
+    qdc report runs/sft_qdc [runs/sft_baseline ...]   # plots of one run, or several on the same axes
+    qdc self-improve --config arithmetic/self_improve   # the self-improvement experiment
 
 Every recipe key can be given as a flag after the file (flags win). ``qdc train --help``
 lists every key with its default; an unknown key or a bad value is an error that names it.
+A ``--config`` value that is not a file names a packaged recipe (:mod:`qdc_trainer.cli.recipes`).
 
 ``self-improve`` is the experiment's own subcommand: :func:`qdc_trainer.experiments.self_improve.cli.add_command`
 adds it to the subparsers (plain composition: an experiment's parser carries its ``run`` function as a default).
@@ -50,7 +52,9 @@ def _add_config_command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-h", "--help", action="store_true", help="show this message and every recipe key, then exit")
-    parser.add_argument("--config", metavar="YAML", help="recipe file (flat key: value)")
+    parser.add_argument(
+        "--config", metavar="YAML", help="recipe file (flat key: value), or a packaged recipe's name (qdc recipes)"
+    )
     return parser
 
 
@@ -59,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="qdc", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,profile,report,self-improve}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,profile,report,recipes,self-improve}")
     train = _add_config_command(sub, "train", "train with a recipe", TRAIN_HELP)
     profile = _add_config_command(
         sub,
@@ -85,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where to write the report (default: RUN_DIR/report for one run, else ./qdc_report)",
     )
     report.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per run (default: folder names)")
+    recipes = sub.add_parser(
+        "recipes",
+        help="list the packaged recipes",
+        description="List the recipes that ship with the package (run one with `qdc train --config NAME`).",
+    )
+    recipes.add_argument("--show", metavar="NAME", help="print the recipe NAME, to copy and edit")
     from ..experiments.self_improve.cli import add_command as add_self_improve
 
     add_self_improve(sub)  # the experiment adds its own subcommand
@@ -97,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest:
             report.error(f"unrecognized arguments: {' '.join(rest)}")
         return _report(args)
+    if args.command == "recipes":
+        if rest:
+            recipes.error(f"unrecognized arguments: {' '.join(rest)}")
+        return _recipes(args)
     if args.command == "train" and not args.help and args.config:
         experiment = _experiment_of(args.config)
         if experiment is not None:
@@ -188,6 +202,20 @@ def _is_main() -> bool:
 
 def _fmt(key: str, value: object) -> str:
     return f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from .recipes import format_recipes, packaged_recipes, resolve_recipe
+
+    if args.show is None:
+        print(format_recipes())
+        return 0
+    path = resolve_recipe(args.show)
+    if path not in {str(p) for p in packaged_recipes().values()}:
+        return _error("recipes", f"no packaged recipe is named {args.show!r}; `qdc recipes` lists them")
+    with open(path, encoding="utf-8") as f:
+        print(f.read(), end="")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -219,7 +219,7 @@ def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, val
     """The Trainer the recipe names, with the sampler when it has one."""
     from transformers import DataCollatorForSeq2Seq, Trainer
 
-    from ..sampler import QDCSampler
+    from ..data.sampler import QDCSampler
     from ..trainer import QDCTrainer, QDCTrainerMixin
 
     q = cfg.qdc
@@ -285,15 +285,15 @@ def build_trainer(cfg: RecipeConfig, model: Any, tokenizer: Any, train: Any, val
 
 
 def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
-    from ..collapse import CollapseDetectorCallback
-    from ..monitor import GenerationMonitorCallback
+    from ..callbacks.collapse import CollapseDetectorCallback
+    from ..callbacks.monitor import GenerationMonitorCallback
 
     q = cfg.qdc
     callbacks: list = []
     if q.monitor:
         callbacks.append(GenerationMonitorCallback(probes, cfg.monitor, scorer=_quality_scorer(cfg)))
     if q.detector:
-        from ..collapse import watch_from_keys
+        from ..callbacks.collapse import watch_from_keys
 
         watch = watch_from_keys(q.detector_watch) if q.detector_watch else None
         callbacks.append(

@@ -1,89 +1,14 @@
-"""The callbacks' room, qdc_trainer/callbacks/: old import paths, the collapse level, the agreement helper."""
+"""The callbacks' room, qdc_trainer/callbacks/: the collapse level, the agreement helper."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-OLD_PATHS = {"monitor": "monitor", "collapse": "collapse", "_logging": "_logging"}
-
-
-@pytest.mark.parametrize("old, new", sorted(OLD_PATHS.items()))
-def test_old_paths_are_the_same_modules(old, new):
-    import qdc_trainer
-    import qdc_trainer.callbacks
-
-    module = importlib.import_module(f"qdc_trainer.{old}")
-    assert module is importlib.import_module(f"qdc_trainer.callbacks.{new}")
-    assert getattr(qdc_trainer, old) is module  # still an attribute of the package, as before the move
-
-
-def test_old_names_import_from_the_old_paths():
-    import qdc_trainer.callbacks as callbacks
-    import qdc_trainer.monitor
-    from qdc_trainer._logging import log_record
-    from qdc_trainer.collapse import (
-        DEFAULT_WATCH,
-        KNOWN_SERIES,
-        LEVEL_KEY,
-        REFERENCE_SAMPLES,
-        CollapseDetectorCallback,
-        CollapseSignal,
-        SeriesDetector,
-        _default_watch,
-        watch_from_keys,
-    )
-    from qdc_trainer.monitor import (
-        DIVERSITY_METRICS,
-        PREFIX,
-        SAMPLES_FILE,
-        GenerationMonitorCallback,
-        GenerationMonitorConfig,
-        measure_generations,
-    )
-
-    assert qdc_trainer.monitor is callbacks.monitor
-    assert GenerationMonitorCallback is callbacks.GenerationMonitorCallback
-    assert GenerationMonitorConfig is callbacks.generation_metrics.GenerationMonitorConfig
-    assert measure_generations is callbacks.generation_metrics.measure_generations
-    assert SeriesDetector is callbacks.series.SeriesDetector and CollapseSignal is callbacks.series.CollapseSignal
-    assert CollapseDetectorCallback is callbacks.CollapseDetectorCallback
-    assert log_record is callbacks._logging.log_record
-    assert DEFAULT_WATCH is callbacks.series.DEFAULT_WATCH and KNOWN_SERIES is callbacks.series.KNOWN_SERIES
-    assert [d.key for d in _default_watch()] == list(DEFAULT_WATCH) and watch_from_keys(["qdc/gen/entropy"])
-    assert (LEVEL_KEY, REFERENCE_SAMPLES, PREFIX, SAMPLES_FILE) == (
-        "qdc/collapse/level",
-        64,
-        "qdc/gen/",
-        "qdc_generations.jsonl",
-    )
-    assert "per_input" not in DIVERSITY_METRICS and "distinct_2" in DIVERSITY_METRICS
-
-
-def test_a_fresh_interpreter_imports_an_old_path_first():
-    code = (
-        "from qdc_trainer.monitor import GenerationMonitorCallback\n"
-        "import qdc_trainer, qdc_trainer.callbacks.monitor as m\n"
-        "assert qdc_trainer.monitor is m and GenerationMonitorCallback is m.GenerationMonitorCallback\n"
-        "from qdc_trainer.collapse import SeriesDetector\n"
-        "import qdc_trainer.callbacks.series as s\n"
-        "assert SeriesDetector is s.SeriesDetector\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
-
-
-def test_monkeypatching_the_old_path_patches_the_module_in_use(monkeypatch):
-    import qdc_trainer.callbacks.monitor as monitor
-
-    marker = object()
-    monkeypatch.setattr("qdc_trainer.monitor.measure_generations", marker)
-    assert monitor.measure_generations is marker
+# The old import paths (qdc_trainer.monitor, .collapse, ._logging) are tested with the others in tests/test_aliases.py.
 
 
 # ----------------------------------------------------------------------------- the level

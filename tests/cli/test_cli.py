@@ -19,16 +19,17 @@ from qdc_trainer.cli.config import (
     load_config,
     recipe_experiment,
 )
+from qdc_trainer.cli.recipes import RECIPES_DIR, packaged_recipes, recipe_description, resolve_recipe
 from qdc_trainer.experiments.self_improve import load_self_improve_config
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+RECIPES = sorted(RECIPES_DIR.rglob("*.yaml"))
 # Device-dependent settings a CPU-only machine cannot validate (bf16 needs a GPU); the rest is checked as written.
 ON_CPU = {"sft_smollm2_alpaca.yaml": ["--bf16", "false", "--use_cpu", "true"]}
 
 
 def test_there_are_recipes_for_every_trainer():
-    names = {p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES}
+    names = {p.relative_to(RECIPES_DIR).as_posix() for p in RECIPES}
     assert {"arithmetic/sft_qdc.yaml", "arithmetic/sft_baseline.yaml", "arithmetic/sft_trl.yaml"} <= names
     assert any(n.startswith("hub/") for n in names)
 
@@ -47,18 +48,18 @@ def test_every_recipe_parses_and_validates(recipe, tmp_path):
 
 
 def test_recipe_values_reach_the_dataclasses():
-    cfg = load_config(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml")
+    cfg = load_config(RECIPES_DIR / "arithmetic" / "sft_qdc.yaml")
     assert (cfg.qdc.trainer, cfg.qdc.sampler, cfg.qdc.monitor, cfg.data.task) == ("qdc", True, True, "arithmetic")
     assert cfg.training.use_cpu and cfg.training.report_to == ["tensorboard"]
-    baseline = load_config(ROOT / "recipes" / "arithmetic" / "sft_baseline.yaml")
+    baseline = load_config(RECIPES_DIR / "arithmetic" / "sft_baseline.yaml")
     assert baseline.qdc.trainer == "plain" and not baseline.qdc.sampler
-    trl = load_config(ROOT / "recipes" / "arithmetic" / "sft_trl.yaml")
+    trl = load_config(RECIPES_DIR / "arithmetic" / "sft_trl.yaml")
     assert type(trl.training).__name__ == "SFTConfig" and trl.training.completion_only_loss
 
 
 def test_flags_override_the_file():
     cfg = load_config(
-        ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml", ["--max_steps", "7", "--probes", "3", "--sampler", "false"]
+        RECIPES_DIR / "arithmetic" / "sft_qdc.yaml", ["--max_steps", "7", "--probes", "3", "--sampler", "false"]
     )
     assert (cfg.training.max_steps, cfg.qdc.probes, cfg.qdc.sampler) == (7, 3, False)
 
@@ -128,7 +129,7 @@ def test_every_help_exits_0(command):
 
 
 def test_train_hands_a_self_improvement_recipe_over(tmp_path, capsys):
-    recipe = ROOT / "recipes" / "arithmetic" / "self_improve.yaml"
+    recipe = RECIPES_DIR / "arithmetic" / "self_improve.yaml"
     assert recipe_experiment(recipe) == "self_improve"
     # The error comes from the self-improvement settings, so train handed the recipe over.
     assert main(["train", "--config", str(recipe), "--budget", "999999"]) == 2
@@ -153,7 +154,7 @@ def test_console_script_is_declared():
 
 
 def test_smoke_lets_an_explicit_flag_win():
-    recipe = ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml"
+    recipe = RECIPES_DIR / "arithmetic" / "sft_qdc.yaml"
     cfg = load_config(recipe, ["--smoke", "true", "--max_steps", "2", "--probes=3"])
     assert cfg.training.max_steps == 2 and cfg.qdc.probes == 3  # the flags win
     assert cfg.monitor.num_samples == 2 and cfg.data.train_size == 64  # smoke sets the rest, over the recipe's values
@@ -164,7 +165,7 @@ def test_a_reporting_backend_that_is_not_installed_is_named_before_training(monk
     from transformers.integrations import integration_utils
 
     monkeypatch.setattr(integration_utils, "is_tensorboard_available", lambda: False)
-    recipe = str(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml")
+    recipe = str(RECIPES_DIR / "arithmetic" / "sft_qdc.yaml")
     with pytest.raises(
         ConfigError, match=r"report_to \['tensorboard'\] is not installed; pip install 'qdc-trainer\[tensorboard\]'"
     ):
@@ -207,3 +208,48 @@ def test_the_previous_releases_monitor_keys_still_work_with_a_warning(tmp_path):
     with pytest.warns(FutureWarning, match="--monitor_every is now --monitor_every_n_steps"):
         cfg = load_config(None, ["--output_dir", str(tmp_path), "--monitor_every=5", "--smoke", "true"])
     assert cfg.monitor.every_n_steps == 5  # a flag wins over smoke's setting under its old name too
+
+
+def test_a_packaged_recipe_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no recipes/ folder here: only the package's own recipes
+    packaged = str(RECIPES_DIR / "arithmetic" / "sft_qdc.yaml")
+    for name in ("arithmetic/sft_qdc", "arithmetic/sft_qdc.yaml", "recipes/arithmetic/sft_qdc.yaml"):
+        assert resolve_recipe(name) == packaged, name
+        cfg = load_config(name, ["--report_to", "none"])
+        assert cfg.source == packaged and cfg.qdc.trainer == "qdc" and cfg.training.output_dir == "runs/sft_qdc"
+    assert recipe_experiment("arithmetic/self_improve") == "self_improve"
+    # A file on disk wins over a packaged recipe of the same name.
+    (tmp_path / "arithmetic").mkdir()
+    (tmp_path / "arithmetic" / "sft_qdc.yaml").write_text("trainer: plain\nreport_to: none\n")
+    assert resolve_recipe("arithmetic/sft_qdc.yaml") == "arithmetic/sft_qdc.yaml"
+    assert load_config("arithmetic/sft_qdc.yaml").qdc.trainer == "plain"
+    with pytest.raises(ConfigError, match="arithmetic/sft_qdcc does not exist, and no packaged recipe.*qdc recipes"):
+        load_config("arithmetic/sft_qdcc")
+
+
+def test_qdc_recipes_lists_every_packaged_recipe_with_its_description(capsys):
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {
+        line.split()[0]: line.split(None, 1)[1] for line in lines if line and line.split()[0] in packaged_recipes()
+    }
+    assert (
+        set(listed)
+        == set(packaged_recipes())
+        == {p.relative_to(RECIPES_DIR).with_suffix("").as_posix() for p in RECIPES}
+    )
+    assert listed["arithmetic/sft_qdc"].startswith("The main job: a tiny GPT-2 learns noisy arithmetic")
+    for name, path in packaged_recipes().items():  # every recipe opens with a one-line description
+        description = recipe_description(path)
+        assert description and description.endswith(".") and len(description) <= 110, (name, description)
+    assert main(["recipes", "--show", "arithmetic/grpo_qdc"]) == 0
+    assert capsys.readouterr().out == (RECIPES_DIR / "arithmetic" / "grpo_qdc.yaml").read_text()
+    assert main(["recipes", "--show", "arithmetic/nothing"]) == 2
+    assert "no packaged recipe is named 'arithmetic/nothing'" in capsys.readouterr().err
+
+
+def test_every_packaged_recipe_is_package_data_of_the_wheel():
+    """The wheel holds what pyproject's package-data globs match: recipes/<group>/<name>.yaml."""
+    assert '"recipes/*/*.yaml"' in (ROOT / "pyproject.toml").read_text()
+    assert RECIPES and all(len(p.relative_to(RECIPES_DIR).parts) == 2 for p in RECIPES)
+    assert RECIPES_DIR == ROOT / "qdc_trainer" / "recipes" and not list(ROOT.glob("recipes/**/*.yaml"))  # one source

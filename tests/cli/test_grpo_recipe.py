@@ -12,17 +12,18 @@ pytest.importorskip("trl")
 from qdc_trainer.cli.config import ConfigError, load_config  # noqa: E402
 from qdc_trainer.cli.grpo import SFT_MARKER, verifier_reward, warm_up  # noqa: E402
 from qdc_trainer.cli.main import main  # noqa: E402
+from qdc_trainer.cli.recipes import RECIPES_DIR  # noqa: E402
 from qdc_trainer.cli.run import load_model_and_tokenizer, load_splits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-RECIPE = ROOT / "recipes" / "arithmetic" / "grpo_qdc.yaml"
+RECIPE = RECIPES_DIR / "arithmetic" / "grpo_qdc.yaml"
 
 
 def test_the_recipes_parse_and_smoke_keeps_grpo_batches_consistent(tmp_path):
     cfg = load_config(RECIPE, ["--output_dir", str(tmp_path)])
     assert cfg.qdc.trainer == "grpo" and type(cfg.training).__name__ == "GRPOConfig"
     assert cfg.grpo.sft_steps == 800 and cfg.training.num_generations == 8 and cfg.qdc.sampler
-    uniform = load_config(ROOT / "recipes" / "arithmetic" / "grpo_uniform.yaml", ["--output_dir", str(tmp_path)])
+    uniform = load_config(RECIPES_DIR / "arithmetic" / "grpo_uniform.yaml", ["--output_dir", str(tmp_path)])
     assert not uniform.qdc.sampler and uniform.grpo == cfg.grpo  # the same warm-up: one shared model
     smoke = load_config(RECIPE, ["--output_dir", str(tmp_path), "--smoke", "true"])
     t = smoke.training

@@ -10,9 +10,10 @@ import pytest
 
 from qdc_trainer.cli import main
 from qdc_trainer.cli.config import ConfigError, load_config
+from qdc_trainer.cli.recipes import RECIPES_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-GRPO = ROOT / "recipes" / "arithmetic" / "grpo_qdc.yaml"
+GRPO = RECIPES_DIR / "arithmetic" / "grpo_qdc.yaml"
 
 
 def _run(*args):

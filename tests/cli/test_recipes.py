@@ -9,6 +9,7 @@ import pytest
 from helpers import build_gpt2
 
 from qdc_trainer.cli.config import load_config
+from qdc_trainer.cli.recipes import RECIPES_DIR
 from qdc_trainer.cli.run import train_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ def test_hub_recipe_loading_path_on_local_files(tokenizer, tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     cfg = load_config(
-        ROOT / "recipes" / "hub" / "sft_smollm2_alpaca.yaml",
+        RECIPES_DIR / "hub" / "sft_smollm2_alpaca.yaml",
         [
             "--model_name_or_path",
             str(model_dir),
@@ -139,7 +140,7 @@ def smoke_runs(tmp_path_factory):
         result = _qdc(
             "train",
             "--config",
-            f"recipes/arithmetic/{name}.yaml",
+            f"arithmetic/{name}",
             "--smoke",
             "true",
             "--output_dir",
@@ -195,9 +196,7 @@ def test_report_compares_runs_on_the_same_axes(smoke_runs, tmp_path):
 
 
 def test_profile_writes_figures_and_a_page(tmp_path):
-    result = _qdc(
-        "profile", "--config", "recipes/arithmetic/sft_qdc.yaml", "--smoke", "true", "--output_dir", str(tmp_path)
-    )
+    result = _qdc("profile", "--config", "arithmetic/sft_qdc", "--smoke", "true", "--output_dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     for name in (
         "profile.html",
@@ -211,7 +210,7 @@ def test_profile_writes_figures_and_a_page(tmp_path):
 
 def test_the_trl_recipe_runs(tmp_path):
     cfg = load_config(
-        ROOT / "recipes" / "arithmetic" / "sft_trl.yaml",
+        RECIPES_DIR / "arithmetic" / "sft_trl.yaml",
         ["--smoke", "true", "--output_dir", str(tmp_path), "--report", "false", "--report_to", "none"],
     )
     result = train_recipe(cfg)

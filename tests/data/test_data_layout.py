@@ -1,11 +1,7 @@
-"""The data room's layout: old import paths are the new modules, the shared helpers, the block-size API."""
+"""The data room's layout: the shared helpers, the block-size API."""
 
 from __future__ import annotations
 
-import importlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,44 +12,7 @@ import qdc_trainer.data
 from qdc_trainer.data import QDCSampler, QDCSamplerConfig, columns
 
 ROOT = Path(__file__).resolve().parents[2]
-MOVED = ("sampler", "selection", "collator")
-
-
-@pytest.mark.parametrize("name", MOVED)
-def test_an_old_import_path_is_the_same_module_object(name):
-    new = importlib.import_module(f"qdc_trainer.data.{name}")
-    assert importlib.import_module(f"qdc_trainer.{name}") is new
-    assert getattr(qdc_trainer, name) is new  # from qdc_trainer import sampler
-    for public in new.__all__:
-        assert getattr(importlib.import_module(f"qdc_trainer.{name}"), public) is getattr(new, public)
-
-
-def test_old_import_paths_work_in_a_fresh_interpreter_and_share_monkeypatched_attributes():
-    """Each old form of import, first thing in a new process (no earlier import of qdc_trainer.data)."""
-    code = """
-import qdc_trainer.sampler
-from qdc_trainer.sampler import QDCSampler, SamplerStateError, TELEMETRY_KEYS
-from qdc_trainer.selection import select_budget, cluster_quotas
-from qdc_trainer.collator import INDEX_KEY, IndexedDataset, QDCDataCollator
-from qdc_trainer import sampler, selection, collator
-import qdc_trainer.data.sampler as new
-assert qdc_trainer.sampler is new is sampler and QDCSampler is new.QDCSampler
-assert selection is qdc_trainer.data.selection and collator is qdc_trainer.data.collator
-sampler._MAX_OPEN_BLOCKS = 3
-assert new._MAX_OPEN_BLOCKS == 3
-print("ok")
-"""
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    return env
+# The old import paths (qdc_trainer.sampler, .selection, .collator) are tested in tests/test_aliases.py.
 
 
 def test_the_data_package_exports_its_public_api():

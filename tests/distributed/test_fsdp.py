@@ -5,7 +5,7 @@ On two CPU processes (gloo), accelerate 1.15 does not shard: its ``AcceleratorSt
 request is dropped and the model is wrapped in ``DistributedDataParallel``. This test runs that launch as a
 user would and checks that everything trains and agrees across ranks; it asserts which wrapper was used, so
 a later accelerate that shards on CPU shows up here. Under real FSDP2 sharding the same script
-(``tests/distributed/scripts/run_fsdp.py``) ran on one GPU; see the README's performance section.
+(``tests/distributed/scripts/run_fsdp.py``) ran on one GPU; see docs/performance.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from launch import ROOT, accelerate_launch, run
+from launch import accelerate_launch, run
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ def test_main_recipe_under_two_processes(tmp_path):
         "qdc_trainer.cli",
         "train",
         "--config",
-        str(ROOT / "recipes" / "arithmetic" / "sft_qdc.yaml"),
+        "arithmetic/sft_qdc",
         "--smoke",
         "true",
         "--output_dir",

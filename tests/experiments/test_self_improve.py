@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from qdc_trainer.cli.config import ConfigError
+from qdc_trainer.cli.recipes import RECIPES_DIR
 from qdc_trainer.experiments.self_improve import (
     METRICS,
     SelfImproveConfig,
@@ -30,7 +31,7 @@ from qdc_trainer.experiments.self_improve.sampling import _split_example
 from qdc_trainer.tasks.arithmetic import ArithmeticConfig, build_model, build_tokenizer, generate_examples, verify
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "arithmetic" / "self_improve.yaml"
+RECIPE = RECIPES_DIR / "arithmetic" / "self_improve.yaml"
 
 
 # --------------------------------------------------------------------------- candidates

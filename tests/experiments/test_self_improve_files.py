@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from qdc_trainer._io import read_json, write_json
+from qdc_trainer.cli.recipes import RECIPES_DIR
 from qdc_trainer.experiments.self_improve import SelfImproveConfig
 from qdc_trainer.experiments.self_improve.rounds import _arm_job, _base_job
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "arithmetic" / "self_improve.yaml"
+RECIPE = RECIPES_DIR / "arithmetic" / "self_improve.yaml"
 
 
 def _cut(path: Path, value) -> None:

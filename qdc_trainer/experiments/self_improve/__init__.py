@@ -43,7 +43,7 @@ series. The run folder gets ``results.md`` (the table), ``results.json`` (every
 row), one PNG per metric (variants on the same axes, mean over seeds with the range),
 and a summary that checks the claims (``qdc self-improve`` prints it).
 
-Run it with ``qdc self-improve --config recipes/arithmetic/self_improve.yaml``.
+Run it with ``qdc self-improve --config arithmetic/self_improve``.
 
 Modules, one concern each: :mod:`.config` (settings, reading a recipe), :mod:`.sampling` (candidates and the
 arms' selection rules), :mod:`.rounds` (measuring and training a model; one seed's first model, one arm's

@@ -92,7 +92,7 @@ other arms) by commands that differ only in these."""
 
 @dataclass
 class SelfImproveConfig:
-    """Settings of :func:`run_self_improvement` (the keys of ``recipes/arithmetic/self_improve.yaml``).
+    """Settings of :func:`run_self_improvement` (the keys of the packaged recipe ``arithmetic/self_improve``).
 
     ``sampler`` holds the selection's and the QDC sampler's knobs; a recipe gives them as flat keys.
     """
