@@ -10,10 +10,11 @@
    the in-distribution ``validation`` and the out-of-distribution ``test_ood`` problems.
 3. **GRPO.** TRL's ``GRPOTrainer`` with the task's verifier as the reward, through
    ``QDCTrainerMixin``: the prompts come from a :class:`~qdc_trainer.QDCSampler` over the
-   training problems (complexity and clusters scored as for SFT; the reward spread as the
-   online signal; see :mod:`qdc_trainer.grpo`) or, with ``sampler: false``, from GRPO's own
-   uniform sampler. The :class:`~qdc_trainer.RolloutMonitorCallback` logs ``qdc/rollout/*``
-   and the :class:`~qdc_trainer.CollapseDetectorCallback` watches them.
+   training problems, or ``grpo_prompts`` fresh ones (complexity and clusters scored as for SFT;
+   each group's successes as the online signal; see :mod:`qdc_trainer.grpo`) or, with
+   ``sampler: false``, from GRPO's own uniform sampler. The
+   :class:`~qdc_trainer.RolloutMonitorCallback` logs ``qdc/rollout/*`` and the
+   :class:`~qdc_trainer.CollapseDetectorCallback` watches them.
 4. **After.** The same evaluation; ``results.json`` holds both, the rollout measures at the
    start and the end of GRPO, and the detector's verdict.
 """
