@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{earlier:>8.3f}s {earlier / tokens * 1e6:>9.3f} {earlier / ours:>8.1f}x "
             f"{'identical' if same else 'DIFFER':>10}"
         )
+        # the same completions as token ids (word "w<i>" is id i), as GRPO holds them: no whitespace split
+        ids = [np.array([int(w[1:]) for w in t.split()], dtype=np.int64) for t in texts]
+        with_ids, got_ids = best_cpu(lambda: rollout_measures(ids, rewards, k), repeats)
+        print(
+            f"{'  as token-id arrays':>22} {tokens:>9,} {with_ids:>8.3f}s {with_ids / tokens * 1e6:>9.3f} "
+            f"{'':>9} {'':>9} {earlier / with_ids:>8.1f}x {'identical' if got_ids == got else 'DIFFER':>10}"
+        )
     print()
     print("2. generation monitor: measure_generations (target <= 1.5 µs per sample-token)")
     print(

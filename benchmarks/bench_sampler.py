@@ -17,10 +17,14 @@ Targets (full sizes):
   ``block_size`` 4096) within 3x of ``torch.utils.data.RandomSampler``. QDC and
   RandomSampler epochs alternate, so that load from other processes hits both.
   ``block_size`` 65536, ``block_size`` 4096 with one torch thread (the blocks'
-  ``torch.searchsorted`` is multi-threaded) and ``WeightedRandomSampler`` with
-  the same weights (``sampler.probabilities()``) are reported without a target;
+  draws once used a multi-threaded ``torch.searchsorted``; now a guide table on
+  the calling thread) and ``WeightedRandomSampler`` with the same weights
+  (``sampler.probabilities()``) are reported without a target;
   ``WeightedRandomSampler`` cannot draw from more than 2**24 categories
   (``torch.multinomial``), and that failure is shown, not hidden.
+* Draws: the guide table (``qdc_trainer/data/draws.py``) against the earlier
+  binary search on the same sampler: an epoch each, one 320-index block at two
+  torch threads, and a check that both give the same indices (N <= 1e7).
 * Memory: the peak resident-memory growth while the sampler is built, divided
   by N, at most 32 bytes per example (N >= 1e7; smaller N are dominated by
   allocator noise). The memory retained after construction and the bytes of
@@ -387,7 +391,7 @@ def bench_sampler_at(n: int, sizes: Sizes, single: float) -> SamplerResult:
         ("RandomSampler", "random", lambda run: consume(iter(uniform))),
     ]
     cases += [(f"QDCSampler block {bs}", bs, qdc_epoch(bs, threads)) for bs in sizes.block_sizes[1:]]
-    if threads > 1:  # diagnostic: torch.searchsorted's intra-op parallelism on small blocks
+    if threads > 1:  # diagnostic: torch's intra-op threads on small blocks
         cases.append((f"QDCSampler block {first}, 1 torch thread", "one_thread", qdc_epoch(first, 1)))
     best: dict[Any, float] = {}
     runs: dict[Any, int] = {}

@@ -41,7 +41,7 @@ def test_bench_sampler_smoke():
 def test_bench_rollout_smoke():
     out = run_smoke("bench_rollout.py")
     assert "1. rollout_measures" in out and "2. generation monitor" in out
-    assert out.count("identical") == 2 and "DIFFER" not in out
+    assert out.count("identical") == 3 and "DIFFER" not in out
 
 
 def test_bench_scoring_smoke():

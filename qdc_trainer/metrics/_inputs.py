@@ -111,6 +111,8 @@ class Corpus:
         require_items(items, name, min_items)
         if all(isinstance(t, str) for t in items):
             token_lists = [t.split() for t in items]
+        elif items and all(_is_id_array(t) for t in items):
+            return cls._from_id_arrays(items)
         else:
             token_lists = [tokenize(t, name, i) for i, t in enumerate(items)]
         offsets = np.zeros(len(items) + 1, dtype=np.int64)
@@ -127,6 +129,23 @@ class Corpus:
         dense = np.empty(total, dtype=np.int64)
         dense[np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))] = np.arange(len(vocab))
         return cls(dense[first], offsets, len(vocab))
+
+    @classmethod
+    def _from_id_arrays(cls, items: list) -> Corpus:
+        """Integer arrays or tensors of token ids, without a Python pass per token. The ids are renumbered
+        ``0 .. V - 1`` in order of value (not of first occurrence, as for lists): equal tokens, equal ids,
+        so every measure is the same."""
+        arrays = [np.asarray(t.detach().cpu() if hasattr(t, "detach") else t).reshape(-1) for t in items]
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum([len(a) for a in arrays], out=offsets[1:])
+        flat = np.concatenate(arrays).astype(np.int64, copy=False) if offsets[-1] else np.zeros(0, np.int64)
+        if len(flat) and 0 <= flat.min() and flat.max() < 4 * len(flat) + (1 << 20):  # a table over the ids
+            present = np.zeros(int(flat.max()) + 1, dtype=bool)
+            present[flat] = True
+            rank = np.cumsum(present) - 1
+            return cls(rank[flat], offsets, int(rank[-1]) + 1)
+        values, inverse = np.unique(flat, return_inverse=True)
+        return cls(inverse.reshape(-1).astype(np.int64, copy=False), offsets, len(values))
 
     def ngram_keys(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """All n-grams that lie inside one text: ``(doc, key)``, equal keys meaning equal n-grams.
@@ -157,6 +176,16 @@ class Corpus:
         doc, key = self.ngram_keys(n)
         _, gram = np.unique(key, return_inverse=True)
         return doc, gram.astype(np.int64, copy=False).reshape(-1)
+
+
+def _is_id_array(text: Any) -> bool:
+    """A 1-D integer numpy array or torch tensor (token ids)."""
+    dtype = getattr(text, "dtype", None)
+    if dtype is None or getattr(text, "ndim", None) != 1:
+        return False
+    if isinstance(text, np.ndarray):
+        return np.issubdtype(dtype, np.integer)
+    return hasattr(text, "detach") and not (dtype.is_floating_point or dtype.is_complex or str(dtype) == "torch.bool")
 
 
 def count_distinct(keys: np.ndarray) -> int:

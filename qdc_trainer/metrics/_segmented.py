@@ -153,11 +153,13 @@ def collection_stats(
             bound *= base
         if n not in orders:
             continue
-        inside = doc_of_token[: len(key)] == doc_of_token[n - 1 :] if n > 1 else np.ones(len(key), dtype=bool)
-        doc = doc_of_token[: len(key)][inside]
         if _bits(bound) + doc_bits > 62:
             key, bound = _rank(key)
-        packed = np.sort(key[inside] << doc_bits | doc)
+        packed = key << doc_bits
+        packed |= doc_of_token[: len(key)]
+        if n > 1:  # only the n-grams that lie inside one text
+            packed = packed[doc_of_token[: len(key)] == doc_of_token[n - 1 :]]
+        packed.sort()
         pair_end = np.append(np.flatnonzero(packed[1:] != packed[:-1]), len(packed) - 1) if len(packed) else packed
         pair_value = packed[pair_end]
         pair_count = np.diff(pair_end, prepend=-1)

@@ -159,9 +159,10 @@ def rollout_measures(
     ``ValueError``.
 
     Cost: the texts are tokenized once; per n-gram order one sort of all the batch's n-grams serves every
-    group and both views (see ``qdc_trainer.metrics._segmented``): about 0.1-0.2 µs of CPU per token at
-    GRPO's sizes (``benchmarks/bench_rollout.py``), with values identical to measuring each group and each
-    across-prompt collection on its own with :func:`~qdc_trainer.metrics.grouped_diversity`.
+    group and both views (see ``qdc_trainer.metrics._segmented``): about 0.3-0.4 µs of CPU per word of
+    text at GRPO's sizes, 0.2 µs per token from token-id arrays (``benchmarks/bench_rollout.py``), with
+    values identical to measuring each group and each across-prompt collection on its own with
+    :func:`~qdc_trainer.metrics.grouped_diversity`.
 
     >>> rollout_measures([[{"role": "assistant", "content": "a b"}], [{"role": "assistant", "content": "a c"}]],
     ...                  [1.0, 0.0], 2)["per_prompt/distinct_2"]

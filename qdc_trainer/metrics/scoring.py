@@ -40,7 +40,7 @@ def cluster_embeddings(embeddings: np.ndarray, n_clusters: int, seed: int = 0) -
     principal components (PCA fitted on a seeded sample of 50,000 rows), ``MiniBatchKMeans`` is fitted on
     that sample, and every row is assigned to its nearest centre in one chunked pass. The cost is then
     linear in the rows, O(n·dim·64 + n·64·k), instead of the n^1.5 of k-means over all rows with
-    k = √(n/2) (``score_dataset``'s default): about 3 s of CPU for 10^5 rows of 1,024 dimensions. BLAS
+    k = √(n/2) (``score_dataset``'s default): a few seconds of CPU for 10^5 rows of 1,024 dimensions. BLAS
     and OpenMP run on one thread here, as the cost on a shared machine grows with the threads.
 
     ``n_clusters`` is capped at the number of distinct rows (of the projected rows, above 10,000).
@@ -137,7 +137,7 @@ def score_dataset(
     complexity; a second pass embeds the texts, 4,096 at a time, keeping only their
     projection on 64 principal components (above 10,000 rows), and
     :func:`cluster_embeddings` clusters them into ``cluster_column`` (its docstring
-    gives the cost: about 25 s of CPU per 10^5 rows with the hashing embedder, linear
+    gives the cost: about 13 s of CPU per 10^5 rows with the hashing embedder, linear
     in the rows). With ``keep_embeddings`` the full embeddings are stored and
     clustered instead.
 

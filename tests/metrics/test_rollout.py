@@ -186,3 +186,25 @@ def test_the_rollout_monitor_keeps_its_series_when_the_answer_extractor_fails():
     assert record[PREFIX + "distinct_answers"] == pytest.approx(0.5)  # every completion: "no answer"
     assert record[PREFIX + "per_prompt/distinct_2"] == pytest.approx((2 / 2 + 1 / 2) / 2)
     assert record[PREFIX + "pass@2"] == pytest.approx(1.0)
+
+
+def test_token_id_arrays_give_the_measures_of_their_lists():
+    import torch
+
+    from qdc_trainer.metrics import Corpus, distinct_n, ngram_entropy
+
+    rng = np.random.default_rng(3)
+    for high in (50, 10**12):  # a table over the ids, and ids too large for one
+        seqs = [rng.integers(0, high, rng.integers(0, 20)) for _ in range(30)]
+        seqs[4] = seqs[2].copy()
+        lists = [s.tolist() for s in seqs]
+        as_lists = Corpus.from_texts(lists)
+        for items in (seqs, [torch.from_numpy(s) for s in seqs]):
+            fast = Corpus.from_texts(items)
+            assert np.array_equal(fast.offsets, as_lists.offsets) and fast.vocab_size == as_lists.vocab_size
+            # the same tokens are equal: the ids are a renumbering of the lists' ids
+            pairs = set(zip(fast.tokens.tolist(), as_lists.tokens.tolist()))
+            assert len(pairs) == fast.vocab_size
+            assert distinct_n(fast, 2) == distinct_n(lists, 2) and ngram_entropy(fast) == ngram_entropy(lists)
+        texts = [" ".join(map(str, s)) for s in seqs]
+        assert rollout_measures(seqs, np.ones(30), 3) == rollout_measures(texts, np.ones(30), 3)
