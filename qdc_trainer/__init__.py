@@ -5,7 +5,7 @@
 - :class:`QDCDataCollator` carries each example's index through the batch;
 - :class:`QDCTrainer` / :class:`QDCTrainerMixin` install the sampler in a
   transformers ``Trainer`` (or any subclass, such as TRL's ``SFTTrainer``), and in TRL's
-  ``GRPOTrainer`` draw its prompts with the reward spread as the online signal (:mod:`qdc_trainer.grpo`);
+  ``GRPOTrainer`` draw its prompts by their learned pass rates (:mod:`qdc_trainer.grpo`);
 - :mod:`qdc_trainer.callbacks` holds the Trainer callbacks: :class:`GenerationMonitorCallback`
   samples from the model on probe prompts during training and logs the diversity and complexity
   of its generations; :class:`CollapseDetectorCallback` watches logged series and warns,

@@ -6,16 +6,20 @@
   (:class:`~qdc_trainer.data.prompt_sampler.GroupedPromptSampler`): each prompt
   ``num_generations`` times, each generation batch reused for
   ``steps_per_generation x num_iterations`` micro-steps, identical on every process;
-- the online signal is a prompt's *reward spread* instead of an example's loss: after
-  each generation the trainer reads the rewards GRPO computed (all processes' rollouts,
-  gathered by TRL) and records, for each prompt, the standard deviation of its group's
-  rewards. A prompt the policy always or never solves has a spread of 0: its
-  advantages are 0 and it teaches GRPO nothing (the observation behind DAPO's dynamic
-  sampling, Yu et al. 2025, arXiv 2503.14476), so its weight falls to the floor of
-  the online factor (``1 / max_online_ratio``); prompts at the edge of what the policy
-  can do gain weight. The rest of the weight formula (quality, complexity, cluster
-  balance, ``tradeoff``) is the SFT one (:mod:`qdc_trainer.data.weights`), with the
-  reward spread in place of the loss;
+- the online signal is a prompt's *success* instead of an example's loss: after each
+  generation the trainer reads the rewards GRPO computed (all processes' rollouts,
+  gathered by TRL) and records, for each prompt, the successes of its group
+  (:func:`group_outcomes`). The sampler pools them into a pass-rate posterior per
+  prompt, shrunk towards the prompt's difficulty cell (complexity level x cluster) and
+  the run, and weights each prompt by what its group is expected to teach: the chance
+  that the group is mixed under ``scale_rewards="group"``, the reward variance under
+  ``"none"``/``"batch"`` (:func:`objective_of`; :mod:`qdc_trainer.data.success`). A prompt
+  the policy always or never solves teaches nothing (its advantages are 0: the
+  observation behind DAPO's dynamic sampling, Yu et al. 2025, arXiv 2503.14476) and
+  keeps only the floor; unseen prompts borrow their cell's estimate. The complexity term
+  aims at the frontier (the level whose pass rate is nearest 1/2) instead of pushing
+  upwards; quality, cluster balance and ``tradeoff`` are the SFT ones
+  (:mod:`qdc_trainer.data.weights`);
 - a :class:`~qdc_trainer.callbacks.rollout.RolloutMonitorCallback` in the trainer's
   callbacks receives the same rollouts and logs their diversity and coverage, with no
   extra generation;
@@ -48,9 +52,10 @@ __all__ = [
     "Rollouts",
     "add_mask_positions",
     "completion_text",
+    "group_outcomes",
     "is_grpo_trainer",
+    "objective_of",
     "read_rollouts",
-    "reward_spread",
     "unsupported_trl",
 ]
 
@@ -186,26 +191,37 @@ def read_rollouts(trainer: Any, indices: np.ndarray | None) -> Rollouts:
     )
 
 
-def reward_spread(rollouts: Rollouts) -> tuple[np.ndarray, np.ndarray]:
-    """(prompt index, standard deviation of its group's rewards) per group: the sampler's online signal.
+def objective_of(args: Any) -> str:
+    """What a group is worth under ``args.scale_rewards`` (TRL's ``GRPOConfig``): ``"mixed"`` for ``"group"`` (TRL's
+    default: every mixed group's advantages are scaled to unit variance), ``"variance"`` for ``"none"`` and
+    ``"batch"`` (advantages keep the group's spread).
 
-    NaN rewards are left out; a group with fewer than two scored completions gives NaN (no signal).
+    >>> from types import SimpleNamespace
+    >>> objective_of(SimpleNamespace(scale_rewards="group")), objective_of(SimpleNamespace(scale_rewards=False))
+    ('mixed', 'variance')
+    """
+    scale = getattr(args, "scale_rewards", "group")
+    scale = {True: "group", False: "none"}.get(scale, scale)
+    return "mixed" if scale == "group" else "variance"
+
+
+def group_outcomes(
+    rollouts: Rollouts, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(prompt index, successes, scored completions, mixed) per group: the sampler's online signal
+    (:func:`qdc_trainer.data.success.group_outcomes` on the rollouts' combined rewards).
 
     >>> r = Rollouts(["p"] * 4, ["a"] * 4, np.array([1.0, 0.0, 1.0, 1.0]), 2, np.array([7, 7, 3, 3]), 0)
-    >>> idx, spread = reward_spread(r)
-    >>> idx.tolist(), spread.tolist()
-    ([7, 3], [0.5, 0.0])
+    >>> [x.tolist() for x in group_outcomes(r)]
+    [[7, 3], [1.0, 2.0], [2.0, 2.0], [True, False]]
     """
+    from .data.success import group_outcomes as outcomes
+
     if rollouts.indices is None:
         raise ValueError("the rollouts carry no prompt indices")
     k = rollouts.num_generations
     idx = np.asarray(rollouts.indices, dtype=np.int64).reshape(-1, k)
     if (idx != idx[:, :1]).any():
         raise RuntimeError("a group of rollouts mixes prompts: the generation batch is not in GRPO's layout")
-    rewards = rollouts.rewards.reshape(-1, k)
-    spread = np.full(len(rewards), np.nan)
-    for i, row in enumerate(rewards):
-        row = row[np.isfinite(row)]
-        if len(row) >= 2:
-            spread[i] = float(row.std())
-    return idx[:, 0], spread
+    wins, trials, mixed = outcomes(rollouts.rewards, k, threshold)
+    return idx[:, 0], wins, trials, mixed

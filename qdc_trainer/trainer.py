@@ -102,7 +102,7 @@ class _SamplerCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.position is not None:
             self.position(state)
-        if state.global_step % self.sampler.config.update_every == 0:
+        if state.global_step % self.sampler.update_every == 0:
             self.flush()
             self.sampler.update()
 
@@ -190,6 +190,12 @@ class QDCTrainerMixin:
                     "(was the dataset filtered or packed after the sampler was built?)"
                 )
         if self._qdc_grpo:  # GRPO's batches are lists of rows: the index stays in each row
+            reuse = self.args.steps_per_generation * self.num_iterations  # micro-steps per generation batch
+            qdc_sampler.configure_success(
+                self.num_generations,
+                grpo.objective_of(self.args),
+                steps_per_generation=max(1, reuse // self.args.gradient_accumulation_steps),
+            )
             self.add_callback(_SamplerCallback(qdc_sampler, self._flush_feedback, self._grpo_position))
             return
         if not isinstance(self.data_collator, QDCDataCollator):
@@ -210,7 +216,7 @@ class QDCTrainerMixin:
         if self._qdc_grpo:
             prompts = self.args.generation_batch_size // self.num_generations
             reuse = self.args.steps_per_generation * self.num_iterations  # micro-steps per generation batch
-            chunks = max(1, -(-sampler.config.update_every * self.args.gradient_accumulation_steps // reuse))
+            chunks = max(1, -(-sampler.update_every * self.args.gradient_accumulation_steps // reuse))
             try:
                 sampler.configure_block(chunks * prompts, global_batch=prompts)  # whole chunks per block
             except ValueError as err:
@@ -279,8 +285,9 @@ class QDCTrainerMixin:
                     self._qdc_rollout_warned = True
                 return output
             if indices is not None:
-                prompts, spread = grpo.reward_spread(rollouts)
-                self.qdc_sampler.record(prompts, spread, consume=False)
+                self.qdc_sampler.record_success(
+                    *grpo.group_outcomes(rollouts, self.qdc_sampler.config.success_threshold)
+                )
             for monitor in monitors:
                 monitor.observe(rollouts)
         return output

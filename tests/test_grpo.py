@@ -22,7 +22,7 @@ from qdc_trainer import (  # noqa: E402
 )
 from qdc_trainer.callbacks.series import DEFAULT_RL_WATCH  # noqa: E402
 from qdc_trainer.data.prompt_sampler import GroupedPromptSampler  # noqa: E402
-from qdc_trainer.grpo import Rollouts, reward_spread, unsupported_trl  # noqa: E402
+from qdc_trainer.grpo import Rollouts, group_outcomes, unsupported_trl  # noqa: E402
 from qdc_trainer.tasks.arithmetic import (  # noqa: E402
     ArithmeticConfig,
     build_model,
@@ -100,7 +100,11 @@ def test_grpo_trains_with_the_sampler_and_the_rollout_monitor(setting, tmp_path)
     train = [r for r in history if "loss" in r]
     assert [r["step"] for r in train] == [1, 2, 3]  # the rollout records never replace a training log
     assert all("reward" in r and "qdc/sampler/ess_ratio" in r for r in train)
-    assert sampler.num_updates == 3 and np.isfinite(sampler.loss_ema).sum() > 0
+    assert sampler.num_updates == 3 and sampler.uses_success and sampler.objective == "mixed"
+    assert np.isnan(sampler.loss_ema).all()  # GRPO feeds back successes, not losses
+    a, b = sampler.success_posterior()
+    assert float((a + b).max()) > sampler.config.success_prior + 1e-6  # some prompts have evidence of their own
+    assert all("qdc/sampler/predicted_mixed" in r and "qdc/sampler/measured_mixed" in r for r in train)
     assert sampler.consumed == 6  # 3 generation batches of 2 prompts, each finished
 
 
@@ -158,12 +162,26 @@ def test_other_trl_trainers_are_refused(name):
     assert unsupported_trl(QDCGRPOTrainer) is None
 
 
-def test_reward_spread_refuses_a_group_that_mixes_prompts():
+def test_group_outcomes_refuses_a_group_that_mixes_prompts():
     rollouts = Rollouts(["p"] * 4, ["a"] * 4, np.array([1.0, 0.0, 1.0, 0.0]), 2, np.array([1, 2, 3, 3]), 0)
     with pytest.raises(RuntimeError, match="mixes prompts"):
-        reward_spread(rollouts)
+        group_outcomes(rollouts)
     nan = Rollouts(["p"] * 4, ["a"] * 4, np.array([1.0, np.nan, 1.0, 0.0]), 2, np.array([1, 1, 3, 3]), 0)
-    assert np.isnan(reward_spread(nan)[1][0]) and reward_spread(nan)[1][1] == pytest.approx(0.5)
+    idx, wins, trials, mixed = group_outcomes(nan)
+    assert idx.tolist() == [1, 3] and wins.tolist() == [1.0, 1.0] and trials.tolist() == [1.0, 2.0]
+    assert mixed.tolist() == [False, True]  # one scored completion is never a mixed group
+    graded = Rollouts(["p"] * 2, ["a"] * 2, np.array([3.0, 1.0]), 2, np.array([0, 0]), 0)
+    with pytest.raises(ValueError, match="success_threshold"):
+        group_outcomes(graded)
+    assert group_outcomes(graded, threshold=2.0)[1].tolist() == [1.0]
+
+
+def test_scale_rewards_chooses_the_objective(setting, tmp_path):
+    _, dataset = setting
+    for scale, objective in (("group", "mixed"), ("none", "variance"), ("batch", "variance")):
+        sampler = QDCSampler(len(dataset))
+        _grpo_trainer(setting, tmp_path, args=_args(tmp_path, scale_rewards=scale), qdc_sampler=sampler)
+        assert (sampler.group_size, sampler.objective) == (4, objective)
 
 
 def test_a_failing_measure_logs_nan_and_warns_once(caplog):

@@ -52,7 +52,7 @@ def test_uniform_weights_give_the_plain_trainer_loss(tokenizer, tmp_path, weight
     make_sampler = lambda: QDCSampler(len(ds), config=uniform)  # noqa: E731
     args = args_for(tmp_path, gradient_accumulation_steps=grad_accum)
     order_sampler = make_sampler()
-    order_sampler.block_size = args.per_device_train_batch_size * grad_accum * order_sampler.config.update_every
+    order_sampler.block_size = args.per_device_train_batch_size * grad_accum * order_sampler.update_every
     order = list(order_sampler)
 
     plain = FixedOrderTrainer(
@@ -151,7 +151,7 @@ def test_sequence_classification_loss_and_feedback(tokenizer, tmp_path):
     make_sampler = lambda: QDCSampler(len(ds), config=uniform)  # noqa: E731
     args = args_for(tmp_path)
     order_sampler = make_sampler()
-    order_sampler.block_size = 4 * order_sampler.config.update_every
+    order_sampler.block_size = 4 * order_sampler.update_every
     order = list(order_sampler)
     torch.manual_seed(0)
     plain = FixedOrderTrainer(

@@ -244,6 +244,14 @@ class GRPOArguments:
             "settings (default <output_dir>/sft; give two recipes the same folder to start them from one model)"
         },
     )
+    grpo_prompts: int = field(
+        default=0,
+        metadata={
+            "help": "GRPO's prompts: 0 = the warm-up's training split; N = N fresh problems of the task (their own "
+            "random stream, outside the held-out share, no expression the warm-up trained on), so that GRPO can "
+            "move held-out accuracy rather than sharpen memorised problems"
+        },
+    )
     rollout_monitor: bool = field(
         default=True, metadata={"help": "log qdc/rollout/* (diversity and pass@k of GRPO's own rollouts)"}
     )
@@ -440,8 +448,8 @@ def _validate_grpo(data: DataArguments, qdc: QDCArguments, grpo: GRPOArguments, 
         raise ConfigError(f"{where}: trainer grpo needs task: arithmetic (its verifier is the reward)")
     if qdc.loss_weighting != "none":
         raise ConfigError(f"{where}: loss_weighting needs a loss per example; under trainer grpo leave it at none")
-    for name in ("sft_steps", "sft_batch_size", "eval_samples"):
-        if getattr(grpo, name) < (0 if name == "sft_steps" else 1):
+    for name in ("sft_steps", "sft_batch_size", "eval_samples", "grpo_prompts"):
+        if getattr(grpo, name) < (0 if name in ("sft_steps", "grpo_prompts") else 1):
             raise ConfigError(f"{where}: {name}={getattr(grpo, name)} is too small")
     if not grpo.sft_learning_rate > 0 or not grpo.eval_temperature > 0:
         raise ConfigError(f"{where}: sft_learning_rate and eval_temperature must be > 0")

@@ -142,7 +142,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"profile: {page}")
     except (ValueError, FileNotFoundError) as err:
         return _error(args.command, err)
+    _end_distributed()
     return 0
+
+
+def _end_distributed() -> None:
+    """Under ``accelerate launch``: wait for every process, then destroy the process group that the Trainer's
+    accelerator created, so that no backend thread outlives the interpreter (a gloo rank whose group is left
+    alive can abort at exit with 'terminate called without an active exception')."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _help(command: argparse.ArgumentParser, settings: argparse.ArgumentParser) -> int:

@@ -37,7 +37,18 @@ import numpy as np
 
 from .._io import atomic_savez
 
-__all__ = ["STATE_KEYS", "STATE_VERSION", "SamplerState", "SamplerStateError", "decode", "encode", "read", "write"]
+__all__ = [
+    "STATE_KEYS",
+    "STATE_VERSION",
+    "SUCCESS_KEYS",
+    "SamplerState",
+    "SamplerStateError",
+    "SuccessState",
+    "decode",
+    "encode",
+    "read",
+    "write",
+]
 
 STATE_VERSION = 2
 """Version of the stored state. 1: config stored as ``repr(sorted(items))``; 2: as JSON (both are read)."""
@@ -59,10 +70,41 @@ STATE_KEYS = (
     "block_lengths",
 )
 """Keys every stored state has (``version`` is written too, but old states may lack it)."""
+SUCCESS_KEYS = (
+    "success_group_size",
+    "success_objective",
+    "success_s",
+    "success_f",
+    "success_cell_s",
+    "success_cell_f",
+    "success_pending_idx",
+    "success_pending_successes",
+    "success_pending_trials",
+)
+"""Keys of the success counts, stored only by a sampler with the success signal (GRPO)."""
 
 
 class SamplerStateError(ValueError):
     """A saved sampler state cannot be restored: damaged, incomplete, out of range or configured differently."""
+
+
+@dataclass
+class SuccessState:
+    """The success counts of a sampler with the success signal (:mod:`qdc_trainer.data.success`)."""
+
+    group_size: int
+    objective: str
+    s: np.ndarray
+    """Per example, float32: decayed successes."""
+    f: np.ndarray
+    """Per example, float32: decayed failures."""
+    cell_s: np.ndarray
+    """Per difficulty cell, float64."""
+    cell_f: np.ndarray
+    pending_idx: np.ndarray
+    """Groups fed back and not yet applied: their prompts' indices, successes and scored completions."""
+    pending_successes: np.ndarray
+    pending_trials: np.ndarray
 
 
 @dataclass
@@ -87,12 +129,14 @@ class SamplerState:
     """Indices of this epoch already trained on."""
     blocks: dict[int, np.ndarray]
     """Blocks drawn and not yet trained on, by block number."""
+    success: SuccessState | None = None
+    """The success counts (GRPO), or None."""
 
 
 def encode(state: SamplerState, *, num_examples: int, num_samples: int, config: dict[str, Any]) -> dict[str, Any]:
     """The flat arrays of ``state`` (what :meth:`QDCSampler.state_dict` returns and :func:`write` stores)."""
     ids = sorted(state.blocks)
-    return {
+    out = {
         "version": np.int64(STATE_VERSION),
         "num_examples": np.int64(num_examples),
         "num_samples": np.int64(num_samples),
@@ -110,6 +154,22 @@ def encode(state: SamplerState, *, num_examples: int, num_samples: int, config: 
         "blocks": np.concatenate([state.blocks[b] for b in ids]) if ids else np.zeros(0, np.int64),
         "block_lengths": np.array([len(state.blocks[b]) for b in ids], dtype=np.int64),
     }
+    if state.success is not None:
+        sc = state.success
+        out.update(
+            {
+                "success_group_size": np.int64(sc.group_size),
+                "success_objective": np.array(sc.objective),
+                "success_s": sc.s,
+                "success_f": sc.f,
+                "success_cell_s": sc.cell_s,
+                "success_cell_f": sc.cell_f,
+                "success_pending_idx": sc.pending_idx,
+                "success_pending_successes": sc.pending_successes,
+                "success_pending_trials": sc.pending_trials,
+            }
+        )
+    return out
 
 
 def decode(
@@ -121,6 +181,7 @@ def decode(
     clusters: np.ndarray,
     num_clusters: int,
     block_size: int | None,
+    defaults: dict[str, Any] | None = None,
 ) -> SamplerState:
     """Check ``arrays`` (from :func:`encode` or :func:`read`) against the sampler that loads them; return copies.
 
@@ -128,7 +189,8 @@ def decode(
     outside ``[0, num_examples)``, a negative position, an infinite loss EMA; NaN is
     how an unseen example, cluster or run is stored) or each setting that differs
     from the loading sampler's (``config``, ``num_examples``, ``num_samples``, a
-    ``block_size`` it already has), with both values.
+    ``block_size`` it already has), with both values. A setting the checkpoint does not
+    name (one added in a later release) counts as its value in ``defaults``.
     """
     missing = [key for key in STATE_KEYS if key not in arrays]
     if missing:
@@ -141,7 +203,10 @@ def decode(
                 f"the checkpoint's sampler has {key}={saved}, this one {mine}: a different dataset? Build the sampler "
                 "over the dataset the checkpoint was trained on, or start a new run"
             )
-    differing = _config_differences(_saved_config(arrays["config"]), config)
+    saved_config = _saved_config(arrays["config"])
+    for key, value in (defaults or {}).items():
+        saved_config.setdefault(key, value)
+    differing = _config_differences(saved_config, config)
     if differing:
         raise SamplerStateError(
             "the checkpoint's sampler was configured differently: "
@@ -200,6 +265,7 @@ def decode(
             f"of <= {block}"
         )
     pieces = np.split(blocks.copy(), np.cumsum(lengths)[:-1]) if len(ids) else []
+    success = _decode_success(arrays, n)
     return SamplerState(
         block_size=saved_block or block_size,
         loss_ema=loss_ema.copy(),
@@ -211,6 +277,40 @@ def decode(
         epoch=epoch,
         consumed=consumed,
         blocks=dict(zip(ids.tolist(), pieces)),
+        success=success,
+    )
+
+
+def _decode_success(arrays: dict[str, Any], n: int) -> SuccessState | None:
+    """The checked success counts of ``arrays``, or None when it has none."""
+    present = [key for key in SUCCESS_KEYS if key in arrays]
+    if not present:
+        return None
+    if len(present) != len(SUCCESS_KEYS):
+        missing = [key for key in SUCCESS_KEYS if key not in arrays]
+        raise SamplerStateError(f"the state has some success counts but lacks {missing}")
+    group_size = _scalar(arrays, "success_group_size", int)
+    if group_size < 1:
+        raise SamplerStateError(f"success_group_size={group_size} is not positive")
+    counts = {key: _array(arrays, f"success_{key}", np.float64, n) for key in ("s", "f")}
+    cell_s = _array(arrays, "success_cell_s", np.float64, None)
+    cell_f = _array(arrays, "success_cell_f", np.float64, len(cell_s))
+    pending_idx = _indices(arrays, "success_pending_idx", n)
+    wins = _array(arrays, "success_pending_successes", np.float64, len(pending_idx))
+    tries = _array(arrays, "success_pending_trials", np.float64, len(pending_idx))
+    for key, values in (*counts.items(), ("cell_s", cell_s), ("cell_f", cell_f), ("pending", tries - wins)):
+        if not np.isfinite(values).all() or (values < 0).any():
+            raise SamplerStateError(f"success {key} has negative or non-finite counts")
+    return SuccessState(
+        group_size=group_size,
+        objective=str(np.asarray(arrays["success_objective"])),
+        s=counts["s"].astype(np.float32),
+        f=counts["f"].astype(np.float32),
+        cell_s=cell_s.copy(),
+        cell_f=cell_f.copy(),
+        pending_idx=pending_idx.copy(),
+        pending_successes=wins.copy(),
+        pending_trials=tries.copy(),
     )
 
 

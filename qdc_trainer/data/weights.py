@@ -70,6 +70,8 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20  # examples per vectorised chunk
+DEFAULT_UPDATE_EVERY = 10
+"""Optimizer steps between weight refreshes when ``update_every`` is unset (the loss signal)."""
 
 
 @dataclass
@@ -104,10 +106,35 @@ class QDCSamplerConfig:
     max_online_ratio: float = field(default=4.0, metadata={"help": "R: each online factor is clipped to [1/R, R]."})
     ema_decay: float = field(default=0.9, metadata={"help": "EMA decay of the per-example and per-cluster losses."})
     floor: float = field(default=0.1, metadata={"help": "Share of probability spread uniformly: p_i >= floor / N."})
-    update_every: int = field(
-        default=10, metadata={"help": "Apply losses and refresh weights every this many optimizer steps."}
+    update_every: int | None = field(
+        default=None,
+        metadata={
+            "help": "Apply the feedback and refresh the weights every this many optimizer steps; unset: "
+            f"{DEFAULT_UPDATE_EVERY}, or under GRPO after every generation batch."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the index stream (with the epoch and block)."})
+    success_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Under GRPO: the reward at or above which a completion counts as solved; unset: rewards must "
+            "lie in [0, 1] and count as fractional successes."
+        },
+    )
+    success_decay: float = field(
+        default=0.995,
+        metadata={
+            "help": "Under GRPO: the success counts are multiplied by this per optimizer step (the policy moves; "
+            "0.995: evidence halves in about 140 steps)."
+        },
+    )
+    success_prior: float = field(
+        default=2.0,
+        metadata={
+            "help": "Under GRPO: pseudo-counts with which a prompt's pass rate borrows its difficulty cell's, and a "
+            "cell's the run's (more: more pooling)."
+        },
+    )
 
     def __post_init__(self) -> None:
         checks = {
@@ -119,23 +146,30 @@ class QDCSamplerConfig:
             "cluster_loss_strength": self.cluster_loss_strength >= 0,
             "max_online_ratio": self.max_online_ratio >= 1,
             "ema_decay": 0 <= self.ema_decay < 1,
+            "success_decay": 0 < self.success_decay <= 1,
             "floor": 0 < self.floor <= 1,
-            "update_every": isinstance(self.update_every, int) and self.update_every >= 1,
             "seed": isinstance(self.seed, int) and self.seed >= 0,
+            "success_prior": self.success_prior > 0,
         }
         ranges = {
             "tradeoff": "[0, 1]",
             "max_online_ratio": ">= 1",
             "ema_decay": "[0, 1)",
+            "success_decay": "(0, 1]",
             "floor": "(0, 1]",
             "update_every": "an int >= 1",
             "seed": "an int >= 0",
+            "success_prior": "> 0",
         }
-        target = self.complexity_target
-        if target is not None and (
-            isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target)
-        ):
-            raise ValueError(f"QDCSampler complexity_target={target!r} is invalid; it must be a finite number or None")
+        every = self.update_every
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"QDCSampler update_every={every!r} is invalid; it must be an int >= 1 or None")
+        for name in ("complexity_target", "success_threshold"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            ):
+                raise ValueError(f"QDCSampler {name}={value!r} is invalid; it must be a finite number or None")
         for name, ok in checks.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
@@ -285,12 +319,14 @@ def fill_cdf(
     unseen: np.ndarray | None = None,
     loss_ema: np.ndarray | None = None,
     global_loss_ema: float = math.nan,
+    example_factor: np.ndarray | None = None,
 ) -> None:
     """Write the cumulative draw probabilities into ``cdf`` (float64, N long), with the floor folded in.
 
     ``per_cluster`` and ``unseen`` come from :func:`cluster_factors`; with ``loss_ema``
     (NaN for an example not seen yet) each seen example's own loss factor replaces
-    its cluster's. Raises ``FloatingPointError`` when the weights do not sum to a
+    its cluster's; ``example_factor`` (N long) multiplies each weight (the success
+    signal under GRPO: :mod:`qdc_trainer.data.success`). Raises ``FloatingPointError`` when the weights do not sum to a
     positive finite number (``cdf`` is then left partly written).
     """
     n, floor, cfg = len(cdf), config.floor, config
@@ -309,6 +345,8 @@ def fill_cdf(
                     ema[seen].astype(np.float64) / global_loss_ema, cfg.example_loss_strength, cfg.max_online_ratio
                 )
                 w[seen] *= (own / unseen[k[seen]]).astype(np.float32)
+        if example_factor is not None:
+            w *= example_factor[lo:hi].astype(np.float32, copy=False)
         np.cumsum(w, dtype=np.float64, out=cdf[lo:hi])
         cdf[lo:hi] += total
         total = float(cdf[hi - 1])

@@ -7,14 +7,14 @@ step each rank stopped at. Used by tests/distributed/test_multiprocess_collapse.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
+
+from finish import finish
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-import torch  # noqa: E402
 from helpers import LogSeries, build_tokenizer, tiny_trainer  # noqa: E402
 
 from qdc_trainer.callbacks.collapse import CollapseDetectorCallback, SeriesDetector  # noqa: E402
@@ -44,14 +44,8 @@ def main() -> None:
         "own_level": detector.detectors[KEY].signal.level,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
-    trainer.accelerator.wait_for_everyone()
-    torch.distributed.destroy_process_group()  # a clean exit (gloo threads torn down before interpreter exit)
 
 
 if __name__ == "__main__":
     main()
-    # Skip the interpreter's teardown: after all work is done, torch's CPU (gloo) process group sometimes
-    # aborts there with 'terminate called without an active exception' (about 1 run in 6), failing the launch.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    finish()

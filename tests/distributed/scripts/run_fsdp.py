@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from finish import finish
+
 TESTS_DIR = Path(__file__).resolve().parent.parent.parent
 
 
@@ -105,3 +107,4 @@ def main(out_dir: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    finish()

@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+from finish import finish
+
 TESTS_DIR = Path(__file__).resolve().parent.parent.parent
 
 NUM_PROMPTS = 12  # 3 generation batches of 4 prompts per epoch: the runs cross an epoch boundary
@@ -122,7 +124,9 @@ def main(spec_path: str) -> None:
             "train_logs": [r for r in trainer.state.log_history if "loss" in r],
             "final": {
                 "probabilities_sha256": _digest(sampler.probabilities()),
-                "loss_ema": [None if np.isnan(v) else float(v) for v in sampler.loss_ema],
+                "success_sha256": _digest(np.concatenate(sampler.success_posterior())),
+                "success_evidence": float(sampler.success_posterior()[0].sum() + sampler.success_posterior()[1].sum()),
+                "telemetry": sampler.telemetry(reset=False),
                 "num_updates": sampler.num_updates,
                 "epoch": sampler.epoch,
                 "consumed": sampler.consumed,
@@ -135,3 +139,4 @@ def main(spec_path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    finish()

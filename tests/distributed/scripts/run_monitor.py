@@ -8,14 +8,14 @@ tests/distributed/test_multiprocess_collapse.py.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
+
+from finish import finish
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from helpers import build_gpt2, build_tokenizer  # noqa: E402
 from transformers import DataCollatorForLanguageModeling, TrainingArguments  # noqa: E402
@@ -75,14 +75,8 @@ def main() -> None:
         "global_step": trainer.state.global_step,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
-    trainer.accelerator.wait_for_everyone()
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
-    # Skip the interpreter's teardown: after all work is done, torch's CPU (gloo) process group sometimes
-    # aborts there with 'terminate called without an active exception' (about 1 run in 6), failing the launch.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    finish()

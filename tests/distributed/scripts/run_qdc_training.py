@@ -39,6 +39,8 @@ import os
 import sys
 from pathlib import Path
 
+from finish import finish
+
 TESTS_DIR = Path(__file__).resolve().parent.parent.parent
 
 # Sampler knobs shared by every run (QDCSamplerConfig fields): non-uniform static weights, strong online feedback.
@@ -263,17 +265,8 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     for run in spec["runs"]:
         run_one(run)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # a clean exit: gloo's threads are torn down before the interpreter's
     return 0
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    # Skip the interpreter's teardown: after all work is done, torch's CPU (gloo) process group sometimes
-    # aborts there with 'terminate called without an active exception' (about 1 run in 6), failing the launch.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    finish(main(sys.argv[1:]))
