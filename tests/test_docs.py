@@ -151,7 +151,7 @@ def _monitoring(ns, tmp_path):
 def _grpo(ns, tmp_path):
     grpo_history = ns["grpo_trainer"].state.log_history  # the GRPO example trained 2 steps
     assert [e["step"] for e in grpo_history if "qdc/rollout/pass@4" in e] == [1, 2]
-    assert ns["prompt_sampler"].num_updates == 1
+    assert ns["prompt_sampler"].num_updates == 2  # one refresh per generation batch: GRPO generated at both steps
 
 
 def _metrics(ns, tmp_path):
