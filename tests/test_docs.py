@@ -151,7 +151,7 @@ def _monitoring(ns, tmp_path):
 def _grpo(ns, tmp_path):
     grpo_history = ns["grpo_trainer"].state.log_history  # the GRPO example trained 2 steps
     assert [e["step"] for e in grpo_history if "qdc/rollout/pass@4" in e] == [1, 2]
-    assert ns["prompt_sampler"].num_updates == 1
+    assert ns["prompt_sampler"].num_updates == 2  # one refresh per generation batch: GRPO generated at both steps
 
 
 def _metrics(ns, tmp_path):
@@ -214,3 +214,21 @@ def test_trackers_prefix_training_keys_with_train_as_the_guides_say():
         "train/qdc/sampler/ess_ratio": 1.0,
         "eval/loss": 2.0,
     }
+
+
+def test_the_changelog_page_includes_the_changelog_with_its_docs_links_made_site_relative():
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "_ext" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    config = SimpleNamespace(config_file_path=str(ROOT / "mkdocs.yml"))
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="changelog.md"))
+    out = hooks.on_page_markdown((DOCS / "changelog.md").read_text(), page, config, None)
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert out.startswith("# Changelog") and "## Deprecation policy" in out and "](docs/" not in out
+    assert out.count("](") == changelog.count("](")
+    other = SimpleNamespace(file=SimpleNamespace(src_uri="index.md"))
+    assert hooks.on_page_markdown("[x](docs/a.md)", other, config, None) == "[x](docs/a.md)"
+    assert "hooks.py" in (ROOT / "mkdocs.yml").read_text()
