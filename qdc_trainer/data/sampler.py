@@ -72,6 +72,7 @@ _MAX_WINDOW = 1 << 20  # telemetry keeps at most this many recent trained indice
 _MAX_OPEN_BLOCKS = 16  # drawn blocks kept for a checkpoint (prefetching reaches only a few ahead)
 _CHUNK = 1 << 20  # examples per vectorised chunk of the success factor
 _MAX_SUCCESS_WINDOW = 4096  # generation batches of success telemetry kept for runs that never read it
+_MAX_LOSS = float(np.finfo(np.float32).max)  # the loss EMAs are float32
 _MIN_VALUE = 1e-4  # the success factor's lower bound: a prompt known to teach nothing keeps a trace of weight
 
 
@@ -285,7 +286,15 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         return self.num_samples
 
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (a no-op when it is the current one, as on resume)."""
+        """Start epoch ``epoch`` (a no-op when it is the current one, as on resume).
+
+        >>> QDCSampler(3).set_epoch(-3)
+        Traceback (most recent call last):
+            ...
+        ValueError: set_epoch: epoch must be an int >= 0, got -3
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"set_epoch: epoch must be an int >= 0, got {epoch!r}")
         epoch = int(epoch)
         if epoch != self.epoch:
             self.epoch = epoch
@@ -359,6 +368,14 @@ class QDCSampler(torch.utils.data.Sampler[int]):
             raise ValueError(f"record: {len(idx)} indices but {len(loss)} losses")
         if len(idx) and (idx.min() < 0 or idx.max() >= self.num_examples):
             raise IndexError(f"record: indices must be in [0, {self.num_examples}), got {idx.min()}..{idx.max()}")
+        too_large = np.abs(loss) > _MAX_LOSS  # inf included; NaN (no signal) passes
+        if too_large.any():
+            first = int(np.flatnonzero(too_large)[0])
+            raise ValueError(
+                f"record: loss {loss[first]!r} of example {idx[first]} is infinite or beyond float32 range "
+                f"(|loss| <= {_MAX_LOSS:.3g}); it would make the loss EMAs infinite and every later checkpoint "
+                "unloadable. Check the loss (a diverged run?) before feeding it back"
+            )
         if consume:
             self.consumed += len(idx)
         self._pending_idx.append(idx)

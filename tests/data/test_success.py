@@ -262,3 +262,19 @@ def test_a_checkpoint_from_before_the_new_knobs_still_loads(tmp_path):
     QDCSampler(5).load_state_dict(state)
     with pytest.raises(SamplerStateError, match="success_prior"):
         QDCSampler(5, config=QDCSamplerConfig(success_prior=3.0)).load_state_dict(state)
+
+
+def test_record_refuses_a_loss_beyond_float32_and_set_epoch_a_negative_epoch(tmp_path):
+    sampler = QDCSampler(4)
+    for bad in (1e308, float("inf"), -1e39):
+        with pytest.raises(ValueError, match="beyond float32 range"):
+            sampler.record([1], [bad])
+    sampler.record([0, 1], [float("nan"), 2.0])  # NaN: consumed without signal
+    sampler.update()
+    sampler.save(tmp_path / "state.npz")
+    QDCSampler(4).load(tmp_path / "state.npz")  # the checkpoint stays loadable
+    for bad in (-3, 1.5, True):
+        with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+            sampler.set_epoch(bad)
+    sampler.set_epoch(np.int64(2))
+    assert sampler.epoch == 2
