@@ -156,6 +156,9 @@ CLAIMS: list[tuple[str, str, float, str, str, float, bool]] = [
 """The claims of docs/evidence/sft.md, written before the runs: ``arm − reference`` on ``measure`` is ``claim``
 (above or below) ``threshold``; the secondary ones' p values are Holm-corrected together."""
 NAMES = {"acc_id": "ID accuracy", "acc_ood": "OOD accuracy"}
+MIN_SEEDS = 3
+"""A verdict needs this many seeds: with 2, equal differences give a t interval of width 0 (a spread of 0 is
+what 2 discrete accuracies often show), and any other spread a useless one (t_{0.975, 1} = 12.7)."""
 
 
 def summarize(rows: list[dict[str, Any]]) -> str:
@@ -229,7 +232,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             fmt(d.p_value),
             fmt(flips),
             "—",
-            verdict(d.low, d.high, threshold, claim),  # type: ignore[arg-type]
+            verdict(d.low, d.high, threshold, claim) if len(seeds) >= MIN_SEEDS else "inconclusive (n < 3)",  # type: ignore[arg-type]
         ]
         if not primary and d.p_value == d.p_value:
             secondary.append((len(table), d.p_value))
