@@ -142,6 +142,8 @@ class PairedDifference:
 
     ``low`` and ``high`` bound the mean at ``confidence``; ``sd`` is the differences' sample standard deviation;
     ``p_value`` is the two-sided paired t test of a zero mean (1.0 when every difference is 0, NaN for n = 1).
+    When every difference is equal the interval has width 0: the spread cannot be estimated from the sample (two
+    seeds of a discrete accuracy often show it), so read no verdict from such an interval on very few seeds.
     """
 
     mean: float
