@@ -176,11 +176,20 @@ def test_resuming_grpo_with_other_num_generations_names_the_setting(tmp_path):
     message = str(info.value)
     assert "num_generations 4 -> 2" in message and "num_generations=4" in message and "num_generations=2" in message
     assert "block_size" not in message
-    # A checkpoint of an earlier version (no layout file): the block size restored with the sampler state is too
-    # small for the new generation batch, and the message names the GRPO settings rather than block_size alone.
+    # Without the layout file, the sampler state itself names the change: its success counts are of groups of 4.
     (checkpoint / BATCH_LAYOUT_FILE).unlink()
     with pytest.raises(ValueError) as info:
         _grpo_run(tmp_path / "older", resume=str(checkpoint), num_generations=2)
+    message = str(info.value)
+    assert "groups of 4" in message and "groups of 2" in message and "num_generations" in message
+    # A checkpoint of an earlier version (no layout file, no success counts): the block size restored with the
+    # sampler state is too small for the new generation batch, and the message names the GRPO settings.
+    state_file = checkpoint / SAMPLER_STATE_FILE
+    with np.load(state_file) as data:
+        arrays = {k: data[k] for k in data.files if not k.startswith("success_")}
+    np.savez(state_file, **arrays)
+    with pytest.raises(ValueError) as info:
+        _grpo_run(tmp_path / "oldest", resume=str(checkpoint), num_generations=2)
     message = str(info.value)
     assert "GRPO draws 4 prompts per generation batch (generation_batch_size=8 / num_generations=2)" in message
     assert "block_size=2" in message and "restored from a checkpoint saved with other GRPO settings" in message
