@@ -195,7 +195,7 @@ def _digit_reward(completions, **kwargs):
     return [(sum(ch.isdigit() for ch in text(c)) % 3) / 2 for c in completions]
 
 
-def _grpo(tok, prompts, out, **kwargs):
+def _grpo(tok, prompts, out, *, resume=None, max_steps=2, save_strategy="no", save_steps=500, **kwargs):
     from trl import GRPOConfig, GRPOTrainer
 
     from qdc_trainer import RolloutMonitorCallback
@@ -213,11 +213,12 @@ def _grpo(tok, prompts, out, **kwargs):
             per_device_train_batch_size=4,
             num_generations=2,
             max_completion_length=4,
-            max_steps=2,
+            max_steps=max_steps,
             logging_steps=1,
             report_to=[],
             use_cpu=True,
-            save_strategy="no",
+            save_strategy=save_strategy,
+            save_steps=save_steps,
             disable_tqdm=True,
             seed=0,
             log_completions=False,
@@ -229,7 +230,7 @@ def _grpo(tok, prompts, out, **kwargs):
         callbacks=[monitor, detector],
         **kwargs,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     return trainer, sampler
 
 
@@ -348,3 +349,61 @@ def test_bf16_autocast_on_the_cpu_through_the_loss_path(tok, ds, tmp_path, weigh
     np.testing.assert_allclose([v for _, v in sampler.seen], reference, rtol=2e-2)
     logged = [r for r in trainer.state.log_history if "loss" in r][0]
     assert np.isfinite(logged["loss"]) and np.isfinite(logged["qdc/train/entropy"])
+
+
+def _lora_sft(tok, data, out, *, resume=None):
+    """A LoRA model in TRL's SFTTrainer with the sampler: 4 steps, a checkpoint every 2 (dropout off)."""
+    from trl import SFTConfig, SFTTrainer
+
+    class QDCSFTTrainer(QDCTrainerMixin, SFTTrainer):
+        pass
+
+    sampler = _recording(QDCSampler(len(data), config=QDCSamplerConfig(update_every=1, seed=1)))
+    trainer = QDCSFTTrainer(
+        model=build_gpt2(tok, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
+        args=SFTConfig(
+            output_dir=str(out),
+            per_device_train_batch_size=4,
+            max_steps=4,
+            learning_rate=1e-2,
+            report_to=[],
+            use_cpu=True,
+            save_strategy="steps",
+            save_steps=2,
+            disable_tqdm=True,
+            max_length=32,
+            seed=0,
+        ),
+        train_dataset=data,
+        processing_class=tok,
+        peft_config=_lora_config(),
+        qdc_sampler=sampler,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, sampler
+
+
+def test_lora_in_trl_sft_trainer_resumes_exactly(tok, tmp_path):
+    texts = random_text_dataset(16, clusters=2)
+    data = Dataset.from_dict({"prompt": [t[:7] for t in texts["text"]], "completion": [t[7:] for t in texts["text"]]})
+    full, sampler = _lora_sft(tok, data, tmp_path)
+    resumed, again = _lora_sft(tok, data, tmp_path, resume=str(tmp_path / "checkpoint-2"))
+    assert len(sampler.seen) == 16 and again.seen == sampler.seen[8:]  # the same examples, the same losses
+    assert np.array_equal(again.loss_ema, sampler.loss_ema, equal_nan=True)
+    assert np.array_equal(again.probabilities(), sampler.probabilities())
+    trained = [(n, p) for n, p in full.model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n, _ in trained)  # only the adapter trains
+    for (name, p), q in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_lora_in_trl_grpo_trainer_resumes_exactly(tok, tmp_path):
+    prompts = [f"first add {i} and {i + 1} to get" for i in range(8)]
+    common = dict(peft_config=_lora_config(), max_steps=4, save_strategy="steps", save_steps=2)
+    full, sampler = _grpo(tok, prompts, tmp_path, **common)
+    resumed, again = _grpo(tok, prompts, tmp_path, resume=str(tmp_path / "checkpoint-2"), **common)
+    assert (again.num_updates, again.consumed, again.epoch) == (sampler.num_updates, sampler.consumed, sampler.epoch)
+    assert np.array_equal(np.concatenate(again.success_posterior()), np.concatenate(sampler.success_posterior()))
+    assert np.array_equal(again.probabilities(), sampler.probabilities())
+    for (name, p), q in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q), name
