@@ -162,7 +162,7 @@ class QDCSampler(torch.utils.data.Sampler[int]):
         self.group_size: int | None = None
         self.objective: str | None = None
         self._success: dict[str, Any] = {}
-        self._pending_success: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending_success: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (index, successes, trials)
         # (predicted mixed, success estimate, measured mixed) of the groups fed back since the last telemetry read
         self._success_window: collections.deque[np.ndarray] = collections.deque(maxlen=_MAX_SUCCESS_WINDOW)
 
