@@ -31,7 +31,7 @@ from transformers.utils import logging
 
 from .._io import atomic_write
 from .config import RecipeConfig
-from .output_dir import RESULTS_FILE, RUN_FILE, RunFolder, check_output_dir
+from .output_dir import RESULTS_FILE, RUN_FILE, RunFolder
 
 __all__ = ["SFT_MARKER", "train_grpo_recipe", "verifier_reward"]
 
@@ -177,24 +177,9 @@ def fresh_problems(cfg: RecipeConfig, warmup: Any) -> Any:
     return drawn.select(keep)
 
 
-def train_grpo_recipe(cfg: RecipeConfig) -> dict[str, Any]:
-    """Run a ``trainer: grpo`` recipe end to end; returns ``{"output_dir", "results", "report"}``."""
-    from .run import _is_main, _resume_point
-
-    out = cfg.training.output_dir
-    if cfg.qdc.report:
-        from .._optional import require
-
-        require("matplotlib", "plot", "the report (report: true)")
-    check_output_dir(out)
-    resume = _resume_point(cfg)
-    cfg.training.resume_from_checkpoint = resume
-    with RunFolder(out, fresh=resume is None, main=_is_main()) as folder:
-        return _train_grpo_in(cfg, folder, resume)
-
-
-def _train_grpo_in(cfg: RecipeConfig, folder: RunFolder, resume: str | None) -> dict[str, Any]:
-    """:func:`train_grpo_recipe` inside its output folder (locked, marked)."""
+def train_grpo_recipe(cfg: RecipeConfig, folder: RunFolder, resume: str | None) -> dict[str, Any]:
+    """A ``trainer: grpo`` recipe inside its output folder (locked, marked; :func:`~qdc_trainer.cli.run.train_recipe`
+    checks the folder and finds the checkpoint to resume); returns ``{"output_dir", "results", "report"}``."""
     from datasets import Dataset
     from trl import GRPOTrainer
 

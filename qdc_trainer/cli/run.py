@@ -303,11 +303,11 @@ def build_callbacks(cfg: RecipeConfig, probes: list[str]) -> list:
 
 
 def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
-    """Run a recipe end to end; returns ``{"output_dir", "results", "report"}``."""
+    """Run a recipe end to end (``trainer: grpo`` through :func:`~qdc_trainer.cli.grpo.train_grpo_recipe`);
+    returns ``{"output_dir", "results", "report"}``."""
+    train = _train_in
     if cfg.qdc.trainer == "grpo":
-        from .grpo import train_grpo_recipe
-
-        return train_grpo_recipe(cfg)
+        from .grpo import train_grpo_recipe as train
     out = cfg.training.output_dir
     if cfg.qdc.report:  # fail now, not after training
         from .._optional import require
@@ -317,7 +317,7 @@ def train_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     resume = _resume_point(cfg)
     cfg.training.resume_from_checkpoint = resume
     with RunFolder(out, fresh=resume is None, main=_is_main()) as folder:
-        return _train_in(cfg, folder, resume)
+        return train(cfg, folder, resume)
 
 
 def _train_in(cfg: RecipeConfig, folder: RunFolder, resume: str | None) -> dict[str, Any]:
