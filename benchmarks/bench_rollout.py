@@ -7,13 +7,17 @@ Run from the repository root::
     python benchmarks/bench_rollout.py --smoke   # tiny sizes, a few seconds (CI)
 
 Targets (full sizes): rollout measures at most 0.25 µs of CPU per token; the generation monitor's measurement
-at most 1.5 µs per sample-token. A "token" is a whitespace word of the synthetic completions (groups of
-near-copies: each completion redraws 30% of its group's words from a Zipf vocabulary of 5,000, and has 70-100%
-of the group's length), so a 1,024-token completion has 1,024 words here, more than a 1,024-token one of a
-model's tokenizer. Every figure is CPU time (``time.process_time``), the best of ``--repeats`` runs, and
-each run also checks that the values equal the earlier computation's, bit for bit. The exit code is 0 even
-when a target is missed (this is a report).
-"""
+at most 1.5 µs per sample-token. Section 3 times what the generation path itself waits for the rollout monitor
+(``RolloutMonitorCallback.observe``), measuring in the background thread (the default) or inline, and how much a
+stand-in for the training that goes on meanwhile (many small torch operations, as a GPU step launches kernels)
+is slowed by sharing the interpreter with the background measurement (wall time; a worst case: the stand-in
+holds the interpreter almost all the time, where a GPU step mostly waits on the device).
+
+A "token" is a whitespace word of the synthetic completions (groups of near-copies: each completion redraws 30% of
+its group's words from a Zipf vocabulary of 5,000, and has 70-100% of the group's length), so a 1,024-token
+completion has 1,024 words here, more than a 1,024-token one of a model's tokenizer. Every figure is CPU time
+(``time.process_time``), the best of ``--repeats`` runs, and each run also checks that the values equal the earlier
+computation's, bit for bit. The exit code is 0 even when a target is missed (this is a report)."""
 
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from collections.abc import Callable
 import numpy as np
 
 from qdc_trainer.callbacks.generation_metrics import TEXT_METRICS, measure_generations
+from qdc_trainer.callbacks.rollout import RolloutMonitorCallback
+from qdc_trainer.grpo import Rollouts
 from qdc_trainer.metrics import distinct_n, grouped_diversity, repetition_rate, self_bleu
 from qdc_trainer.metrics.rollout import rollout_measures
 
@@ -135,7 +141,48 @@ def main(argv: list[str] | None = None) -> int:
             f"{earlier:>8.3f}s {earlier / tokens * 1e6:>9.3f} {earlier / ours:>8.1f}x "
             f"{'identical' if same else 'DIFFER':>10} {gzip_only / ours:>9.0%}"
         )
+    print()
+    print("3. the rollout monitor on the generation path: wall time of observe(), and of a stand-in training step")
+    print(
+        f"{'prompts x k x words':>22} {'inline':>9} {'background':>11} {'step alone':>11} {'step + bg':>10} "
+        f"{'step slowed':>12}"
+    )
+    for prompts, k, words in SMOKE_ROLLOUT if args.smoke else FULL_ROLLOUT:
+        texts = completions(prompts, k, words)
+        rollouts = Rollouts([""] * len(texts), texts, np.ones(len(texts)), k, None, 0)
+        inline = background = alone = shared = float("inf")
+        for _ in range(repeats):
+            monitor = RolloutMonitorCallback(background=False)
+            start = time.perf_counter()
+            monitor.observe(rollouts)
+            inline = min(inline, time.perf_counter() - start)
+        iterations = max(1, int(2 * inline / 20e-6))  # a step about twice the measurement's length
+        for _ in range(repeats):
+            alone = min(alone, training_standin(iterations))
+            monitor = RolloutMonitorCallback()
+            start = time.perf_counter()
+            monitor.observe(rollouts)
+            background = min(background, time.perf_counter() - start)
+            shared = min(shared, training_standin(iterations))  # runs while the measurement does
+            monitor.collect()
+            monitor.on_train_end(None, None, None)
+        print(
+            f"{f'{prompts} x {k} x {words}':>22} {inline:>8.3f}s {background * 1e3:>9.2f}ms {alone:>10.3f}s "
+            f"{shared:>9.3f}s {shared - alone:>+11.3f}s"
+        )
     return 0
+
+
+def training_standin(iterations: int) -> float:
+    """Wall time of ``iterations`` small torch operations: a stand-in for the Python thread of a training step,
+    which launches many small kernels."""
+    import torch
+
+    x = torch.ones(64, 64)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        x = x * 1.0000001 + 0.0
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

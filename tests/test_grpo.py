@@ -5,6 +5,7 @@ tests/distributed/test_multiprocess_grpo.py.)"""
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -192,8 +193,74 @@ def test_a_failing_measure_logs_nan_and_warns_once(caplog):
     with caplog.at_level(logging.WARNING, logger="qdc_trainer"):
         monitor.observe(rollouts)
         monitor.observe(rollouts)
-    assert monitor.failures == 2 and all(np.isnan(r["qdc/rollout/zero_signal_share"]) for r in monitor.pending)
+        records = monitor.collect()  # the warning comes from the background thread
+    assert monitor.failures == 2 and all(np.isnan(r["qdc/rollout/zero_signal_share"]) for r in records)
     assert sum("RolloutMonitorCallback" in m for m in caplog.messages) == 1
+
+
+def test_the_rollout_monitor_measures_off_the_generation_path(monkeypatch):
+    # observe() hands the batch to the background thread and returns; the end of the step waits for it
+    import threading
+
+    from qdc_trainer.callbacks import rollout as rollout_module
+
+    release, started = threading.Event(), threading.Event()
+    measure = rollout_module.rollout_measures
+
+    def slow(*args, **kwargs):
+        started.set()
+        assert release.wait(10)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(rollout_module, "rollout_measures", slow)
+    logged = []
+    monitor = RolloutMonitorCallback(trainer=SimpleNamespace(log=logged.append))
+    rollouts = Rollouts(["p"] * 4, ["a b", "a c", "d e", "d e"], np.array([1.0, 0.0, 1.0, 1.0]), 2, None, 0)
+    monitor.observe(rollouts)
+    assert started.wait(10) and monitor.pending == [] and monitor.measured == 1  # observe() did not wait
+    release.set()
+    monitor.on_step_end(None, None, SimpleNamespace())
+    assert len(logged) == 1 and logged[0]["qdc/rollout/per_prompt/distinct_2"] == pytest.approx(0.75)
+    monitor.on_train_end(None, None, SimpleNamespace())
+    assert monitor._executor is None
+
+
+def test_the_background_measures_equal_the_synchronous_ones():
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(30)]
+    batches = [
+        Rollouts(
+            ["p"] * 16,
+            [" ".join(rng.choice(words, rng.integers(1, 12))) for _ in range(16)],
+            rng.integers(0, 2, 16).astype(float),
+            4,
+            None,
+            step,
+        )
+        for step in range(3)
+    ]
+    records = []
+    for background in (True, False):
+        monitor = RolloutMonitorCallback(answer=lambda t: t.split()[-1], background=background)
+        for rollouts in batches:
+            monitor.observe(rollouts)
+        records.append(monitor.collect())
+    assert records[0] == records[1] and len(records[0]) == 3
+
+
+def test_only_the_main_process_measures_rollouts():
+    def monitor_on(main: bool) -> RolloutMonitorCallback:
+        accelerator = SimpleNamespace(is_main_process=main, num_processes=1)
+        return RolloutMonitorCallback(trainer=SimpleNamespace(accelerator=accelerator, log=lambda logs: None))
+
+    rollouts = Rollouts(["p"] * 2, ["a b", "a c"], np.array([1.0, 0.0]), 2, None, 0)
+    main, other = monitor_on(True), monitor_on(False)
+    for monitor in (main, other):
+        monitor.observe(rollouts)
+    assert (main.batches, main.measured, len(main.collect())) == (1, 1, 1)
+    assert (other.batches, other.measured, other.collect()) == (1, 0, [])
+    with pytest.raises(TypeError, match="background"):
+        RolloutMonitorCallback(background="yes")
 
 
 def test_grpo_scores_left_padded_rows_at_their_own_positions(setting, tmp_path):

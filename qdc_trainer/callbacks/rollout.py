@@ -17,12 +17,18 @@ to pass@k (k = ``num_generations``)::
 With a :class:`~qdc_trainer.CollapseDetectorCallback` next to it (default watch:
 :data:`~qdc_trainer.callbacks.series.DEFAULT_RL_WATCH` under GRPO), a narrowing of the rollouts
 is flagged while the mean reward still rises.
+
+Off the generation path: the measures run once, on the main process, in a background thread, while the
+step trains on the rollouts; the end of the step collects them and, with several processes, broadcasts
+them, so every process logs the same values at the same step (the collapse detector's agreement needs
+that) and no process measures twice.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from transformers import TrainerCallback
@@ -49,17 +55,20 @@ class RolloutMonitorCallback(TrainerCallback):
         success_threshold: a completion whose combined reward is at least this counts as correct for
             pass@1 and pass@k (default 1.0, a verifier's full reward). None leaves pass@k out (for rewards
             that are scores, not verdicts).
+        background: measure in a background thread (default), so that the trainer goes on training on the
+            rollouts meanwhile; False measures inside :meth:`observe`, on the generation path.
         trainer: the trainer to log through; ``QDCTrainerMixin`` binds it itself.
 
-    The measures are computed on every process from the same gathered rollouts, so every process logs the
-    same values. Any error while measuring becomes a warning (the first time) and NaN values: monitoring
-    never stops a training run.
+    The rollouts are gathered from every process (every process holds all of them); only the main process
+    measures them, and the end of the step broadcasts its records, so every process logs the same values.
+    Any error while measuring becomes a warning (the first time) and NaN values: monitoring never stops a
+    training run.
 
     >>> cb = RolloutMonitorCallback(answer=str.strip)
     >>> from qdc_trainer.grpo import Rollouts
     >>> import numpy as np
     >>> cb.observe(Rollouts(["p"] * 4, [" 4", "4", "5", "6"], np.array([1.0, 1.0, 0.0, 1.0]), 2, None, 3))
-    >>> record = cb.pending[-1]
+    >>> record = cb.collect()[-1]  # waits for the background measurement
     >>> record["qdc/rollout/distinct_answers"], record["qdc/rollout/pass@2"]
     (0.75, 1.0)
     """
@@ -69,6 +78,7 @@ class RolloutMonitorCallback(TrainerCallback):
         answer: Callable[[str], Hashable | None] | None = None,
         *,
         success_threshold: float | None = 1.0,
+        background: bool = True,
         trainer: Any = None,
     ) -> None:
         if answer is not None and not callable(answer):
@@ -79,12 +89,19 @@ class RolloutMonitorCallback(TrainerCallback):
             or not math.isfinite(success_threshold)
         ):
             raise ValueError(f"success_threshold must be a finite number or None, got {success_threshold!r}")
+        if not isinstance(background, bool):
+            raise TypeError(f"background must be True or False, got {background!r}")
         self.answer = answer
         self.success_threshold = success_threshold
+        self.background = background
         self.trainer = trainer
-        self.pending: list[dict[str, float]] = []  # records of this step's generation batches
+        self.pending: list[dict[str, float]] = []  # measured records of this step's generation batches
         self.failures = 0
-        self.batches = 0
+        self.batches = 0  # generation batches observed (on every process)
+        self.measured = 0  # generation batches measured here (the main process only)
+        self._running: list[Future] = []  # this step's measurements still in the background thread
+        self._step_batches = 0  # generation batches observed since the last logged step
+        self._executor: ThreadPoolExecutor | None = None
 
     def bind(self, trainer: Any) -> RolloutMonitorCallback:
         """Attach the trainer to log through; returns self."""
@@ -92,9 +109,35 @@ class RolloutMonitorCallback(TrainerCallback):
         return self
 
     def observe(self, rollouts: Any) -> None:
-        """Measure one generation batch (a :class:`~qdc_trainer.grpo.Rollouts`); it is logged at the end of the
-        optimizer step (several batches in one step: their mean)."""
+        """Take one generation batch (a :class:`~qdc_trainer.grpo.Rollouts`, the same on every process); the
+        main process measures it (in the background thread by default) and the end of the optimizer step logs
+        it (several batches in one step: their mean). Returns at once."""
         self.batches += 1
+        self._step_batches += 1
+        if not self._is_main_process():
+            return  # the main process measures; on_step_end brings its records here
+        self.measured += 1
+        if not self.background:
+            self.pending.append(self._measure(rollouts))
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdc-rollout-measures")
+        self._running.append(self._executor.submit(self._measure, rollouts))
+
+    def collect(self) -> list[dict[str, float]]:
+        """Wait for the measurements still running and return every measured record not yet logged."""
+        running, self._running = self._running, []
+        for future in running:
+            try:
+                self.pending.append(future.result())
+            except Exception as err:  # _measure catches its own errors; this is the executor failing
+                self.failures += 1
+                logger.warning(f"RolloutMonitorCallback: a background measurement failed ({err!r})")
+                self.pending.append({PREFIX + "zero_signal_share": math.nan})
+        return self.pending
+
+    def _measure(self, rollouts: Any) -> dict[str, float]:
+        """The record of one generation batch; errors become NaN and one warning."""
         try:
             values = rollout_measures(
                 rollouts.completions,
@@ -111,12 +154,30 @@ class RolloutMonitorCallback(TrainerCallback):
             else:
                 logger.debug(message)
             values = {"zero_signal_share": math.nan}
-        self.pending.append({PREFIX + key: float(value) for key, value in values.items()})
+        return {PREFIX + key: float(value) for key, value in values.items()}
+
+    def _accelerator(self) -> Any:
+        return getattr(self.trainer, "accelerator", None)
+
+    def _is_main_process(self) -> bool:
+        accelerator = self._accelerator()
+        return accelerator is None or bool(accelerator.is_main_process)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if not self.pending:
+        if not self._step_batches:
             return control
-        pending, self.pending = self.pending, []
+        self._step_batches = 0
+        pending = self.collect()
+        self.pending = []
+        accelerator = self._accelerator()
+        if accelerator is not None and accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            box = [pending if accelerator.is_main_process else None]
+            broadcast_object_list(box)  # every process observed this step's batches, so every one is here
+            pending = box[0] or []
+        if not pending:
+            return control
         if self.trainer is None:
             logger.warning("RolloutMonitorCallback has no trainer to log through; bind it (QDCTrainerMixin does)")
             return control
@@ -125,7 +186,16 @@ class RolloutMonitorCallback(TrainerCallback):
         return control
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.collect()  # nothing of an earlier run is logged into this one
         self.pending = []
+        self._step_batches = 0
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.collect()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         return control
 
 

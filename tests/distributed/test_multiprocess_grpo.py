@@ -81,6 +81,9 @@ def test_two_ranks_draw_grpo_layout_and_hold_identical_state(grpo_runs):
 def test_rollout_measures_and_trainer_logs_every_step(grpo_runs):
     r0, r1 = grpo_runs["a"]
     assert r0["rollout_logs"] == r1["rollout_logs"]
+    # measured once, on the main process; the other logs the broadcast records
+    assert r0["rollouts_observed"] == r1["rollouts_observed"] == r0["rollouts_measured"] > 0
+    assert r1["rollouts_measured"] == 0
     assert [r["step"] for r in r0["rollout_logs"]] == [1, 3, 5, 7]  # logged at the end of the generating step
     for record in r0["rollout_logs"]:
         assert 0.0 <= record["qdc/rollout/across_prompt/distinct_2"] <= 1.0

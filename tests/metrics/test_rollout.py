@@ -181,7 +181,7 @@ def test_the_rollout_monitor_keeps_its_series_when_the_answer_extractor_fails():
 
     cb = RolloutMonitorCallback(answer=answer)
     cb.observe(Rollouts(["p"] * 4, ["a b", "a c", "d e", "d e"], np.array([1.0, 0.0, 1.0, 1.0]), 2, None, 0))
-    record = cb.pending[-1]
+    record = cb.collect()[-1]
     assert cb.failures == 0
     assert record[PREFIX + "distinct_answers"] == pytest.approx(0.5)  # every completion: "no answer"
     assert record[PREFIX + "per_prompt/distinct_2"] == pytest.approx((2 / 2 + 1 / 2) / 2)

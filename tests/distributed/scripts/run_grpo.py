@@ -10,6 +10,7 @@ checkpoint folder or null). Each rank writes ``<results_dir>/<name>.rank<R>.json
 - ``generations``: for every generation batch, the step, this rank's prompt indices (read before the
   mixin takes them out of the rows), and the gathered completions and rewards;
 - ``rollout_logs``: the ``qdc/rollout/*`` records of the log history;
+- ``rollouts_observed``, ``rollouts_measured``: the generation batches the rollout monitor saw and measured;
 - ``final``: the sampler state (probabilities digest, reward-spread EMAs, position, updates).
 
 Importing this module has no side effects (pytest imports it for doctests).
@@ -108,7 +109,7 @@ def main(spec_path: str) -> None:
             train_dataset=dataset,
             processing_class=tokenizer,
             qdc_sampler=sampler,
-            callbacks=[RolloutMonitorCallback()],
+            callbacks=[monitor := RolloutMonitorCallback()],
         )
         trainer.generations = []
         trainer.train(resume_from_checkpoint=run["resume_from"])
@@ -121,6 +122,8 @@ def main(spec_path: str) -> None:
             "block_size": sampler.block_size,
             "generations": trainer.generations,
             "rollout_logs": [r for r in trainer.state.log_history if any(k.startswith("qdc/rollout/") for k in r)],
+            "rollouts_observed": monitor.batches,
+            "rollouts_measured": monitor.measured,
             "train_logs": [r for r in trainer.state.log_history if "loss" in r],
             "final": {
                 "probabilities_sha256": _digest(sampler.probabilities()),
