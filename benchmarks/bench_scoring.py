@@ -6,6 +6,10 @@ Run from the repository root::
     python benchmarks/bench_scoring.py                 # 10^5 rows (the earlier pipeline too): a few minutes
     python benchmarks/bench_scoring.py --rows 1000000 --no-earlier   # 10^6 rows, ours only
     python benchmarks/bench_scoring.py --smoke         # 12,000 rows, under a minute (CI)
+    python benchmarks/bench_scoring.py --sentence 512  # also: rows/s of the default sentence embedder
+
+``--sentence N`` times ``Embedder.sentence_transformers()`` (the offline default, all-MiniLM-L6-v2, on the device it
+chooses: the GPU when there is one) on N texts of 32 and of 256 words: wall time and rows/s, after one warm-up batch.
 
 Targets: 10^5 rows in at most 25 s of CPU and 10^6 rows in at most 10 minutes, with cluster quality no worse
 than the earlier clustering's. The data is labelled: each row is 20 words of one of 50 topics (each topic a
@@ -79,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="12,000 rows: checks the benchmark still runs")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--no-earlier", action="store_true", help="skip the earlier pipeline (slow at 10^6 rows)")
+    parser.add_argument("--sentence", type=int, default=0, help="texts for the sentence-embedder timing (0: none)")
     args = parser.parse_args(argv)
     disable_progress_bars()
+    if args.sentence:
+        sentence_rows_per_second(args.sentence)
     n = 12_000 if args.smoke else args.rows
     texts, label = labelled_texts(n)
     dataset = Dataset.from_dict({"text": texts})
@@ -110,6 +117,27 @@ def main(argv: list[str] | None = None) -> int:
             f"{adjusted_rand_score(label[:sample], earlier_labels):.3f}"
         )
     return 0
+
+
+def sentence_rows_per_second(n: int) -> None:
+    """Rows/s of the default sentence embedder on its own device, at two text lengths."""
+    import torch
+
+    from qdc_trainer.metrics import Embedder
+
+    embedder = Embedder.sentence_transformers(progress=False)
+    texts, _ = labelled_texts(n, seed=1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"Embedder.sentence_transformers() (all-MiniLM-L6-v2), {n} texts, batch {embedder.batch_size}, {device}")
+    print(f"{'words per text':>15} {'wall':>8} {'rows/s':>8} {'ms/row':>8}")
+    for words in (32, 256):
+        batch = [" ".join((t.split() * (words // 40 + 1))[:words]) for t in texts]  # each text has 40 words
+        embedder(batch[: embedder.batch_size])  # warm-up
+        start = time.perf_counter()
+        embedder(batch)
+        wall = time.perf_counter() - start
+        print(f"{words:>15} {wall:>7.2f}s {n / wall:>8.1f} {wall / n * 1e3:>8.2f}")
+    print()
 
 
 if __name__ == "__main__":
