@@ -52,6 +52,7 @@ __all__ = [
     "Rollouts",
     "add_mask_positions",
     "completion_text",
+    "gather_completion_ids",
     "group_outcomes",
     "is_grpo_trainer",
     "objective_of",
@@ -77,6 +78,8 @@ class Rollouts:
         num_generations: completions per prompt (k).
         indices: the dataset index of each completion's prompt (None without a QDC sampler).
         step: the optimizer step being trained when they were generated.
+        completion_ids: each completion's token ids (GRPO's ``completion_ids`` without their padding, all
+            processes'), when a monitor asked for them (``RolloutMonitorCallback(tokens=True)``); else None.
     """
 
     prompts: list[Any]
@@ -85,6 +88,7 @@ class Rollouts:
     num_generations: int
     indices: np.ndarray | None
     step: int
+    completion_ids: list[np.ndarray] | None = None
 
 
 def _trl_trainer_names(cls: type) -> list[str]:
@@ -164,8 +168,9 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
-def read_rollouts(trainer: Any, indices: np.ndarray | None) -> Rollouts:
-    """The rollouts of the generation batch ``trainer`` (a ``GRPOTrainer``) has just scored, from its records."""
+def read_rollouts(trainer: Any, indices: np.ndarray | None, completion_ids: list[np.ndarray] | None = None) -> Rollouts:
+    """The rollouts of the generation batch ``trainer`` (a ``GRPOTrainer``) has just scored, from its records
+    (and ``completion_ids``: :func:`gather_completion_ids` of the batch, or None)."""
     logs = trainer._logs
     prompts, completions = list(logs["prompt"]), [completion_text(c) for c in logs["completion"]]
     names = list(getattr(trainer, "reward_func_names", logs["rewards"].keys()))
@@ -181,6 +186,8 @@ def read_rollouts(trainer: Any, indices: np.ndarray | None) -> Rollouts:
         )
     if indices is not None and len(indices) != len(completions):
         raise RuntimeError(f"{len(indices)} prompt indices for {len(completions)} rollouts")
+    if completion_ids is not None and len(completion_ids) != len(completions):
+        raise RuntimeError(f"{len(completion_ids)} token-id completions for {len(completions)} rollouts")
     return Rollouts(
         prompts=prompts,
         completions=completions,
@@ -188,7 +195,21 @@ def read_rollouts(trainer: Any, indices: np.ndarray | None) -> Rollouts:
         num_generations=int(trainer.num_generations),
         indices=indices,
         step=int(trainer.state.global_step),
+        completion_ids=completion_ids,
     )
+
+
+def gather_completion_ids(trainer: Any, output: Mapping[str, Any]) -> list[np.ndarray]:
+    """Every process's completions of a generation batch as token ids, in the order of the rollout records:
+    GRPO's ``completion_ids`` where its ``completion_mask`` is set (the padding dropped), gathered over processes
+    in rank order, as TRL gathers the completions' text. A collective call: every process makes it."""
+    ids, mask = output["completion_ids"], output["completion_mask"]
+    accelerator = trainer.accelerator
+    if accelerator.num_processes > 1:
+        ids = accelerator.gather(accelerator.pad_across_processes(ids, dim=1, pad_index=0))
+        mask = accelerator.gather(accelerator.pad_across_processes(mask, dim=1, pad_index=0))
+    ids, mask = ids.detach().cpu().numpy(), mask.detach().cpu().numpy().astype(bool)
+    return [row[keep] for row, keep in zip(ids, mask)]
 
 
 def objective_of(args: Any) -> str:

@@ -276,7 +276,12 @@ class QDCTrainerMixin:
 
                 indices = gather_object(indices)
             try:
-                rollouts = grpo.read_rollouts(self, None if indices is None else np.asarray(indices, dtype=np.int64))
+                token_ids = None
+                if any(monitor.tokens for monitor in monitors):
+                    token_ids = grpo.gather_completion_ids(self, output)
+                rollouts = grpo.read_rollouts(
+                    self, None if indices is None else np.asarray(indices, dtype=np.int64), token_ids
+                )
             except Exception as err:
                 if indices is not None:  # the sampler cannot go on without its feedback: say so now
                     raise

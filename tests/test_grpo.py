@@ -24,6 +24,7 @@ from qdc_trainer import (  # noqa: E402
 from qdc_trainer.callbacks.series import DEFAULT_RL_WATCH  # noqa: E402
 from qdc_trainer.data.prompt_sampler import GroupedPromptSampler  # noqa: E402
 from qdc_trainer.grpo import Rollouts, group_outcomes, unsupported_trl  # noqa: E402
+from qdc_trainer.metrics.rollout import rollout_measures  # noqa: E402
 from qdc_trainer.tasks.arithmetic import (  # noqa: E402
     ArithmeticConfig,
     build_model,
@@ -119,6 +120,29 @@ def test_rollout_monitor_alone_measures_without_a_sampler(setting, tmp_path):
     trainer.train()
     records = [r for r in trainer.state.log_history if "qdc/rollout/zero_signal_share" in r]
     assert len(records) == 1 and "qdc/rollout/pass@1" not in records[0]
+
+
+def test_the_rollout_monitor_measures_grpo_token_ids_on_request(setting, tmp_path):
+    tokenizer, _ = setting
+
+    class Keeping(RolloutMonitorCallback):
+        def observe(self, rollouts):
+            self.seen.append(rollouts)
+            super().observe(rollouts)
+
+    words, tokens = Keeping(), Keeping(tokens=True)
+    words.seen, tokens.seen = [], []
+    _grpo_trainer(setting, tmp_path, args=_args(tmp_path, max_steps=1), callbacks=[words]).train()
+    assert [r.completion_ids for r in words.seen] == [None]  # gathered only when a monitor asks
+    _grpo_trainer(setting, tmp_path, args=_args(tmp_path, max_steps=2), callbacks=[tokens]).train()
+    assert len(tokens.seen) == 2
+    for rollouts in tokens.seen:  # the unpadded ids of each completion, in the records' order
+        assert len(rollouts.completion_ids) == len(rollouts.completions) == 8
+        decoded = [tokenizer.decode(ids, skip_special_tokens=True) for ids in rollouts.completion_ids]
+        assert decoded == rollouts.completions
+        assert all(ids.ndim == 1 and ids.dtype.kind == "i" for ids in rollouts.completion_ids)
+        by_ids = rollout_measures(rollouts.completion_ids, rollouts.rewards, 4)
+        assert tokens._measure(rollouts)["qdc/rollout/per_prompt/distinct_2"] == by_ids["per_prompt/distinct_2"]
 
 
 def test_detector_watches_the_rollouts_under_grpo(setting, tmp_path):

@@ -57,6 +57,10 @@ class RolloutMonitorCallback(TrainerCallback):
             that are scores, not verdicts).
         background: measure in a background thread (default), so that the trainer goes on training on the
             rollouts meanwhile; False measures inside :meth:`observe`, on the generation path.
+        tokens: measure distinct-2 and self-BLEU on the model's tokens (GRPO's ``completion_ids``, which the
+            trainer then gathers) instead of the completions' whitespace words: no tokenization (about half
+            the CPU cost), other values (a token is not a word); the answers are still read from the text.
+            Default False: words, the series the RL collapse detector was calibrated on.
         trainer: the trainer to log through; ``QDCTrainerMixin`` binds it itself.
 
     The rollouts are gathered from every process (every process holds all of them); only the main process
@@ -79,6 +83,7 @@ class RolloutMonitorCallback(TrainerCallback):
         *,
         success_threshold: float | None = 1.0,
         background: bool = True,
+        tokens: bool = False,
         trainer: Any = None,
     ) -> None:
         if answer is not None and not callable(answer):
@@ -89,11 +94,13 @@ class RolloutMonitorCallback(TrainerCallback):
             or not math.isfinite(success_threshold)
         ):
             raise ValueError(f"success_threshold must be a finite number or None, got {success_threshold!r}")
-        if not isinstance(background, bool):
-            raise TypeError(f"background must be True or False, got {background!r}")
+        for name, flag in (("background", background), ("tokens", tokens)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         self.answer = answer
         self.success_threshold = success_threshold
         self.background = background
+        self.tokens = tokens
         self.trainer = trainer
         self.pending: list[dict[str, float]] = []  # measured records of this step's generation batches
         self.failures = 0
@@ -102,6 +109,7 @@ class RolloutMonitorCallback(TrainerCallback):
         self._running: list[Future] = []  # this step's measurements still in the background thread
         self._step_batches = 0  # generation batches observed since the last logged step
         self._executor: ThreadPoolExecutor | None = None
+        self._warned_no_ids = False
 
     def bind(self, trainer: Any) -> RolloutMonitorCallback:
         """Attach the trainer to log through; returns self."""
@@ -138,6 +146,10 @@ class RolloutMonitorCallback(TrainerCallback):
 
     def _measure(self, rollouts: Any) -> dict[str, float]:
         """The record of one generation batch; errors become NaN and one warning."""
+        token_ids = getattr(rollouts, "completion_ids", None) if self.tokens else None
+        if self.tokens and token_ids is None and not self._warned_no_ids:
+            self._warned_no_ids = True
+            logger.warning("RolloutMonitorCallback(tokens=True) got no token ids; it measures words instead")
         try:
             values = rollout_measures(
                 rollouts.completions,
@@ -145,6 +157,7 @@ class RolloutMonitorCallback(TrainerCallback):
                 rollouts.num_generations,
                 answer=self.answer,
                 success_threshold=self.success_threshold,
+                token_ids=token_ids,
             )
         except Exception as err:  # a monitor never stops training
             self.failures += 1

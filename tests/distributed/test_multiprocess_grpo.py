@@ -84,6 +84,8 @@ def test_rollout_measures_and_trainer_logs_every_step(grpo_runs):
     # measured once, on the main process; the other logs the broadcast records
     assert r0["rollouts_observed"] == r1["rollouts_observed"] == r0["rollouts_measured"] > 0
     assert r1["rollouts_measured"] == 0
+    # tokens=True: GRPO's completion ids gathered over both ranks, in the order of the gathered texts
+    assert r0["token_ids_match"] == r1["token_ids_match"] == [True] * r0["rollouts_observed"]
     assert [r["step"] for r in r0["rollout_logs"]] == [1, 3, 5, 7]  # logged at the end of the generating step
     for record in r0["rollout_logs"]:
         assert 0.0 <= record["qdc/rollout/across_prompt/distinct_2"] <= 1.0

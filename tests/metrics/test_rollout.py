@@ -208,3 +208,19 @@ def test_token_id_arrays_give_the_measures_of_their_lists():
             assert distinct_n(fast, 2) == distinct_n(lists, 2) and ngram_entropy(fast) == ngram_entropy(lists)
         texts = [" ".join(map(str, s)) for s in seqs]
         assert rollout_measures(seqs, np.ones(30), 3) == rollout_measures(texts, np.ones(30), 3)
+
+
+def test_token_ids_replace_the_words_for_the_ngram_measures_only():
+    texts = ["a b c", "a b d", "x y", "x y"]
+    ids = [np.array([1, 2, 3]), np.array([1, 2, 4]), np.array([5, 6, 7]), np.array([5, 6, 7])]
+    rewards = np.array([1.0, 0.0, 1.0, 1.0])
+    answer = lambda t: t.split()[-1]  # noqa: E731
+    got = rollout_measures(texts, rewards, 2, answer=answer, token_ids=ids)
+    by_ids = rollout_measures(ids, rewards, 2)
+    by_text = rollout_measures(texts, rewards, 2, answer=answer)
+    for key in ("per_prompt/distinct_2", "across_prompt/distinct_2", "per_prompt/self_bleu", "across_prompt/self_bleu"):
+        assert got[key] == by_ids[key]
+    assert got["per_prompt/distinct_2"] != by_text["per_prompt/distinct_2"]  # "x y" is one bigram, [5 6 7] two
+    assert got["distinct_answers"] == by_text["distinct_answers"] == pytest.approx(0.75)  # read from the text
+    with pytest.raises(ValueError, match="token-id sequences"):
+        rollout_measures(texts, rewards, 2, token_ids=ids[:3])

@@ -11,6 +11,7 @@ checkpoint folder or null). Each rank writes ``<results_dir>/<name>.rank<R>.json
   mixin takes them out of the rows), and the gathered completions and rewards;
 - ``rollout_logs``: the ``qdc/rollout/*`` records of the log history;
 - ``rollouts_observed``, ``rollouts_measured``: the generation batches the rollout monitor saw and measured;
+- ``token_ids_match``: per generation batch, whether the gathered token ids decode to the completions' text;
 - ``final``: the sampler state (probabilities digest, reward-spread EMAs, position, updates).
 
 Importing this module has no side effects (pytest imports it for doctests).
@@ -77,6 +78,16 @@ def main(spec_path: str) -> None:
                 )
             return out
 
+    class TokenChecking(RolloutMonitorCallback):
+        """Checks that the gathered token ids are the completions' own, in the records' order."""
+
+        ids_match: list[bool]
+
+        def observe(self, rollouts):
+            decoded = [tokenizer.decode(ids, skip_special_tokens=True) for ids in rollouts.completion_ids]
+            self.ids_match = [*getattr(self, "ids_match", []), decoded == list(rollouts.completions)]
+            super().observe(rollouts)
+
     for run in spec["runs"]:
         sampler = QDCSampler(
             len(dataset),
@@ -109,7 +120,7 @@ def main(spec_path: str) -> None:
             train_dataset=dataset,
             processing_class=tokenizer,
             qdc_sampler=sampler,
-            callbacks=[monitor := RolloutMonitorCallback()],
+            callbacks=[monitor := TokenChecking(tokens=True)],
         )
         trainer.generations = []
         trainer.train(resume_from_checkpoint=run["resume_from"])
@@ -124,6 +135,7 @@ def main(spec_path: str) -> None:
             "rollout_logs": [r for r in trainer.state.log_history if any(k.startswith("qdc/rollout/") for k in r)],
             "rollouts_observed": monitor.batches,
             "rollouts_measured": monitor.measured,
+            "token_ids_match": monitor.ids_match,
             "train_logs": [r for r in trainer.state.log_history if "loss" in r],
             "final": {
                 "probabilities_sha256": _digest(sampler.probabilities()),
