@@ -275,10 +275,17 @@ class QDCTrainerMixin:
                 from accelerate.utils import gather_object
 
                 indices = gather_object(indices)
-            try:
-                token_ids = None
-                if any(monitor.tokens for monitor in monitors):
+            token_ids = None
+            if any(monitor.tokens for monitor in monitors):
+                try:
                     token_ids = grpo.gather_completion_ids(self, output)
+                except Exception as err:  # the monitors measure words instead; the sampler does not need the ids
+                    if not getattr(self, "_qdc_token_ids_warned", False):
+                        logger.warning(
+                            f"could not gather GRPO's completion ids ({err!r}); the rollouts are measured as words"
+                        )
+                        self._qdc_token_ids_warned = True
+            try:
                 rollouts = grpo.read_rollouts(
                     self, None if indices is None else np.asarray(indices, dtype=np.int64), token_ids
                 )

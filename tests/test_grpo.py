@@ -145,6 +145,24 @@ def test_the_rollout_monitor_measures_grpo_token_ids_on_request(setting, tmp_pat
         assert tokens._measure(rollouts)["qdc/rollout/per_prompt/distinct_2"] == by_ids["per_prompt/distinct_2"]
 
 
+def test_ungatherable_token_ids_fall_back_to_words(setting, tmp_path, monkeypatch, caplog):
+    import qdc_trainer.grpo as grpo_module
+
+    def broken(trainer, output):
+        raise KeyError("completion_mask")
+
+    monkeypatch.setattr(grpo_module, "gather_completion_ids", broken)
+    trainer = _grpo_trainer(
+        setting, tmp_path, args=_args(tmp_path, max_steps=2), callbacks=[RolloutMonitorCallback(tokens=True)]
+    )
+    with caplog.at_level(logging.WARNING, logger="qdc_trainer"):
+        trainer.train()
+    records = [r for r in trainer.state.log_history if "qdc/rollout/per_prompt/distinct_2" in r]
+    assert len(records) == 2 and all(0.0 <= r["qdc/rollout/per_prompt/distinct_2"] <= 1.0 for r in records)
+    assert sum("could not gather GRPO's completion ids" in m for m in caplog.messages) == 1
+    assert sum("got no token ids" in m for m in caplog.messages) == 1
+
+
 def test_detector_watches_the_rollouts_under_grpo(setting, tmp_path):
     detector = CollapseDetectorCallback(actions=("log",))
     trainer = _grpo_trainer(
@@ -311,7 +329,7 @@ def test_grpo_scores_left_padded_rows_at_their_own_positions(setting, tmp_path):
 def test_monitors_alone_never_stop_training_when_the_rollouts_cannot_be_read(setting, tmp_path, monkeypatch, caplog):
     import qdc_trainer.grpo as grpo_module
 
-    def broken(trainer, indices):
+    def broken(trainer, indices, completion_ids=None):
         raise RuntimeError("this TRL keeps its rollouts elsewhere")
 
     monkeypatch.setattr(grpo_module, "read_rollouts", broken)
