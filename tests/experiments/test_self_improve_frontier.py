@@ -381,3 +381,38 @@ def test_smoke_run_of_the_frontier_recipe(tmp_path):
             assert len({r["prompt"] + r["completion"] for r in new}) == len(new)
             assert max(Counter(r["problem"] for r in new).values(), default=0) <= 2
     assert math.isfinite(json.loads((out / "config.json").read_text())["new_share"])
+
+
+# --------------------------------------------------------------------------- the committed run
+
+COMMITTED = ROOT / "docs" / "self_improvement" / "frontier"
+PAGE = ROOT / "docs" / "evidence" / "self_improvement_frontier.md"
+
+
+def test_committed_frontier_results_regenerate_from_their_rows(tmp_path):
+    """The committed table is a function of the committed rows and settings: rebuilding gives the same bytes."""
+    from qdc_trainer.experiments.self_improve import rebuild
+
+    table, _ = rebuild(COMMITTED, plots=False, out_dir=tmp_path)
+    assert table.read_bytes() == (COMMITTED / "results.md").read_bytes()
+
+
+def test_the_committed_run_is_the_recipe_and_the_page_quotes_its_tables():
+    """The committed rows are the packaged recipe's run (its settings), and the evidence page holds the gate, the
+    headline, the paired and the claims tables of the committed results.md byte for byte."""
+    import dataclasses
+
+    from qdc_trainer.experiments.self_improve.config import RUN_SETTINGS_IGNORED
+
+    cfg = load_self_improve_config(RECIPE)
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_SETTINGS_IGNORED}
+    stored = json.loads((COMMITTED / "config.json").read_text())
+    assert stored == json.loads(json.dumps(settings))
+    page = PAGE.read_text()
+    sections = (COMMITTED / "results.md").read_text().split("\n## ")
+    wanted = ("Headroom gate", "Round 0 → round", "Paired against", "Claims at the frontier")
+    quoted = [s for s in sections if s.startswith(wanted)]
+    assert len(quoted) == 4
+    for section in quoted:
+        table = "\n".join(line for line in section.split("\n") if line.startswith("|"))
+        assert table and table in page, section[:40]
