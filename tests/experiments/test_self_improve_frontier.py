@@ -416,3 +416,27 @@ def test_the_committed_run_is_the_recipe_and_the_page_quotes_its_tables():
     for section in quoted:
         table = "\n".join(line for line in section.split("\n") if line.startswith("|"))
         assert table and table in page, section[:40]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("train_sampler", "expected"), [("arm", True), ("uniform", False)])
+def test_train_sampler_uniform_trains_the_qdc_arm_uniformly(tmp_path, monkeypatch, train_sampler, expected):
+    """``train_sampler: arm`` (the first recipe's design) gives the qdc arm the QDC sampler; ``uniform`` gives no
+    arm one, so that selection is the only difference."""
+    import qdc_trainer.experiments.self_improve.rounds as rounds
+    from qdc_trainer.experiments.self_improve import SelfImproveConfig, run_self_improvement
+
+    calls = []
+    monkeypatch.setattr(rounds, "_train", lambda *a, sampler=None, **k: calls.append(sampler))
+    cfg = SelfImproveConfig(
+        smoke=True,
+        arms=["qdc/accumulate", "frontier/mix"],
+        train_sampler=train_sampler,
+        output_dir=str(tmp_path / "run"),
+        report=False,
+        workers=1,
+    )
+    run_self_improvement(cfg)
+    # the first model, then two rounds of each arm: qdc's carry the sampler's knobs only with "arm"
+    assert calls[0] is None and len(calls) == 5
+    assert [c is not None for c in calls[1:]] == [expected, expected, False, False]

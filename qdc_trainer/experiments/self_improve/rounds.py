@@ -411,6 +411,7 @@ def _base_job(cfg_dict: dict[str, Any], seed: int) -> dict[str, Any]:
     stats, candidates = _measure(model, tokenizer, cfg, splits, seed, 0, "quality")
     _write_jsonl(folder / CANDIDATES_FILE, candidates)  # round 1's candidates of the arms that write whole examples
     stats.update(_data_stats(splits["original"], cfg.budget, seed))
+    stats.update(dict.fromkeys(KEPT_METRICS, math.nan))  # the first model: no round, nothing kept
     row = {"seed": seed, "round": 0, **stats, "seconds": time.perf_counter() - start}
     write_json(done, row)
     logger.info("seed %d first model: %s", seed, _row_line(row))
@@ -498,6 +499,10 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str, mode: str = "replace
     model.save_pretrained(folder / "model")
     write_json(done, rows)
     return rows
+
+
+KEPT_METRICS = ("filled", "new_share", "kept_p_hat", "rationales")
+"""What :func:`kept_stats` measures of a round's kept data (NaN in the first model's row)."""
 
 
 def kept_stats(arm: str, kept: Sequence[dict[str, Any]], data_size: int) -> dict[str, float]:
