@@ -440,3 +440,31 @@ def test_train_sampler_uniform_trains_the_qdc_arm_uniformly(tmp_path, monkeypatc
     # the first model, then two rounds of each arm: qdc's carry the sampler's knobs only with "arm"
     assert calls[0] is None and len(calls) == 5
     assert [c is not None for c in calls[1:]] == [expected, expected, False, False]
+
+
+def test_rationales_prompt_unsolved_problems_with_the_hint_and_store_them_without_it(monkeypatch):
+    """Only problems with p̂ = 0 are prompted again, solve_k times each, with the hint; the rows come back under
+    the problem's own prompt and are verified on it."""
+    import qdc_trainer.experiments.self_improve.rounds as rounds
+    from qdc_trainer.experiments.self_improve import SelfImproveConfig
+
+    asked = []
+
+    def fake_sample(model, tokenizer, prompts, **kwargs):
+        asked.extend(prompts)
+        good = {"What is 4 * 3 - 2? The answer is 10.\n": "4 * 3 = 12\n12 - 2 = 10\nThe answer is 10."}
+        return [{"prompt": p, "completion": good.get(p, "The answer is 10."), "valid": 1.0} for p in prompts]
+
+    monkeypatch.setattr(rounds, "sample_examples", fake_sample)
+    cfg = SelfImproveConfig(solve_k=2, candidates=8, budget=2)
+    unsolved, solved = "What is 4 * 3 - 2?\n", "What is 2 + 5?\n"
+    candidates = [
+        {"problem": 0, "prompt": unsolved, "completion": "x", "valid": 0.0},
+        {"problem": 0, "prompt": unsolved, "completion": "y", "valid": 0.0},
+        {"problem": 1, "prompt": solved, "completion": "2 + 5 = 7\nThe answer is 7.", "valid": 1.0},
+        {"problem": 1, "prompt": solved, "completion": "z", "valid": 0.0},
+    ]
+    rows = rounds._rationales(None, None, cfg, candidates, seed=0)
+    assert asked == ["What is 4 * 3 - 2? The answer is 10.\n"] * 2
+    assert [(r["problem"], r["prompt"], r["valid"]) for r in rows] == [(0, unsolved, 1.0), (0, unsolved, 1.0)]
+    assert rounds._rationales(None, None, cfg, candidates[2:], seed=0) == []
