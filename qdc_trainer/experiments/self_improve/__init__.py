@@ -31,7 +31,21 @@ Arms (same seeds, same number of candidates, same budget):
 - ``reservoir``: like ``quality``, but ``reservoir_share`` of the budget is drawn
   from the original data every round;
 - ``fixed_pool``: problems come from the original data's pool and the model writes
-  only the solutions (selection as in ``quality``).
+  only the solutions (selection as in ``quality``);
+- ``frontier``, ``frontier_rat`` and ``solved`` separate problems from solutions: ``candidates // solve_k``
+  new problems of the task's distribution, each solved ``solve_k`` times, give each problem its pass rate p̂
+  (the verified share). ``frontier`` keeps verified solutions (distinct, at most ``per_problem_cap`` a
+  problem) drawn with weight p̂(1 − p̂) (or 1 − p̂): the QDC complexity term made relative to the model;
+  ``frontier_rat`` adds STaR's rationalization (problems never solved are prompted again with the answer as a
+  hint; verified rationales are kept under the problem's own prompt); ``solved`` draws the same verified
+  solutions uniformly (quality-only under the same separation).
+
+``fill_budget`` fills a selection's shortfall from the original data (every arm keeps exactly ``budget``);
+``train_sampler: uniform`` trains every arm with the same uniform sampler; the ``mix`` mode trains each round on
+its kept data plus a sample of the pool sized so the new data is ``new_share`` of it. With frontier arms, the
+summary first checks a headroom gate (replay flat, new data ≥ 30% of each round, control − replay ≥ 3 standard
+errors) and reads the frontier claims only when it passed (``qdc self-improve --config
+arithmetic/self_improve_frontier``).
 
 After every round the model is measured: the validity, complexity and distinctness
 of what it generates, greedy accuracy by number of operations in distribution
@@ -56,6 +70,7 @@ from .config import (
     CANDIDATES_FILE,
     CONFIG_FILE,
     DETECTOR_WATCH,
+    FRONTIER_ARMS,
     METRICS,
     MODES,
     RESULTS_FILE,
@@ -66,14 +81,33 @@ from .config import (
     self_improve_parser,
     variant_name,
 )
-from .results import HEADLINE_COLUMNS, TABLE_COLUMNS, rebuild, summarize, write_results
+from .results import (
+    HEADLINE_COLUMNS,
+    TABLE_COLUMNS,
+    frontier_claims,
+    frontier_verdict,
+    headroom_gate,
+    rebuild,
+    summarize,
+    write_results,
+)
 from .rounds import coverage, probe_prompts
 from .run import run_self_improvement
-from .sampling import choose, mean_complexity, sample_examples, score_rows
+from .sampling import (
+    choose,
+    choose_frontier,
+    frontier_weights,
+    hinted_prompt,
+    mean_complexity,
+    pass_rates,
+    sample_examples,
+    score_rows,
+)
 
 __all__ = [
     "ARMS",
     "CANDIDATES_FILE",
+    "FRONTIER_ARMS",
     "CONFIG_FILE",
     "DETECTOR_WATCH",
     "HEADLINE_COLUMNS",
@@ -85,9 +119,16 @@ __all__ = [
     "TABLE_FILE",
     "SelfImproveConfig",
     "choose",
+    "choose_frontier",
     "coverage",
+    "frontier_claims",
+    "frontier_verdict",
+    "frontier_weights",
+    "headroom_gate",
+    "hinted_prompt",
     "load_self_improve_config",
     "mean_complexity",
+    "pass_rates",
     "probe_prompts",
     "rebuild",
     "run_self_improvement",

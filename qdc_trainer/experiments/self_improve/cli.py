@@ -16,7 +16,10 @@ HELP = """Run the self-improvement experiment: rounds of (the model writes examp
 them, a selection rule keeps a fixed budget, the model trains on it), one arm per selection rule (quality:
 most confident verified; qdc: budgeted QDC selection + QDCSampler; star: the model solves new problems,
 select_budget keeps the verified; control: fresh data of the task; replay: the original data again;
-reservoir; fixed_pool), each in its data modes (replace, accumulate, accumulate_fixed), for several seeds.
+reservoir; fixed_pool; frontier, frontier_rat and solved: new problems solved solve_k times each, verified
+solutions kept by the problem's pass rate p̂, with p̂(1-p̂) or uniformly, frontier_rat adding rationalization),
+each in its data modes (replace, accumulate, accumulate_fixed, mix), for several seeds. With frontier arms the
+summary checks a headroom gate first (replay flat, new data >= 30%, control - replay >= 3 standard errors).
 The run folder gets results.md, results.json, one PNG per metric and overview.png. A finished seed and arm
 is reused when a command with the same settings runs again (other seeds, arms or modes may be added);
 --overwrite true starts afresh, deleting only what an earlier run wrote there (a folder without its

@@ -16,12 +16,27 @@ from typing import Any
 from ...callbacks.generation_metrics import PREFIX as GEN_PREFIX
 from ...data.weights import QDCSamplerConfig
 
-ARMS = ("quality", "qdc", "reservoir", "fixed_pool", "star", "control", "replay")
+ARMS = ("quality", "qdc", "reservoir", "fixed_pool", "star", "control", "replay", "frontier", "frontier_rat", "solved")
 """The selection rules the experiment can compare (see :mod:`qdc_trainer.experiments.self_improve`)."""
 
-MODES = ("replace", "accumulate", "accumulate_fixed")
+FRONTIER_ARMS = ("frontier", "frontier_rat", "solved")
+"""The arms that separate problems from solutions: each candidate problem is solved ``solve_k`` times, and its
+pass rate p̂ (the verified share) decides how its verified solutions are kept (:func:`.sampling.choose_frontier`)."""
+
+FRONTIER_WEIGHTS = ("variance", "unsolved")
+"""How the ``frontier`` arms weight a problem's verified solutions by its pass rate p̂: ``variance`` p̂(1 − p̂)
+(highest at p̂ = 1/2, zero for problems always or never solved), ``unsolved`` 1 − p̂."""
+
+MODES = ("replace", "accumulate", "accumulate_fixed", "mix")
 """What a round trains on: only its own kept data (``replace``); the original data and every round's kept data
-so far (``accumulate``); a uniform sample of that pool as large as the original data (``accumulate_fixed``)."""
+so far (``accumulate``); a uniform sample of that pool as large as the original data (``accumulate_fixed``); the
+round's kept data plus a uniform sample of that pool sized so that the kept data is ``new_share`` of it (``mix``:
+the new data keeps a fixed, large share of every round whatever the pool's size)."""
+
+TRAIN_SAMPLERS = ("arm", "uniform")
+"""How a round's data is drawn in training: ``arm`` (the ``qdc`` arm with :class:`~qdc_trainer.data.QDCSampler`,
+every other arm uniformly: the first experiment's design) or ``uniform`` (every arm uniformly, so that the
+selection is the only difference between arms)."""
 
 METRICS: dict[str, str] = {
     "valid": "validity of generated examples (share verified correct)",
@@ -44,6 +59,10 @@ METRICS: dict[str, str] = {
     "across_input_distinct_2": "generation distinct-2 across inputs (probe samples)",
     "per_input_self_bleu": "generation self-BLEU per input (probe samples; higher = less diverse)",
     "detector": "collapse detector level (0 fine, 1 warning, 2 collapse)",
+    "filled": "rows of the round's budget filled from the original data (selection kept fewer than the budget)",
+    "new_share": "share of the round's training data that is new (kept this round and not from the original data)",
+    "kept_p_hat": "mean pass rate p̂ of the problems whose solutions were kept (frontier arms)",
+    "rationales": "verified rationales kept this round (frontier_rat: solutions written with the answer as a hint)",
 }
 """Every per-round measurement, with its meaning (the keys of a results row besides seed, round, arm, mode)."""
 
@@ -67,6 +86,10 @@ TITLES: dict[str, str] = {
     "per_input_distinct_2": "probe distinct-2 per input",
     "across_input_distinct_2": "probe distinct-2 across inputs",
     "per_input_self_bleu": "probe self-BLEU per input",
+    "filled": "budget filled from the original data",
+    "new_share": "new data, share of the round's data",
+    "kept_p_hat": "pass rate p̂ of the kept problems",
+    "rationales": "rationales kept",
 }
 """Short panel titles for the plots (the long meanings are in :data:`METRICS` and the table's footnote)."""
 
@@ -133,6 +156,41 @@ class SelfImproveConfig:
         metadata={
             "help": "qdc and star arms: set complexity_target to the original data's mean complexity (the "
             "selection's and the sampler's pull towards the original mix) instead of a fixed number"
+        },
+    )
+    solve_k: int = field(
+        default=8,
+        metadata={
+            "help": "frontier arms: samples per candidate problem (candidates // solve_k problems a round); the "
+            "verified share is the problem's pass rate p̂"
+        },
+    )
+    per_problem_cap: int = field(
+        default=2, metadata={"help": "frontier arms: most distinct verified solutions kept per problem"}
+    )
+    frontier_weight: str = field(
+        default="variance",
+        metadata={
+            "help": "frontier arms: weight of a problem's solutions from its pass rate p̂: variance p̂(1-p̂), "
+            "unsolved 1-p̂",
+            "choices": list(FRONTIER_WEIGHTS),
+        },
+    )
+    new_share: float = field(
+        default=0.4, metadata={"help": "mix mode: share of each round's training data that is the round's kept data"}
+    )
+    fill_budget: bool = field(
+        default=False,
+        metadata={
+            "help": "fill a round's shortfall (selection kept fewer than budget) from the original data, so that "
+            "every arm keeps exactly budget rows (the row's `filled` counts them)"
+        },
+    )
+    train_sampler: str = field(
+        default="arm",
+        metadata={
+            "help": "arm: the qdc arm trains with QDCSampler, the others uniformly; uniform: every arm uniformly",
+            "choices": list(TRAIN_SAMPLERS),
         },
     )
     n_clusters: int = field(default=16, metadata={"help": "clusters of the candidates (qdc and star arms)"})
@@ -206,6 +264,8 @@ class SelfImproveConfig:
             "workers",
             "n_layer",
             "n_embd",
+            "solve_k",
+            "per_problem_cap",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
@@ -216,6 +276,17 @@ class SelfImproveConfig:
         for name in ("seed_noise", "reservoir_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
+        if not 0.0 < self.new_share <= 1.0:
+            raise ValueError(f"new_share={self.new_share} must be in (0, 1]")
+        if self.frontier_weight not in FRONTIER_WEIGHTS:
+            raise ValueError(f"frontier_weight={self.frontier_weight!r} must be one of {FRONTIER_WEIGHTS}")
+        if self.train_sampler not in TRAIN_SAMPLERS:
+            raise ValueError(f"train_sampler={self.train_sampler!r} must be one of {TRAIN_SAMPLERS}")
+        if any(arm in FRONTIER_ARMS for arm, _ in variants) and self.candidates < self.solve_k:
+            raise ValueError(
+                f"candidates={self.candidates} is less than solve_k={self.solve_k}: the frontier arms solve "
+                "candidates // solve_k problems, so at least one"
+            )
         if self.temperature <= 0 or self.threads < 0:
             raise ValueError("temperature must be > 0 and threads >= 0")
         if self.target_original and self.sampler.complexity_target is not None:

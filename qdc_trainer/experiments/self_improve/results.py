@@ -244,6 +244,7 @@ def summarize(rows: Sequence[dict[str, Any]], variants: Sequence[str] | None = N
             claims[name] = {"held": outcome == "held", "verdict": outcome, "qdc": d, "quality": q}
             claims[name]["difference"] = [round(diff.mean, 4), round(diff.low, 4), round(diff.high, 4)]
             claims[name]["seeds_won"] = f"{wins}/{len(seeds)}"
+    claims.update(frontier_claims(rows, variants))
     seeds = sorted({r["seed"] for r in rows})
     last = max(r["round"] for r in rows)
     return {
@@ -257,6 +258,167 @@ def summarize(rows: Sequence[dict[str, Any]], variants: Sequence[str] | None = N
 
 REPLAY = "replay/accumulate"
 """The yardstick of the accumulating variants: the same rounds on the original data alone (no new data)."""
+
+FLAT = 0.02
+"""The headroom gate's "replay is flat": replay's mean change in in-distribution accuracy over the rounds within
+two points of 0 (more training on the original data alone no longer moves the first model)."""
+MIN_NEW_SHARE = 0.3
+"""The headroom gate: each round's new data is at least this share of what the round trains on (control's)."""
+MIN_STANDARD_ERRORS = 3.0
+"""The headroom gate: control − replay (final in-distribution accuracy, paired by seed) at least this many
+standard errors of the paired difference above 0."""
+FRONTIER_GAIN = 0.03
+"""Claim 1 at the frontier: frontier − replay at least three points of in-distribution accuracy."""
+PASS_MARGIN = 0.05
+"""Claim 3 at the frontier: frontier's pass@k not below replay's, read as the interval's lower end above −5 points."""
+NOT_READ = "not read: gate failed"
+"""The verdict of a selection arm's claim when the headroom gate failed."""
+
+
+def reference_of(variants: Sequence[str]) -> str | None:
+    """The replay yardstick among ``variants``: ``replay/accumulate`` when present, else the first ``replay/*``.
+
+    >>> reference_of(["control/mix", "replay/mix"]), reference_of(["replay/replace", "replay/accumulate"])
+    ('replay/mix', 'replay/accumulate')
+    """
+    if REPLAY in variants:
+        return REPLAY
+    return next((v for v in variants if v.startswith("replay/")), None)
+
+
+def _final_pairs(rows: Sequence[dict[str, Any]], a: str, b: str, metric: str) -> tuple[list[float], list[float]]:
+    """``metric`` at each variant's last round, on the seeds both share (in seed order)."""
+    seeds = sorted(set(_seeds_of(rows, a)) & set(_seeds_of(rows, b)))
+    la, lb = _last_round(rows, a), _last_round(rows, b)
+    return [_value(rows, a, s, la, metric) for s in seeds], [_value(rows, b, s, lb, metric) for s in seeds]
+
+
+def headroom_gate(rows: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """Whether the experiment in ``mode`` has room for new data to show, checked before any selection arm is read.
+
+    Three conditions, all needed (``passed``):
+
+    - ``replay_flat``: ``replay/<mode>``'s mean change in in-distribution accuracy from round 0 to its last round
+      is within :data:`FLAT` of 0 (the first model was trained until more of the original data changes nothing);
+    - ``new_share_ok``: ``control/<mode>``'s new data is at least :data:`MIN_NEW_SHARE` of every round's data
+      (the rows' ``new_share``);
+    - ``headroom``: control − replay, final in-distribution accuracy paired by seed, is at least
+      :data:`MIN_STANDARD_ERRORS` standard errors of the paired difference above 0 (perfect new data does lift
+      the model beyond the same training on old data).
+
+    >>> def rows(variant, gains, share=0.4):
+    ...     return [{"variant": variant, "arm": variant.split("/")[0], "seed": s, "round": r,
+    ...              "acc_id": 0.5 + (g if r else 0.0), "new_share": share}
+    ...             for s, g in enumerate(gains) for r in (0, 1)]
+    >>> gate = headroom_gate(rows("control/mix", [0.10, 0.12, 0.11]) + rows("replay/mix", [0.0, 0.01, -0.01]), "mix")
+    >>> gate["passed"], gate["standard_errors"]
+    (True, 19.05)
+    >>> headroom_gate(rows("control/mix", [0.10, 0.12, 0.11], 0.2) + rows("replay/mix", [0, 0, 0]), "mix")["passed"]
+    False
+    """
+    control, replay = f"control/{mode}", f"replay/{mode}"
+    present = {variant_of(r) for r in rows}
+    missing = [v for v in (control, replay) if v not in present]
+    if missing:
+        return {"passed": False, "reason": f"{' and '.join(missing)} not run"}
+    gain = paired_difference(list(gains(rows, replay).values()))
+    shares = [r.get("new_share") for r in rows if variant_of(r) == control and r["round"] >= 1]
+    share = min((float(x) for x in shares if _finite(x)), default=math.nan)
+    mine, ref = _final_pairs(rows, control, replay, "acc_id")
+    diff = paired_difference(mine, ref)
+    if diff.n < 2:
+        errors = math.nan
+    elif diff.sd == 0.0:
+        errors = math.inf if diff.mean > 0 else 0.0
+    else:
+        errors = diff.mean / (diff.sd / math.sqrt(diff.n))
+    flat = bool(abs(gain.mean) <= FLAT + 1e-12)
+    share_ok = bool(_finite(share) and share >= MIN_NEW_SHARE - 1e-12)
+    headroom = bool(not math.isnan(errors) and errors >= MIN_STANDARD_ERRORS)
+    return {
+        "passed": flat and share_ok and headroom,
+        "replay_flat": flat,
+        "replay_gain": [round(gain.mean, 4), round(gain.low, 4), round(gain.high, 4)],
+        "new_share_ok": share_ok,
+        "new_share_min": round(share, 4) if _finite(share) else math.nan,
+        "headroom": headroom,
+        "control_minus_replay": [round(diff.mean, 4), round(diff.low, 4), round(diff.high, 4)],
+        "standard_errors": round(errors, 2) if math.isfinite(errors) else errors,
+    }
+
+
+def frontier_verdict(low: float, high: float, mean: float, claim: str) -> str:
+    """A frontier claim's verdict from the 95% interval ``[low, high]`` of a paired difference with ``mean``.
+
+    - ``"gain"`` (claim 1): held when the mean is at least :data:`FRONTIER_GAIN` and the interval lies above 0;
+      did not hold when the interval lies at or below :data:`FRONTIER_GAIN` (no 3-point gain);
+    - ``"not_above"`` (claim 2): held when the interval lies below :data:`FRONTIER_GAIN` (no gain of claim 1's
+      size); did not hold when it lies above 0;
+    - ``"not_below"`` (claim 3): held when the interval lies above ``−PASS_MARGIN``; did not hold when it lies
+      below 0;
+
+    and inconclusive otherwise (:func:`~qdc_trainer.experiments.stats.verdict` reads each side).
+
+    >>> frontier_verdict(0.01, 0.07, 0.04, "gain"), frontier_verdict(0.005, 0.04, 0.02, "gain")
+    ('held', 'inconclusive')
+    >>> frontier_verdict(-0.04, 0.02, -0.01, "gain"), frontier_verdict(-0.02, 0.02, 0.0, "not_above")
+    ('did not hold', 'held')
+    >>> frontier_verdict(0.01, 0.05, 0.03, "not_above"), frontier_verdict(-0.04, 0.03, 0.0, "not_below")
+    ('did not hold', 'held')
+    """
+    if claim == "gain":
+        if verdict(low, high, 0.0, "above") == "held" and mean >= FRONTIER_GAIN - 1e-12:
+            return "held"
+        return "did not hold" if verdict(low, high, FRONTIER_GAIN, "above") == "did not hold" else "inconclusive"
+    if claim == "not_above":
+        if verdict(low, high, 0.0, "above") == "held":
+            return "did not hold"
+        return "held" if verdict(low, high, FRONTIER_GAIN, "below") == "held" else "inconclusive"
+    if claim == "not_below":
+        if verdict(low, high, -PASS_MARGIN, "above") == "held":
+            return "held"
+        return "did not hold" if verdict(low, high, 0.0, "below") == "held" else "inconclusive"
+    raise ValueError(f"claim={claim!r} must be 'gain', 'not_above' or 'not_below'")
+
+
+FRONTIER_CLAIMS = (
+    ("frontier_beats_replay", "frontier", "acc_id", "gain"),
+    ("solved_not_above_replay", "solved", "acc_id", "not_above"),
+    ("frontier_pass_at_k_kept", "frontier", "pass_at_k", "not_below"),
+    ("frontier_rat_beats_replay", "frontier_rat", "acc_id", "gain"),
+)
+"""The claims at the frontier, registered before the runs: (name, arm, measure, reading of
+:func:`frontier_verdict`), each arm in the replay yardstick's mode, at the last round, paired by seed."""
+
+
+def frontier_claims(rows: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
+    """The headroom gate (``headroom_gate``, first) and the frontier claims (:data:`FRONTIER_CLAIMS`) on the
+    variants present; empty when no frontier arm ran. Each claim has ``verdict`` (:data:`NOT_READ` when the gate
+    failed), ``held`` and the paired difference ``[mean, low, high]`` with its seeds."""
+    arms = {v.split("/")[0]: v for v in variants}
+    if not any(a in arms for a in ("frontier", "solved", "frontier_rat")):
+        return {}
+    mode = next(arms[a] for a in ("frontier", "solved", "frontier_rat") if a in arms).split("/")[1]
+    gate = headroom_gate(rows, mode)
+    out: dict[str, Any] = {
+        "headroom_gate": {"held": gate["passed"], "verdict": "held" if gate["passed"] else "did not hold", **gate}
+    }
+    replay = f"replay/{mode}"
+    for name, arm, metric, reading in FRONTIER_CLAIMS:
+        variant = f"{arm}/{mode}"
+        if variant not in variants or replay not in variants:
+            continue
+        mine, ref = _final_pairs(rows, variant, replay, metric)
+        d = paired_difference(mine, ref)
+        outcome = frontier_verdict(d.low, d.high, d.mean, reading) if gate["passed"] else NOT_READ
+        out[name] = {
+            "held": outcome == "held",
+            "verdict": outcome,
+            "difference": [round(d.mean, 4), round(d.low, 4), round(d.high, 4)],
+            "measure": metric,
+            "seeds_above": f"{sum(a > b for a, b in zip(mine, ref))}/{len(mine)}",
+        }
+    return out
 
 
 def beyond(per_variant: dict[str, dict[str, Any]], variant: str, reference: str = REPLAY) -> dict[str, Any]:
@@ -310,6 +472,10 @@ def _detector_claim(per_variant: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _summary_text(per_variant: dict[str, Any], claims: dict[str, Any], seeds: list[int], last: int) -> str:
     lines = [f"Self-improvement: {len(seeds)} seed(s), rounds 0..{last} (means over seeds; round 0 is the first model)"]
+    if "headroom_gate" in claims:  # checked before any selection arm is read
+        gate = {k: v for k, v in claims["headroom_gate"].items() if k not in ("held", "verdict", "passed")}
+        outcome = "passed" if claims["headroom_gate"]["held"] else "FAILED (the selection arms are not read)"
+        lines.append(f"headroom gate: {outcome} {json.dumps(gate, default=_json_num)}")
     shown = ("valid", "data_ops", "data_unique", "acc_id", "acc_ood", "pass_at_k", "never_solved")
     width = max([22, *(len(v) + 2 for v in per_variant)])
     lines.append(f"{'arm/mode':<{width}}" + "".join(f"{m:>18}" for m in shown))
@@ -320,15 +486,19 @@ def _summary_text(per_variant: dict[str, Any], claims: dict[str, Any], seeds: li
         warned = ", ".join(f"{s}: {'-' if w is None else w}" for s, w in info["warned"].items())
         fell = ", ".join(f"{s}: {'-' if d is None else d}" for s, d in info["dropped"].items())
         lines.append(f"{v}: detector warned (seed: round) {warned}; acc_id fell 5 points {fell}")
-    if REPLAY in per_variant:
-        others = [v for v in per_variant if v != REPLAY and v.endswith("/accumulate")]
+    reference = reference_of(list(per_variant))
+    if reference is not None:
+        mode = reference.split("/")[1]
+        others = [v for v in per_variant if v != reference and v.endswith(f"/{mode}")]
         cells = []
         for v in others:
-            b = beyond(per_variant, v)
+            b = beyond(per_variant, v, reference)
             ci = b.get("ci", [math.nan, math.nan])
             cells.append(f"{v} {b['mean']:+.3f} ({b['seeds_above']}) [{ci[0]:+.3f}, {ci[1]:+.3f}]")
-        lines.append(f"acc_id gain beyond {REPLAY} (paired by seed; seeds above; 95% CI): " + ", ".join(cells))
-    for name, claim in claims.items():
+        lines.append(f"acc_id gain beyond {reference} (paired by seed; seeds above; 95% CI): " + ", ".join(cells))
+    names = [n for n in claims if n != "headroom_gate"]
+    for name in names:
+        claim = claims[name]
         outcome = claim.get("verdict", "held" if claim["held"] else "did not hold")
         detail = {k: v for k, v in claim.items() if k not in ("held", "verdict")}
         lines.append(f"claim {name}: {outcome} {json.dumps(detail, default=_json_num)}")
@@ -380,17 +550,22 @@ PLOTTED = (
 """The panels of ``overview.png`` (every measurement also gets a PNG of its own)."""
 
 
+EXTRA_COLUMNS = ("filled", "new_share", "kept_p_hat", "rationales")
+"""Columns of the every-round table shown only when the rows have them (runs since equal budgets and the
+frontier arms: what a round kept)."""
+
 PAIRED_COLUMNS = ("acc_id", "acc_ood", "pass_at_k", "never_solved")
 """The measures compared with the replay yardstick; ``acc_id`` first, the primary one."""
 
 
-def _paired_section(rows: Sequence[dict[str, Any]], variants: Sequence[str], reference: str = REPLAY) -> list[str]:
+def _paired_section(rows: Sequence[dict[str, Any]], variants: Sequence[str], reference: str | None = None) -> list[str]:
     """Markdown lines: each variant at its last round minus ``reference``, paired by seed (empty without it).
 
     In-distribution accuracy gets the paired t interval, the t test's and the exact sign-flip test's p values,
     Holm's adjustment over the variants compared, and the smallest difference the design detects with 80% power;
     the other measures their paired difference with its 95% t interval."""
-    if reference not in variants:
+    reference = reference or reference_of(variants)
+    if reference is None or reference not in variants:
         return []
     others = [v for v in variants if v != reference]
     ref_last = _last_round(rows, reference)
@@ -434,6 +609,65 @@ def _paired_section(rows: Sequence[dict[str, Any]], variants: Sequence[str], ref
     ]
 
 
+def _gate_section(claims: dict[str, Any]) -> list[str]:
+    """Markdown lines: the headroom gate, before any table of the arms (empty when no frontier arm ran)."""
+    if "headroom_gate" not in claims:
+        return []
+    g = claims["headroom_gate"]
+    if "reason" in g:
+        return ["## Headroom gate: failed", "", f"{g['reason']}: the selection arms are not read.", ""]
+
+    def ci(x: list[float]) -> str:
+        return f"{x[0]:+.3f} [{x[1]:+.3f}, {x[2]:+.3f}]"
+
+    def mark(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    return [
+        f"## Headroom gate: {'passed' if g['held'] else 'failed'}",
+        "",
+        "Checked before any selection arm is read; "
+        + ("the claims below are read." if g["held"] else "it failed, so the selection arms' claims are not read."),
+        "",
+        "| condition | needed | measured | met |",
+        "|---|---|---|---|",
+        f"| replay is flat: Δ acc_id over the rounds [95% CI] | within ±{FLAT:.2f} (mean) | {ci(g['replay_gain'])} "
+        f"| {mark(g['replay_flat'])} |",
+        f"| new data's share of each round's data (control, smallest) | ≥ {MIN_NEW_SHARE:.2f} | "
+        f"{_fmt(g['new_share_min'])} | {mark(g['new_share_ok'])} |",
+        f"| control − replay, final acc_id [95% CI] | ≥ {MIN_STANDARD_ERRORS:.0f} standard errors | "
+        f"{ci(g['control_minus_replay'])}, {g['standard_errors']} SE | {mark(g['headroom'])} |",
+        "",
+    ]
+
+
+def _frontier_section(claims: dict[str, Any]) -> list[str]:
+    """Markdown lines: the frontier claims with their paired differences and verdicts (empty without them)."""
+    names = [n for n, *_ in FRONTIER_CLAIMS if n in claims]
+    if not names:
+        return []
+    lines = [
+        "",
+        "## Claims at the frontier",
+        "",
+        "Registered before the runs; each arm minus replay at the last round, paired by seed, with the 95% t "
+        f"interval. Claim 1 (and frontier_rat): held when the mean is ≥ +{FRONTIER_GAIN:.2f} with the interval "
+        f"above 0, did not hold when the interval lies at or below +{FRONTIER_GAIN:.2f}. Claim 2: held when the "
+        f"interval lies below +{FRONTIER_GAIN:.2f}, did not hold when it lies above 0. Claim 3: held when the "
+        f"interval lies above −{PASS_MARGIN:.2f}, did not hold when it lies below 0. Otherwise inconclusive.",
+        "",
+        "| claim | measure | difference [95% CI] | seeds above | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for n in names:
+        c = claims[n]
+        d = c["difference"]
+        lines.append(
+            f"| {n} | {c['measure']} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {c['seeds_above']} | {c['verdict']} |"
+        )
+    return lines
+
+
 def write_results(
     rows: Sequence[dict[str, Any]],
     out_dir: str | Path,
@@ -453,10 +687,8 @@ def write_results(
     rounds = sorted({r["round"] for r in rows})
     firsts = {v: _first_warnings(rows, v, _seeds_of(rows, v)) for v in variants}
     last = rounds[-1]
-    lines = [
-        "# Self-improvement results",
-        "",
-        f"## Round 0 → round {last}",
+    lines = ["# Self-improvement results", "", *_gate_section(summary["claims"]), f"## Round 0 → round {last}"]
+    lines += [
         "",
         f"Means over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}): the first model (trained on the original "
         f"data; its data columns describe the original data), then the model after round {last}, ± the standard "
@@ -481,6 +713,8 @@ def write_results(
         cells.append(", ".join("–" if w is None else str(w) for w in firsts[v].values()))
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += _paired_section(rows, variants)
+    lines += _frontier_section(summary["claims"])
+    columns = TABLE_COLUMNS + tuple(m for m in EXTRA_COLUMNS if any(_finite(r.get(m)) for r in rows))
     lines += [
         "",
         "## Every round",
@@ -488,8 +722,8 @@ def write_results(
         "Means over the seeds, ± the standard deviation between seeds. `data_*` describe the data each round "
         "trained on. `detector`: seeds whose collapse detector had warned (or declared collapse) by that round.",
         "",
-        "| round | arm/mode | " + " | ".join(TABLE_COLUMNS) + " |",
-        "|" + "---|" * (len(TABLE_COLUMNS) + 2),
+        "| round | arm/mode | " + " | ".join(columns) + " |",
+        "|" + "---|" * (len(columns) + 2),
     ]
     for round_ in rounds:
         for v in variants:
@@ -497,7 +731,7 @@ def write_results(
             if not sel:
                 continue
             cells = [str(round_), v]
-            for m in TABLE_COLUMNS:
+            for m in columns:
                 if m == "detector":
                     warned = sum(firsts[v][r["seed"]] is not None and firsts[v][r["seed"]] <= round_ for r in sel)
                     cells.append(f"{warned}/{len(sel)}")
@@ -510,7 +744,7 @@ def write_results(
                     else f"{values.mean():.{digits}f}" + (f" ± {values.std():.{digits}f}" if len(values) > 1 else "")
                 )
             lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Columns: " + "; ".join(f"`{m}` {METRICS[m]}" for m in TABLE_COLUMNS), ""]
+    lines += ["", "Columns: " + "; ".join(f"`{m}` {METRICS[m]}" for m in columns), ""]
     if settings:
         lines += ["Settings: " + ", ".join(f"`{k}: {v}`" for k, v in settings.items()), ""]
     lines += ["## Summary", "", "```", summary["text"], "```", ""]

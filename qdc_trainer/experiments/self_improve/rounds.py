@@ -22,8 +22,18 @@ import numpy as np
 from ..._io import read_json, write_json
 from ...callbacks.generation_metrics import PREFIX as GEN_PREFIX
 from ...data.weights import QDCSamplerConfig
-from .config import CANDIDATES_FILE, SelfImproveConfig, variant_name
-from .sampling import _problem_key, _safe_verify, choose, mean_complexity, sample_examples, score_rows
+from .config import CANDIDATES_FILE, FRONTIER_ARMS, SelfImproveConfig, variant_name
+from .sampling import (
+    _problem_key,
+    _safe_verify,
+    choose,
+    hinted_prompt,
+    mean_complexity,
+    pass_rates,
+    sample_examples,
+    score_rows,
+    strip_hint,
+)
 
 _DAMAGED = (
     "a run killed while writing it (by an earlier version, which wrote it in place)? Delete that file to compute "
@@ -154,8 +164,9 @@ def _candidates(
     model: Any, tokenizer: Any, cfg: SelfImproveConfig, splits: dict[str, Any], seed: int, round_: int, arm: str
 ) -> list[dict[str, Any]]:
     """The model's samples of a round: whole examples, or for ``fixed_pool`` and ``star`` solutions to given
-    problems (the original data's, or new problems of the task's distribution)."""
-    return sample_examples(
+    problems (the original data's, or new problems of the task's distribution); for the frontier arms
+    ``candidates // solve_k`` new problems, each solved ``solve_k`` times (rows carry ``problem``, its index)."""
+    rows = sample_examples(
         model,
         tokenizer,
         _candidate_prompts(arm, cfg, splits, seed, round_),
@@ -164,6 +175,37 @@ def _candidates(
         batch_size=cfg.generation_batch_size,
         seed=_stream(seed, round_, 1),
     )
+    if arm in FRONTIER_ARMS:
+        for i, row in enumerate(rows):
+            row["problem"] = i // cfg.solve_k
+    return rows
+
+
+def _rationales(
+    model: Any, tokenizer: Any, cfg: SelfImproveConfig, candidates: Sequence[dict[str, Any]], seed: int
+) -> list[dict[str, Any]]:
+    """Rationalization (STaR): each problem never solved in its ``solve_k`` samples (p̂ = 0) is prompted again
+    ``solve_k`` times with the answer as a hint (:func:`~.sampling.hinted_prompt`); the rows are stored with the
+    problem's own prompt and verified on it (:func:`~.sampling.strip_hint`), so the hint never reaches training."""
+    rates = pass_rates(candidates)
+    prompts = {}
+    for r in candidates:
+        if rates[r["problem"]] == 0.0:
+            prompts.setdefault(r["problem"], r["prompt"])
+    problems = [p for p in prompts for _ in range(cfg.solve_k)]
+    if not problems:
+        return []
+    plain = [prompts[p] for p in problems]
+    rows = sample_examples(
+        model,
+        tokenizer,
+        [hinted_prompt(p) for p in plain],
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.generation_batch_size,
+        seed=seed,
+    )
+    return [dict(r, problem=p) for r, p in zip(strip_hint(rows, plain), problems)]
 
 
 def _candidate_prompts(arm: str, cfg: SelfImproveConfig, splits: dict[str, Any], seed: int, round_: int) -> list[str]:
@@ -173,6 +215,9 @@ def _candidate_prompts(arm: str, cfg: SelfImproveConfig, splits: dict[str, Any],
         return [pool[rng.randrange(len(pool))]["prompt"] for _ in range(cfg.candidates)]
     if arm == "star":
         return [r["prompt"] for r in _task_examples(cfg, cfg.candidates, _stream(seed, round_, 3))]
+    if arm in FRONTIER_ARMS:
+        problems = _task_examples(cfg, cfg.candidates // cfg.solve_k, _stream(seed, round_, 3))
+        return [r["prompt"] for r in problems for _ in range(cfg.solve_k)]
     return [""] * cfg.candidates
 
 
@@ -265,14 +310,18 @@ def _train(
 
 
 def _round_data(
-    mode: str, pool: list[dict[str, Any]], kept: list[dict[str, Any]], total: int, seed: int
+    mode: str, pool: list[dict[str, Any]], kept: list[dict[str, Any]], total: int, seed: int, new_share: float = 0.4
 ) -> list[dict[str, Any]]:
     """What a round trains on in ``mode``; ``pool`` (the original data and every earlier round's kept data)
-    grows by ``kept`` in the accumulating modes.
+    grows by ``kept`` in the accumulating modes and in ``mix``, where the round trains on ``kept`` plus a uniform
+    sample of the pool (before ``kept`` joins it) sized so that ``kept`` is ``new_share`` of the round's data.
 
     >>> pool = [{"i": 0}, {"i": 1}]
     >>> [r["i"] for r in _round_data("replace", pool, [{"i": 2}], 2, 0)], len(pool)
     ([2], 2)
+    >>> mixed = _round_data("mix", [{"i": i} for i in range(10)], [{"i": 10}, {"i": 11}], 2, 0, new_share=0.4)
+    >>> len(mixed), [r["i"] for r in mixed[:2]]  # 2 new rows are 40% of 5
+    (5, [10, 11])
     >>> [r["i"] for r in _round_data("accumulate", pool, [{"i": 2}], 2, 0)]
     [0, 1, 2]
     >>> len(_round_data("accumulate_fixed", pool, [{"i": 3}], 2, 0)), len(pool)  # 2 of the 4 in the pool
@@ -280,6 +329,11 @@ def _round_data(
     """
     if mode == "replace":
         return list(kept)
+    if mode == "mix":
+        others = min(len(pool), int(round(len(kept) * (1.0 - new_share) / new_share)))
+        data = list(kept) + [pool[i] for i in sorted(random.Random(seed).sample(range(len(pool)), others))]
+        pool.extend(kept)
+        return data
     pool.extend(kept)
     if mode == "accumulate" or len(pool) <= total:
         return list(pool)
@@ -357,6 +411,7 @@ def _base_job(cfg_dict: dict[str, Any], seed: int) -> dict[str, Any]:
     stats, candidates = _measure(model, tokenizer, cfg, splits, seed, 0, "quality")
     _write_jsonl(folder / CANDIDATES_FILE, candidates)  # round 1's candidates of the arms that write whole examples
     stats.update(_data_stats(splits["original"], cfg.budget, seed))
+    stats.update(dict.fromkeys(KEPT_METRICS, math.nan))  # the first model: no round, nothing kept
     row = {"seed": seed, "round": 0, **stats, "seconds": time.perf_counter() - start}
     write_json(done, row)
     logger.info("seed %d first model: %s", seed, _row_line(row))
@@ -384,14 +439,20 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str, mode: str = "replace
     detectors = watch_from_keys(list(cfg.detector_watch))
     name = variant_name(arm, mode)
     rows = [{**base, "arm": arm, "mode": mode, "variant": name, "detector": _detect(detectors, base, 0)}]
-    # The first model's whole examples were written by _base_job; fixed_pool and star ask for solutions only.
-    if arm in ("fixed_pool", "star"):
+    # The first model's whole examples were written by _base_job; fixed_pool, star and the frontier arms ask for
+    # solutions only.
+    if arm in ("fixed_pool", "star", *FRONTIER_ARMS):
         candidates = _candidates(model, tokenizer, cfg, splits, seed, 0, arm)
     else:
         candidates = _read_jsonl(_seed_dir(cfg, seed) / CANDIDATES_FILE)
     pool = [] if mode == "replace" else list(splits["original"])
     for round_ in range(1, cfg.rounds + 1):
         start = time.perf_counter()
+        rationales = (
+            _rationales(model, tokenizer, cfg, candidates, _stream(seed, round_ - 1, 9))
+            if arm == "frontier_rat"
+            else []
+        )
         kept = choose(
             arm,
             candidates,
@@ -402,8 +463,12 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str, mode: str = "replace
             config=knobs,
             n_clusters=cfg.n_clusters,
             seed=_stream(seed, round_, 4),
+            fill=cfg.fill_budget,
+            frontier_weight=cfg.frontier_weight,
+            per_problem_cap=cfg.per_problem_cap,
+            rationales=rationales,
         )
-        data = _round_data(mode, pool, kept, cfg.seed_examples, _stream(seed, round_, 6))
+        data = _round_data(mode, pool, kept, cfg.seed_examples, _stream(seed, round_, 6), cfg.new_share)
         _train(
             model,
             tokenizer,
@@ -413,11 +478,12 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str, mode: str = "replace
             cfg=cfg,
             seed=_stream(seed, round_, 5),
             output_dir=str(folder / "trainer"),
-            sampler=knobs if arm == "qdc" else None,
+            sampler=knobs if arm == "qdc" and cfg.train_sampler == "arm" else None,
         )
         _write_jsonl(folder / f"round{round_}_kept.jsonl", kept)
         stats, candidates = _measure(model, tokenizer, cfg, splits, seed, round_, arm)
         stats.update(_data_stats(data, cfg.budget))
+        stats.update(kept_stats(arm, kept, len(data)))
         row = {
             "seed": seed,
             "round": round_,
@@ -433,6 +499,32 @@ def _arm_job(cfg_dict: dict[str, Any], seed: int, arm: str, mode: str = "replace
     model.save_pretrained(folder / "model")
     write_json(done, rows)
     return rows
+
+
+KEPT_METRICS = ("filled", "new_share", "kept_p_hat", "rationales")
+"""What :func:`kept_stats` measures of a round's kept data (NaN in the first model's row)."""
+
+
+def kept_stats(arm: str, kept: Sequence[dict[str, Any]], data_size: int) -> dict[str, float]:
+    """What a round kept: ``filled`` (rows filled from the original data), ``new_share`` (new rows, i.e. kept and
+    neither filled nor drawn from the original data by ``replay``, as a share of the ``data_size`` rows trained
+    on), ``kept_p_hat`` (the kept solutions' mean pass rate; NaN for arms without one) and ``rationales``.
+
+    >>> kept = [{"p_hat": 0.5}, {"p_hat": 0.25, "rationale": True}, {"filled": True}]
+    >>> kept_stats("frontier_rat", kept, 6)
+    {'filled': 1, 'new_share': 0.3333333333333333, 'kept_p_hat': 0.375, 'rationales': 1}
+    >>> kept_stats("replay", [{}, {}], 2)["new_share"]
+    0.0
+    """
+    filled = sum(1 for r in kept if r.get("filled"))
+    new = 0 if arm == "replay" else len(kept) - filled
+    p_hat = [r["p_hat"] for r in kept if "p_hat" in r and not r.get("filled")]
+    return {
+        "filled": filled,
+        "new_share": new / data_size if data_size else math.nan,
+        "kept_p_hat": float(np.mean(p_hat)) if p_hat else math.nan,
+        "rationales": sum(1 for r in kept if r.get("rationale")),
+    }
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
