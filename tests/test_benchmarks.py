@@ -141,6 +141,27 @@ def test_the_sft_evidence_tables_regenerate_from_the_committed_rows():
         assert table in page
 
 
+def test_the_sft_evidence_keeps_the_design_seeds_apart_from_later_ones():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import sft_evidence
+
+    def row(arm, seed, acc):
+        return {"arm": arm, "noise": 0.2, "seed": seed, "train_size": 10, "acc_id": acc, "acc_ood": acc,
+                "acc_id_solved": "10", "acc_ood_solved": "10"}  # fmt: skip
+
+    # qdc - filter is +0.1 on seeds 0-4 and -0.1 on seeds 5-9
+    rows = [row("filter", s, 0.5) for s in range(10)] + [row("qdc", s, 0.6 if s < 5 else 0.4) for s in range(10)]
+    text = sft_evidence.summarize(rows)
+    design, later = text.split("Claims over every seed run")
+    assert "| noise 0.2 | qdc | 5 | 10 | 0.600 [0.600, 0.600]" in design  # the arms' table: seeds 0-4 only
+    assert "| **qdc − filter, OOD accuracy > +0.00** | noise 0.2 | 5 | +0.100 [+0.100, +0.100]" in design
+    assert "| **qdc − filter, OOD accuracy > +0.00** | noise 0.2 | 10 | +0.000" in later
+    assert "qdc − plain" not in later  # only the claims that have more seeds than the design's
+    assert "Claims over every seed run" not in sft_evidence.summarize([r for r in rows if r["seed"] < 5])
+
+
 def test_the_rl_evidence_tables_regenerate_from_the_committed_runs():
     import json
     import sys
