@@ -212,7 +212,7 @@ def test_token_id_arrays_give_the_measures_of_their_lists():
 
 def test_token_ids_replace_the_words_for_the_ngram_measures_only():
     texts = ["a b c", "a b d", "x y", "x y"]
-    ids = [np.array([1, 2, 3]), np.array([1, 2, 4]), np.array([5, 6, 7]), np.array([5, 6, 7])]
+    ids = [np.array([1, 2, 3]), np.array([1, 2, 4]), np.array([5, 6, 7]), np.array([8, 6, 7])]
     rewards = np.array([1.0, 0.0, 1.0, 1.0])
     answer = lambda t: t.split()[-1]  # noqa: E731
     got = rollout_measures(texts, rewards, 2, answer=answer, token_ids=ids)
@@ -220,7 +220,8 @@ def test_token_ids_replace_the_words_for_the_ngram_measures_only():
     by_text = rollout_measures(texts, rewards, 2, answer=answer)
     for key in ("per_prompt/distinct_2", "across_prompt/distinct_2", "per_prompt/self_bleu", "across_prompt/self_bleu"):
         assert got[key] == by_ids[key]
-    assert got["per_prompt/distinct_2"] != by_text["per_prompt/distinct_2"]  # "x y" is one bigram, [5 6 7] two
+    assert by_text["per_prompt/distinct_2"] == pytest.approx((3 / 4 + 1 / 2) / 2)  # "x y" twice: 1 of 2 bigrams
+    assert got["per_prompt/distinct_2"] == pytest.approx((3 / 4 + 3 / 4) / 2)  # [5 6 7], [8 6 7]: 3 of 4
     assert got["distinct_answers"] == by_text["distinct_answers"] == pytest.approx(0.75)  # read from the text
     with pytest.raises(ValueError, match="token-id sequences"):
         rollout_measures(texts, rewards, 2, token_ids=ids[:3])
