@@ -165,7 +165,7 @@ FIRST_SEEDS = 5
 """The design's seeds (0-4); seeds from here on were added after the first verdicts were read."""
 
 
-def _fmt(x: float, signed: bool = False) -> str:
+def _number(x: float, signed: bool = False) -> str:
     return "n/a" if x != x else f"{x:{'+' if signed else ''}.3f}"
 
 
@@ -179,7 +179,6 @@ def summarize(rows: list[dict[str, Any]]) -> str:
 
     first = [r for r in rows if int(r["seed"]) < FIRST_SEEDS]
     by = {(r["arm"], float(r["noise"]), int(r["seed"])): r for r in first}
-    fmt = _fmt
     lines = [
         "| data | arm | seeds | training examples | ID accuracy [95% CI] | OOD accuracy [95% CI] |",
         "|---|---|---|---|---|---|",
@@ -192,7 +191,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
             cells = []
             for measure in ("acc_id", "acc_ood"):
                 d = paired_difference([r[measure] for r in mine])
-                cells.append(f"{fmt(d.mean)} [{fmt(d.low)}, {fmt(d.high)}]")
+                cells.append(f"{_number(d.mean)} [{_number(d.low)}, {_number(d.high)}]")
             size = round(sum(r["train_size"] for r in mine) / len(mine))
             data = f"noise {noise:g}"
             lines.append(f"| {data} | {arm} | {len(mine)} | {size} | " + " | ".join(cells) + " |")
@@ -215,7 +214,6 @@ def claims_table(rows: list[dict[str, Any]], only_more_than: int = 0) -> list[st
         verdict,
     )
 
-    fmt = _fmt
     by = {(r["arm"], float(r["noise"]), int(r["seed"])): r for r in rows}
     lines = [
         "| claim | data | seeds | difference [95% t CI] | bootstrap [95% CI] | p (t) vs threshold "
@@ -254,9 +252,9 @@ def claims_table(rows: list[dict[str, Any]], only_more_than: int = 0) -> list[st
             f"noise {noise:g}",
             str(len(seeds)),
             d.format(),
-            f"[{fmt(low, True)}, {fmt(high, True)}]",
-            fmt(tested.p_value),
-            fmt(flips),
+            f"[{_number(low, True)}, {_number(high, True)}]",
+            _number(tested.p_value),
+            _number(flips),
             "—",
             verdict(d.low, d.high, threshold, claim) if len(seeds) >= MIN_SEEDS else "inconclusive (n < 3)",  # type: ignore[arg-type]
         ]
@@ -264,7 +262,7 @@ def claims_table(rows: list[dict[str, Any]], only_more_than: int = 0) -> list[st
             secondary.append((len(table), tested.p_value))
         table.append(row)
     for (index, _), adjusted in zip(secondary, holm([p for _, p in secondary])):
-        table[index][7] = fmt(adjusted)
+        table[index][7] = _number(adjusted)
         if adjusted >= 0.05 and table[index][8] in ("held", "did not hold"):  # a secondary claim needs Holm too
             table[index][8] += " uncorrected; inconclusive after Holm"
     lines += ["| " + " | ".join(row) + " |" for row in table]
