@@ -7,7 +7,10 @@ Run from the repository root::
     python benchmarks/bench_rollout.py --smoke   # tiny sizes, a few seconds (CI)
 
 Targets (full sizes): rollout measures at most 0.25 µs of CPU per token; the generation monitor's measurement
-at most 1.5 µs per sample-token. Section 3 times what the generation path itself waits for the rollout monitor
+at most 1.5 µs per sample-token. Section 1 also measures the texts split by Python (``str.split`` and a dict
+pass, as before the NumPy split) and as token-id arrays. Section 2 also compares the compression ratio at gzip
+level 6 (its definition now) with level 9 (before), on the monitor's batches and over collections from copies to
+independent texts. Section 3 times what the generation path itself waits for the rollout monitor
 (``RolloutMonitorCallback.observe``), measuring in the background thread (the default) or inline, and how much a
 stand-in for the training that goes on meanwhile (many small torch operations, as a GPU step launches kernels)
 is slowed by sharing the interpreter with the background measurement (wall time; a worst case: the stand-in
@@ -30,7 +33,7 @@ import numpy as np
 from qdc_trainer.callbacks.generation_metrics import TEXT_METRICS, measure_generations
 from qdc_trainer.callbacks.rollout import RolloutMonitorCallback
 from qdc_trainer.grpo import Rollouts
-from qdc_trainer.metrics import distinct_n, grouped_diversity, repetition_rate, self_bleu
+from qdc_trainer.metrics import _inputs, compression_ratio, distinct_n, grouped_diversity, repetition_rate, self_bleu
 from qdc_trainer.metrics.rollout import rollout_measures
 
 FULL_ROLLOUT = [(32, 16, 512), (64, 16, 1024)]
@@ -70,15 +73,53 @@ def earlier_rollout_text_measures(texts: list[str], k: int) -> dict[str, float]:
 
 def earlier_monitor_measures(groups: list[list[str]]) -> dict[str, float]:
     """The text measures of ``measure_generations`` as computed before: each metric on each collection on its
-    own, the texts tokenized again for each."""
+    own, the texts tokenized again for each, and the compression ratio at gzip level 9 (the default then)."""
     out = {}
-    for name, metric in TEXT_METRICS.items():
+    earlier = {**TEXT_METRICS, "compression_ratio": lambda t: compression_ratio(t, level=9)}
+    for name, metric in earlier.items():
         result = grouped_diversity(groups, metric)
         out[f"per_input/{name}"], out[f"across_input/{name}"] = result.per_input, result.across_input
     flat = [t for g in groups for t in g]
     out["length"] = float(np.mean([len(t.split()) for t in flat]))
     out["repetition"] = float(repetition_rate(flat, n=3).mean())
     return out
+
+
+def with_python_split(fn: Callable[..., dict[str, float]], *args: object) -> dict[str, float]:
+    """``fn(*args)`` with texts split by ``str.split`` and a dict pass, as before the NumPy split."""
+    threshold = _inputs.NUMPY_SPLIT_MIN_CHARS
+    _inputs.NUMPY_SPLIT_MIN_CHARS = float("inf")
+    try:
+        return fn(*args)
+    finally:
+        _inputs.NUMPY_SPLIT_MIN_CHARS = threshold
+
+
+def level_agreement(k: int, words: int, rates: int) -> tuple[np.ndarray, np.ndarray]:
+    """Compression ratios at gzip levels 6 and 9 of collections of ``k`` texts of ``words`` words that redraw a
+    share from 0 (copies) to 1 (independent texts) of one base text's words, three collections per share."""
+    rng = np.random.default_rng(4)
+    vocab = 5000
+    p = 1.0 / np.arange(1, vocab + 1) ** 1.1
+    p /= p.sum()
+    six, nine = [], []
+    for rate in np.linspace(0.0, 1.0, rates):
+        for _ in range(3):
+            base = rng.choice(vocab, size=words, p=p)
+            texts = []
+            for _ in range(k):
+                text = base.copy()
+                redraw = rng.random(words) < rate
+                text[redraw] = rng.choice(vocab, size=int(redraw.sum()), p=p)
+                texts.append(" ".join(f"w{i}" for i in text))
+            six.append(compression_ratio(texts, level=6))
+            nine.append(compression_ratio(texts, level=9))
+    return np.array(six), np.array(nine)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (no ties expected among these ratios)."""
+    return float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
 
 
 def best_cpu(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -115,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{earlier:>8.3f}s {earlier / tokens * 1e6:>9.3f} {earlier / ours:>8.1f}x "
             f"{'identical' if same else 'DIFFER':>10}"
         )
+        python_split, got_python = best_cpu(lambda: with_python_split(rollout_measures, texts, rewards, k), repeats)
+        print(
+            f"{'  texts, Python split':>22} {tokens:>9,} {python_split:>8.3f}s {python_split / tokens * 1e6:>9.3f} "
+            f"{'':>9} {'':>9} {earlier / python_split:>8.1f}x {'identical' if got_python == got else 'DIFFER':>10}"
+        )
         # the same completions as token ids (word "w<i>" is id i), as GRPO holds them: no whitespace split
         ids = [np.array([int(w[1:]) for w in t.split()], dtype=np.int64) for t in texts]
         with_ids, got_ids = best_cpu(lambda: rollout_measures(ids, rewards, k), repeats)
@@ -124,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print("2. generation monitor: measure_generations (target <= 1.5 µs per sample-token)")
+    print("   (earlier: gzip level 9; values: every key but the compression ratio, which is now at level 6)")
     print(
         f"{'prompts x k x words':>22} {'tokens':>9} {'ours':>9} {'µs/token':>9} {'earlier':>9} {'µs/token':>9} "
-        f"{'speed-up':>9} {'values':>10} {'gzip share':>10}"
+        f"{'speed-up':>9} {'values':>10} {'gzip share':>10} {'ratio vs level 9':>17}"
     )
     for prompts, k, words in SMOKE_MONITOR if args.smoke else FULL_MONITOR:
         texts = completions(prompts, k, words, seed=2)
@@ -134,12 +181,23 @@ def main(argv: list[str] | None = None) -> int:
         tokens = sum(len(t.split()) for t in texts)
         ours, got = best_cpu(lambda: measure_generations(groups), repeats)
         earlier, want = best_cpu(lambda: earlier_monitor_measures(groups), repeats)
-        same = all(got[key] == value for key, value in want.items())
+        same = all(got[key] == value for key, value in want.items() if not key.endswith("compression_ratio"))
+        ratio_change = max(abs(got[key] / want[key] - 1) for key in want if key.endswith("compression_ratio"))
         gzip_only, _ = best_cpu(lambda: grouped_diversity(groups, TEXT_METRICS["compression_ratio"]), repeats)
         print(
             f"{f'{prompts} x {k} x {words}':>22} {tokens:>9,} {ours:>8.3f}s {ours / tokens * 1e6:>9.3f} "
             f"{earlier:>8.3f}s {earlier / tokens * 1e6:>9.3f} {earlier / ours:>8.1f}x "
-            f"{'identical' if same else 'DIFFER':>10} {gzip_only / ours:>9.0%}"
+            f"{'identical' if same else 'DIFFER':>10} {gzip_only / ours:>9.0%} {ratio_change:>16.2%}"
+        )
+    print()
+    print("   the compression ratio at level 6 against level 9, over collections from copies to independent texts")
+    print(f"{'k x words':>22} {'collections':>12} {'mean change':>12} {'largest':>8} {'Spearman':>9}")
+    for k, words in [(4, 16)] if args.smoke else [(4, 48), (8, 256), (64, 256)]:
+        six, nine = level_agreement(k, words, rates=5 if args.smoke else 21)
+        change = six / nine - 1
+        print(
+            f"{f'{k} x {words}':>22} {len(six):>12} {change.mean():>+11.2%} {change[np.argmax(abs(change))]:>+8.2%} "
+            f"{spearman(six, nine):>9.4f}"
         )
     print()
     print("3. the rollout monitor on the generation path: wall time of observe(), and of a stand-in training step")

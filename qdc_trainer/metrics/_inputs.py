@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,10 @@ class Corpus:
         items = check_list(texts, name)
         require_items(items, name, min_items)
         if all(isinstance(t, str) for t in items):
+            if sum(map(len, items)) >= NUMPY_SPLIT_MIN_CHARS:
+                split = _split_utf8(items)
+                if split is not None:
+                    return cls(*split)
             token_lists = [t.split() for t in items]
         elif items and all(_is_id_array(t) for t in items):
             return cls._from_id_arrays(items)
@@ -144,8 +149,8 @@ class Corpus:
             present[flat] = True
             rank = np.cumsum(present) - 1
             return cls(rank[flat], offsets, int(rank[-1]) + 1)
-        values, inverse = np.unique(flat, return_inverse=True)
-        return cls(inverse.reshape(-1).astype(np.int64, copy=False), offsets, len(values))
+        ids, vocab_size = unique_ids(flat)
+        return cls(ids, offsets, vocab_size)
 
     def ngram_keys(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """All n-grams that lie inside one text: ``(doc, key)``, equal keys meaning equal n-grams.
@@ -176,6 +181,118 @@ class Corpus:
         doc, key = self.ngram_keys(n)
         _, gram = np.unique(key, return_inverse=True)
         return doc, gram.astype(np.int64, copy=False).reshape(-1)
+
+
+NUMPY_SPLIT_MIN_CHARS = 2048
+"""Texts of at least this many characters in all are split in NumPy (:func:`_split_utf8`); below it Python's
+``str.split`` is faster (a fixed cost of about 20 µs against 0.1 µs a word)."""
+
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+_ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # the ASCII characters str.split() splits on
+_OTHER_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")  # and the others
+_LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+
+
+def _split_utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """``(token ids, offsets, vocab_size)`` of texts split on whitespace exactly as ``str.split()`` splits
+    them, in a few NumPy passes over their UTF-8 bytes; None where that does not apply (a whitespace
+    character outside ASCII, a NUL character, or a lone surrogate), and the caller splits in Python.
+
+    No byte of a multi-byte UTF-8 character is below 128, so splitting the bytes on the ASCII whitespace
+    bytes splits the characters on those characters, and equal words are equal bytes. A word of at most 8
+    bytes is its own key (its bytes, zero-padded, as a little-endian uint64; no byte of a word is 0 or a
+    space, so no two words share a key); a longer word gets its id among the longer words
+    (:func:`_long_word_ids`), shifted left by 8 bits (a zero low byte, which no short word's key has). The
+    ids number the distinct keys in no particular order: equal words, equal ids, which is all a measure
+    reads. About 40 ns a word where words are short, 80 where a quarter are longer than 8 bytes (Python's
+    split and a dict pass: 110-130 ns).
+
+    >>> ids, offsets, vocab = _split_utf8(["a bb a", "", " bb\tlonger-than-8 "])
+    >>> offsets.tolist(), vocab, bool(ids[0] == ids[2]), bool(ids[1] == ids[3]), len(set(ids.tolist()))
+    ([0, 3, 3, 5], 3, True, True, 3)
+    """
+    if any(not t.isascii() and _OTHER_SPACE.search(t) for t in texts):
+        return None
+    try:
+        encoded = [t.encode("utf-8") for t in texts]
+    except UnicodeEncodeError:  # a lone surrogate
+        return None
+    data = b"\n".join(encoded) + b" " * 8  # a newline ends each text; spaces pad the 8-byte reads
+    if b"\0" in data:
+        return None
+    in_word = ~_ASCII_SPACE[np.frombuffer(data, dtype=np.uint8)]
+    edges = np.flatnonzero(np.diff(in_word, prepend=False))  # where a word starts, then where it ends, ...
+    starts, ends = edges[0::2], edges[1::2]
+    text_starts = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(texts)) + 1, out=text_starts[1:])
+    offsets = np.searchsorted(starts, text_starts).astype(np.int64, copy=False)
+    length = ends - starts
+    eight_bytes_at = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+    keys = eight_bytes_at[starts] & _LOW_BYTES[np.minimum(length, 8)]
+    long = np.flatnonzero(length > 8)
+    if len(long):
+        keys[long] = _long_word_ids(eight_bytes_at, starts[long], length[long]).astype(np.uint64) << np.uint64(8)
+    ids, vocab_size = _dense_ranks(keys)
+    return ids, offsets, vocab_size
+
+
+def _long_word_ids(eight_bytes_at: np.ndarray, starts: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Ids of words longer than 8 bytes, equal words equal ids: each 8-byte chunk in turn is folded into the id
+    (the id so far times the number of distinct chunks, plus the chunk's rank) and the ids re-ranked, over the
+    words that still have bytes; words of one length take part in the same rounds, so their final ids compare
+    every chunk, and the length tells the others apart. Work in proportion to the words' bytes."""
+    ids = np.zeros(len(starts), dtype=np.int64)
+    active = np.arange(len(starts))
+    for offset in range(0, int(length.max()), 8):
+        active = active[length[active] > offset]
+        chunk = eight_bytes_at[starts[active] + offset] & _LOW_BYTES[np.minimum(length[active] - offset, 8)]
+        chunk_ids, n_chunks = _dense_ranks(chunk)
+        folded, _ = _dense_ranks((ids[active] * n_chunks + chunk_ids).astype(np.uint64))
+        ids[active] = folded
+    # ids of words of different lengths were renumbered separately: tell them apart by length
+    length_ids, _ = _dense_ranks(length.astype(np.uint64))
+    ids, _ = _dense_ranks((length_ids * len(starts) + ids).astype(np.uint64))
+    return ids
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd: a multiplicative hash
+_LOW_32 = np.uint64(0xFFFFFFFF)
+
+
+def _dense_ranks(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """Ids ``0 .. V - 1`` of uint64 keys, equal keys equal ids, and V, the number of distinct keys.
+
+    One value sort of (32-bit hash of the key, position) pairs, instead of ``np.unique``'s argsort (about
+    half its cost): equal keys are neighbours in that order unless two different keys share a hash,
+    which shows as more key changes than hash changes, and then ``np.unique`` decides.
+
+    >>> ids, n = _dense_ranks(np.array([7, 3, 7, 9], dtype=np.uint64))
+    >>> n, bool(ids[0] == ids[2]), len(set(ids.tolist()))
+    (3, True, 3)
+    """
+    if not 0 < len(keys) < 1 << 32:
+        return unique_ids(keys)
+    packed = (keys * _GOLDEN) >> np.uint64(32) << np.uint64(32)
+    packed |= np.arange(len(keys), dtype=np.uint64)
+    packed.sort()
+    order = (packed & _LOW_32).astype(np.int64)
+    packed >>= np.uint64(32)
+    in_order = keys[order]
+    new = np.empty(len(keys), dtype=bool)
+    new[0] = True
+    np.not_equal(in_order[1:], in_order[:-1], out=new[1:])
+    distinct = int(np.count_nonzero(new))
+    if distinct != 1 + int(np.count_nonzero(packed[1:] != packed[:-1])):  # two keys share a hash
+        return unique_ids(keys)
+    ids = np.empty(len(keys), dtype=np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids, distinct
+
+
+def unique_ids(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """Ids of ``keys`` in order of value (equal keys, equal ids) and their number, by ``np.unique``."""
+    values, ids = np.unique(keys, return_inverse=True)
+    return ids.reshape(-1).astype(np.int64, copy=False), len(values)
 
 
 def _is_id_array(text: Any) -> bool:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._inputs import Corpus, check_order
+from ._inputs import Corpus, check_order, unique_ids
 
 __all__ = ["ViewStats", "collection_means", "collection_stats"]
 
@@ -49,12 +49,6 @@ class ViewStats:
     collection: np.ndarray
     bleu: np.ndarray | None
     distinct: dict[int, np.ndarray]
-
-
-def _rank(key: np.ndarray) -> tuple[np.ndarray, int]:
-    """Dense ranks of ``key`` (equal keys, equal ranks) and their number."""
-    uniques, inverse = np.unique(key, return_inverse=True)
-    return inverse.reshape(-1).astype(np.int64, copy=False), len(uniques)
 
 
 def _bits(n: int) -> int:
@@ -148,13 +142,13 @@ def collection_stats(
         if n > 1:
             key = key[:-1]
             if _bits(bound * base) + doc_bits > 62:  # re-rank so that the packed keys stay in int64
-                key, bound = _rank(key)
+                key, bound = unique_ids(key)
             key = key * base + tokens[n - 1 :]
             bound *= base
         if n not in orders:
             continue
         if _bits(bound) + doc_bits > 62:
-            key, bound = _rank(key)
+            key, bound = unique_ids(key)
         packed = key << doc_bits
         packed |= doc_of_token[: len(key)]
         if n > 1:  # only the n-grams that lie inside one text

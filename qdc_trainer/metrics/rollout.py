@@ -161,8 +161,9 @@ def rollout_measures(
     distinct-2 and self-BLEU on those tokens instead, while ``answer`` still reads the completions' text.
 
     Cost: the texts are tokenized once; per n-gram order one sort of all the batch's n-grams serves every
-    group and both views (see ``qdc_trainer.metrics._segmented``): about 0.3-0.4 µs of CPU per word of
-    text at GRPO's sizes, 0.2 µs per token from token-id arrays (``benchmarks/bench_rollout.py``), with
+    group and both views (see ``qdc_trainer.metrics._segmented``): about 0.15-0.25 µs of CPU per word of
+    text at GRPO's sizes (split in NumPy; about 0.3 µs where a whitespace character outside ASCII makes it
+    Python's split), 0.15-0.23 µs per token from token-id arrays (``benchmarks/bench_rollout.py``), with
     values identical to measuring each group and each across-prompt collection on its own with
     :func:`~qdc_trainer.metrics.grouped_diversity`.
 

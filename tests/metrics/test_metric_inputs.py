@@ -22,6 +22,7 @@ from qdc_trainer.metrics import (
     sequence_perplexity,
     token_entropy,
 )
+from qdc_trainer.metrics._inputs import _ASCII_SPACE, _OTHER_SPACE, NUMPY_SPLIT_MIN_CHARS, _dense_ranks, _split_utf8
 
 
 def test_model_measures_reject_token_ids(tokenizer, tiny_lm):
@@ -116,6 +117,79 @@ def test_corpus_is_shared_across_metrics():
     assert self_bleu(corpus) == self_bleu(texts)
     with pytest.raises(ValueError, match="at least 2"):
         self_bleu(Corpus.from_texts(["one"]))
+
+
+def assert_split_like_python(texts: list[str], ids: np.ndarray, offsets: np.ndarray, vocab: int) -> None:
+    """The ids and offsets are str.split()'s words: equal words share an id, different words do not."""
+    words = [w for t in texts for w in t.split()]
+    assert offsets.tolist() == np.cumsum([0] + [len(t.split()) for t in texts]).tolist()
+    assert len(ids) == len(words) and vocab == len(set(words))
+    assert len(set(zip(words, ids.tolist()))) == vocab and (len(ids) == 0 or 0 <= ids.min() <= ids.max() < vocab)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_numpy_split_is_str_split(seed):
+    # every character str.split() treats as ASCII whitespace, runs of it at the ends, empty texts, and words
+    # around the 8-byte chunks of the keys (a 9-byte word shares its first 8 bytes with an 8-byte one)
+    rng = np.random.default_rng(seed)
+    spaces = [chr(c) for c in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32)]
+    letters = list("ab~\x01\x7f") + ["\u00e9", "\u4e2d", "\U0001f600"]  # 1-, 2-, 3- and 4-byte characters
+    texts = []
+    for _ in range(int(rng.integers(1, 40))):
+        pieces = []
+        for _ in range(int(rng.integers(0, 12))):
+            pieces.append("".join(rng.choice(letters, int(rng.integers(1, 30)))))
+            pieces.append("".join(rng.choice(spaces, int(rng.integers(1, 3)))))
+        texts.append("".join(pieces[: len(pieces) - int(rng.integers(0, 2))]))
+    # and long words that share their first chunks, or every chunk but a length apart
+    texts += ["abababab", "abababab~", "", "   ", "abababab~abababab~ abababab~abababab", "abababab~abababab~~"]
+    split = _split_utf8(texts)
+    assert split is not None
+    assert_split_like_python(texts, *split)
+
+
+def test_numpy_split_knows_every_whitespace_character_of_str_split():
+    splits = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000 and len(f"a{chr(c)}b".split()) == 2]
+    ascii_spaces = [c for c in splits if ord(c) < 128]
+    assert np.flatnonzero(_ASCII_SPACE).tolist() == [ord(c) for c in ascii_spaces]
+    assert [c for c in splits if ord(c) >= 128] == [chr(c) for c in range(128, 0x110000) if _OTHER_SPACE.match(chr(c))]
+
+
+def test_numpy_split_leaves_what_it_cannot_split_to_python():
+    assert _split_utf8(["caf\u00e9 au\u3000lait"]) is None  # a whitespace character outside ASCII
+    assert _split_utf8(["a\x00b c"]) is None  # a NUL byte would look like the padding of a short word
+    assert _split_utf8(["a\ud800 b"]) is None  # a lone surrogate has no UTF-8
+    for odd in (["caf\u00e9 au\u3000lait"], ["a\x00b c", "a c"], ["a\ud800 b"]):
+        texts = odd * NUMPY_SPLIT_MIN_CHARS
+        corpus = Corpus.from_texts(texts)
+        assert_split_like_python(texts, corpus.tokens, corpus.offsets, corpus.vocab_size)
+
+
+def test_dense_ranks_are_equalities_even_when_hashes_collide():
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 1 << 63, 400, dtype=np.uint64)[rng.integers(0, 400, 5000)]
+    # a key whose 32-bit hash equals another's: k * golden + 1 shares the high 32 bits (its low 32 are not all 1s)
+    golden = 0x9E3779B97F4A7C15
+    partner = (int(keys[0]) + pow(golden, -1, 1 << 64)) % (1 << 64)
+    assert ((int(keys[0]) * golden) % (1 << 64)) & 0xFFFFFFFF != 0xFFFFFFFF
+    assert (int(keys[0]) * golden) % (1 << 64) >> 32 == (partner * golden) % (1 << 64) >> 32
+    for case in (keys, np.r_[keys, np.uint64(partner), keys[:3]], keys[:1], keys[:0]):
+        ids, n = _dense_ranks(case)
+        values, inverse = np.unique(case, return_inverse=True)
+        assert n == len(values) and len(set(zip(ids.tolist(), inverse.tolist()))) == n
+
+
+def test_long_texts_take_the_numpy_split_with_the_same_measures():
+    rng = np.random.default_rng(3)
+    lexicon = ["the", "answer", "is", "Therefore,", "step-by-step", "42.", "multiplication", "a"]
+    texts = [" ".join(rng.choice(lexicon, int(rng.integers(0, 60)))) for _ in range(120)]
+    assert sum(map(len, texts)) >= NUMPY_SPLIT_MIN_CHARS
+    corpus = Corpus.from_texts(texts)
+    assert_split_like_python(texts, corpus.tokens, corpus.offsets, corpus.vocab_size)
+    as_lists = [t.split() for t in texts]  # the Python path
+    for n in (1, 2, 4):
+        assert distinct_n(corpus, n) == distinct_n(as_lists, n)
+    assert self_bleu(corpus) == self_bleu(as_lists)
 
 
 def test_ngram_keys_survive_overflow_of_the_direct_key():
