@@ -42,8 +42,9 @@ FULL_MONITOR = [(16, 4, 48), (256, 8, 256)]
 SMOKE_MONITOR = [(4, 2, 16)]
 
 
-def completions(prompts: int, k: int, words: int, seed: int = 0) -> list[str]:
-    """``prompts`` groups of ``k`` near-copies of ``words`` words (see the module docstring)."""
+def completions(prompts: int, k: int, words: int, seed: int = 0, redraw_share: float = 0.3) -> list[str]:
+    """``prompts`` groups of ``k`` near-copies of ``words`` words, each redrawing ``redraw_share`` of its group's
+    words (see the module docstring)."""
     rng = np.random.default_rng(seed)
     vocab = 5000
     p = 1.0 / np.arange(1, vocab + 1) ** 1.1
@@ -54,7 +55,7 @@ def completions(prompts: int, k: int, words: int, seed: int = 0) -> list[str]:
         base = rng.choice(vocab, size=words, p=p)
         for _ in range(k):
             text = base.copy()
-            redraw = rng.random(words) < 0.3
+            redraw = rng.random(words) < redraw_share
             text[redraw] = rng.choice(vocab, size=int(redraw.sum()), p=p)
             out.append(" ".join(lexicon[text[: int(words * rng.uniform(0.7, 1.0))]]))
     return out
@@ -96,24 +97,13 @@ def with_python_split(fn: Callable[..., dict[str, float]], *args: object) -> dic
 
 
 def level_agreement(k: int, words: int, rates: int) -> tuple[np.ndarray, np.ndarray]:
-    """Compression ratios at gzip levels 6 and 9 of collections of ``k`` texts of ``words`` words that redraw a
-    share from 0 (copies) to 1 (independent texts) of one base text's words, three collections per share."""
-    rng = np.random.default_rng(4)
-    vocab = 5000
-    p = 1.0 / np.arange(1, vocab + 1) ** 1.1
-    p /= p.sum()
+    """Compression ratios at gzip levels 6 and 9 of collections of ``k`` completions of up to ``words`` words
+    that redraw a share from 0 (copies) to 1 (independent texts) of their group's words, three per share."""
     six, nine = [], []
-    for rate in np.linspace(0.0, 1.0, rates):
-        for _ in range(3):
-            base = rng.choice(vocab, size=words, p=p)
-            texts = []
-            for _ in range(k):
-                text = base.copy()
-                redraw = rng.random(words) < rate
-                text[redraw] = rng.choice(vocab, size=int(redraw.sum()), p=p)
-                texts.append(" ".join(f"w{i}" for i in text))
-            six.append(compression_ratio(texts, level=6))
-            nine.append(compression_ratio(texts, level=9))
+    for i, share in enumerate(np.repeat(np.linspace(0.0, 1.0, rates), 3)):
+        texts = completions(1, k, words, seed=100 + i, redraw_share=share)
+        six.append(compression_ratio(texts, level=6))
+        nine.append(compression_ratio(texts, level=9))
     return np.array(six), np.array(nine)
 
 

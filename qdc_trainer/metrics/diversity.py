@@ -231,9 +231,9 @@ def compression_ratio(texts: Sequence[TextLike], level: int = 6) -> float:
     (Python's ``gzip`` default, which the ``diversity`` package uses) searches
     longer for matches: it costs 2-7x the CPU (1.4 µs a word at level 9, 0.2 µs
     at level 6, on the benchmark's near-copies; 0.6 and 0.3 µs on Markdown and code)
-    for ratios 0-1% higher at the monitor's sizes and up to 11% higher on large
-    collections of near-copies, ranking collections the same way (Spearman
-    0.997 or more; ``benchmarks/bench_rollout.py``).
+    for ratios 0.2% higher on average at the monitor's sizes (at most 6%) and up
+    to 10% higher on large collections of near-copies, ranking collections the
+    same way (Spearman 0.998 or more; ``benchmarks/bench_rollout.py``).
 
     >>> compression_ratio(["spam"] * 200) > 20
     True

@@ -20,6 +20,8 @@ from qdc_trainer.experiments.self_improve import ARMS, load_self_improve_config
 from qdc_trainer.experiments.self_improve.results import (
     NOT_READ,
     frontier_claims,
+    frontier_over_solved,
+    frontier_over_solved_table,
     frontier_verdict,
     headroom_gate,
     summarize,
@@ -296,6 +298,32 @@ def test_claims_are_not_read_when_the_gate_fails_and_read_when_it_passes():
     assert frontier_claims(control + replay, ["control/mix", "replay/mix"]) == {}
 
 
+def test_claim_4_frontier_over_solved_over_every_seed_and_the_later_ones_alone():
+    frontier = _rows("frontier/mix", [0.56, 0.55, 0.54, 0.555, 0.57, 0.58, 0.53])
+    solved = _rows("solved/mix", [0.50, 0.52, 0.49, 0.49, 0.55, 0.50, 0.52])
+    result = frontier_over_solved(frontier + solved)
+    # differences 0.06, 0.03, 0.05, 0.065, 0.02, 0.08, 0.01: mean 0.045, sd 0.025658, se 0.009698, t(6) 2.4469
+    claim = result["claim"]
+    assert claim["difference"] == pytest.approx([0.045, 0.0213, 0.0687], abs=1e-4)
+    assert (claim["verdict"], claim["seeds"], claim["seeds_above"]) == ("held", "7 (0-6)", "7/7")
+    assert not claim["at_most_one_point"]
+    later = result["later_seeds"]  # seeds 5 and 6 alone: 0.08 and 0.01
+    assert later["seeds"] == "2 (5-6)" and later["difference"][0] == pytest.approx(0.045)
+    table = frontier_over_solved_table(result)
+    assert "| claim 4: frontier − solved | acc_id | 7 (0-6) | +0.045 [+0.021, +0.069] | " in table
+    assert "| frontier − solved, later seeds only | acc_id | 2 (5-6) | +0.045 " in table
+    # a difference bounded to under a point is read so; the design's seeds alone have no later-seeds line
+    flat = frontier_over_solved(
+        _rows("frontier/mix", [0.500, 0.502, 0.499, 0.501]) + _rows("solved/mix", [0.5, 0.5, 0.5, 0.5])
+    )
+    assert flat["claim"]["verdict"] == "inconclusive" and flat["claim"]["at_most_one_point"]
+    assert "later_seeds" not in flat and "at most one point" in frontier_over_solved_table(flat)
+    worse = frontier_over_solved(_rows("frontier/mix", [0.45, 0.44, 0.46]) + _rows("solved/mix", [0.5, 0.5, 0.51]))
+    assert worse["claim"]["verdict"] == "did not hold"
+    with pytest.raises(ValueError, match="no seed ran both"):
+        frontier_over_solved(frontier)
+
+
 def test_the_summary_prints_the_gate_before_any_arm_and_the_table_shows_it(tmp_path):
     rows = (
         _rows("control/mix", [0.54, 0.49, 0.52, 0.50])
@@ -416,6 +444,30 @@ def test_the_committed_run_is_the_recipe_and_the_page_quotes_its_tables():
     for section in quoted:
         table = "\n".join(line for line in section.split("\n") if line.startswith("|"))
         assert table and table in page, section[:40]
+
+
+def test_claim_4_rows_are_the_recipe_on_seeds_5_to_19_and_the_page_quotes_its_table(tmp_path):
+    """Seeds 5-19 of frontier and solved ran with the recipe's settings (the run folder apart), their table
+    rebuilds byte for byte, and the page holds claim 4's table computed from both committed folders."""
+    import dataclasses
+
+    from qdc_trainer.experiments.self_improve import rebuild
+    from qdc_trainer.experiments.self_improve.config import RUN_SETTINGS_IGNORED
+
+    more = COMMITTED.parent / "frontier_seeds"
+    settings = dataclasses.asdict(load_self_improve_config(RECIPE))
+    stored = json.loads((more / "config.json").read_text())
+    wanted = {k: v for k, v in settings.items() if k not in RUN_SETTINGS_IGNORED and k != "output_dir"}
+    assert {k: v for k, v in stored.items() if k != "output_dir"} == json.loads(json.dumps(wanted))
+    rows = json.loads((more / "results.json").read_text())
+    ran = {(r["variant"], r["seed"]) for r in rows}
+    assert ran == {(v, s) for v in ("frontier/mix", "solved/mix") for s in range(5, 20)}
+    table, _ = rebuild(more, plots=False, out_dir=tmp_path)
+    assert table.read_bytes() == (more / "results.md").read_bytes()
+    first = json.loads((COMMITTED / "results.json").read_text())
+    result = frontier_over_solved(first + rows)
+    assert result["claim"]["verdict"] == "held" and result["claim"]["seeds"] == "20 (0-19)"
+    assert frontier_over_solved_table(result) in PAGE.read_text()
 
 
 @pytest.mark.slow

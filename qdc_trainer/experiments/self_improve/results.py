@@ -421,6 +421,72 @@ def frontier_claims(rows: Sequence[dict[str, Any]], variants: Sequence[str]) -> 
     return out
 
 
+FIRST_SEEDS = 5
+"""The frontier design's seeds (0 to 4); claim 4 adds seeds 5 to 19 of `frontier` and `solved`."""
+
+
+def frontier_over_solved(rows: Sequence[dict[str, Any]], mode: str = "mix") -> dict[str, Any]:
+    """Claim 4, registered after the five-seed run and before seeds 5 to 19: ``frontier`` − ``solved`` in
+    in-distribution accuracy at the last round, paired by seed over every seed both ran. Held when the 95% t
+    interval lies above 0, did not hold when it lies at or below 0, else inconclusive; ``at_most_one_point``
+    when its upper end is below +0.01. Beside it, without a claim: the same difference on the seeds after the
+    design's (:data:`FIRST_SEEDS`), and the out-of-distribution accuracy and pass@k differences over every seed.
+    Each entry is ``[mean, low, high]`` with the seeds and how many of them are above 0."""
+    a, b = f"frontier/{mode}", f"solved/{mode}"
+
+    def difference(metric: str, later_only: bool = False) -> dict[str, Any] | None:
+        seeds = sorted(set(_seeds_of(rows, a)) & set(_seeds_of(rows, b)))
+        seeds = [s for s in seeds if s >= FIRST_SEEDS] if later_only else seeds
+        if not seeds:
+            return None
+        la, lb = _last_round(rows, a), _last_round(rows, b)
+        mine = [_value(rows, a, s, la, metric) for s in seeds]
+        theirs = [_value(rows, b, s, lb, metric) for s in seeds]
+        d = paired_difference(mine, theirs)
+        return {
+            "difference": [round(d.mean, 4), round(d.low, 4), round(d.high, 4)],
+            "p": round(d.p_value, 4),
+            "seeds": f"{len(seeds)} ({seeds[0]}-{seeds[-1]})",
+            "seeds_above": f"{sum(x > y for x, y in zip(mine, theirs))}/{len(seeds)}",
+        }
+
+    claim = difference("acc_id")
+    if claim is None:
+        raise ValueError(f"no seed ran both {a} and {b}")
+    low, high = claim["difference"][1:]
+    out = {
+        "claim": {**claim, "verdict": verdict(low, high, 0.0, "above"), "at_most_one_point": high < 0.01},
+        "later_seeds": difference("acc_id", later_only=True),
+        "acc_ood": difference("acc_ood"),
+        "pass_at_k": difference("pass_at_k"),
+    }
+    return {key: value for key, value in out.items() if value is not None}
+
+
+def frontier_over_solved_table(result: dict[str, Any]) -> str:
+    """The Markdown table of :func:`frontier_over_solved`."""
+    lines = ["| comparison | measure | seeds | difference [95% CI] | p (t) | seeds above | verdict |", "|---" * 7 + "|"]
+    for key, name, measure in (
+        ("claim", "claim 4: frontier − solved", "acc_id"),
+        ("later_seeds", "frontier − solved, later seeds only", "acc_id"),
+        ("acc_ood", "frontier − solved", "acc_ood"),
+        ("pass_at_k", "frontier − solved", "pass_at_k"),
+    ):
+        if key not in result:
+            continue
+        r = result[key]
+        d = r["difference"]
+        said = r.get("verdict", "(no claim)")
+        if r.get("at_most_one_point"):
+            said += "; at most one point"
+        lines.append(
+            f"| {name} | {measure} | {r['seeds']} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | "
+            f"{'< 0.001' if r['p'] < 0.001 else format(r['p'], '.3f')} | "
+            f"{r['seeds_above']} | {said} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def beyond(per_variant: dict[str, dict[str, Any]], variant: str, reference: str = REPLAY) -> dict[str, Any]:
     """``variant``'s gain in in-distribution accuracy minus ``reference``'s, paired by seed: what the new data
     added beyond the extra training steps. Mean over the shared seeds, in how many the variant gained more, the
