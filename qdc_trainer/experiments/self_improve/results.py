@@ -286,9 +286,15 @@ def reference_of(variants: Sequence[str]) -> str | None:
     return next((v for v in variants if v.startswith("replay/")), None)
 
 
-def _final_pairs(rows: Sequence[dict[str, Any]], a: str, b: str, metric: str) -> tuple[list[float], list[float]]:
-    """``metric`` at each variant's last round, on the seeds both share (in seed order)."""
-    seeds = sorted(set(_seeds_of(rows, a)) & set(_seeds_of(rows, b)))
+def _shared_seeds(rows: Sequence[dict[str, Any]], a: str, b: str) -> list[int]:
+    return sorted(set(_seeds_of(rows, a)) & set(_seeds_of(rows, b)))
+
+
+def _final_pairs(
+    rows: Sequence[dict[str, Any]], a: str, b: str, metric: str, seeds: Sequence[int] | None = None
+) -> tuple[list[float], list[float]]:
+    """``metric`` at each variant's last round, on ``seeds`` (default: the seeds both share), in seed order."""
+    seeds = _shared_seeds(rows, a, b) if seeds is None else seeds
     la, lb = _last_round(rows, a), _last_round(rows, b)
     return [_value(rows, a, s, la, metric) for s in seeds], [_value(rows, b, s, lb, metric) for s in seeds]
 
@@ -435,13 +441,10 @@ def frontier_over_solved(rows: Sequence[dict[str, Any]], mode: str = "mix") -> d
     a, b = f"frontier/{mode}", f"solved/{mode}"
 
     def difference(metric: str, later_only: bool = False) -> dict[str, Any] | None:
-        seeds = sorted(set(_seeds_of(rows, a)) & set(_seeds_of(rows, b)))
-        seeds = [s for s in seeds if s >= FIRST_SEEDS] if later_only else seeds
+        seeds = [s for s in _shared_seeds(rows, a, b) if s >= FIRST_SEEDS or not later_only]
         if not seeds:
             return None
-        la, lb = _last_round(rows, a), _last_round(rows, b)
-        mine = [_value(rows, a, s, la, metric) for s in seeds]
-        theirs = [_value(rows, b, s, lb, metric) for s in seeds]
+        mine, theirs = _final_pairs(rows, a, b, metric, seeds)
         d = paired_difference(mine, theirs)
         return {
             "difference": [round(d.mean, 4), round(d.low, 4), round(d.high, 4)],
@@ -634,17 +637,14 @@ def _paired_section(rows: Sequence[dict[str, Any]], variants: Sequence[str], ref
     if reference is None or reference not in variants:
         return []
     others = [v for v in variants if v != reference]
-    ref_last = _last_round(rows, reference)
     table, p_values = [], []
     for v in others:
-        seeds = sorted(set(_seeds_of(rows, v)) & set(_seeds_of(rows, reference)))
+        seeds = _shared_seeds(rows, v, reference)
         if len(seeds) < 2:
             continue
-        v_last = _last_round(rows, v)
         cells = []
         for m in PAIRED_COLUMNS:
-            mine = [_value(rows, v, s, v_last, m) for s in seeds]
-            ref = [_value(rows, reference, s, ref_last, m) for s in seeds]
+            mine, ref = _final_pairs(rows, v, reference, m, seeds)
             d = paired_difference(mine, ref)
             cells.append(d.format())
             if m == "acc_id":
