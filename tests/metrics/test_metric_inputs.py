@@ -185,6 +185,7 @@ def test_long_texts_take_the_numpy_split_with_the_same_measures():
     texts = [" ".join(rng.choice(lexicon, int(rng.integers(0, 60)))) for _ in range(120)]
     assert sum(map(len, texts)) >= NUMPY_SPLIT_MIN_CHARS
     corpus = Corpus.from_texts(texts)
+    assert np.array_equal(corpus.tokens, _split_utf8(texts)[0])  # the NumPy split made it
     assert_split_like_python(texts, corpus.tokens, corpus.offsets, corpus.vocab_size)
     as_lists = [t.split() for t in texts]  # the Python path
     for n in (1, 2, 4):
