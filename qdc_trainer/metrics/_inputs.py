@@ -195,24 +195,24 @@ _LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], 
 
 def _split_utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray, int] | None:
     """``(token ids, offsets, vocab_size)`` of texts split on whitespace exactly as ``str.split()`` splits
-    them, in a few NumPy passes over their UTF-8 bytes; None where that does not apply (a whitespace
-    character outside ASCII, a NUL character, or a lone surrogate), and the caller splits in Python.
+    them, in a few NumPy passes over their UTF-8 bytes; None where that does not apply (a NUL character or a
+    lone surrogate), and the caller splits in Python.
 
-    No byte of a multi-byte UTF-8 character is below 128, so splitting the bytes on the ASCII whitespace
-    bytes splits the characters on those characters, and equal words are equal bytes. A word of at most 8
-    bytes is its own key (its bytes, zero-padded, as a little-endian uint64; no byte of a word is 0 or a
+    No byte of a multi-byte UTF-8 character is below 128, so splitting the bytes on the ASCII whitespace bytes
+    splits the characters on those characters, and equal words are equal bytes; the whitespace characters
+    outside ASCII (U+00A0, U+3000, ...) are replaced by spaces first, which splits the same way. A word of at
+    most 8 bytes is its own key (its bytes, zero-padded, as a little-endian uint64; no byte of a word is 0 or a
     space, so no two words share a key); a longer word gets its id among the longer words
-    (:func:`_long_word_ids`), shifted left by 8 bits (a zero low byte, which no short word's key has). The
-    ids number the distinct keys in no particular order: equal words, equal ids, which is all a measure
-    reads. About 40 ns a word where words are short, 80 where a quarter are longer than 8 bytes (Python's
-    split and a dict pass: 110-130 ns).
+    (:func:`_long_word_ids`), shifted left by 8 bits (a zero low byte, which no short word's key has). The ids
+    number the distinct keys in no particular order: equal words, equal ids, which is all a measure reads. About
+    40 ns a word where words are short, 80 where a quarter are longer than 8 bytes (Python's split and a dict
+    pass: 110-130 ns).
 
     >>> ids, offsets, vocab = _split_utf8(["a bb a", "", " bb\tlonger-than-8 "])
     >>> offsets.tolist(), vocab, bool(ids[0] == ids[2]), bool(ids[1] == ids[3]), len(set(ids.tolist()))
     ([0, 3, 3, 5], 3, True, True, 3)
     """
-    if any(not t.isascii() and _OTHER_SPACE.search(t) for t in texts):
-        return None
+    texts = [t if t.isascii() else _OTHER_SPACE.sub(" ", t) for t in texts]
     try:
         encoded = [t.encode("utf-8") for t in texts]
     except UnicodeEncodeError:  # a lone surrogate

@@ -162,8 +162,8 @@ def rollout_measures(
 
     Cost: the texts are tokenized once; per n-gram order one sort of all the batch's n-grams serves every
     group and both views (see ``qdc_trainer.metrics._segmented``): about 0.15-0.25 µs of CPU per word of
-    text at GRPO's sizes (split in NumPy; about 0.3 µs where a whitespace character outside ASCII makes it
-    Python's split), 0.15-0.23 µs per token from token-id arrays (``benchmarks/bench_rollout.py``), with
+    text at GRPO's sizes (split in NumPy; about 0.3 µs where a NUL character makes it Python's split),
+    0.15-0.23 µs per token from token-id arrays (``benchmarks/bench_rollout.py``), with
     values identical to measuring each group and each across-prompt collection on its own with
     :func:`~qdc_trainer.metrics.grouped_diversity`.
 
