@@ -478,12 +478,11 @@ def frontier_over_solved_table(result: dict[str, Any]) -> str:
         if key not in result:
             continue
         r = result[key]
-        d = r["difference"]
         said = r.get("verdict", "(no claim)")
         if r.get("at_most_one_point"):
             said += "; at most one point"
         lines.append(
-            f"| {name} | {measure} | {r['seeds']} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | "
+            f"| {name} | {measure} | {r['seeds']} | {_interval(r['difference'])} | "
             f"{'< 0.001' if r['p'] < 0.001 else format(r['p'], '.3f')} | "
             f"{r['seeds_above']} | {said} |"
         )
@@ -572,6 +571,11 @@ def _summary_text(per_variant: dict[str, Any], claims: dict[str, Any], seeds: li
         detail = {k: v for k, v in claim.items() if k not in ("held", "verdict")}
         lines.append(f"claim {name}: {outcome} {json.dumps(detail, default=_json_num)}")
     return "\n".join(lines)
+
+
+def _interval(x: Sequence[float]) -> str:
+    """``[mean, low, high]`` as ``+m [+l, +h]``."""
+    return f"{x[0]:+.3f} [{x[1]:+.3f}, {x[2]:+.3f}]"
 
 
 def _fmt(value: float) -> str:
@@ -683,9 +687,6 @@ def _gate_section(claims: dict[str, Any]) -> list[str]:
     if "reason" in g:
         return ["## Headroom gate: failed", "", f"{g['reason']}: the selection arms are not read.", ""]
 
-    def ci(x: list[float]) -> str:
-        return f"{x[0]:+.3f} [{x[1]:+.3f}, {x[2]:+.3f}]"
-
     def mark(ok: bool) -> str:
         return "yes" if ok else "**no**"
 
@@ -697,12 +698,12 @@ def _gate_section(claims: dict[str, Any]) -> list[str]:
         "",
         "| condition | needed | measured | met |",
         "|---|---|---|---|",
-        f"| replay is flat: Δ acc_id over the rounds [95% CI] | within ±{FLAT:.2f} (mean) | {ci(g['replay_gain'])} "
-        f"| {mark(g['replay_flat'])} |",
+        f"| replay is flat: Δ acc_id over the rounds [95% CI] | within ±{FLAT:.2f} (mean) | "
+        f"{_interval(g['replay_gain'])} | {mark(g['replay_flat'])} |",
         f"| new data's share of each round's data (control, smallest) | ≥ {MIN_NEW_SHARE:.2f} | "
         f"{_fmt(g['new_share_min'])} | {mark(g['new_share_ok'])} |",
         f"| control − replay, final acc_id [95% CI] | ≥ {MIN_STANDARD_ERRORS:.0f} standard errors | "
-        f"{ci(g['control_minus_replay'])}, {g['standard_errors']} SE | {mark(g['headroom'])} |",
+        f"{_interval(g['control_minus_replay'])}, {g['standard_errors']} SE | {mark(g['headroom'])} |",
         "",
     ]
 
@@ -727,10 +728,7 @@ def _frontier_section(claims: dict[str, Any]) -> list[str]:
     ]
     for n in names:
         c = claims[n]
-        d = c["difference"]
-        lines.append(
-            f"| {n} | {c['measure']} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {c['seeds_above']} | {c['verdict']} |"
-        )
+        lines.append(f"| {n} | {c['measure']} | {_interval(c['difference'])} | {c['seeds_above']} | {c['verdict']} |")
     return lines
 
 
